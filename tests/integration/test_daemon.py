@@ -1,0 +1,110 @@
+"""`weaved daemon` in a private namespace: converge at start, watch edits, keep the last good
+spec, serve the control API to root only, stop cleanly."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import Netns, netns, stop_process, wait_for
+
+SPEC = 'version: 1\npeer: {name: "3e:80:e7:5a:63:a7"}\ndatapath: {mtu: 1400}\nexpose: [{cidr: 10.2.1.1/24}]\n'
+
+
+def mtu(ns: Netns) -> int:
+    proc = ns.ip("-j", "link", "show", "weave", check=False)
+    if proc.returncode != 0:
+        return 0
+    return int(json.loads(proc.stdout)[0]["mtu"])
+
+
+@pytest.fixture
+def running(tmp_path: Path) -> object:
+    spec = tmp_path / "weave.yaml"
+    spec.write_text(SPEC)
+    with netns() as ns:
+        proc = ns.popen_weaved(spec, "daemon", "--resync", "2", log=tmp_path / "daemon.log")
+        try:
+            # Ready = the first converge finished (the socket appears a little earlier).
+            wait_for(lambda: (tmp_path / "weaved.sock").exists(), timeout=20)
+            wait_for(
+                lambda: "converged at" in ns.weaved(spec, "status", check=False).stdout, timeout=20
+            )
+            assert mtu(ns) == 1400
+            yield ns, spec, proc
+        finally:
+            code = stop_process(proc)
+            assert code == 0, (tmp_path / "daemon.log").read_text()
+
+
+def test_converges_at_start_and_status_shows_it(running: tuple[Netns, Path, object]) -> None:
+    ns, spec, _ = running
+    out = ns.weaved(spec, "status").stdout
+    assert "Service: reconciler" in out and "(valid)" in out and "converged at" in out
+    assert ns.weaved(spec, "plan", "--detailed-exitcode").returncode == 0
+    assert "no changes, 0 kernel writes" in ns.weaved(spec, "apply").stdout
+
+
+def test_edit_is_converged_within_a_second(running: tuple[Netns, Path, object]) -> None:
+    ns, spec, _ = running
+    spec.write_text(SPEC.replace("mtu: 1400", "mtu: 1300"))
+    assert wait_for(lambda: mtu(ns) == 1300, timeout=5) < 1.0
+
+
+def test_invalid_edit_keeps_last_good_spec(running: tuple[Netns, Path, object]) -> None:
+    ns, spec, _ = running
+    spec.write_text(SPEC.replace("mtu: 1400", "mtu: 12"))
+    wait_for(lambda: "INVALID" in ns.weaved(spec, "status").stdout, timeout=5)
+    status = ns.weaved(spec, "status").stdout
+    assert "datapath.mtu" in status
+    assert mtu(ns) == 1400
+    spec.write_text(SPEC.replace("mtu: 1400", "mtu: 1350"))
+    wait_for(lambda: mtu(ns) == 1350, timeout=5)
+    assert "(valid)" in ns.weaved(spec, "status").stdout
+
+
+def test_drift_is_repaired_by_periodic_resync(running: tuple[Netns, Path, object]) -> None:
+    ns, _spec, _ = running
+    ns.ip("addr", "del", "10.2.1.1/24", "dev", "weave")
+    wait_for(lambda: "10.2.1.1/24" in ns.ip("-o", "addr", "show", "dev", "weave").stdout, timeout=6)
+
+
+def test_control_socket_is_root_only(running: tuple[Netns, Path, object], tmp_path: Path) -> None:
+    path = tmp_path / "weaved.sock"
+    assert (os.stat(path).st_mode & 0o777) == 0o600
+    code = (
+        "import os, socket, sys\n"
+        "os.setgid(65534); os.setuid(65534)\n"
+        "s = socket.socket(socket.AF_UNIX)\n"
+        "try:\n"
+        f"    s.connect({str(path)!r})\n"
+        "except PermissionError:\n"
+        "    print('denied'); sys.exit(0)\n"
+        "s.sendall(b'GET /ping HTTP/1.1\\r\\n\\r\\n'); print(s.recv(100)); sys.exit(1)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0 and "denied" in proc.stdout
+
+
+def test_status_without_daemon_is_a_clear_error(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "weaved", "--socket", str(tmp_path / "none.sock"), "status"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 1 and "cannot reach weaved daemon" in proc.stderr
+
+
+def test_unknown_endpoint_gets_404(running: tuple[Netns, Path, object], tmp_path: Path) -> None:
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(str(tmp_path / "weaved.sock"))
+    s.sendall(b"GET /nope HTTP/1.1\r\n\r\n")
+    assert s.recv(100).startswith(b"HTTP/1.1 404")
+    s.close()

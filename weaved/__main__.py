@@ -1,0 +1,3 @@
+from weaved.cli.main import main
+
+raise SystemExit(main())

@@ -1,0 +1,235 @@
+"""The `weaved` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from weaved import __version__
+from weaved.cli.client import Client
+from weaved.context import Context, require_root
+from weaved.errors import DaemonError, UsageError, WeavedError
+
+Command = Callable[[argparse.Namespace, Context], int]
+EXIT_CHANGES = 2
+
+
+def _print(text: str) -> None:
+    sys.stdout.write(text if text.endswith("\n") else text + "\n")
+
+
+def _daemon_for(ctx: Context) -> Client | None:
+    """The running daemon serving this spec file, if any."""
+    client = Client(str(ctx.socket_path))
+    try:
+        info = client.call("GET", "/ping", timeout=2.0)
+    except DaemonError:
+        return None
+    if Path(info.get("spec", "")).resolve() != ctx.spec_path.resolve():
+        return None
+    return client
+
+
+# --- validate / schema -----------------------------------------------------------------
+def cmd_validate(args: argparse.Namespace, ctx: Context) -> int:
+    from weaved.spec.loader import load_spec
+
+    path = Path(args.file) if args.file else ctx.spec_path
+    load_spec(path)
+    _print(f"{path}: valid")
+    return 0
+
+
+def cmd_schema(_args: argparse.Namespace, _ctx: Context) -> int:
+    from weaved.spec.schema import render_schema
+
+    _print(render_schema())
+    return 0
+
+
+# --- plan / apply / reset ---------------------------------------------------------------
+def cmd_plan(args: argparse.Namespace, ctx: Context) -> int:
+    from weaved.plan.render import plan_json, render_plan
+
+    client = _daemon_for(ctx)
+    if client is not None:
+        answer = client.call("POST", "/plan", {})
+        text, data = answer["text"], answer["json"]
+    else:
+        from weaved.dataplane.kernel import KernelDataplane
+        from weaved.engine.reconcile import plan_spec
+        from weaved.spec.loader import load_spec
+
+        spec = load_spec(ctx.spec_path)
+        require_root("weaved plan")
+        planned = plan_spec(spec, KernelDataplane())
+        text, data = render_plan(planned.plan), plan_json(planned.plan)
+    _print(json.dumps(data, indent=2) if args.json else text)
+    if args.detailed_exitcode and not data["in_sync"]:
+        return EXIT_CHANGES
+    return 0
+
+
+def cmd_apply(_args: argparse.Namespace, ctx: Context) -> int:
+    from weaved.plan.render import render_plan
+
+    client = _daemon_for(ctx)
+    if client is not None:
+        answer = client.call("POST", "/apply", {})
+        changes, writes, text = answer["changes"], answer["writes"], answer["text"]
+    else:
+        from weaved.dataplane.kernel import KernelDataplane
+        from weaved.engine.reconcile import apply_spec
+        from weaved.spec.loader import load_spec
+
+        spec = load_spec(ctx.spec_path)
+        require_root("weaved apply")
+        applied = apply_spec(spec, KernelDataplane())
+        changes, writes = len(applied.planned.plan.changes), applied.report.writes
+        text = render_plan(applied.planned.plan) if changes else ""
+    if changes == 0:
+        _print("Already in sync: no changes, 0 kernel writes.")
+    else:
+        _print(text)
+        _print(f"Applied {changes} changes with {writes} kernel writes; verified in sync.")
+    return 0
+
+
+def cmd_reset(_args: argparse.Namespace, ctx: Context) -> int:
+    from weaved.dataplane.kernel import KernelDataplane
+    from weaved.engine.reconcile import reset
+
+    require_root("weaved reset")
+    client = _daemon_for(ctx) or (
+        Client(str(ctx.socket_path)) if ctx.socket_path.exists() else None
+    )
+    if client is not None and client.alive():
+        client.call("POST", "/shutdown", {})
+        _print("Stopped the weaved daemon.")
+    report = reset(KernelDataplane())
+    _print(f"Removed every object weaved owned ({report.writes} kernel writes).")
+    return 0
+
+
+# --- daemon / status --------------------------------------------------------------------
+def cmd_daemon(args: argparse.Namespace, ctx: Context) -> int:
+    from weaved.daemon.main import run_daemon
+
+    require_root("weaved daemon")
+    return run_daemon(ctx, resync_seconds=args.resync)
+
+
+def cmd_status(args: argparse.Namespace, ctx: Context) -> int:
+    client = Client(str(ctx.socket_path))
+    path = "/status/text" + (f"?section={args.section}" if args.section else "")
+    text = client.call("GET", path)
+    _print("\n" + text.rstrip("\n") + "\n")
+    return 0
+
+
+def cmd_report(_args: argparse.Namespace, ctx: Context) -> int:
+    client = Client(str(ctx.socket_path))
+    _print(json.dumps(client.call("GET", "/report"), indent=2))
+    return 0
+
+
+def cmd_lab(args: argparse.Namespace, _ctx: Context) -> int:
+    from weaved.lab.cli import run_lab
+
+    require_root("weaved lab")
+    return run_lab(args)
+
+
+# --- parser -----------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="weaved",
+        description="Declarative container network, wire-compatible with Weave Net 2.8.1.",
+    )
+    parser.add_argument("--version", action="version", version=f"weaved {__version__}")
+    parser.add_argument(
+        "-f",
+        "--file",
+        dest="spec",
+        help="spec file (default /etc/weave/weave.yaml, env WEAVED_SPEC)",
+    )
+    parser.add_argument(
+        "--state-dir", help="state directory (default /var/lib/weave, env WEAVED_STATE_DIR)"
+    )
+    parser.add_argument(
+        "--socket", help="control socket (default /run/weave/weaved.sock, env WEAVED_SOCKET)"
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("validate", help="check a spec file (offline, no root)")
+    p.add_argument("file", nargs="?", help="spec file (default: -f or /etc/weave/weave.yaml)")
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("schema", help="print the spec's JSON Schema")
+    p.set_defaults(func=cmd_schema)
+
+    p = sub.add_parser("plan", help="show what apply would change")
+    p.add_argument("--json", action="store_true", help="machine-readable plan")
+    p.add_argument(
+        "--detailed-exitcode",
+        action="store_true",
+        help="exit 0 when in sync, 2 when changes are pending, 1 on error",
+    )
+    p.set_defaults(func=cmd_plan)
+
+    p = sub.add_parser("apply", help="make the host match the spec, then verify")
+    p.set_defaults(func=cmd_apply)
+
+    p = sub.add_parser("reset", help="stop the daemon and remove every object weaved owns")
+    p.set_defaults(func=cmd_reset)
+
+    p = sub.add_parser(
+        "daemon", help="run in the foreground: converge, watch the spec, serve the API"
+    )
+    p.add_argument(
+        "--resync",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="periodic re-convergence interval (default 30)",
+    )
+    p.set_defaults(func=cmd_daemon)
+
+    p = sub.add_parser("status", help="status in Weave's layout")
+    p.add_argument("section", nargs="?", choices=["peers", "connections", "dns", "ipam", "targets"])
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("report", help="everything the daemon knows, as JSON")
+    p.set_defaults(func=cmd_report)
+
+    from weaved.lab.cli import add_lab_parser
+
+    add_lab_parser(sub, cmd_lab)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return UsageError.exit_code
+    ctx = Context.resolve(args.spec, args.state_dir, args.socket)
+    try:
+        code: int = args.func(args, ctx)
+        return code
+    except WeavedError as exc:
+        sys.stderr.write(f"weaved: {exc}\n")
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130

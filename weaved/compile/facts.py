@@ -1,0 +1,28 @@
+"""What compile needs to know beyond the spec: facts from the host, the mesh and IPAM."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class HostRoute:
+    """A route on the host that weaved did not create (for the range overlap check)."""
+
+    dst: ipaddress.IPv4Network
+    dev: str
+    text: str
+
+
+@dataclass(frozen=True)
+class Facts:
+    peer_name: str = "02:00:00:00:00:01"  # the bridge MAC is the peer name (Weave's convention)
+    # expose index → allocated ADDR/LEN for `net:` entries (from IPAM); absent = not allocated yet
+    expose_allocations: Mapping[int, str] = field(default_factory=dict)
+    host_routes: tuple[HostRoute, ...] = ()
+    # Another table's FORWARD chain drops by default (Docker sets iptables' FORWARD policy to DROP)
+    foreign_forward_drop: bool = False
+    # Extra subnets in use by attached containers (for isolation), from the data plane
+    container_subnets: tuple[ipaddress.IPv4Network, ...] = ()

@@ -1,0 +1,331 @@
+"""`weaved daemon`: converge at start, on every spec edit, on any trigger and periodically.
+
+Triggers only mark the reconciler dirty; one loop coalesces them and converges (reconcile on
+state, not on events). Kernel work runs on one dedicated thread, because pyroute2 runs its own
+event loop and must not be driven from ours.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import signal
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+from weaved import __version__
+from weaved.daemon.control import ControlServer, Handler, Request, Response
+from weaved.daemon.notify import sd_notify
+from weaved.daemon.watch import watch_file
+from weaved.dataplane.base import Dataplane
+from weaved.engine.reconcile import Applied, RuntimeFacts, apply_spec, plan_spec
+from weaved.errors import WeavedError
+from weaved.plan.render import plan_json, render_plan
+from weaved.spec.loader import load_spec
+from weaved.spec.models import Spec
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class DaemonConfig:
+    spec_path: Path
+    state_dir: Path
+    socket_path: Path
+    resync_seconds: float = 30.0
+
+
+@dataclass
+class ConvergeRecord:
+    at: float  # wall clock, for display
+    reason: str
+    changes: int = 0
+    writes: int = 0
+    seconds: float = 0.0
+    error: str | None = None
+    plan_text: str = ""
+
+
+class Component(Protocol):
+    """A part of the daemon (mesh, IPAM, DNS, …) plugged into its lifecycle and API."""
+
+    name: str
+
+    async def start(self, daemon: Daemon) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    def routes(self) -> dict[tuple[str, str], Handler]: ...
+
+    def status_section(self) -> str | None: ...
+
+    def spec_changed(self, spec: Spec) -> None: ...
+
+
+@dataclass
+class DaemonState:
+    spec: Spec | None = None
+    spec_digest: str = ""
+    spec_error: str | None = None
+    last: ConvergeRecord | None = None
+    converges: int = 0
+    started: float = field(default_factory=time.time)
+
+
+class Daemon:
+    def __init__(
+        self,
+        config: DaemonConfig,
+        dataplane_factory: Callable[[], Dataplane],
+        components: list[Component] | None = None,
+    ) -> None:
+        self.config = config
+        self.state = DaemonState()
+        self.components = components or []
+        self.dirty = asyncio.Event()
+        self.stopping = asyncio.Event()
+        self.converged = asyncio.Condition()
+        self.runtime_facts: Callable[[], RuntimeFacts] = RuntimeFacts
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dataplane")
+        self._dataplane_factory = dataplane_factory
+        self._dataplane: Dataplane | None = None
+
+    # --- kernel work on the dataplane thread --------------------------------------------
+    async def on_dataplane(self, fn: Callable[[Dataplane], T]) -> T:
+        def run() -> T:
+            if self._dataplane is None:
+                self._dataplane = self._dataplane_factory()
+            return fn(self._dataplane)
+
+        return await asyncio.get_running_loop().run_in_executor(self._executor, run)
+
+    # --- spec ---------------------------------------------------------------------------
+    def _read_spec(self) -> bool:
+        """Load the spec if its content changed; keep the last good one if it is invalid."""
+        try:
+            raw = self.config.spec_path.read_bytes()
+        except OSError as exc:
+            self.state.spec_error = f"{self.config.spec_path}: cannot read: {exc.strerror}"
+            log.error("spec unreadable, keeping the last good spec: %s", self.state.spec_error)
+            return False
+        digest = hashlib.sha256(raw).hexdigest()
+        if digest == self.state.spec_digest:
+            return False
+        self.state.spec_digest = digest
+        try:
+            spec = load_spec(self.config.spec_path)
+        except WeavedError as exc:
+            self.state.spec_error = str(exc)
+            log.error("spec invalid, keeping the last good spec in force:\n%s", exc)
+            return False
+        self.state.spec = spec
+        self.state.spec_error = None
+        for component in self.components:
+            component.spec_changed(spec)
+        return True
+
+    def mark_dirty(self, reason: str = "trigger") -> None:
+        log.debug("reconcile requested reason=%s", reason)
+        self.dirty.set()
+
+    # --- converge -----------------------------------------------------------------------
+    async def converge(self, reason: str) -> ConvergeRecord:
+        self._read_spec()
+        spec = self.state.spec
+        record = ConvergeRecord(time.time(), reason)
+        if spec is None:
+            record.error = self.state.spec_error or "no valid spec"
+        else:
+            facts = self.runtime_facts()
+            try:
+                applied: Applied = await self.on_dataplane(lambda dp: apply_spec(spec, dp, facts))
+                record.changes = len(applied.planned.plan.changes)
+                record.writes = applied.report.writes
+                record.seconds = applied.seconds
+                record.plan_text = render_plan(applied.planned.plan) if record.changes else ""
+            except WeavedError as exc:
+                record.error = str(exc)
+                log.error("converge failed reason=%s error=%s", reason, exc)
+        self.state.last = record
+        self.state.converges += 1
+        async with self.converged:
+            self.converged.notify_all()
+        return record
+
+    async def _reconcile_loop(self) -> None:
+        reason = "start"
+        while not self.stopping.is_set():
+            await self.converge(reason)
+            try:
+                await asyncio.wait_for(self.dirty.wait(), timeout=self.config.resync_seconds)
+                reason = "trigger"
+            except TimeoutError:
+                reason = "resync"
+            self.dirty.clear()
+
+    # --- API ----------------------------------------------------------------------------
+    def _routes(self) -> dict[tuple[str, str], Handler]:
+        routes: dict[tuple[str, str], Handler] = {
+            ("GET", "/ping"): self._ping,
+            ("GET", "/status"): self._status_json,
+            ("GET", "/status/text"): self._status_text,
+            ("POST", "/plan"): self._plan,
+            ("POST", "/apply"): self._apply,
+            ("POST", "/shutdown"): self._shutdown,
+        }
+        for component in self.components:
+            routes.update(component.routes())
+        return routes
+
+    async def _ping(self, _req: Request) -> Response:
+        return Response(200, {"ok": True, "spec": str(self.config.spec_path)})
+
+    def status_json(self) -> dict[str, Any]:
+        last = self.state.last
+        return {
+            "version": __version__,
+            "spec": str(self.config.spec_path),
+            "spec_error": self.state.spec_error,
+            "converges": self.state.converges,
+            "last": None
+            if last is None
+            else {
+                "at": last.at,
+                "reason": last.reason,
+                "changes": last.changes,
+                "writes": last.writes,
+                "seconds": round(last.seconds, 4),
+                "error": last.error,
+            },
+        }
+
+    async def _status_json(self, _req: Request) -> Response:
+        return Response(200, self.status_json())
+
+    def reconciler_section(self) -> str:
+        last = self.state.last
+        spec_state = (
+            "valid" if self.state.spec_error is None else "INVALID (last good spec in force)"
+        )
+        lines = [
+            "        Service: reconciler",
+            f"           Spec: {self.config.spec_path} ({spec_state})",
+        ]
+        if last is not None:
+            stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(last.at))
+            if last.error:
+                lines.append(f"          State: error at {stamp}: {last.error.splitlines()[0]}")
+            else:
+                lines.append(
+                    f"          State: converged at {stamp} ({last.reason}, {last.changes} changes,"
+                    f" {last.writes} writes)"
+                )
+        if self.state.spec_error:
+            lines.append(f"      SpecError: {self.state.spec_error.splitlines()[0]}")
+        return "\n".join(lines)
+
+    async def _status_text(self, req: Request) -> Response:
+        section = req.query.get("section", "")
+        if section:
+            for component in self.components:
+                handler = component.routes().get(("GET", f"/status/{section}"))
+                if handler is not None:
+                    return await handler(req)
+            return Response(
+                404, {"error": f"no status section {section!r} (is that part running?)"}
+            )
+        blocks = [f"        Version: weaved {__version__}", self.reconciler_section()]
+        blocks += [s for c in self.components if (s := c.status_section())]
+        return Response(200, "\n\n".join(blocks) + "\n")
+
+    async def _plan(self, req: Request) -> Response:
+        spec = self._spec_for(req)
+        facts = self.runtime_facts()
+        planned = await self.on_dataplane(lambda dp: plan_spec(spec, dp, facts))
+        return Response(200, {"text": render_plan(planned.plan), "json": plan_json(planned.plan)})
+
+    async def _apply(self, _req: Request) -> Response:
+        record = await self.converge("apply")
+        if record.error:
+            return Response(409, {"error": record.error})
+        return Response(
+            200,
+            {
+                "changes": record.changes,
+                "writes": record.writes,
+                "seconds": record.seconds,
+                "text": record.plan_text,
+            },
+        )
+
+    async def _shutdown(self, _req: Request) -> Response:
+        asyncio.get_running_loop().call_later(0.05, self.stopping.set)
+        return Response(200, {"ok": True})
+
+    def _spec_for(self, _req: Request) -> Spec:
+        self._read_spec()
+        if self.state.spec_error is not None:
+            raise WeavedError(self.state.spec_error)
+        if self.state.spec is None:
+            raise WeavedError("no valid spec loaded")
+        return self.state.spec
+
+    # --- lifecycle ----------------------------------------------------------------------
+    async def run(self) -> int:
+        self._read_spec()
+        if self.state.spec is None:
+            log.error("no valid spec to start with:\n%s", self.state.spec_error)
+            return 1
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stopping.set)
+        loop.add_signal_handler(signal.SIGHUP, lambda: self.mark_dirty("SIGHUP"))
+        self.config.state_dir.mkdir(parents=True, exist_ok=True)
+        control = ControlServer(self.config.socket_path, self._routes())
+        tasks: list[asyncio.Task[Any]] = []
+        try:
+            for component in self.components:
+                await component.start(self)
+            await control.start()
+            tasks.append(asyncio.create_task(self._reconcile_loop(), name="reconcile"))
+            tasks.append(
+                asyncio.create_task(
+                    watch_file(
+                        self.config.spec_path, lambda: self.mark_dirty("spec edit"), self.stopping
+                    ),
+                    name="watch",
+                )
+            )
+            async with self.converged:
+                await self.converged.wait_for(lambda: self.state.converges > 0)
+            sd_notify("READY=1")
+            log.info(
+                "weaved daemon ready spec=%s socket=%s",
+                self.config.spec_path,
+                self.config.socket_path,
+            )
+            await self.stopping.wait()
+        finally:
+            sd_notify("STOPPING=1")
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await control.stop()
+            for component in reversed(self.components):
+                await _quietly(component.stop())
+            self._executor.shutdown(wait=True)
+        log.info("weaved daemon stopped")
+        return 0
+
+
+async def _quietly(awaitable: Awaitable[None]) -> None:
+    try:
+        await awaitable
+    except Exception:
+        log.exception("component stop failed")

@@ -1,0 +1,219 @@
+"""Links, addresses and routes through netlink (pyroute2): the only module that does so."""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+from typing import Any
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+from pyroute2.netlink.rtnl.ifaddrmsg import IFA_F_NOPREFIXROUTE
+
+from weaved.compile.facts import HostRoute
+from weaved.dataplane import sysctl
+from weaved.errors import ApplyError
+from weaved.model.resources import ADDR_LABEL, BRIDGE, RTPROT_WEAVED, Kind, Resource, attrs
+
+AF_INET = 2
+MAIN_TABLE = 254
+IFF_UP = 1
+SCOPES = {"universe": 0, "link": 253, "host": 254}
+SCOPE_NAMES = {v: k for k, v in SCOPES.items()}
+
+
+class Netlink:
+    def __init__(self) -> None:
+        self.ipr = IPRoute()
+        self.writes = 0
+
+    def close(self) -> None:
+        self.ipr.close()
+
+    # --- observe -------------------------------------------------------------------------
+    def index(self, ifname: str) -> int | None:
+        found = self.ipr.link_lookup(ifname=ifname)
+        return int(found[0]) if found else None
+
+    def observe_bridge(self) -> Resource | None:
+        idx = self.index(BRIDGE)
+        if idx is None:
+            return None
+        link = self.ipr.get_links(idx)[0]
+        info = link.get_attr("IFLA_LINKINFO")
+        kind = info.get_attr("IFLA_INFO_KIND") if info is not None else "unknown"
+        return Resource(
+            f"link/{BRIDGE}",
+            Kind.LINK,
+            attrs(
+                type=kind,
+                mtu=link.get_attr("IFLA_MTU"),
+                alias=link.get_attr("IFLA_IFALIAS") or "",
+                mac=link.get_attr("IFLA_ADDRESS"),
+                state="up" if link["flags"] & IFF_UP else "down",
+                ipv6_autoconf=sysctl.ipv6_autoconf(BRIDGE),
+                promote_secondaries=sysctl.promote_secondaries(BRIDGE),
+            ),
+        )
+
+    def observe_addresses(self) -> list[Resource]:
+        idx = self.index(BRIDGE)
+        if idx is None:
+            return []
+        out = []
+        for msg in self.ipr.get_addr(family=AF_INET, index=idx):
+            label = msg.get_attr("IFA_LABEL")
+            if label != ADDR_LABEL:
+                continue  # an address someone else put on the bridge: not ours
+            iface = ipaddress.IPv4Interface(f"{msg.get_attr('IFA_ADDRESS')}/{msg['prefixlen']}")
+            out.append(
+                Resource(f"addr/{BRIDGE}/{iface.with_prefixlen}", Kind.ADDR, attrs(label=label))
+            )
+        return out
+
+    def _routes(self) -> list[Any]:
+        return list(self.ipr.get_routes(family=AF_INET, table=MAIN_TABLE))
+
+    def observe_routes(self) -> tuple[list[Resource], list[HostRoute]]:
+        ours: list[Resource] = []
+        foreign: list[HostRoute] = []
+        names = {int(link["index"]): link.get_attr("IFLA_IFNAME") for link in self.ipr.get_links()}
+        for msg in self._routes():
+            dst = ipaddress.IPv4Network(f"{msg.get_attr('RTA_DST') or '0.0.0.0'}/{msg['dst_len']}")
+            dev = names.get(msg.get_attr("RTA_OIF") or -1, "?")
+            if msg["proto"] == RTPROT_WEAVED:
+                ours.append(
+                    Resource(
+                        f"route/{dst}",
+                        Kind.ROUTE,
+                        attrs(
+                            dev=dev,
+                            src=msg.get_attr("RTA_PREFSRC") or "",
+                            scope=SCOPE_NAMES.get(msg["scope"], str(msg["scope"])),
+                            proto=msg["proto"],
+                        ),
+                    )
+                )
+            elif msg["type"] == 1:  # unicast routes only; local/broadcast live in other tables
+                foreign.append(HostRoute(dst, dev, f"{dst} dev {dev}"))
+        return ours, foreign
+
+    # --- execute -------------------------------------------------------------------------
+    def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            result = fn(*args, **kwargs)
+        except NetlinkError as exc:
+            raise ApplyError(f"{what}: {errno.errorcode.get(exc.code, exc.code)} ({exc})") from exc
+        self.writes += 1
+        return result
+
+    def create_bridge(self, want: Resource) -> None:
+        self._call(f"create bridge {BRIDGE}", self.ipr.link, "add", ifname=BRIDGE, kind="bridge")
+        self.update_bridge(want, None)
+
+    def update_bridge(self, want: Resource, have: Resource | None) -> None:
+        idx = self.index(BRIDGE)
+        if idx is None:
+            raise ApplyError(f"bridge {BRIDGE} disappeared while being configured")
+
+        def differs(field: str) -> bool:
+            return have is None or have.get(field) != want.get(field)
+
+        settings: dict[str, Any] = {}
+        if differs("mtu"):
+            settings["mtu"] = int(want.get("mtu"))
+        if differs("mac"):
+            settings["address"] = want.get("mac")
+        if differs("alias"):
+            settings["ifalias"] = want.get("alias")
+        if settings:
+            self._call(f"configure {BRIDGE}", self.ipr.link, "set", index=idx, **settings)
+        if differs("ipv6_autoconf") and want.get("ipv6_autoconf") == "off":
+            self.writes += sysctl.disable_ipv6_autoconf(BRIDGE)
+        if differs("promote_secondaries") and want.get("promote_secondaries") == "on":
+            self.writes += sysctl.enable_promote_secondaries(BRIDGE)
+        if differs("state"):
+            self._call(
+                f"set {BRIDGE} {want.get('state')}",
+                self.ipr.link,
+                "set",
+                index=idx,
+                state=want.get("state"),
+            )
+
+    def delete_link(self, ifname: str) -> None:
+        idx = self.index(ifname)
+        if idx is not None:
+            self._call(f"delete link {ifname}", self.ipr.link, "del", index=idx)
+
+    def add_address(self, key: str) -> None:
+        iface = ipaddress.IPv4Interface(key.split("/", 2)[2])
+        idx = self.index(BRIDGE)
+        if idx is None:
+            raise ApplyError(f"cannot add {iface}: bridge {BRIDGE} does not exist")
+        self._call(
+            f"add address {iface}",
+            self.ipr.addr,
+            "add",
+            index=idx,
+            address=str(iface.ip),
+            prefixlen=iface.network.prefixlen,
+            label=ADDR_LABEL,
+            IFA_FLAGS=IFA_F_NOPREFIXROUTE,
+        )
+
+    def delete_address(self, key: str) -> None:
+        iface = ipaddress.IPv4Interface(key.split("/", 2)[2])
+        idx = self.index(BRIDGE)
+        if idx is None:
+            return
+        try:
+            self._call(
+                f"delete address {iface}",
+                self.ipr.addr,
+                "del",
+                index=idx,
+                address=str(iface.ip),
+                prefixlen=iface.network.prefixlen,
+            )
+        except ApplyError:
+            if any(r.key == key for r in self.observe_addresses()):
+                raise  # still there: a real failure; gone (with its primary): goal reached
+
+    def add_route(self, want: Resource) -> None:
+        dst = want.key.split("/", 1)[1]
+        idx = self.index(want.get("dev"))
+        if idx is None:
+            raise ApplyError(f"cannot add route {dst}: device {want.get('dev')} does not exist")
+        extra: dict[str, Any] = {"prefsrc": want.get("src")} if want.get("src") else {}
+        self._call(
+            f"add route {dst}",
+            self.ipr.route,
+            "add",
+            dst=dst,
+            oif=idx,
+            proto=RTPROT_WEAVED,
+            scope=SCOPES[want.get("scope", "universe")],
+            **extra,
+        )
+
+    def delete_route(self, have: Resource) -> None:
+        dst = have.key.split("/", 1)[1]
+        extra: dict[str, Any] = {}
+        idx = self.index(have.get("dev"))
+        if idx is not None:
+            extra["oif"] = idx
+        try:
+            self._call(
+                f"delete route {dst}",
+                self.ipr.route,
+                "del",
+                dst=dst,
+                proto=RTPROT_WEAVED,
+                scope=SCOPES.get(have.get("scope"), 0),
+                **extra,
+            )
+        except ApplyError:
+            # Gone already (e.g. removed with its device): the goal is reached.
+            if any(r.key == have.key for r in self.observe_routes()[0]):
+                raise

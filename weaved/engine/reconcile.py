@@ -1,0 +1,98 @@
+"""observe → compile → plan → execute → verify, around any Dataplane."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from weaved.compile.desired import Compiled, compile_spec
+from weaved.compile.facts import Facts
+from weaved.dataplane.base import ApplyReport, Dataplane, Observation
+from weaved.engine.identity import resolve_peer_name
+from weaved.errors import ApplyError
+from weaved.model.resources import State
+from weaved.plan.changes import Plan, make_plan
+from weaved.plan.render import render_plan
+from weaved.spec.models import Spec
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RuntimeFacts:
+    """Facts only a running daemon has (IPAM allocations, attached containers' subnets)."""
+
+    expose_allocations: Mapping[int, str] = field(default_factory=dict)
+    container_subnets: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Planned:
+    plan: Plan
+    compiled: Compiled
+    observation: Observation
+    peer_name: str
+
+
+@dataclass(frozen=True)
+class Applied:
+    planned: Planned
+    report: ApplyReport
+    seconds: float
+
+
+def facts_for(spec: Spec, observation: Observation, runtime: RuntimeFacts) -> Facts:
+    return Facts(
+        peer_name=resolve_peer_name(spec, observation.bridge_mac),
+        expose_allocations=dict(runtime.expose_allocations),
+        host_routes=observation.host_routes,
+        foreign_forward_drop=observation.foreign_forward_drop,
+        container_subnets=tuple(ipaddress.IPv4Network(s) for s in runtime.container_subnets),
+    )
+
+
+def plan_spec(spec: Spec, dataplane: Dataplane, runtime: RuntimeFacts | None = None) -> Planned:
+    observation = dataplane.observe()
+    facts = facts_for(spec, observation, runtime or RuntimeFacts())
+    compiled = compile_spec(spec, facts)
+    deferred = tuple((d.what, d.reason) for d in compiled.deferred)
+    plan = make_plan(compiled.state, observation.state, deferred)
+    return Planned(plan, compiled, observation, facts.peer_name)
+
+
+def apply_spec(spec: Spec, dataplane: Dataplane, runtime: RuntimeFacts | None = None) -> Applied:
+    """Converge and verify; a plan that is already empty makes no kernel write at all."""
+    started = time.monotonic()
+    planned = plan_spec(spec, dataplane, runtime)
+    report = ApplyReport()
+    if not planned.plan.empty:
+        report = dataplane.execute(planned.plan, planned.compiled.state)
+        # Verify: observe again what the plan touched (the rest was in sync a moment ago).
+        touched = frozenset(c.kind for c in planned.plan.changes)
+        after = dataplane.observe(touched).state.by_kinds(touched)
+        residue = make_plan(planned.compiled.state.by_kinds(touched), after)
+        if not residue.empty:
+            raise ApplyError(
+                "applied, but the kernel does not match the spec afterwards:\n"
+                + render_plan(residue)
+            )
+    seconds = time.monotonic() - started
+    log.info(
+        "converged changes=%d writes=%d seconds=%.3f",
+        len(planned.plan.changes),
+        report.writes,
+        seconds,
+    )
+    return Applied(planned, report, seconds)
+
+
+def reset(dataplane: Dataplane) -> ApplyReport:
+    """Remove every object weaved owns (observe only ever reports our own)."""
+    observation = dataplane.observe()
+    plan = make_plan(State(), observation.state)
+    if plan.empty:
+        return ApplyReport()
+    return dataplane.execute(plan, State())

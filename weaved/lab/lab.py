@@ -1,0 +1,317 @@
+"""A local multi-host lab: each host a network namespace on a shared underlay bridge, with its
+own spec, state directory and `weaved daemon`. Everything is found again by name (namespaces
+`wd-<lab>-…`, the directory /run/weaved-lab/<lab>) so `down` leaves nothing behind."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from weaved.errors import ApplyError, DaemonError
+from weaved.lab import netns
+
+log = logging.getLogger(__name__)
+
+LAB_ROOT = Path(os.environ.get("WEAVED_LAB_ROOT", "/run/weaved-lab"))
+UNDERLAY_PREFIX = "192.0.2"
+UNDERLAY_BRIDGE = "br0"
+
+
+def examples_dir() -> Path | None:
+    """examples/ of a source checkout, else of an installed package."""
+    for candidate in (
+        Path(__file__).resolve().parents[2] / "examples",
+        Path("/usr/share/weaved/examples"),
+    ):
+        if candidate.is_dir():
+            return candidate
+    return None
+
+
+def host_address(index: int) -> str:
+    return f"{UNDERLAY_PREFIX}.{10 + index}"
+
+
+def peer_name(index: int) -> str:
+    return f"02:00:00:00:01:{index:02x}"
+
+
+@dataclass
+class Host:
+    index: int
+    name: str  # host1, host2, …
+    netns: str
+    address: str
+    dir: str
+    pid: int = 0
+
+    @property
+    def spec(self) -> Path:
+        return Path(self.dir) / "weave.yaml"
+
+    @property
+    def socket(self) -> Path:
+        return Path(self.dir) / "weaved.sock"
+
+    @property
+    def state_dir(self) -> Path:
+        return Path(self.dir) / "state"
+
+    @property
+    def log(self) -> Path:
+        return Path(self.dir) / "daemon.log"
+
+    def env(self) -> dict[str, str]:
+        return {
+            "WEAVED_SPEC": str(self.spec),
+            "WEAVED_SOCKET": str(self.socket),
+            "WEAVED_STATE_DIR": str(self.state_dir),
+        }
+
+
+@dataclass
+class LabState:
+    name: str
+    underlay: str
+    hosts: list[Host] = field(default_factory=list)
+
+
+def generated_spec(index: int, count: int, topology: str) -> str:
+    """A host spec for labs larger than the examples (or other topologies)."""
+    if topology == "line":
+        targets = [host_address(index - 1)] if index > 1 else []
+    elif topology == "ring":
+        targets = [host_address(index - 1 if index > 1 else count)] if count > 1 else []
+    else:  # star: everyone dials host1; discovery completes the mesh
+        targets = [host_address(1)] if index > 1 else []
+    lines = [
+        "version: 1",
+        f'peer: {{name: "{peer_name(index)}", nickname: host{index}}}',
+        f"peers: [{', '.join(targets)}]",
+        "expose:",
+        f"  - cidr: 10.2.1.{index}/24",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+class Lab:
+    def __init__(self, name: str = "lab") -> None:
+        self.name = name
+        self.dir = LAB_ROOT / name
+        self.state_file = self.dir / "lab.json"
+
+    # --- persistence --------------------------------------------------------------------
+    def load(self) -> LabState | None:
+        try:
+            raw = json.loads(self.state_file.read_text())
+        except (OSError, ValueError):
+            return None
+        return LabState(raw["name"], raw["underlay"], [Host(**h) for h in raw["hosts"]])
+
+    def save(self, state: LabState) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(state), indent=2))
+        tmp.replace(self.state_file)
+
+    def host(self, which: str) -> Host:
+        state = self.load()
+        if state is None:
+            raise DaemonError(f"lab {self.name!r} is not up\n  hint: weaved lab up")
+        for h in state.hosts:
+            if which in (h.name, str(h.index), h.netns):
+                return h
+        raise DaemonError(
+            f"lab {self.name!r} has no host {which!r}"
+            f" (hosts: {', '.join(h.name for h in state.hosts)})"
+        )
+
+    # --- up -----------------------------------------------------------------------------
+    def up(
+        self,
+        hosts: int = 3,
+        spec_dir: Path | None = None,
+        topology: str = "star",
+        resync: float = 5.0,
+        wait: float = 30.0,
+    ) -> LabState:
+        if self.load() is not None:
+            raise DaemonError(f"lab {self.name!r} is already up\n  hint: weaved lab down first")
+        if spec_dir is None:
+            found = examples_dir()
+            spec_dir = found / "lab" if found else None
+        state = LabState(self.name, f"wd-{self.name}-u")
+        self.save(state)  # saved first so a failed `up` can still be torn down
+        try:
+            netns.add_netns(state.underlay)
+            netns.ip("link", "add", UNDERLAY_BRIDGE, "type", "bridge", netns=state.underlay)
+            netns.ip("link", "set", UNDERLAY_BRIDGE, "up", netns=state.underlay)
+            for index in range(1, hosts + 1):
+                state.hosts.append(self._add_host(state, index, hosts, spec_dir, topology))
+                self.save(state)
+            for host in state.hosts:
+                host.pid = self._start_daemon(host, resync)
+                self.save(state)
+            for host in state.hosts:
+                self.wait_ready(host, wait)
+        except Exception:
+            self.down()
+            raise
+        return state
+
+    def _add_host(
+        self, state: LabState, index: int, count: int, spec_dir: Path | None, topology: str
+    ) -> Host:
+        ns = f"wd-{self.name}-h{index}"
+        host = Host(index, f"host{index}", ns, host_address(index), str(self.dir / f"host{index}"))
+        netns.add_netns(ns)
+        # Both ends are created straight inside their namespaces: nothing in the root namespace.
+        netns.ip(
+            "link",
+            "add",
+            "eth0",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            f"h{index}",
+            "netns",
+            state.underlay,
+            netns=ns,
+        )
+        netns.ip("link", "set", f"h{index}", "master", UNDERLAY_BRIDGE, "up", netns=state.underlay)
+        netns.ip("addr", "add", f"{host.address}/24", "dev", "eth0", netns=ns)
+        netns.ip("link", "set", "eth0", "up", netns=ns)
+        Path(host.dir).mkdir(parents=True, exist_ok=True)
+        host.state_dir.mkdir(exist_ok=True)
+        example = spec_dir / f"host{index}.yaml" if spec_dir and topology == "star" else None
+        if example is not None and example.is_file():
+            shutil.copyfile(example, host.spec)
+        else:
+            host.spec.write_text(generated_spec(index, count, topology))
+        return host
+
+    def _start_daemon(self, host: Host, resync: float) -> int:
+        argv = netns.exec_argv(
+            host.netns,
+            [
+                sys.executable,
+                "-m",
+                "weaved",
+                "-f",
+                str(host.spec),
+                "--state-dir",
+                str(host.state_dir),
+                "--socket",
+                str(host.socket),
+                "daemon",
+                "--resync",
+                str(resync),
+            ],
+        )
+        with open(host.log, "ab") as logfile:
+            proc = subprocess.Popen(
+                argv,
+                stdout=logfile,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        return proc.pid
+
+    def wait_ready(self, host: Host, timeout: float = 30.0) -> None:
+        from weaved.cli.client import Client
+
+        client = Client(str(host.socket), timeout=5)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if host.pid and not _alive(host.pid):
+                raise ApplyError(f"{host.name}: weaved daemon exited; log:\n{_tail(host.log)}")
+            try:
+                status = client.call("GET", "/status", timeout=2)
+                if status.get("converges", 0) > 0:
+                    return
+            except DaemonError:
+                pass
+            time.sleep(0.1)
+        raise ApplyError(
+            f"{host.name}: daemon not ready after {timeout:.0f}s; log:\n{_tail(host.log)}"
+        )
+
+    # --- down ---------------------------------------------------------------------------
+    def down(self) -> list[str]:
+        """Stop daemons by PID, delete every namespace of this lab by name, remove its files."""
+        removed: list[str] = []
+        state = self.load()
+        for host in state.hosts if state else []:
+            if host.pid and _stop(host.pid):
+                removed.append(f"process {host.pid}")
+        prefix = f"wd-{self.name}-"
+        # Containers and hosts before the underlay, so no veth dangles half-way.
+        for ns in sorted(netns.list_netns(), key=lambda n: (n.endswith("-u"), -len(n))):
+            if ns.startswith(prefix):
+                netns.delete_netns(ns)
+                removed.append(f"netns {ns}")
+        shutil.rmtree(self.dir, ignore_errors=True)
+        return removed
+
+    # --- exec ---------------------------------------------------------------------------
+    def exec(
+        self, which: str, argv: list[str], *, capture: bool = False, timeout: float = 120
+    ) -> subprocess.CompletedProcess[str]:
+        host = self.host(which)
+        if argv and argv[0] == "weaved":
+            argv = [sys.executable, "-m", "weaved", *argv[1:]]
+        env = {**os.environ, **host.env()}
+        return subprocess.run(
+            netns.exec_argv(host.netns, argv),
+            env=env,
+            text=True,
+            capture_output=capture,
+            timeout=timeout,
+            check=False,
+        )
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        return "weaved" in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+    except OSError:
+        return False
+
+
+def _stop(pid: int, timeout: float = 10.0) -> bool:
+    """SIGTERM, then SIGKILL; only if the PID is still a weaved process (PIDs get reused)."""
+    if not _alive(pid):
+        return False
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not _alive(pid):
+            break
+        time.sleep(0.05)
+    else:
+        os.kill(pid, signal.SIGKILL)
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+    return True
+
+
+def _tail(path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"

@@ -1,0 +1,178 @@
+"""Checks that span several fields or look at files; each problem names its exact spec path."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import stat
+from collections.abc import Iterator
+
+from weaved.spec.diagnostics import Problem
+from weaved.spec.models import BindRule, ExportRule, ImportRule, InitMode, RouteRule, Spec
+
+
+def check_spec(spec: Spec, *, check_files: bool = True) -> list[Problem]:
+    return [
+        *_ipalloc(spec),
+        *_peers(spec),
+        *_expose(spec),
+        *_services(spec),
+        *(_password_file(spec) if check_files else ()),
+    ]
+
+
+def _ipalloc(spec: Spec) -> Iterator[Problem]:
+    alloc = spec.ipalloc
+    if alloc.default_subnet is not None:
+        inner = ipaddress.IPv4Network(alloc.default_subnet)
+        outer = ipaddress.IPv4Network(alloc.range)
+        if not inner.subnet_of(outer):
+            yield Problem(
+                ("ipalloc", "default_subnet"),
+                f"default subnet {inner} is not inside range {outer}",
+                "pick a subnet of ipalloc.range, or leave it out to use the whole range",
+            )
+    init = alloc.init
+    if init.mode is InitMode.SEED and not init.seeds:
+        yield Problem(
+            ("ipalloc", "init", "mode"),
+            "mode 'seed' needs the list 'seeds'",
+            "list the peer names that share the range at start",
+        )
+    if init.mode is not InitMode.SEED and init.seeds:
+        yield Problem(
+            ("ipalloc", "init", "seeds"),
+            f"'seeds' does not apply to mode {init.mode.value!r}",
+            "set mode: seed, or remove seeds",
+        )
+    if init.mode is not InitMode.CONSENSUS and init.quorum is not None:
+        yield Problem(
+            ("ipalloc", "init", "quorum"),
+            f"'quorum' does not apply to mode {init.mode.value!r}",
+            "set mode: consensus, or remove quorum",
+        )
+    seen: dict[str, int] = {}
+    for index, name in enumerate(init.seeds):
+        if name in seen:
+            yield Problem(
+                ("ipalloc", "init", "seeds", index),
+                f"seed {name} is listed twice",
+                f"it is already seeds[{seen[name]}]",
+            )
+        seen.setdefault(name, index)
+
+
+def _peers(spec: Spec) -> Iterator[Problem]:
+    seen: dict[str, int] = {}
+    for index, target in enumerate(spec.peers):
+        if target in seen:
+            yield Problem(
+                ("peers", index),
+                f"peer {target} is listed twice",
+                f"it is already peers[{seen[target]}]; remove one",
+            )
+        seen.setdefault(target, index)
+
+
+def exposed_addresses(spec: Spec) -> dict[ipaddress.IPv4Address, int]:
+    """Literal expose addresses → their index in `expose`."""
+    out: dict[ipaddress.IPv4Address, int] = {}
+    for index, entry in enumerate(spec.expose):
+        if not entry.cidr.startswith("net:"):
+            out.setdefault(ipaddress.IPv4Interface(entry.cidr).ip, index)
+    return out
+
+
+def _expose(spec: Spec) -> Iterator[Problem]:
+    seen: dict[str, int] = {}
+    for index, entry in enumerate(spec.expose):
+        key = (
+            entry.cidr
+            if entry.cidr.startswith("net:")
+            else str(ipaddress.IPv4Interface(entry.cidr).ip)
+        )
+        if key in seen:
+            yield Problem(
+                ("expose", index, "cidr"),
+                f"{entry.cidr} is already exposed",
+                f"see expose[{seen[key]}]",
+            )
+        seen.setdefault(key, index)
+        if entry.cidr.startswith("net:") and entry.cidr != "net:default":
+            net = ipaddress.IPv4Network(entry.cidr[4:])
+            if not net.subnet_of(ipaddress.IPv4Network(spec.ipalloc.range)):
+                yield Problem(
+                    ("expose", index, "cidr"),
+                    f"{net} is outside ipalloc.range {spec.ipalloc.range}",
+                    "IPAM can only allocate inside the range; give a literal ADDR/LEN instead",
+                )
+
+
+def _services(spec: Spec) -> Iterator[Problem]:
+    services = spec.services
+    names: set[str] = set()
+    listeners: set[tuple[str, int, str | None]] = set()
+    exposed = exposed_addresses(spec)
+    rules: list[tuple[str, int, ExportRule | ImportRule | BindRule | RouteRule]] = [
+        *(("export", i, r) for i, r in enumerate(services.export)),
+        *(("import", i, r) for i, r in enumerate(services.import_)),
+        *(("bind", i, r) for i, r in enumerate(services.bind)),
+        *(("route", i, r) for i, r in enumerate(services.route)),
+    ]
+    for group, index, rule in rules:
+        path: tuple[str | int, ...] = ("services", group, index)
+        if rule.name in names:
+            yield Problem(
+                (*path, "name"),
+                f"service name {rule.name!r} is used twice",
+                "names identify rules in plan output; make them unique",
+            )
+        names.add(rule.name)
+        if isinstance(rule, ExportRule | RouteRule):
+            key = (rule.protocol.value, rule.port, rule.in_interface)
+            if key in listeners:
+                yield Problem(
+                    (*path, "port"),
+                    f"{rule.protocol.value} port {rule.port} is already taken",
+                    "two rules cannot DNAT the same host port",
+                )
+            listeners.add(key)
+        else:
+            ip = ipaddress.IPv4Address(rule.address.rpartition(":")[0])
+            if ip not in exposed:
+                yield Problem(
+                    (*path, "address"),
+                    f"{ip} is not an exposed address of this host",
+                    f"add `- cidr: {ip}/<len>` to expose so the host answers for it",
+                )
+
+
+def _password_file(spec: Spec) -> Iterator[Problem]:
+    if spec.password_file is None:
+        return
+    path = ("password_file",)
+    try:
+        st = os.stat(spec.password_file)
+        with open(spec.password_file, "rb") as fh:
+            secret = fh.read()
+    except OSError as exc:
+        yield Problem(
+            path,
+            f"cannot read {spec.password_file}: {exc.strerror}",
+            "create it with the shared password, mode 0600",
+        )
+        return
+    if st.st_mode & stat.S_IROTH:
+        yield Problem(
+            path, f"{spec.password_file} is readable by everyone", f"chmod 600 {spec.password_file}"
+        )
+    if not secret.strip():
+        yield Problem(path, f"{spec.password_file} is empty", "write the shared password into it")
+
+
+def read_password(spec: Spec) -> bytes | None:
+    """The password bytes as Weave uses them (the file's content, trailing newline dropped)."""
+    if spec.password_file is None:
+        return None
+    with open(spec.password_file, "rb") as fh:
+        return fh.read().rstrip(b"\r\n")

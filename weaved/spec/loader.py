@@ -1,0 +1,144 @@
+"""YAML text → Spec, keeping where every key and item came from so errors can point at it."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+
+from weaved.errors import SpecError
+from weaved.spec.checks import check_spec
+from weaved.spec.diagnostics import Problem, SourceText, SpecPath, SpecProblems
+from weaved.spec.models import Spec
+
+Positions = dict[SpecPath, tuple[int, int]]
+
+_HINTS = {
+    "extra_forbidden": "remove it, or check its spelling against `weaved validate --schema`",
+    "missing": "add this key",
+    "int_type": "write a plain number without quotes",
+    "bool_type": "write true or false",
+    "string_type": "write a string (quote it if YAML reads it as something else)",
+    "list_type": "write a YAML list (items starting with '- ')",
+    "literal_error": "the only supported spec version is 1",
+    "enum": "use one of the values listed",
+    "model_type": "write a mapping of key: value pairs",
+}
+
+
+def _positions(node: Any, path: SpecPath, out: Positions) -> None:
+    """Record (line, col) 1-based for every key value and list item below `node`."""
+    if isinstance(node, CommentedMap):
+        for key in node:
+            kline, kcol, vline, vcol = node.lc.key(key) + node.lc.value(key)
+            child = (*path, str(key))
+            out[child] = (vline + 1, vcol + 1)
+            out[(*child, "<key>")] = (kline + 1, kcol + 1)
+            _positions(node[key], child, out)
+    elif isinstance(node, CommentedSeq):
+        for index, item in enumerate(node):
+            line, col = node.lc.item(index)
+            out[(*path, index)] = (line + 1, col + 1)
+            _positions(item, (*path, index), out)
+
+
+def _plain(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {str(k): _plain(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_plain(v) for v in node]
+    return node
+
+
+def locate(path: SpecPath, positions: Positions, *, key: bool = False) -> tuple[int, int]:
+    """The closest known position for `path` (walking up to a parent if needed)."""
+    if key and (*path, "<key>") in positions:
+        return positions[(*path, "<key>")]
+    probe = path
+    while probe:
+        if probe in positions:
+            return positions[probe]
+        probe = probe[:-1]
+    return (1, 1)
+
+
+def _pydantic_problems(exc: ValidationError, positions: Positions) -> list[Problem]:
+    problems = []
+    for err in exc.errors():
+        path: SpecPath = tuple(p for p in err["loc"] if isinstance(p, (str, int)))
+        kind = err["type"]
+        message = err["msg"].removeprefix("Value error, ")
+        if kind == "extra_forbidden":
+            message = f"unknown key {path[-1]!r}"
+        line, col = locate(path, positions, key=kind == "extra_forbidden")
+        problems.append(Problem(path, message, _HINTS.get(kind, ""), line, col))
+    return problems
+
+
+def _fast_parse(text: str, check_files: bool) -> Spec | None:
+    """The common case, a valid spec, through libyaml; None means "go and locate problems"."""
+    try:
+        document = YAML(typ="safe", pure=False).load(io.StringIO(text))
+        spec = Spec.model_validate(document)
+    except (YAMLError, ValidationError, ValueError, TypeError):
+        return None
+    return None if check_spec(spec, check_files=check_files) else spec
+
+
+def parse_spec_text(text: str, filename: str = "<spec>", *, check_files: bool = True) -> Spec:
+    """Parse and validate; raises SpecProblems listing every problem with its location."""
+    fast = _fast_parse(text, check_files)
+    if fast is not None:
+        return fast
+    # Something is wrong: parse again keeping every key's line and column to say where.
+    source = SourceText(filename, text)
+    yaml = YAML(typ="rt")
+    try:
+        document = yaml.load(io.StringIO(text))
+    except MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark else (0, 0)
+        message = f"YAML syntax: {exc.problem or exc.context}"
+        raise SpecProblems(
+            [Problem((), message, "check indentation, colons and quotes here", line, col)], source
+        ) from None
+    except YAMLError as exc:
+        raise SpecProblems([Problem((), f"YAML syntax: {exc}")], source) from None
+    if document is None:
+        document = CommentedMap()
+    if not isinstance(document, CommentedMap):
+        raise SpecProblems(
+            [Problem((), "the spec must be a mapping", "start with `version: 1`", 1, 1)], source
+        )
+    positions: Positions = {}
+    _positions(document, (), positions)
+    try:
+        spec = Spec.model_validate(_plain(document))
+    except ValidationError as exc:
+        raise SpecProblems(_pydantic_problems(exc, positions), source) from None
+    problems = [
+        Problem(p.path, p.message, p.hint, *locate(p.path, positions))
+        for p in check_spec(spec, check_files=check_files)
+    ]
+    if problems:
+        raise SpecProblems(problems, source)
+    return spec
+
+
+def load_spec(path: str | Path, *, check_files: bool = True) -> Spec:
+    """Read a spec file; every failure is a SpecError naming the file."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecError(
+            f"{p}: spec file not found\n  hint: create it (see examples/) or pass -f FILE"
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError(f"{p}: cannot read the spec: {exc}") from None
+    return parse_spec_text(text, str(p), check_files=check_files)

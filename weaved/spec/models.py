@@ -1,0 +1,300 @@
+"""The user contract: the YAML spec, as strict pydantic models.
+
+Values that the kernel cares about are kept as normalised strings (a CIDR is always printed in
+its canonical form) so the spec round-trips into JSON Schema and error messages unchanged;
+`weaved.compile` turns them into ipaddress objects.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+DEFAULT_SPEC_PATH = "/etc/weave/weave.yaml"
+DEFAULT_PORT = 6783
+DEFAULT_RANGE = "10.32.0.0/12"
+DEFAULT_MTU = 1376
+DEFAULT_DOMAIN = "weave.local."
+
+_HOST_RE = re.compile(
+    r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$"
+)
+_PEER_NAME_GROUP = re.compile(r"^[0-9a-fA-F]{1,2}$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+def _cidr(value: str) -> str:
+    try:
+        return str(ipaddress.IPv4Network(value, strict=True))
+    except ValueError as exc:
+        raise ValueError(f"not an IPv4 network in CIDR form: {exc}") from None
+
+
+def _addr_cidr(value: str) -> str:
+    """An address with its prefix length, e.g. 10.2.1.1/24 (Weave's `expose ADDR/CIDR`)."""
+    if "/" not in value:
+        raise ValueError("an address needs its prefix length, e.g. 10.2.1.1/24")
+    try:
+        iface = ipaddress.IPv4Interface(value)
+    except ValueError as exc:
+        raise ValueError(f"not an IPv4 address/prefix: {exc}") from None
+    return str(iface)
+
+
+def _ipv4(value: str) -> str:
+    try:
+        return str(ipaddress.IPv4Address(value))
+    except ValueError as exc:
+        raise ValueError(f"not an IPv4 address: {exc}") from None
+
+
+def parse_peer_name_text(value: str) -> int:
+    """Weave's accepted text forms: six groups of 1-2 hex digits, one `::` for a run of zeros."""
+    if value.count("::") > 1:
+        raise ValueError("at most one '::' is allowed")
+    if "::" in value:
+        head, tail = value.split("::")
+        left = head.split(":") if head else []
+        right = tail.split(":") if tail else []
+        if len(left) + len(right) > 5:
+            raise ValueError("too many groups around '::'")
+        groups = left + ["0"] * (6 - len(left) - len(right)) + right
+    else:
+        groups = value.split(":")
+    if len(groups) != 6 or not all(_PEER_NAME_GROUP.match(g) for g in groups):
+        raise ValueError("a peer name is six groups of hex digits like 3e:80:e7:5a:63:a7")
+    return int("".join(f"{int(g, 16):02x}" for g in groups), 16)
+
+
+def _peer_name(value: str) -> str:
+    number = parse_peer_name_text(value)
+    if number == 0:
+        raise ValueError("00:00:00:00:00:00 is reserved for 'unknown peer'")
+    return ":".join(f"{b:02x}" for b in number.to_bytes(6, "big"))
+
+
+def split_host_port(value: str, default_port: int = DEFAULT_PORT) -> tuple[str, int]:
+    host, sep, port_text = value.rpartition(":")
+    if not sep:
+        return value, default_port
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ValueError(f"port must be 1-65535, got {port_text!r}")
+    return host, int(port_text)
+
+
+def _target(value: str) -> str:
+    host, port = split_host_port(value)
+    try:
+        ipaddress.IPv4Address(host)
+    except ValueError:
+        if not _HOST_RE.match(host):
+            raise ValueError(
+                "a peer is an IPv4 address or host name, optionally with :port"
+            ) from None
+    return f"{host}:{port}"
+
+
+def _endpoint(value: str) -> str:
+    """ADDR:PORT with both parts required (service rules)."""
+    host, sep, port_text = value.rpartition(":")
+    if not sep:
+        raise ValueError("expected ADDRESS:PORT, e.g. 10.32.0.5:80")
+    try:
+        addr = ipaddress.IPv4Address(host)
+    except ValueError:
+        raise ValueError(f"{host!r} is not an IPv4 address") from None
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ValueError(f"port must be 1-65535, got {port_text!r}")
+    return f"{addr}:{int(port_text)}"
+
+
+def _fqdn(value: str) -> str:
+    if not _HOST_RE.match(value):
+        raise ValueError("not a valid DNS name")
+    return value if value.endswith(".") else value + "."
+
+
+def _domain(value: str) -> str:
+    fq = _fqdn(value)
+    return fq.lower()
+
+
+def _listen(value: str) -> str:
+    host, port = split_host_port(value, 53)
+    _ipv4(host)
+    return f"{host}:{port}"
+
+
+Cidr = Annotated[str, AfterValidator(_cidr)]
+PeerNameText = Annotated[str, AfterValidator(_peer_name)]
+Target = Annotated[str, AfterValidator(_target)]
+Endpoint = Annotated[str, AfterValidator(_endpoint)]
+Fqdn = Annotated[str, AfterValidator(_fqdn)]
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+class PeerSpec(_Strict):
+    """This peer's identity; both optional (Weave derives the name from the machine)."""
+
+    name: PeerNameText | None = Field(None, description="Peer name like 3e:80:e7:5a:63:a7")
+    nickname: str | None = Field(None, max_length=255, description="Defaults to the hostname")
+
+
+class DatapathMode(StrEnum):
+    AUTO = "auto"
+    FASTDP = "fastdp"
+    SLEEVE = "sleeve"
+
+
+class DatapathSpec(_Strict):
+    mode: Annotated[DatapathMode, Field(strict=False)] = DatapathMode.AUTO
+    mtu: int | None = Field(
+        None, ge=576, le=65535, description="Overlay MTU; default 1376 or derived from the underlay"
+    )
+
+
+class InitMode(StrEnum):
+    CONSENSUS = "consensus"
+    SEED = "seed"
+    OBSERVER = "observer"
+
+
+class IpamInitSpec(_Strict):
+    mode: Annotated[InitMode, Field(strict=False)] = InitMode.CONSENSUS
+    quorum: int | None = Field(None, ge=1, description="consensus: number of initial peers")
+    seeds: list[PeerNameText] = Field(default_factory=list, description="seed: peer names")
+
+
+class IpallocSpec(_Strict):
+    range: Cidr = DEFAULT_RANGE
+    default_subnet: Cidr | None = Field(None, description="Defaults to the whole range")
+    init: IpamInitSpec = Field(default_factory=IpamInitSpec)
+
+
+def _expose_target(value: str) -> str:
+    if value == "net:default":
+        return value
+    if value.startswith("net:"):
+        net = ipaddress.IPv4Network(_cidr(value[4:]))
+        if net.prefixlen >= 30:
+            raise ValueError(f"{net} is too small to hold containers (Weave refuses /30 and /31)")
+        return f"net:{net}"
+    return _addr_cidr(value)
+
+
+class ExposeSpec(_Strict):
+    """An address of the host on the overlay (Weave's `weave expose`)."""
+
+    cidr: Annotated[str, AfterValidator(_expose_target)] = Field(
+        description="ADDR/LEN, net:CIDR (allocated by IPAM) or net:default"
+    )
+    dns_name: Fqdn | None = Field(None, description="Register this FQDN for the address")
+
+
+class Protocol(StrEnum):
+    TCP = "tcp"
+    UDP = "udp"
+
+
+class ExportRule(_Strict):
+    """Make an overlay service reachable on a host port (DNAT host:port → overlay, SNAT back)."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$")
+    protocol: Annotated[Protocol, Field(strict=False)] = Protocol.TCP
+    port: Port = Field(description="Port on the host")
+    in_interface: str | None = Field(None, max_length=15, description="Only from this interface")
+    to: Endpoint = Field(description="Overlay address:port")
+
+
+class ImportRule(_Strict):
+    """Make an outside service reachable from the overlay at an exposed address:port."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$")
+    protocol: Annotated[Protocol, Field(strict=False)] = Protocol.TCP
+    address: Endpoint = Field(description="Overlay address:port containers connect to")
+    to: Endpoint = Field(description="The outside service's address:port")
+
+
+class BindRule(_Strict):
+    """A stable overlay endpoint bound to wherever the service lives now (late binding)."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$")
+    protocol: Annotated[Protocol, Field(strict=False)] = Protocol.TCP
+    address: Endpoint = Field(description="Stable overlay address:port")
+    to: Endpoint = Field(description="Current location of the service in the overlay")
+
+
+class RouteRule(_Strict):
+    """Carry traffic from a host network port to an endpoint elsewhere in the overlay (e.g. an
+    import on another host), joining networks that cannot reach each other."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$")
+    protocol: Annotated[Protocol, Field(strict=False)] = Protocol.TCP
+    port: Port
+    in_interface: str | None = Field(None, max_length=15)
+    to: Endpoint
+
+
+class ServicesSpec(_Strict):
+    export: list[ExportRule] = Field(default_factory=list)
+    import_: list[ImportRule] = Field(default_factory=list, alias="import")
+    bind: list[BindRule] = Field(default_factory=list)
+    route: list[RouteRule] = Field(default_factory=list)
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, populate_by_name=True)
+
+
+class DnsSpec(_Strict):
+    enabled: bool = True
+    domain: Annotated[str, AfterValidator(_domain)] = DEFAULT_DOMAIN
+    ttl: int = Field(1, ge=0, le=86400)
+    upstream: list[Annotated[str, AfterValidator(_listen)]] = Field(
+        default_factory=list, description="ADDR[:PORT]; empty = the host's /etc/resolv.conf"
+    )
+    listen: Annotated[str, AfterValidator(_listen)] | None = Field(
+        None, description="ADDR[:PORT]; default: the bridge's first exposed address, port 53"
+    )
+
+
+class MetricsSpec(_Strict):
+    enabled: bool = True
+    listen: Annotated[str, AfterValidator(_listen)] = "127.0.0.1:6782"
+
+
+class DockerSpec(_Strict):
+    auto_attach: bool = Field(False, description="Attach containers as Docker starts them")
+    socket: str = "unix:///var/run/docker.sock"
+
+
+class Spec(_Strict):
+    """A host's whole weaved configuration (`/etc/weave/weave.yaml`)."""
+
+    version: Literal[1]
+    peer: PeerSpec = Field(default_factory=PeerSpec)
+    peers: list[Target] = Field(default_factory=list, description="Mesh targets: host or host:port")
+    port: Port = Field(
+        DEFAULT_PORT, description="Mesh TCP/sleeve UDP port; fast datapath uses port+1"
+    )
+    password_file: str | None = None
+    trusted_subnets: list[Cidr] = Field(default_factory=list)
+    conn_limit: int = Field(200, ge=0)
+    discovery: bool = True
+    datapath: DatapathSpec = Field(default_factory=DatapathSpec)
+    ipalloc: IpallocSpec = Field(default_factory=IpallocSpec)
+    expose: list[ExposeSpec] = Field(default_factory=list)
+    services: ServicesSpec = Field(default_factory=ServicesSpec)
+    dns: DnsSpec = Field(default_factory=DnsSpec)
+    metrics: MetricsSpec = Field(default_factory=MetricsSpec)
+    docker: DockerSpec = Field(default_factory=DockerSpec)
+    multicast_route: bool = Field(True, description="Add 224.0.0.0/4 via ethwe in containers")
+
+    @property
+    def mtu(self) -> int:
+        return self.datapath.mtu or DEFAULT_MTU
