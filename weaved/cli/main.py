@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import logging
 import sys
@@ -137,6 +138,90 @@ def cmd_report(_args: argparse.Namespace, ctx: Context) -> int:
     return 0
 
 
+def cmd_connect(args: argparse.Namespace, ctx: Context) -> int:
+    from weaved.spec.edit import connect
+
+    spec = connect(ctx.spec_path, args.peers, replace=args.replace)
+    _print(f"{ctx.spec_path}: peers = {', '.join(spec.peers) or '(none)'}")
+    return 0
+
+
+def cmd_forget(args: argparse.Namespace, ctx: Context) -> int:
+    from weaved.spec.edit import forget
+
+    spec = forget(ctx.spec_path, args.peers)
+    _print(f"{ctx.spec_path}: peers = {', '.join(spec.peers) or '(none)'}")
+    return 0
+
+
+def cmd_rmpeer(args: argparse.Namespace, ctx: Context) -> int:
+    client = Client(str(ctx.socket_path))
+    sys.stderr.write(
+        "weaved: reclaiming a peer's address space is safe only if that peer is gone for good;\n"
+        "  run rmpeer for it on ONE host only, or addresses may be handed out twice.\n"
+    )
+    for peer in args.peers:
+        sys.stdout.write(client.call("POST", "/ipam/rmpeer", {"peer": peer})["text"])
+    return 0
+
+
+def cmd_dns_lookup(args: argparse.Namespace, ctx: Context) -> int:
+    text = Client(str(ctx.socket_path)).call("POST", "/dns/lookup", {"name": args.name})["text"]
+    if text:
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    return 0 if text else 1
+
+
+def _split_dns_items(items: list[str]) -> tuple[list[str], str | None]:
+    """`ADDR... [CONTAINER]`: the container, if any, comes last."""
+    addresses: list[str] = []
+    container = None
+    for index, item in enumerate(items):
+        try:
+            addresses.append(str(ipaddress.IPv4Address(item)))
+        except ValueError:
+            if index != len(items) - 1:
+                raise UsageError(f"{item!r} is not an IPv4 address") from None
+            container = item
+    return addresses, container
+
+
+def _dns_edit(args: argparse.Namespace, ctx: Context, path: str) -> int:
+    args.addresses, args.container = _split_dns_items(args.items)
+    if not args.hostname and not args.container:
+        raise UsageError("give a container, -h FQDN, or both")
+    body = {
+        "container": args.container or "weave:extern",
+        "addresses": args.addresses,
+        "fqdn": args.hostname or "",
+    }
+    Client(str(ctx.socket_path)).call("POST", path, body)
+    return 0
+
+
+def cmd_dns_add(args: argparse.Namespace, ctx: Context) -> int:
+    if not _split_dns_items(args.items)[0]:
+        raise UsageError("dns-add needs at least one address")
+    return _dns_edit(args, ctx, "/dns/add")
+
+
+def cmd_dns_remove(args: argparse.Namespace, ctx: Context) -> int:
+    return _dns_edit(args, ctx, "/dns/remove")
+
+
+def cmd_dns_args(_args: argparse.Namespace, ctx: Context) -> int:
+    from weaved.daemon.dns_part import listen_address
+    from weaved.dns.resolvconf import dns_args
+    from weaved.spec.loader import load_spec
+
+    spec = load_spec(ctx.spec_path, check_files=False)
+    listen = listen_address(spec, {})
+    if listen is None:
+        raise UsageError("no DNS address: expose an address with a literal CIDR or set dns.listen")
+    _print(dns_args(listen.rsplit(":", 1)[0], spec.dns.domain))
+    return 0
+
+
 def cmd_lab(args: argparse.Namespace, _ctx: Context) -> int:
     from weaved.lab.cli import run_lab
 
@@ -206,6 +291,39 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("report", help="everything the daemon knows, as JSON")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("connect", help="add mesh peers to the spec (keeps its comments)")
+    p.add_argument("--replace", action="store_true", help="replace the peer list")
+    p.add_argument("peers", nargs="+", metavar="HOST[:PORT]")
+    p.set_defaults(func=cmd_connect)
+
+    p = sub.add_parser("forget", help="remove mesh peers from the spec")
+    p.add_argument("peers", nargs="+", metavar="HOST[:PORT]")
+    p.set_defaults(func=cmd_forget)
+
+    p = sub.add_parser("rmpeer", help="reclaim the address space of dead peers (one host only)")
+    p.add_argument("peers", nargs="+", metavar="PEER", help="peer name or nickname")
+    p.set_defaults(func=cmd_rmpeer)
+
+    p = sub.add_parser("dns-lookup", help="resolve a name through weaveDNS")
+    p.add_argument("name")
+    p.set_defaults(func=cmd_dns_lookup)
+
+    for command, func, text in (
+        ("dns-add", cmd_dns_add, "add DNS records: ADDR... CONTAINER | ADDR... -h FQDN"),
+        ("dns-remove", cmd_dns_remove, "remove DNS records"),
+    ):
+        # -h is the FQDN here, as in Weave's CLI, so help is --help only.
+        p = sub.add_parser(command, help=text, add_help=False)
+        p.add_argument("--help", action="help", help="show this help message and exit")
+        p.add_argument("items", nargs="*", metavar="ADDR... [CONTAINER]")
+        p.add_argument("-h", "--hostname", metavar="FQDN")
+        p.set_defaults(func=func)
+
+    p = sub.add_parser(
+        "dns-args", help="the docker run arguments that point containers at weaveDNS"
+    )
+    p.set_defaults(func=cmd_dns_args)
 
     from weaved.lab.cli import add_lab_parser
 

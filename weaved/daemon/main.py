@@ -1,19 +1,49 @@
-"""Wiring of the daemon process: the kernel dataplane and the components."""
+"""Wiring of the daemon process: the kernel dataplane and the parts (mesh, IPAM, DNS)."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 
 from weaved.context import Context
+from weaved.daemon.component import Component
+from weaved.daemon.dns_part import DnsPart
+from weaved.daemon.ipam_part import IpamPart
+from weaved.daemon.mesh_part import MeshPart
 from weaved.daemon.service import Daemon, DaemonConfig
 from weaved.dataplane.kernel import KernelDataplane
+from weaved.engine.identity import resolve_peer_name
+from weaved.errors import WeavedError
+from weaved.mesh.gossip_api import PeerName
+from weaved.mesh.peername import read_system_ids
+from weaved.spec.loader import load_spec
+from weaved.spec.models import Spec, parse_peer_name_text
+
+log = logging.getLogger(__name__)
+
+
+def build_parts(spec: Spec, ctx: Context) -> list[Component]:
+    """The peer's identity is fixed for the life of the process (Weave's too)."""
+    ids = read_system_ids()
+    name = PeerName(parse_peer_name_text(resolve_peer_name(spec, ids.bridge_mac, ids)))
+    mesh = MeshPart(spec, name)
+    ipam = IpamPart(spec, mesh, ctx.state_dir)
+    parts: list[Component] = [mesh, ipam]
+    if spec.dns.enabled:
+        parts.append(DnsPart(spec, mesh, ipam))
+    return parts
 
 
 def run_daemon(ctx: Context, resync_seconds: float = 30.0) -> int:
     config = DaemonConfig(ctx.spec_path, ctx.state_dir, ctx.socket_path, resync_seconds)
+    try:
+        spec = load_spec(ctx.spec_path)
+    except WeavedError as exc:
+        log.error("no valid spec to start with:\n%s", exc)
+        return 1
 
     async def main() -> int:
-        daemon = Daemon(config, KernelDataplane)
+        daemon = Daemon(config, KernelDataplane, build_parts(spec, ctx))
         return await daemon.run()
 
     return asyncio.run(main())

@@ -16,15 +16,18 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 from weaved import __version__
+from weaved.daemon.component import Component
 from weaved.daemon.control import ControlServer, Handler, Request, Response
 from weaved.daemon.notify import sd_notify
 from weaved.daemon.watch import watch_file
 from weaved.dataplane.base import Dataplane
 from weaved.engine.reconcile import Applied, RuntimeFacts, apply_spec, plan_spec
 from weaved.errors import WeavedError
+from weaved.model.resources import Resource, State
+from weaved.plan.changes import Plan, make_plan, merge_plans
 from weaved.plan.render import plan_json, render_plan
 from weaved.spec.loader import load_spec
 from weaved.spec.models import Spec
@@ -52,22 +55,6 @@ class ConvergeRecord:
     plan_text: str = ""
 
 
-class Component(Protocol):
-    """A part of the daemon (mesh, IPAM, DNS, …) plugged into its lifecycle and API."""
-
-    name: str
-
-    async def start(self, daemon: Daemon) -> None: ...
-
-    async def stop(self) -> None: ...
-
-    def routes(self) -> dict[tuple[str, str], Handler]: ...
-
-    def status_section(self) -> str | None: ...
-
-    def spec_changed(self, spec: Spec) -> None: ...
-
-
 @dataclass
 class DaemonState:
     spec: Spec | None = None
@@ -91,7 +78,6 @@ class Daemon:
         self.dirty = asyncio.Event()
         self.stopping = asyncio.Event()
         self.converged = asyncio.Condition()
-        self.runtime_facts: Callable[[], RuntimeFacts] = RuntimeFacts
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dataplane")
         self._dataplane_factory = dataplane_factory
         self._dataplane: Dataplane | None = None
@@ -135,6 +121,21 @@ class Daemon:
         self.dirty.set()
 
     # --- converge -----------------------------------------------------------------------
+    def runtime_facts(self) -> RuntimeFacts:
+        facts = RuntimeFacts()
+        for component in self.components:
+            facts = component.facts(facts)
+        return facts
+
+    def components_plan(self, spec: Spec) -> Plan:
+        """Objects the parts own outside the kernel (mesh targets, …), planned like the rest."""
+        desired: dict[str, Resource] = {}
+        observed: dict[str, Resource] = {}
+        for component in self.components:
+            desired.update(component.desired(spec).resources)
+            observed.update(component.observed().resources)
+        return make_plan(State(desired), State(observed))
+
     async def converge(self, reason: str) -> ConvergeRecord:
         self._read_spec()
         spec = self.state.spec
@@ -145,10 +146,14 @@ class Daemon:
             facts = self.runtime_facts()
             try:
                 applied: Applied = await self.on_dataplane(lambda dp: apply_spec(spec, dp, facts))
-                record.changes = len(applied.planned.plan.changes)
-                record.writes = applied.report.writes
+                parts = self.components_plan(spec)
+                for component in self.components:
+                    record.writes += component.converge(spec)
+                plan = merge_plans(applied.planned.plan, parts)
+                record.changes = len(plan.changes)
+                record.writes += applied.report.writes
                 record.seconds = applied.seconds
-                record.plan_text = render_plan(applied.planned.plan) if record.changes else ""
+                record.plan_text = render_plan(plan) if record.changes else ""
             except WeavedError as exc:
                 record.error = str(exc)
                 log.error("converge failed reason=%s error=%s", reason, exc)
@@ -178,6 +183,7 @@ class Daemon:
             ("POST", "/plan"): self._plan,
             ("POST", "/apply"): self._apply,
             ("POST", "/shutdown"): self._shutdown,
+            ("GET", "/report"): self._report,
         }
         for component in self.components:
             routes.update(component.routes())
@@ -240,15 +246,17 @@ class Daemon:
             return Response(
                 404, {"error": f"no status section {section!r} (is that part running?)"}
             )
-        blocks = [f"        Version: weaved {__version__}", self.reconciler_section()]
+        blocks = [f"        Version: weaved {__version__}"]
         blocks += [s for c in self.components if (s := c.status_section())]
+        blocks.append(self.reconciler_section())
         return Response(200, "\n\n".join(blocks) + "\n")
 
     async def _plan(self, req: Request) -> Response:
         spec = self._spec_for(req)
         facts = self.runtime_facts()
         planned = await self.on_dataplane(lambda dp: plan_spec(spec, dp, facts))
-        return Response(200, {"text": render_plan(planned.plan), "json": plan_json(planned.plan)})
+        plan = merge_plans(planned.plan, self.components_plan(spec))
+        return Response(200, {"text": render_plan(plan), "json": plan_json(plan)})
 
     async def _apply(self, _req: Request) -> Response:
         record = await self.converge("apply")
@@ -263,6 +271,16 @@ class Daemon:
                 "text": record.plan_text,
             },
         )
+
+    async def _report(self, _req: Request) -> Response:
+        body: dict[str, Any] = {
+            "Version": f"weaved {__version__}",
+            "Reconciler": self.status_json(),
+        }
+        for component in self.components:
+            if (item := component.report()) is not None:
+                body[item[0]] = item[1]
+        return Response(200, body)
 
     async def _shutdown(self, _req: Request) -> Response:
         asyncio.get_running_loop().call_later(0.05, self.stopping.set)

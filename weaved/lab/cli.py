@@ -27,6 +27,10 @@ def add_lab_parser(sub: Any, handler: Callable[..., int]) -> None:
     p.add_argument("--spec-dir", type=Path, help="directory with hostN.yaml specs")
 
     lab_sub.add_parser("down", help="stop every daemon and delete every namespace of the lab")
+    p = lab_sub.add_parser("stop", help="stop one host's daemon (its namespace stays)")
+    p.add_argument("host")
+    p = lab_sub.add_parser("start", help="start one host's daemon again")
+    p.add_argument("host")
     lab_sub.add_parser("list", help="hosts, addresses, daemons")
 
     p = lab_sub.add_parser(
@@ -83,6 +87,15 @@ def run_lab(args: argparse.Namespace) -> int:
     if command == "down":
         for item in lab.down():
             sys.stdout.write(f"removed {item}\n")
+        return 0
+    if command == "stop":
+        sys.stdout.write(
+            f"{args.host}: {'stopped' if lab.stop_host(args.host) else 'not running'}\n"
+        )
+        return 0
+    if command == "start":
+        host = lab.start_host(args.host)
+        sys.stdout.write(f"{host.name}: pid={host.pid}\n")
         return 0
     if command == "list":
         lab_state = lab.load()

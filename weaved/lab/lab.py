@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 LAB_ROOT = Path(os.environ.get("WEAVED_LAB_ROOT", "/run/weaved-lab"))
 UNDERLAY_PREFIX = "192.0.2"
 UNDERLAY_BRIDGE = "br0"
+NETNS_ETC = Path("/etc/netns")
 
 
 def examples_dir() -> Path | None:
@@ -146,7 +147,7 @@ class Lab:
     ) -> LabState:
         if self.load() is not None:
             raise DaemonError(f"lab {self.name!r} is already up\n  hint: weaved lab down first")
-        if spec_dir is None:
+        if spec_dir is None and topology == "star":
             found = examples_dir()
             spec_dir = found / "lab" if found else None
         state = LabState(self.name, f"wd-{self.name}-u")
@@ -174,6 +175,11 @@ class Lab:
         ns = f"wd-{self.name}-h{index}"
         host = Host(index, f"host{index}", ns, host_address(index), str(self.dir / f"host{index}"))
         netns.add_netns(ns)
+        # `ip netns exec` mounts /etc/netns/<ns>/resolv.conf over /etc/resolv.conf: lab hosts
+        # get no upstream resolver, so nothing a lab daemon forwards leaves the lab.
+        etc = NETNS_ETC / ns
+        etc.mkdir(parents=True, exist_ok=True)
+        (etc / "resolv.conf").write_text("# weaved lab host: no upstream resolver\n")
         # Both ends are created straight inside their namespaces: nothing in the root namespace.
         netns.ip(
             "link",
@@ -193,7 +199,7 @@ class Lab:
         netns.ip("link", "set", "eth0", "up", netns=ns)
         Path(host.dir).mkdir(parents=True, exist_ok=True)
         host.state_dir.mkdir(exist_ok=True)
-        example = spec_dir / f"host{index}.yaml" if spec_dir and topology == "star" else None
+        example = spec_dir / f"host{index}.yaml" if spec_dir else None
         if example is not None and example.is_file():
             shutil.copyfile(example, host.spec)
         else:
@@ -247,6 +253,32 @@ class Lab:
             f"{host.name}: daemon not ready after {timeout:.0f}s; log:\n{_tail(host.log)}"
         )
 
+    def stop_host(self, which: str) -> bool:
+        """Stop one host's daemon (SIGTERM, like systemctl stop); its namespace stays."""
+        state = self.load()
+        host = self.host(which)
+        stopped = bool(host.pid) and _stop(host.pid)
+        if state is not None:
+            for h in state.hosts:
+                if h.name == host.name:
+                    h.pid = 0
+            self.save(state)
+        return stopped
+
+    def start_host(self, which: str, resync: float = 5.0, wait: float = 30.0) -> Host:
+        state = self.load()
+        host = self.host(which)
+        if host.pid and _alive(host.pid):
+            return host
+        host.pid = self._start_daemon(host, resync)
+        if state is not None:
+            for h in state.hosts:
+                if h.name == host.name:
+                    h.pid = host.pid
+            self.save(state)
+        self.wait_ready(host, wait)
+        return host
+
     # --- down ---------------------------------------------------------------------------
     def down(self) -> list[str]:
         """Stop daemons by PID, delete every namespace of this lab by name, remove its files."""
@@ -261,6 +293,8 @@ class Lab:
             if ns.startswith(prefix):
                 netns.delete_netns(ns)
                 removed.append(f"netns {ns}")
+        for etc in NETNS_ETC.glob(f"{prefix}*") if NETNS_ETC.is_dir() else []:
+            shutil.rmtree(etc, ignore_errors=True)
         shutil.rmtree(self.dir, ignore_errors=True)
         return removed
 

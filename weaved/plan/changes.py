@@ -59,6 +59,13 @@ class Plan:
         return sum(1 for c in self.changes if c.action is action)
 
 
+def merge_plans(*plans: Plan) -> Plan:
+    """One plan of several (kernel objects and the daemon's own), in one order."""
+    changes = [c for p in plans for c in p.changes]
+    deferred = tuple(d for p in plans for d in p.deferred)
+    return Plan(tuple(sorted(changes, key=_order)), deferred)
+
+
 def _differing(a: Resource, b: Resource) -> tuple[str, ...]:
     da, db = dict(a.attrs), dict(b.attrs)
     return tuple(sorted(k for k in da.keys() | db.keys() if da.get(k) != db.get(k)))

@@ -45,11 +45,11 @@ def _ipalloc(spec: Spec) -> Iterator[Problem]:
             f"'seeds' does not apply to mode {init.mode.value!r}",
             "set mode: seed, or remove seeds",
         )
-    if init.mode is not InitMode.CONSENSUS and init.quorum is not None:
+    if init.mode is not InitMode.CONSENSUS and init.peer_count is not None:
         yield Problem(
-            ("ipalloc", "init", "quorum"),
-            f"'quorum' does not apply to mode {init.mode.value!r}",
-            "set mode: consensus, or remove quorum",
+            ("ipalloc", "init", "peer_count"),
+            f"'peer_count' does not apply to mode {init.mode.value!r}",
+            "set mode: consensus, or remove peer_count",
         )
     seen: dict[str, int] = {}
     for index, name in enumerate(init.seeds):

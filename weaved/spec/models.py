@@ -168,7 +168,11 @@ class InitMode(StrEnum):
 
 class IpamInitSpec(_Strict):
     mode: Annotated[InitMode, Field(strict=False)] = InitMode.CONSENSUS
-    quorum: int | None = Field(None, ge=1, description="consensus: number of initial peers")
+    peer_count: int | None = Field(
+        None,
+        ge=1,
+        description="consensus: how many peers start together (quorum N/2+1); default: peers + 1",
+    )
     seeds: list[PeerNameText] = Field(default_factory=list, description="seed: peer names")
 
 

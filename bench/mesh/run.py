@@ -1,0 +1,135 @@
+"""Mesh join benchmark: N routers in one process on loopback.
+
+Every router listens on its own 127.1.0.x address (same port, like real peers). All are
+started, then all get their targets at once: peer i dials peer i-1 and one random earlier
+peer. We time how long until every router's topology holds all N peers, and until every
+connection is established (sleeve heartbeats acknowledged). Each size is bounded by
+--timeout; all routers are stopped afterwards.
+
+    sudo .venv/bin/python bench/mesh/run.py --sizes 25 50 100
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import random
+import resource
+import socket
+import sys
+import time
+from dataclasses import dataclass
+
+from weaved.mesh.gossip_api import PeerName
+from weaved.mesh.router import MeshConfig, Router
+
+
+@dataclass
+class Result:
+    n: int
+    connections: int
+    full_topology: float | None
+    established: float | None
+    started: float
+
+
+def host(i: int) -> str:
+    return f"127.1.{i // 250}.{i % 250 + 1}"
+
+
+def free_port(n: int) -> int:
+    rng = random.Random()
+    for _ in range(100):
+        port = rng.randrange(20000, 40000)
+        try:
+            for i in range(n):
+                for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+                    with socket.socket(socket.AF_INET, kind) as s:
+                        s.bind((host(i), port))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no free port")
+
+
+async def run_size(n: int, overlay: str, discovery: bool, timeout: float, seed: int) -> Result:
+    rng = random.Random(seed)
+    port = free_port(n)
+    routers = [
+        Router(
+            MeshConfig(
+                name=PeerName(0x0A00_0000_0000 + i + 1),
+                nickname=f"bench{i}",
+                host=host(i),
+                port=port,
+                discovery=discovery,
+                overlays=(overlay,),
+                seed=rng.getrandbits(32),
+            )
+        )
+        for i in range(n)
+    ]
+    t_start = time.monotonic()
+    await asyncio.gather(*(r.start() for r in routers))
+    started = time.monotonic() - t_start
+    targets = {0: set[int]()}
+    for i in range(1, n):
+        targets[i] = {i - 1, rng.randrange(i)}
+    t0 = time.monotonic()
+    for i, r in enumerate(routers):
+        r.set_targets([host(t) for t in sorted(targets[i])])
+    names = {r.us for r in routers}
+    full: float | None = None
+    est: float | None = None
+    try:
+        while time.monotonic() - t0 < timeout and (full is None or est is None):
+            now = time.monotonic() - t0
+            if full is None and all(
+                len(r.topology.peers) == n and set(r.topology.peers) == names for r in routers
+            ):
+                full = now
+            if est is None and all(
+                len(r.connections) >= len(targets[i])
+                and all(c.established for c in r.connections.values())
+                for i, r in enumerate(routers)
+            ):
+                est = now
+            await asyncio.sleep(0.02)
+        conns = sum(len(r.connections) for r in routers) // 2
+    finally:
+        await asyncio.gather(*(r.stop() for r in routers), return_exceptions=True)
+    return Result(n, conns, full, est, started)
+
+
+def fmt(x: float | None) -> str:
+    return f"{x:8.2f}s" if x is not None else "  timeout"
+
+
+async def main() -> int:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--sizes", type=int, nargs="+", default=[25, 50, 100])
+    ap.add_argument("--overlay", choices=["sleeve", "none"], default="sleeve")
+    ap.add_argument("--discovery", action="store_true", help="let peers connect to everyone")
+    ap.add_argument("--timeout", type=float, default=120.0, help="per size, seconds")
+    ap.add_argument("--seed", type=int, default=1)
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    print(
+        f"mesh join: overlay={args.overlay} discovery={args.discovery} "
+        f"python={sys.version.split()[0]}"
+    )
+    print(f"{'N':>5} {'conns':>6} {'start':>9} {'topology':>9} {'established':>12}")
+    for n in args.sizes:
+        r = await run_size(n, args.overlay, args.discovery, args.timeout, args.seed)
+        times = f"{r.started:8.2f}s {fmt(r.full_topology)} {fmt(r.established):>12}"
+        print(f"{r.n:>5} {r.connections:>6} {times}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(asyncio.run(main()))

@@ -1,0 +1,223 @@
+"""The nameserver channel over an in-memory mesh of three peers."""
+
+from __future__ import annotations
+
+import pytest
+
+from weaved.dns.gossiper import DnsGossipData, DnsGossiper, container_fqdn
+from weaved.dns.wire import decode_gossip, encode_gossip
+from weaved.dns.zone import TOMBSTONE_TIMEOUT, Entry, Zone, ip_to_int
+from weaved.errors import ProtocolError
+from weaved.mesh.gossip_api import GossipData, PeerName
+
+A, B, C = PeerName(0x3E80E75A63A7), PeerName(0x2A9FF1998A21), PeerName(0xAEC0016F34D5)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 1795304244.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+class Peers:
+    """PeerView of a fake topology shared by every peer."""
+
+    def __init__(self, me: PeerName, known: set[PeerName]) -> None:
+        self.me, self.known = me, known
+
+    def our_name(self) -> PeerName:
+        return self.me
+
+    def known_peers(self) -> dict[PeerName, str]:
+        return {p: "" for p in self.known}
+
+    def reachable_peers(self) -> set[PeerName]:
+        return set(self.known)
+
+
+class Mesh:
+    """Delivers broadcasts to everyone else, as the encoded bytes would travel."""
+
+    def __init__(self, clock: Clock, names: list[PeerName]) -> None:
+        self.known = set(names)
+        self.nodes: dict[PeerName, DnsGossiper] = {}
+        self.connected = True
+        self.broadcasts: list[tuple[PeerName, GossipData]] = []
+        for name in names:
+            g = DnsGossiper(Zone(name), Peers(name, self.known), "weave.local.", clock)
+            g.set_sender(Sender(self, name))
+            self.nodes[name] = g
+
+    def deliver(self, origin: PeerName, data: GossipData) -> None:
+        self.broadcasts.append((origin, data))
+        if not self.connected:
+            return
+        for name, node in self.nodes.items():
+            if name != origin:
+                for payload in data.encode():
+                    node.on_gossip_broadcast(origin, payload)
+
+    def periodic(self) -> None:
+        for name, node in self.nodes.items():
+            state = node.gossip()
+            assert state is not None
+            for other, peer in self.nodes.items():
+                if other != name:
+                    for payload in state.encode():
+                        peer.on_gossip(payload)
+
+
+class Sender:
+    def __init__(self, mesh: Mesh, me: PeerName) -> None:
+        self.mesh, self.me = mesh, me
+
+    def gossip_unicast(self, dst: PeerName, payload: bytes) -> None:
+        raise AssertionError("nameserver never unicasts")
+
+    def gossip_broadcast(self, data: GossipData) -> None:
+        self.mesh.deliver(self.me, data)
+
+    def gossip_neighbours(self, data: GossipData) -> None:
+        raise AssertionError("not used")
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def mesh(clock: Clock) -> Mesh:
+    return Mesh(clock, [A, B, C])
+
+
+def names(g: DnsGossiper, name: str) -> list[int]:
+    return sorted(g.zone.lookup(name))
+
+
+def test_an_added_name_reaches_every_peer(mesh: Mesh) -> None:
+    entry = mesh.nodes[A].add("web.weave.local", "c1", "10.32.0.1")
+    assert entry is not None and entry.hostname == "web.weave.local."
+    for node in mesh.nodes.values():
+        assert names(node, "web.weave.local.") == [ip_to_int("10.32.0.1")]
+    [(origin, data)] = mesh.broadcasts
+    assert origin == A
+    assert decode_gossip(data.encode()[0])[1] == [entry]
+
+
+def test_names_outside_the_domain_are_ignored(mesh: Mesh) -> None:
+    assert mesh.nodes[A].add("web.example.com", "c1", "10.32.0.1") is None
+    assert mesh.broadcasts == []
+
+
+def test_removal_wins_across_the_mesh(mesh: Mesh, clock: Clock) -> None:
+    mesh.nodes[A].add("web.weave.local.", "c1", "10.32.0.1")
+    mesh.connected = False
+    clock.t += 5
+    [dead] = mesh.nodes[A].container_died("c1")
+    assert dead.tombstone == int(clock.t) and dead.version == 1
+    assert names(mesh.nodes[B], "web.weave.local.") != []  # partitioned: B missed it
+    mesh.connected = True
+    mesh.periodic()  # B and C still gossip the live copy, A gossips the tombstone
+    mesh.periodic()
+    for node in mesh.nodes.values():
+        assert names(node, "web.weave.local.") == []
+
+
+def test_dns_remove_only_removes_our_own(mesh: Mesh) -> None:
+    mesh.nodes[A].add("web.weave.local.", "c1", "10.32.0.1")
+    mesh.nodes[B].add("web.weave.local.", "c2", "10.36.0.1")
+    assert mesh.nodes[B].delete(hostname="web.weave.local", addr="10.32.0.1") == []
+    dead = mesh.nodes[B].delete(hostname="web.weave.local")
+    assert [e.container_id for e in dead] == ["c2"]
+    for node in mesh.nodes.values():
+        assert names(node, "web.weave.local.") == [ip_to_int("10.32.0.1")]
+
+
+def test_a_restarted_peer_kills_its_leftover_entries(mesh: Mesh, clock: Clock) -> None:
+    mesh.nodes[A].add("old.weave.local.", "c1", "10.32.0.1")
+    # A restarts with an empty table; B's periodic gossip brings the old entry back to A.
+    fresh = DnsGossiper(Zone(A), Peers(A, mesh.known), "weave.local.", clock)
+    fresh.set_sender(Sender(mesh, A))
+    mesh.nodes[A] = fresh
+    mesh.broadcasts.clear()
+    state = mesh.nodes[B].gossip()
+    assert state is not None
+    fresh.on_gossip(state.encode()[0])
+    [(origin, data)] = mesh.broadcasts
+    assert origin == A
+    [dead] = decode_gossip(data.encode()[0])[1]
+    assert (dead.hostname, dead.version, dead.tombstone) == ("old.weave.local.", 1, int(clock.t))
+    for node in mesh.nodes.values():
+        assert names(node, "old.weave.local.") == []
+
+
+def test_periodic_gossip_returns_only_what_is_new(mesh: Mesh) -> None:
+    mesh.connected = False
+    mesh.nodes[A].add("a.weave.local.", "c1", "10.32.0.1")
+    state = mesh.nodes[A].gossip()
+    assert state is not None
+    payload = state.encode()[0]
+    new = mesh.nodes[B].on_gossip(payload)
+    assert isinstance(new, DnsGossipData) and len(new.entries) == 1
+    assert mesh.nodes[B].on_gossip(payload) is None
+
+
+def test_broadcasts_are_relayed_as_received(mesh: Mesh, clock: Clock) -> None:
+    entry = Entry("c", A, ip_to_int("10.32.0.1"), "a.weave.local.")
+    payload = encode_gossip(int(clock.t), [entry])
+    relay = mesh.nodes[B].on_gossip_broadcast(A, payload)
+    assert isinstance(relay, DnsGossipData)
+    assert list(relay.entries.values()) == [entry]
+    # Already known: still relayed (the originator's tree decides who needs it).
+    assert mesh.nodes[B].on_gossip_broadcast(A, payload) is not None
+
+
+def test_entries_of_unknown_peers_are_dropped_and_gone_peers_forgotten(
+    mesh: Mesh, clock: Clock
+) -> None:
+    stranger = PeerName(0x0A0B0C0D0E0F)
+    payload = encode_gossip(int(clock.t), [Entry("x", stranger, 1, "x.weave.local.")])
+    assert mesh.nodes[A].on_gossip(payload) is None
+    assert len(mesh.nodes[A].zone) == 0
+    mesh.nodes[C].add("c.weave.local.", "c", "10.44.0.0")
+    assert mesh.nodes[A].peer_gone(C) == 1
+    mesh.known.discard(C)
+    assert mesh.nodes[B].sync_peers() == 1
+    assert names(mesh.nodes[B], "c.weave.local.") == []
+
+
+def test_clock_skew_is_a_protocol_error(mesh: Mesh, clock: Clock) -> None:
+    payload = encode_gossip(int(clock.t) + 901, [])
+    with pytest.raises(ProtocolError):
+        mesh.nodes[A].on_gossip(payload)
+    with pytest.raises(ProtocolError):
+        mesh.nodes[A].on_gossip_broadcast(B, b"garbage")
+
+
+def test_tombstones_are_swept(mesh: Mesh, clock: Clock) -> None:
+    mesh.nodes[A].add("a.weave.local.", "c1", "10.32.0.1")
+    mesh.nodes[A].delete(container_id="c1")
+    clock.t += TOMBSTONE_TIMEOUT + 1
+    assert mesh.nodes[A].purge_tombstones() == 1
+    assert len(mesh.nodes[A].zone) == 0
+
+
+def test_pending_gossip_merges_by_the_zone_rules() -> None:
+    live = Entry("c", A, 1, "a.weave.local.")
+    dead = Entry("c", A, 1, "a.weave.local.", 1, 99)
+    other = Entry("d", B, 2, "b.weave.local.")
+    merged = DnsGossipData(5, [dead]).merge(DnsGossipData(7, [live, other]))
+    assert isinstance(merged, DnsGossipData)
+    assert merged.timestamp == 7
+    assert sorted(merged.entries.values(), key=lambda e: e.hostname) == [dead, other]
+
+
+def test_container_names() -> None:
+    assert container_fqdn("weave.local.", "web", "c1") == "web.weave.local."
+    assert container_fqdn("weave.local.", "web.weave.local", "c1") == "web.weave.local."
+    assert container_fqdn("weave.local.", "web.example.com", "/c1") == "c1.weave.local."
+    assert container_fqdn("weave.local.", None, "/c1") == "c1.weave.local."
+    assert container_fqdn("weave.local.", None, None) is None

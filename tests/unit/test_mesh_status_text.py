@@ -1,0 +1,162 @@
+"""Status texts and the report's router object, rebuilt from Weave's own outputs."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from weaved.mesh.gossip_api import PeerName
+from weaved.mesh.peername import parse_peer_name
+from weaved.mesh.status import (
+    BroadcastRoute,
+    ConnectionState,
+    LocalConnectionStatus,
+    MeshStatus,
+    PeerConnectionStatus,
+    PeerStatus,
+    RetryTime,
+    UnicastRoute,
+    go_time_string,
+)
+from weaved.mesh.status_text import (
+    go_json,
+    render_connections,
+    render_peers,
+    render_status,
+    render_status_router,
+    render_targets,
+    report_router,
+)
+
+OUTPUTS = Path(__file__).resolve().parents[3] / "shared" / "weave-wire" / "outputs"
+CASES = sorted(str(p.parent.relative_to(OUTPUTS)) for p in OUTPUTS.glob("*/*/report.json"))
+DATAPLANE_KEYS = ("Interface", "CaptureStats", "MACs")
+
+
+def status_from_report(router: dict[str, Any]) -> MeshStatus:
+    def name(text: str) -> PeerName:
+        return parse_peer_name(text)
+
+    return MeshStatus(
+        name=name(router["Name"]),
+        nickname=router["NickName"],
+        port=router["Port"],
+        encryption=router["Encryption"],
+        peer_discovery=router["PeerDiscovery"],
+        peers=tuple(
+            PeerStatus(
+                name(p["Name"]),
+                p["NickName"],
+                p["UID"],
+                p["ShortID"],
+                p["Version"],
+                tuple(
+                    PeerConnectionStatus(
+                        name(c["Name"]),
+                        c["NickName"],
+                        c["Address"],
+                        c["Outbound"],
+                        c["Established"],
+                    )
+                    for c in p["Connections"] or []
+                ),
+            )
+            for p in router["Peers"]
+        ),
+        unicast_routes=tuple(
+            UnicastRoute(name(r["Dest"]), name(r["Via"])) for r in router["UnicastRoutes"]
+        ),
+        broadcast_routes=tuple(
+            BroadcastRoute(name(r["Source"]), tuple(name(v) for v in r["Via"] or []))
+            for r in router["BroadcastRoutes"]
+        ),
+        connections=tuple(
+            LocalConnectionStatus(
+                c["Address"], c["Outbound"], ConnectionState(c["State"]), c["Info"], c["Attrs"]
+            )
+            for c in router["Connections"] or []
+        ),
+        targets=tuple(router["Targets"] or []),
+        trusted_subnets=tuple(router["TrustedSubnets"]),
+        termination_count=router["TerminationCount"],
+        overlay_diagnostics=router["OverlayDiagnostics"],
+        protocol=router["Protocol"],
+        protocol_min_version=router["ProtocolMinVersion"],
+        protocol_max_version=router["ProtocolMaxVersion"],
+    )
+
+
+def _case(case: str) -> tuple[MeshStatus, dict[str, Any], Path]:
+    d = OUTPUTS / case
+    report = json.loads((d / "report.json").read_text())
+    return status_from_report(report["Router"]), report, d
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_status_router_section(case: str) -> None:
+    s, _, d = _case(case)
+    text = (d / "status.txt").read_text()
+    start = text.index("        Service: router\n")
+    end = text.index("\n        Service: ipam")
+    assert render_status_router(s) == text[start:end]
+    ipam_dns = text[end + 1 :].split("\n\n")
+    assert (
+        render_status(s, sections=[b if b.endswith("\n") else b + "\n" for b in ipam_dns]) == text
+    )
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_status_connections_targets_peers(case: str) -> None:
+    s, _, d = _case(case)
+    # Go prints map-ordered lists; compare lines (connections) and blocks (peers) as multisets.
+    assert Counter(render_connections(s).splitlines(True)) == Counter(
+        (d / "status-connections.txt").read_text().splitlines(True)
+    )
+    assert render_targets(s) == (d / "status-targets.txt").read_text()
+
+    def blocks(text: str) -> Counter[str]:
+        out: list[str] = []
+        for line in text.splitlines(True):
+            if line.startswith("   "):
+                out[-1] += line
+            else:
+                out.append(line)
+        return Counter(out)
+
+    assert blocks(render_peers(s)) == blocks((d / "status-peers.txt").read_text())
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_report_router_object(case: str) -> None:
+    s, report, _ = _case(case)
+    expected = report["Router"]
+    extra = {k: expected[k] for k in DATAPLANE_KEYS if k in expected}
+    got = report_router(s, extra)
+    assert list(got) == list(expected)
+    assert got == expected
+
+
+def test_quirks() -> None:
+    s, _, _ = _case("two-peers-encrypted/host1")
+    assert (
+        "encrypted   sleeve 2a:9f:f1:99:8a:21(host2) encrypted=truemtu=1414\n"
+        in render_connections(s)
+    )
+    s, _, _ = _case("three-peers-line/host1")
+    line = next(x for x in render_connections(s).splitlines(True) if "failed" in x)
+    assert line.endswith("m=+75.567415593 \n")
+    assert go_json({"a": "<&>"}) == '{\n    "a": "\\u003c\\u0026\\u003e"\n}'
+
+
+def test_go_time_string() -> None:
+    # 2026-11-21 23:41:00.74934096 UTC, 75.567415593 s after start
+    t = RetryTime(wall_ns=1795304460_749340960, monotonic_ns=75_567415593)
+    assert go_time_string(t) == "2026-11-21 23:41:00.74934096 +0000 UTC m=+75.567415593"
+    assert (
+        go_time_string(RetryTime(1795304460 * 10**9, 2_500_000_000))
+        == "2026-11-21 23:41:00 +0000 UTC m=+2.500000000"
+    )

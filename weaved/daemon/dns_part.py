@@ -1,0 +1,144 @@
+"""weaveDNS inside the daemon: the `nameserver` channel from the start, the server on the
+address containers are told to use as soon as that address exists on the bridge."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+from typing import TYPE_CHECKING, Any
+
+from weaved.daemon.component import Component
+from weaved.daemon.control import Handler, Request, Response
+from weaved.daemon.ipam_part import EXPOSE_IDENT, IpamPart
+from weaved.daemon.mesh_part import MeshPart
+from weaved.dns.server import DnsServer
+from weaved.dns.service import DnsConfig, DnsService, split_listen
+from weaved.errors import UsageError
+from weaved.spec.models import Spec
+
+if TYPE_CHECKING:
+    from weaved.daemon.service import Daemon
+
+log = logging.getLogger(__name__)
+
+
+def listen_address(spec: Spec, allocations: dict[int, str]) -> str | None:
+    """The spec's dns.listen, else the bridge's first exposed address (port 53)."""
+    if spec.dns.listen:
+        return spec.dns.listen
+    for index, entry in enumerate(spec.expose):
+        cidr = allocations.get(index) if entry.cidr.startswith("net:") else entry.cidr
+        if cidr:
+            return f"{ipaddress.IPv4Interface(cidr).ip}:53"
+    return None
+
+
+class DnsPart(Component):
+    name = "dns"
+
+    def __init__(self, spec: Spec, mesh: MeshPart, ipam: IpamPart | None) -> None:
+        self.spec = spec
+        self.ipam = ipam
+        config = DnsConfig.from_spec(spec.dns, default_listen="127.0.0.1:53")
+        self.service = DnsService(config, mesh.router.peer_view())
+        self.service.join_mesh(mesh.router)
+        self.listen: str | None = None
+        self._server_task: asyncio.Task[None] | None = None
+        self._sweeper: asyncio.Task[None] | None = None
+        self.error: str | None = None
+
+    async def start(self, daemon: Daemon) -> None:
+        self._sweeper = asyncio.create_task(self.service.gossiper.sweep(), name="dns-sweep")
+
+    async def stop(self) -> None:
+        for task in (self._server_task, self._sweeper):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+
+    def spec_changed(self, spec: Spec) -> None:
+        self.spec = spec
+
+    def converge(self, spec: Spec) -> int:
+        """After each kernel converge: (re)start the server where it should listen."""
+        allocations = dict(self.ipam.facts_allocations()) if self.ipam else {}
+        want = listen_address(spec, allocations)
+        if want == self.listen and self._server_task is not None and not self._server_task.done():
+            return 0
+        if want is None:
+            self.error = "no address to listen on: expose an address or set dns.listen"
+            return 0
+        if self._server_task is not None:
+            self._server_task.cancel()
+        self.listen = want
+        self._server_task = asyncio.create_task(self._serve(want), name="dns-server")
+        self._register_exposed(spec, allocations)
+        return 1
+
+    async def _serve(self, listen: str) -> None:
+        host, port = split_listen(listen)
+        server = DnsServer(self.service.answerer, self.service.server.forwarder, host, port)
+        self.service.server = server
+        try:
+            await server.start()
+        except OSError as exc:
+            self.error = f"cannot listen on {listen}: {exc.strerror}"
+            log.error("dns server: %s", self.error)
+            return
+        self.error = None
+        log.info("dns server listening on %s domain=%s", listen, self.spec.dns.domain)
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await server.stop()
+
+    def _register_exposed(self, spec: Spec, allocations: dict[int, str]) -> None:
+        for index, entry in enumerate(spec.expose):
+            if entry.dns_name is None:
+                continue
+            cidr = allocations.get(index) if entry.cidr.startswith("net:") else entry.cidr
+            if cidr:
+                ip = str(ipaddress.IPv4Interface(cidr).ip)
+                self.service.dns_add(entry.dns_name, EXPOSE_IDENT, [ip])
+
+    # --- views and API ------------------------------------------------------------------
+    def status_section(self) -> str:
+        text = self.service.status_summary().strip("\n")
+        if self.error:
+            text += f"\n          Error: {self.error}"
+        return text
+
+    def report(self) -> tuple[str, Any]:
+        return "DNS", self.service.report()
+
+    def routes(self) -> dict[tuple[str, str], Handler]:
+        async def status_dns(_r: Request) -> Response:
+            return Response(200, self.service.status_dns())
+
+        async def lookup(req: Request) -> Response:
+            name = str(req.body.get("name", ""))
+            if not name:
+                raise UsageError("dns-lookup needs a name")
+            return Response(200, {"text": await self.service.dns_lookup(name)})
+
+        async def add(req: Request) -> Response:
+            fqdn, cid = str(req.body.get("fqdn", "")), str(req.body.get("container", ""))
+            addresses = [str(a) for a in req.body.get("addresses", [])]
+            added = self.service.dns_add(fqdn, cid, addresses)
+            return Response(200, {"added": len(added)})
+
+        async def remove(req: Request) -> Response:
+            removed = self.service.dns_remove(
+                req.body.get("container") or None,
+                [str(a) for a in req.body.get("addresses", [])],
+                req.body.get("fqdn") or None,
+            )
+            return Response(200, {"removed": len(removed)})
+
+        return {
+            ("GET", "/status/dns"): status_dns,
+            ("POST", "/dns/lookup"): lookup,
+            ("POST", "/dns/add"): add,
+            ("POST", "/dns/remove"): remove,
+        }

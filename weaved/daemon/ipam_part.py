@@ -1,0 +1,229 @@
+"""IPAM inside the daemon: the allocator on the mesh's `IPallocation` channel, its timers,
+awaitable allocations for attach/expose, and Weave's ipam views."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import socket
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from weaved.daemon.component import Component
+from weaved.daemon.control import Handler, Request, Response
+from weaved.daemon.mesh_part import MeshPart
+from weaved.engine.reconcile import RuntimeFacts
+from weaved.errors import UsageError
+from weaved.ipam.address import CIDR
+from weaved.ipam.allocator import (
+    Allocated,
+    Allocator,
+    AllocatorConfig,
+    Claimed,
+    Completion,
+    ConsensusStart,
+    ObserverStart,
+    Pending,
+    SeedStart,
+    StartMode,
+)
+from weaved.ipam.errors import IpamError
+from weaved.ipam.gossiper import IpamGossiper
+from weaved.ipam.persist import FileStore
+from weaved.ipam.status import ipam_status, report_ipam, status_ipam_text, status_section
+from weaved.mesh.gossip_api import PeerName
+from weaved.spec.models import InitMode, Spec, parse_peer_name_text
+
+if TYPE_CHECKING:
+    from weaved.daemon.service import Daemon
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "IPallocation"
+EXPOSE_IDENT = "weave:expose"  # Weave's identifier for the host's own addresses
+TICK_SECONDS = 5.0
+
+
+def start_mode(spec: Spec) -> StartMode:
+    init = spec.ipalloc.init
+    if init.mode is InitMode.SEED:
+        return SeedStart(tuple(PeerName(parse_peer_name_text(s)) for s in init.seeds))
+    if init.mode is InitMode.OBSERVER:
+        return ObserverStart()
+    # Weave guesses the number of starting peers as the initial targets plus ourselves.
+    return ConsensusStart(init.peer_count or len(spec.peers) + 1)
+
+
+def subnet_for(spec: Spec, text: str | None) -> CIDR:
+    """`net:default`/None → the default subnet; `net:CIDR` → that subnet."""
+    if text in (None, "net:default"):
+        return CIDR.parse(spec.ipalloc.default_subnet or spec.ipalloc.range)
+    assert text is not None
+    return CIDR.parse(text.removeprefix("net:"))
+
+
+class IpamPart(Component):
+    name = "ipam"
+
+    def __init__(self, spec: Spec, mesh: MeshPart, state_dir: Path) -> None:
+        router = mesh.router
+        self.spec = spec
+        config = AllocatorConfig(
+            our_name=router.us,
+            our_uid=router.uid,
+            nickname=spec.peer.nickname or socket.gethostname(),
+            universe=CIDR.parse(spec.ipalloc.range),
+            start=start_mode(spec),
+        )
+        state_dir.mkdir(parents=True, exist_ok=True)
+        self.allocator = Allocator(
+            config, peers=router.peer_view(), store=FileStore(state_dir), on_complete=self._complete
+        )
+        self.gossiper = IpamGossiper(self.allocator, clock=time.time)
+        self.gossiper.set_sender(router.add_channel(CHANNEL, self.gossiper))
+        self._waiting: dict[int, asyncio.Future[CIDR]] = {}
+        self._expose: dict[int, str] = {}  # expose index → allocated ADDR/LEN
+        self._expose_tasks: dict[int, asyncio.Task[None]] = {}
+        self._daemon: Daemon | None = None
+        self._ticker: asyncio.Task[None] | None = None
+
+    # --- lifecycle ----------------------------------------------------------------------
+    async def start(self, daemon: Daemon) -> None:
+        self._daemon = daemon
+        self.allocator.start(time.time())
+        self._ticker = asyncio.create_task(self._tick(), name="ipam-tick")
+        self.spec_changed(self.spec)
+
+    async def stop(self) -> None:
+        for task in [self._ticker, *self._expose_tasks.values()]:
+            if task is not None:
+                task.cancel()
+        for future in self._waiting.values():
+            future.cancel()
+
+    async def _tick(self) -> None:
+        while True:
+            await asyncio.sleep(TICK_SECONDS)
+            now = time.time()
+            self.allocator.peers_changed(now)
+            self.allocator.tick(now)
+
+    # --- allocations --------------------------------------------------------------------
+    def _complete(self, completion: Completion) -> None:
+        future = self._waiting.pop(completion.op_id, None)
+        if future is None or future.done():
+            return
+        outcome = completion.outcome
+        if isinstance(outcome, IpamError):
+            future.set_exception(outcome)
+        elif isinstance(outcome, Allocated | Claimed):
+            future.set_result(outcome.cidr)
+        else:
+            future.set_result(CIDR(0, 0))
+
+    async def _settle(self, result: Allocated | Claimed | Pending) -> CIDR:
+        if not isinstance(result, Pending):
+            return result.cidr
+        future: asyncio.Future[CIDR] = asyncio.get_running_loop().create_future()
+        self._waiting[result.op_id] = future
+        log.info("ipam request pending op=%d reason=%s", result.op_id, result.reason.value)
+        try:
+            return await future
+        except asyncio.CancelledError:
+            self.allocator.cancel(result.op_id)
+            raise
+
+    async def allocate(self, ident: str, subnet: CIDR, *, is_container: bool = True) -> CIDR:
+        """Waits while there is no consensus or no space; raises IpamError."""
+        return await self._settle(
+            self.allocator.allocate(ident, subnet, time.time(), is_container=is_container)
+        )
+
+    async def claim(self, ident: str, cidr: CIDR, *, is_container: bool = True) -> CIDR:
+        return await self._settle(
+            self.allocator.claim(ident, cidr, time.time(), is_container=is_container)
+        )
+
+    def release(self, ident: str) -> tuple[CIDR, ...]:
+        """Never blocks on consensus."""
+        return self.allocator.release(ident, time.time())
+
+    # --- expose (`net:` entries get their address from IPAM) ----------------------------
+    def spec_changed(self, spec: Spec) -> None:
+        self.spec = spec
+        if self._daemon is None:
+            return  # not started yet; start() calls again
+        wanted = {i: e.cidr for i, e in enumerate(spec.expose) if e.cidr.startswith("net:")}
+        for index in list(self._expose_tasks):
+            if index not in wanted:
+                self._expose_tasks.pop(index).cancel()
+        for index in list(self._expose):
+            if index not in wanted or not self._in(self._expose[index], wanted[index]):
+                self._drop_expose(index)
+        for index, target in wanted.items():
+            if index not in self._expose and index not in self._expose_tasks:
+                self._expose_tasks[index] = asyncio.create_task(
+                    self._allocate_expose(index, target), name=f"ipam-expose-{index}"
+                )
+
+    def _in(self, allocated: str, target: str) -> bool:
+        net = subnet_for(self.spec, target)
+        return ipaddress.IPv4Interface(allocated).ip in ipaddress.IPv4Network(str(net))
+
+    def _drop_expose(self, index: int) -> None:
+        allocated = self._expose.pop(index)
+        still = any(a == allocated for a in self._expose.values())
+        if not still:
+            addr = int(ipaddress.IPv4Interface(allocated).ip)
+            with contextlib.suppress(IpamError):
+                self.allocator.release_address(EXPOSE_IDENT, addr, time.time())
+
+    async def _allocate_expose(self, index: int, target: str) -> None:
+        try:
+            cidr = await self.allocate(
+                EXPOSE_IDENT, subnet_for(self.spec, target), is_container=False
+            )
+        except IpamError as exc:
+            log.error("expose[%d] %s: no address: %s", index, target, exc)
+            return
+        finally:
+            self._expose_tasks.pop(index, None)
+        self._expose[index] = str(cidr)
+        log.info("expose[%d] %s allocated %s", index, target, cidr)
+        if self._daemon is not None:
+            self._daemon.mark_dirty("ipam allocation")
+
+    def facts_allocations(self) -> dict[int, str]:
+        return dict(self._expose)
+
+    def facts(self, facts: RuntimeFacts) -> RuntimeFacts:
+        return RuntimeFacts(
+            expose_allocations={**facts.expose_allocations, **self._expose},
+            container_subnets=facts.container_subnets,
+        )
+
+    # --- views and API ------------------------------------------------------------------
+    def _status(self) -> Any:
+        return ipam_status(self.allocator, subnet_for(self.spec, None))
+
+    def status_section(self) -> str:
+        return status_section(self._status()).rstrip("\n")
+
+    def report(self) -> tuple[str, Any]:
+        return "IPAM", report_ipam(self._status())
+
+    def routes(self) -> dict[tuple[str, str], Handler]:
+        async def status_ipam(_r: Request) -> Response:
+            return Response(200, status_ipam_text(self._status()))
+
+        async def rmpeer(req: Request) -> Response:
+            peer = str(req.body.get("peer", ""))
+            if not peer:
+                raise UsageError("rmpeer needs a peer name or nickname")
+            taken = self.allocator.rmpeer(peer, time.time())
+            return Response(200, {"taken": taken, "text": f"{taken} IPs taken over from {peer}\n"})
+
+        return {("GET", "/status/ipam"): status_ipam, ("POST", "/ipam/rmpeer"): rmpeer}

@@ -1,0 +1,183 @@
+"""The `nameserver` gossip channel (Weave's `nameserver.Nameserver` as a mesh Gossiper).
+
+This is the thin shell around the pure `Zone`: it reads the clock, decodes payloads, and
+broadcasts what local changes and self-corrections produce. Local operations (attach, detach,
+dns-add, dns-remove, a container's death) go through it so the mesh hears about them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Iterable
+
+from weaved.dns.wire import decode_gossip, encode_gossip
+from weaved.dns.zone import TOMBSTONE_TIMEOUT, Entry, EntryKey, Zone, ip_to_int, merge_entries
+from weaved.errors import Bug
+from weaved.mesh.gossip_api import GossipData, GossipSender, PeerName, PeerView, format_peer_name
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "nameserver"
+
+
+class DnsGossipData:
+    """Entries on their way to a neighbour; pending data for one neighbour is merged."""
+
+    def __init__(self, timestamp: int, entries: Iterable[Entry]) -> None:
+        self.timestamp = timestamp
+        self.entries: dict[EntryKey, Entry] = {}
+        merge_entries(self.entries, entries)
+
+    def encode(self) -> list[bytes]:
+        return [encode_gossip(self.timestamp, self.entries.values())]
+
+    def merge(self, other: GossipData) -> GossipData:
+        if not isinstance(other, DnsGossipData):
+            raise Bug(f"nameserver gossip merged with {type(other).__name__}")
+        merged = DnsGossipData(max(self.timestamp, other.timestamp), self.entries.values())
+        merge_entries(merged.entries, other.entries.values())
+        return merged
+
+    def __repr__(self) -> str:
+        return f"DnsGossipData(timestamp={self.timestamp}, entries={len(self.entries)})"
+
+
+def in_domain(hostname: str, domain: str) -> bool:
+    """Is the FQDN `hostname` the domain or below it (case-insensitive, as Weave)?"""
+    h, d = hostname.lower(), domain.lower()
+    return h == d or h.endswith("." + d)
+
+
+def fqdn(name: str) -> str:
+    return name if name.endswith(".") else name + "."
+
+
+def container_fqdn(domain: str, hostname: str | None = None, name: str | None = None) -> str | None:
+    """The name a container is registered under: its hostname if that is in the domain (or a
+    single label, then qualified), else its container name qualified with the domain."""
+    for candidate in (hostname, name):
+        if not candidate:
+            continue
+        label = candidate.lstrip("/").rstrip(".")
+        if not label:
+            continue
+        if "." not in label:
+            return f"{label}.{domain}"
+        if in_domain(label + ".", domain):
+            return label + "."
+    return None
+
+
+class DnsGossiper:
+    """Owns the zone's gossip: implements `weaved.mesh.gossip_api.Gossiper`."""
+
+    def __init__(
+        self,
+        zone: Zone,
+        peers: PeerView,
+        domain: str = "weave.local.",
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.zone = zone
+        self.peers = peers
+        self.domain = fqdn(domain)
+        self._clock = clock
+        self.sender: GossipSender | None = None
+
+    def set_sender(self, sender: GossipSender) -> None:
+        """Called by the mesh once the channel is registered."""
+        self.sender = sender
+
+    def _now(self) -> int:
+        return int(self._clock())
+
+    def _broadcast(self, entries: list[Entry]) -> None:
+        if self.sender is not None and entries:
+            self.sender.gossip_broadcast(DnsGossipData(self._now(), entries))
+
+    def _known(self, peer: PeerName) -> bool:
+        return peer == self.zone.our_name or peer in self.peers.known_peers()
+
+    # -- local operations ------------------------------------------------------------------
+
+    def add(self, hostname: str, container_id: str, addr: int | str) -> Entry | None:
+        """Register `hostname` (made an FQDN) for `addr`; names outside the domain are ignored
+        (None), as Weave does."""
+        name = fqdn(hostname)
+        if not in_domain(name, self.domain):
+            log.info(
+                "ignoring registration name=%s container=%s (not in %s)",
+                name,
+                container_id,
+                self.domain,
+            )
+            return None
+        address = ip_to_int(addr) if isinstance(addr, str) else addr
+        entry = self.zone.add(name, container_id, self.zone.our_name, address)
+        log.info("dns entry added name=%s container=%s addr=%s", name, container_id, entry.address)
+        self._broadcast([entry])
+        return entry
+
+    def delete(
+        self,
+        hostname: str | None = None,
+        container_id: str | None = None,
+        addr: int | str | None = None,
+    ) -> list[Entry]:
+        """Tombstone our entries matching every given field (None = any); `dns-remove`."""
+        address = ip_to_int(addr) if isinstance(addr, str) else addr
+        name = fqdn(hostname) if hostname else None
+        dead = self.zone.delete(self._now(), name, container_id, address)
+        for e in dead:
+            log.info("dns entry tombstoned name=%s container=%s", e.hostname, e.container_id)
+        self._broadcast(dead)
+        return dead
+
+    def container_died(self, container_id: str) -> list[Entry]:
+        """A container detached or died: tombstone all its names."""
+        dead = self.zone.container_died(self._now(), container_id)
+        self._broadcast(dead)
+        return dead
+
+    def peer_gone(self, peer: PeerName) -> int:
+        """A peer was removed from the topology: forget its entries (no tombstones)."""
+        n = self.zone.peer_gone(peer)
+        log.info("peer gone peer=%s entries_dropped=%d", format_peer_name(peer), n)
+        return n
+
+    def sync_peers(self) -> int:
+        """Forget entries of every origin the topology no longer knows (call after changes)."""
+        return self.zone.retain_origins(self._known)
+
+    def purge_tombstones(self) -> int:
+        return self.zone.purge_tombstones(self._now())
+
+    async def sweep(self, interval: float = TOMBSTONE_TIMEOUT) -> None:
+        """Purge old tombstones every `interval` seconds until cancelled."""
+        while True:
+            await asyncio.sleep(interval)
+            self.purge_tombstones()
+
+    # -- Gossiper --------------------------------------------------------------------------
+
+    def _receive(self, payload: bytes) -> tuple[int, list[Entry], list[Entry]]:
+        timestamp, entries = decode_gossip(payload)
+        received = self.zone.receive(timestamp, entries, self._now(), self._known)
+        self._broadcast(received.overridden)
+        return timestamp, received.new, received.relay
+
+    def on_gossip_unicast(self, sender: PeerName, payload: bytes) -> None:
+        """Weave's nameserver never sends unicasts; ignore them."""
+
+    def on_gossip_broadcast(self, sender: PeerName, payload: bytes) -> GossipData | None:
+        timestamp, _, relay = self._receive(payload)
+        return DnsGossipData(timestamp, relay) if relay else None
+
+    def gossip(self) -> GossipData | None:
+        return DnsGossipData(self._now(), self.zone.entries())
+
+    def on_gossip(self, payload: bytes) -> GossipData | None:
+        _, new, _ = self._receive(payload)
+        return DnsGossipData(self._now(), new) if new else None

@@ -1,0 +1,90 @@
+"""Edits of the spec file that keep its comments and layout (`weaved connect`/`forget`)."""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+
+from weaved.errors import SpecError
+from weaved.spec.loader import parse_spec_text
+from weaved.spec.models import Spec, split_host_port
+
+
+def _yaml() -> YAML:
+    yaml = YAML(typ="rt")
+    yaml.preserve_quotes = True
+    yaml.indent(mapping=2, sequence=4, offset=2)
+    return yaml
+
+
+def edit_spec(path: Path, change: Callable[[CommentedMap], None]) -> Spec:
+    """Load, change, validate, then replace the file atomically; an edit that would make the
+    spec invalid is refused and the file is left as it was."""
+    text = path.read_text(encoding="utf-8")
+    yaml = _yaml()
+    document: Any = yaml.load(io.StringIO(text))
+    if not isinstance(document, CommentedMap):
+        raise SpecError(f"{path}: the spec must be a mapping")
+    change(document)
+    out = io.StringIO()
+    yaml.dump(document, out)
+    new_text = out.getvalue()
+    spec = parse_spec_text(new_text, str(path))
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(new_text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, path.stat().st_mode & 0o7777)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return spec
+
+
+def _normal(target: str) -> str:
+    host, port = split_host_port(target)
+    return f"{host}:{port}"
+
+
+def connect(path: Path, targets: Sequence[str], *, replace: bool = False) -> Spec:
+    """Add mesh targets to `peers` (Weave's `weave connect [--replace]`)."""
+
+    def change(doc: CommentedMap) -> None:
+        peers = doc.get("peers")
+        if not isinstance(peers, CommentedSeq):
+            peers = CommentedSeq()
+            doc["peers"] = peers
+        if replace:
+            del peers[:]
+        have = {_normal(str(p)) for p in peers}
+        for target in targets:
+            if _normal(target) not in have:
+                peers.append(target)
+                have.add(_normal(target))
+
+    return edit_spec(path, change)
+
+
+def forget(path: Path, targets: Sequence[str]) -> Spec:
+    """Remove mesh targets from `peers` (Weave's `weave forget`)."""
+    drop = {_normal(t) for t in targets}
+
+    def change(doc: CommentedMap) -> None:
+        peers = doc.get("peers")
+        if not isinstance(peers, CommentedSeq):
+            return
+        for index in reversed(range(len(peers))):
+            if _normal(str(peers[index])) in drop:
+                del peers[index]
+
+    return edit_spec(path, change)
