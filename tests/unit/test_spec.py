@@ -171,3 +171,17 @@ def test_spec_is_frozen() -> None:
     spec = Spec.model_validate({"version": 1})
     with pytest.raises(ValidationError):
         spec.port = 1  # type: ignore[misc]
+
+
+def test_schema_and_semantic_problems_are_reported_together() -> None:
+    found = problems("version: 1\nbogus: 1\npeers: [192.0.2.1, 192.0.2.1]\nport: 0\n")
+    paths = [p[0] for p in found]
+    assert paths == ["bogus", "peers[1]", "port"]
+
+
+def test_checks_that_depend_on_a_broken_section_are_skipped() -> None:
+    text = (
+        "version: 1\nexpose: [{cidr: 10.2.1.300/24}]\n"
+        "services: {import: [{name: a, address: '10.2.1.3:1', to: '192.0.2.1:2'}]}\n"
+    )
+    assert [p[0] for p in problems(text)] == ["expose[0].cidr"]

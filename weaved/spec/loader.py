@@ -12,7 +12,7 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from weaved.errors import SpecError
-from weaved.spec.checks import check_spec
+from weaved.spec.checks import CHECK_DEPENDS, check_spec
 from weaved.spec.diagnostics import Problem, SourceText, SpecPath, SpecProblems
 from weaved.spec.models import Spec
 
@@ -80,6 +80,26 @@ def _pydantic_problems(exc: ValidationError, positions: Positions) -> list[Probl
     return problems
 
 
+def _checks_of_valid_sections(
+    data: dict[str, Any], found: list[Problem], positions: Positions, check_files: bool
+) -> list[Problem]:
+    """The semantic checks of the sections that did validate, so that every problem of the
+    file is reported at once, not only the first kind."""
+    broken = {str(p.path[0]) for p in found if p.path}
+    partial = {k: v for k, v in data.items() if k not in broken}
+    partial["version"] = 1
+    try:
+        spec = Spec.model_validate(partial)
+    except ValidationError:
+        return []
+    skip = broken | {s for s, deps in CHECK_DEPENDS.items() if deps & broken}
+    return [
+        Problem(p.path, p.message, p.hint, *locate(p.path, positions))
+        for p in check_spec(spec, check_files=check_files)
+        if not p.path or str(p.path[0]) not in skip
+    ]
+
+
 def _fast_parse(text: str, check_files: bool) -> Spec | None:
     """The common case, a valid spec, through libyaml; None means "go and locate problems"."""
     try:
@@ -117,10 +137,13 @@ def parse_spec_text(text: str, filename: str = "<spec>", *, check_files: bool = 
         )
     positions: Positions = {}
     _positions(document, (), positions)
+    data = _plain(document)
     try:
-        spec = Spec.model_validate(_plain(document))
+        spec = Spec.model_validate(data)
     except ValidationError as exc:
-        raise SpecProblems(_pydantic_problems(exc, positions), source) from None
+        problems = _pydantic_problems(exc, positions)
+        problems += _checks_of_valid_sections(data, problems, positions, check_files)
+        raise SpecProblems(problems, source) from None
     problems = [
         Problem(p.path, p.message, p.hint, *locate(p.path, positions))
         for p in check_spec(spec, check_files=check_files)

@@ -1,0 +1,103 @@
+"""IPAM across lab hosts: consensus on first use, unique addresses, persistence across a
+restart, reclaiming a dead peer's space with rmpeer."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.helpers import wait_for
+from weaved.lab.lab import Lab, host_address, peer_name
+
+
+def spec(index: int, targets: list[int], init: str = "{mode: consensus, peer_count: 3}") -> str:
+    return (
+        "version: 1\n"
+        f'peer: {{name: "{peer_name(index)}", nickname: host{index}}}\n'
+        f"peers: [{', '.join(host_address(t) for t in targets)}]\n"
+        f"ipalloc: {{range: 10.32.0.0/12, init: {init}}}\n"
+        "expose: [{cidr: 'net:default', dns_name: " + f"host{index}.weave.local." + "}]\n"
+    )
+
+
+@pytest.fixture
+def lab(tmp_path: Path) -> Iterator[Lab]:
+    spec_dir = tmp_path / "specs"
+    spec_dir.mkdir()
+    for i in (1, 2, 3):
+        (spec_dir / f"host{i}.yaml").write_text(spec(i, [1] if i > 1 else []))
+    lab = Lab("ipam3")
+    lab.up(3, spec_dir=spec_dir, resync=2.0)
+    try:
+        yield lab
+    finally:
+        lab.down()
+
+
+def exposed(lab: Lab, host: str) -> str | None:
+    out = lab.exec(host, ["ip", "-4", "-o", "addr", "show", "dev", "weave"], capture=True).stdout
+    for line in out.splitlines():
+        if "weave:wd" in line:
+            return line.split()[3]
+    return None
+
+
+def ipam_report(lab: Lab, host: str) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(lab.exec(host, ["weaved", "report"], capture=True).stdout)
+    return data["IPAM"]
+
+
+def test_consensus_gives_each_host_a_unique_exposed_address(lab: Lab) -> None:
+    for h in ("host1", "host2", "host3"):
+        wait_for(lambda h=h: exposed(lab, h) is not None, timeout=40, interval=0.5)
+    addrs = {h: exposed(lab, h) for h in ("host1", "host2", "host3")}
+    assert len(set(addrs.values())) == 3
+    for cidr in addrs.values():
+        assert cidr is not None and ipaddress.IPv4Interface(cidr).network == ipaddress.IPv4Network(
+            "10.32.0.0/12"
+        )
+    status = lab.exec("host1", ["weaved", "status", "ipam"], capture=True).stdout
+    assert status.count("IPs (") == 3  # the ring is shared by the three peers
+    # plan shows nothing pending once the allocation is in place.
+    plan = lab.exec("host2", ["weaved", "plan", "--detailed-exitcode"], capture=True)
+    assert plan.returncode == 0, plan.stdout
+
+
+def test_exposed_address_survives_a_restart(lab: Lab) -> None:
+    wait_for(lambda: exposed(lab, "host2") is not None, timeout=40, interval=0.5)
+    before = exposed(lab, "host2")
+    assert Path(lab.host("host2").state_dir, "ipam.json").exists()
+    lab.stop_host("host2")
+    lab.exec("host2", ["weaved", "reset"], capture=True)  # the kernel objects go …
+    assert exposed(lab, "host2") is None
+    lab.start_host("host2")  # … and come back with the same address from persisted IPAM state
+    wait_for(lambda: exposed(lab, "host2") is not None, timeout=40, interval=0.5)
+    assert exposed(lab, "host2") == before
+
+
+def test_rmpeer_reclaims_a_dead_peers_space(lab: Lab) -> None:
+    for h in ("host1", "host2", "host3"):
+        wait_for(lambda h=h: exposed(lab, h) is not None, timeout=40, interval=0.5)
+    refused = lab.exec("host1", ["weaved", "rmpeer", "host3"], capture=True)
+    assert refused.returncode != 0 and "reachable" in refused.stderr
+    lab.stop_host("host3")
+    wait_for(
+        lambda: (
+            "unreachable" in lab.exec("host1", ["weaved", "status", "ipam"], capture=True).stdout
+        ),
+        timeout=40,
+        interval=0.5,
+    )
+    done = lab.exec("host1", ["weaved", "rmpeer", "host3"], capture=True)
+    assert done.returncode == 0 and "IPs taken over from host3" in done.stdout
+    assert "ONE host only" in done.stderr
+    wait_for(
+        lambda: "host3" not in lab.exec("host1", ["weaved", "status", "ipam"], capture=True).stdout,
+        timeout=20,
+        interval=0.5,
+    )
