@@ -101,3 +101,20 @@ def test_rmpeer_reclaims_a_dead_peers_space(lab: Lab) -> None:
         timeout=20,
         interval=0.5,
     )
+
+
+def test_reset_hands_the_space_to_a_live_peer(lab: Lab) -> None:
+    for h in ("host1", "host2", "host3"):
+        wait_for(lambda h=h: exposed(lab, h) is not None, timeout=40, interval=0.5)
+    out = lab.exec("host3", ["weaved", "reset"], capture=True)
+    assert out.returncode == 0 and "IPAM space went to a live peer" in out.stdout
+    assert (
+        exposed(lab, "host3") is None
+        and "weave" not in lab.exec("host3", ["ip", "-o", "link"], capture=True).stdout
+    )
+
+    def host3_owns_nothing() -> bool:
+        text = lab.exec("host1", ["weaved", "status", "ipam"], capture=True).stdout
+        return all("host3" not in line or " 0 IPs" in line for line in text.splitlines())
+
+    wait_for(host3_owns_nothing, timeout=20, interval=0.5)

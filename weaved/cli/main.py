@@ -100,6 +100,15 @@ def cmd_apply(_args: argparse.Namespace, ctx: Context) -> int:
     return 0
 
 
+def _wait_gone(socket_path: Path, timeout: float = 15.0) -> None:
+    """Until the daemon has stopped (its socket is removed last)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while socket_path.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
 def cmd_reset(_args: argparse.Namespace, ctx: Context) -> int:
     from weaved.dataplane.kernel import KernelDataplane
     from weaved.engine.reconcile import reset
@@ -109,8 +118,9 @@ def cmd_reset(_args: argparse.Namespace, ctx: Context) -> int:
         Client(str(ctx.socket_path)) if ctx.socket_path.exists() else None
     )
     if client is not None and client.alive():
-        client.call("POST", "/shutdown", {})
-        _print("Stopped the weaved daemon.")
+        client.call("POST", "/shutdown", {"leave": True})
+        _wait_gone(ctx.socket_path)
+        _print("Stopped the weaved daemon; its IPAM space went to a live peer.")
     report = reset(KernelDataplane())
     _print(f"Removed every object weaved owned ({report.writes} kernel writes).")
     return 0
@@ -151,6 +161,22 @@ def cmd_forget(args: argparse.Namespace, ctx: Context) -> int:
 
     spec = forget(ctx.spec_path, args.peers)
     _print(f"{ctx.spec_path}: peers = {', '.join(spec.peers) or '(none)'}")
+    return 0
+
+
+def cmd_expose(args: argparse.Namespace, ctx: Context) -> int:
+    from weaved.spec.edit import expose
+
+    spec = expose(ctx.spec_path, args.cidrs or ["net:default"], args.hostname)
+    _print(f"{ctx.spec_path}: expose = {', '.join(e.cidr for e in spec.expose)}")
+    return 0
+
+
+def cmd_hide(args: argparse.Namespace, ctx: Context) -> int:
+    from weaved.spec.edit import hide
+
+    spec = hide(ctx.spec_path, args.cidrs or ["net:default"])
+    _print(f"{ctx.spec_path}: expose = {', '.join(e.cidr for e in spec.expose) or '(none)'}")
     return 0
 
 
@@ -300,6 +326,23 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("forget", help="remove mesh peers from the spec")
     p.add_argument("peers", nargs="+", metavar="HOST[:PORT]")
     p.set_defaults(func=cmd_forget)
+
+    p = sub.add_parser(
+        "expose", help="give this host an address on the overlay (edits the spec)", add_help=False
+    )
+    p.add_argument("--help", action="help", help="show this help message and exit")
+    p.add_argument(
+        "cidrs",
+        nargs="*",
+        metavar="ADDR/LEN | net:CIDR | net:default",
+        help="default: net:default (an address from IPAM)",
+    )
+    p.add_argument("-h", "--hostname", metavar="FQDN", help="register this DNS name for it")
+    p.set_defaults(func=cmd_expose)
+
+    p = sub.add_parser("hide", help="remove overlay addresses of this host (edits the spec)")
+    p.add_argument("cidrs", nargs="*", metavar="ADDR/LEN | net:CIDR | net:default")
+    p.set_defaults(func=cmd_hide)
 
     p = sub.add_parser("rmpeer", help="reclaim the address space of dead peers (one host only)")
     p.add_argument("peers", nargs="+", metavar="PEER", help="peer name or nickname")

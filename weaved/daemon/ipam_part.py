@@ -34,7 +34,7 @@ from weaved.ipam.errors import IpamError
 from weaved.ipam.gossiper import IpamGossiper
 from weaved.ipam.persist import FileStore
 from weaved.ipam.status import ipam_status, report_ipam, status_ipam_text, status_section
-from weaved.mesh.gossip_api import PeerName
+from weaved.mesh.gossip_api import PeerName, format_peer_name
 from weaved.spec.models import InitMode, Spec, parse_peer_name_text
 
 if TYPE_CHECKING:
@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 CHANNEL = "IPallocation"
 EXPOSE_IDENT = "weave:expose"  # Weave's identifier for the host's own addresses
 TICK_SECONDS = 5.0
+HANDOFF_FLUSH_SECONDS = 0.5
 
 
 def start_mode(spec: Spec) -> StartMode:
@@ -98,6 +99,11 @@ class IpamPart(Component):
         self.spec_changed(self.spec)
 
     async def stop(self) -> None:
+        if self._daemon is not None and self._daemon.leaving:
+            heir = self.allocator.shutdown(time.time())
+            log.info("ipam space handed over heir=%s", format_peer_name(heir) if heir else "none")
+            if heir is not None:
+                await asyncio.sleep(HANDOFF_FLUSH_SECONDS)  # let the broadcast leave
         for task in [self._ticker, *self._expose_tasks.values()]:
             if task is not None:
                 task.cancel()

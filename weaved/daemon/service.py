@@ -81,6 +81,7 @@ class Daemon:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dataplane")
         self._dataplane_factory = dataplane_factory
         self._dataplane: Dataplane | None = None
+        self.leaving = False  # set by `weaved reset`: hand our IPAM space to a live peer
 
     # --- kernel work on the dataplane thread --------------------------------------------
     async def on_dataplane(self, fn: Callable[[Dataplane], T]) -> T:
@@ -282,7 +283,9 @@ class Daemon:
                 body[item[0]] = item[1]
         return Response(200, body)
 
-    async def _shutdown(self, _req: Request) -> Response:
+    async def _shutdown(self, req: Request) -> Response:
+        # `weaved reset` leaves the network for good: parts give away what they hold.
+        self.leaving = bool(req.body.get("leave", False))
         asyncio.get_running_loop().call_later(0.05, self.stopping.set)
         return Response(200, {"ok": True})
 
@@ -334,9 +337,9 @@ class Daemon:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            await control.stop()
             for component in reversed(self.components):
                 await _quietly(component.stop())
+            await control.stop()  # last: its socket disappearing tells `reset` we are gone
             self._executor.shutdown(wait=True)
         log.info("weaved daemon stopped")
         return 0

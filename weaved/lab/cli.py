@@ -52,10 +52,31 @@ def _banner(text: str) -> None:
     sys.stdout.flush()
 
 
+def _demo_dns(lab: Lab, hosts: list[str]) -> int:
+    """Every host asks its own weaveDNS (with dig) for every host's name."""
+    failed = 0
+    for asker in hosts:
+        _banner(f"{asker}: DNS answers from weaveDNS (dig)")
+        server = lab.exec(asker, ["weaved", "dns-args"], capture=True).stdout.split()
+        address = server[0].removeprefix("--dns=") if server else ""
+        for name in hosts:
+            proc = lab.exec(
+                asker,
+                ["dig", "+short", "+time=2", "+tries=3", f"@{address}", f"{name}.weave.local"],
+                capture=True,
+            )
+            answer = proc.stdout.strip() or "(no answer)"
+            failed |= int(proc.returncode != 0 or not proc.stdout.strip())
+            sys.stdout.write(f"dig @{address} {name}.weave.local → {answer}\n")
+    return failed
+
+
 def run_demo(lab: Lab, hosts: int, keep: bool) -> int:
     _banner(f"lab up: {hosts} hosts")
     state = lab.up(hosts)
     try:
+        converged = lab.wait_mesh()
+        sys.stdout.write(f"mesh {'converged' if converged else 'NOT converged after 30 s'}\n")
         for host in state.hosts:
             sys.stdout.write(
                 f"{host.name}: netns {host.netns}, underlay {host.address}, spec {host.spec}\n"
@@ -66,6 +87,7 @@ def run_demo(lab: Lab, hosts: int, keep: bool) -> int:
             failed |= lab.exec(host.name, ["weaved", "status"]).returncode
             _banner(f"{host.name}: weaved plan --detailed-exitcode")
             failed |= lab.exec(host.name, ["weaved", "plan", "--detailed-exitcode"]).returncode
+        failed |= _demo_dns(lab, [h.name for h in state.hosts])
         return 1 if failed else 0
     finally:
         if not keep:

@@ -253,6 +253,27 @@ class Lab:
             f"{host.name}: daemon not ready after {timeout:.0f}s; log:\n{_tail(host.log)}"
         )
 
+    def wait_mesh(self, timeout: float = 30.0) -> bool:
+        """Until every host's daemon knows every host and DNS has all the exposed names."""
+        state = self.load()
+        if state is None:
+            return False
+        want = {h.name for h in state.hosts}
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if all(self._knows(h, want) for h in state.hosts):
+                return True
+            time.sleep(0.3)
+        return False
+
+    def _knows(self, host: Host, want: set[str]) -> bool:
+        proc = self.exec(host.name, ["weaved", "report"], capture=True, timeout=20)
+        if proc.returncode != 0:
+            return False
+        report = json.loads(proc.stdout)
+        peers = {p.get("NickName") for p in (report.get("Router", {}).get("Peers") or [])}
+        return peers >= want
+
     def stop_host(self, which: str) -> bool:
         """Stop one host's daemon (SIGTERM, like systemctl stop); its namespace stays."""
         state = self.load()

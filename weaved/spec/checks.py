@@ -10,7 +10,6 @@ from collections.abc import Iterator
 from weaved.spec.diagnostics import Problem
 from weaved.spec.models import BindRule, ExportRule, ImportRule, InitMode, RouteRule, Spec
 
-
 # Sections whose checks read other sections: skipped while those others are invalid, so a
 # problem is never reported as a consequence of another one.
 CHECK_DEPENDS = {"expose": {"ipalloc"}, "services": {"expose"}}

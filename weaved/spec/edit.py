@@ -51,6 +51,14 @@ def edit_spec(path: Path, change: Callable[[CommentedMap], None]) -> Spec:
     return spec
 
 
+def _block(seq: CommentedSeq) -> None:
+    """A list weaved appends to is written one item per line, whatever style it had."""
+    seq.fa.set_block_style()
+    for item in seq:
+        if isinstance(item, CommentedMap):
+            item.fa.set_flow_style()
+
+
 def _normal(target: str) -> str:
     host, port = split_host_port(target)
     return f"{host}:{port}"
@@ -64,6 +72,7 @@ def connect(path: Path, targets: Sequence[str], *, replace: bool = False) -> Spe
         if not isinstance(peers, CommentedSeq):
             peers = CommentedSeq()
             doc["peers"] = peers
+        _block(peers)
         if replace:
             del peers[:]
         have = {_normal(str(p)) for p in peers}
@@ -86,5 +95,43 @@ def forget(path: Path, targets: Sequence[str]) -> Spec:
         for index in reversed(range(len(peers))):
             if _normal(str(peers[index])) in drop:
                 del peers[index]
+
+    return edit_spec(path, change)
+
+
+def expose(path: Path, cidrs: Sequence[str], dns_name: str | None = None) -> Spec:
+    """Add `expose` entries (Weave's `weave expose`); existing ones are left as they are."""
+
+    def change(doc: CommentedMap) -> None:
+        entries = doc.get("expose")
+        if not isinstance(entries, CommentedSeq):
+            entries = CommentedSeq()
+            doc["expose"] = entries
+        _block(entries)
+        have = {str(e.get("cidr")) for e in entries if isinstance(e, dict)}
+        for cidr in cidrs:
+            if cidr in have:
+                continue
+            entry = CommentedMap([("cidr", cidr)])
+            if dns_name:
+                entry["dns_name"] = dns_name
+            entries.append(entry)
+            have.add(cidr)
+
+    return edit_spec(path, change)
+
+
+def hide(path: Path, cidrs: Sequence[str]) -> Spec:
+    """Remove `expose` entries (Weave's `weave hide`)."""
+    drop = set(cidrs)
+
+    def change(doc: CommentedMap) -> None:
+        entries = doc.get("expose")
+        if not isinstance(entries, CommentedSeq):
+            return
+        for index in reversed(range(len(entries))):
+            entry = entries[index]
+            if isinstance(entry, dict) and str(entry.get("cidr")) in drop:
+                del entries[index]
 
     return edit_spec(path, change)

@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from weaved.errors import SpecError
+from weaved.spec.edit import connect, expose, forget, hide
+
+TEXT = """\
+# this host
+version: 1
+peers:
+  - 192.0.2.11   # the hub
+  - 192.0.2.12
+expose: [{cidr: 10.2.1.1/24}]  # the host's own address
+"""
+
+
+@pytest.fixture
+def spec(tmp_path: Path) -> Path:
+    path = tmp_path / "weave.yaml"
+    path.write_text(TEXT)
+    return path
+
+
+def test_connect_appends_and_keeps_comments(spec: Path) -> None:
+    result = connect(spec, ["192.0.2.13", "192.0.2.11:6783"])
+    assert result.peers == ["192.0.2.11:6783", "192.0.2.12:6783", "192.0.2.13:6783"]
+    text = spec.read_text()
+    assert "# this host" in text and "# the hub" in text and "# the host's own address" in text
+
+
+def test_connect_replace(spec: Path) -> None:
+    assert connect(spec, ["192.0.2.99"], replace=True).peers == ["192.0.2.99:6783"]
+
+
+def test_forget_removes_by_normal_form(spec: Path) -> None:
+    assert forget(spec, ["192.0.2.12:6783"]).peers == ["192.0.2.11:6783"]
+
+
+def test_an_edit_that_would_be_invalid_changes_nothing(spec: Path) -> None:
+    with pytest.raises(SpecError, match="peers"):
+        connect(spec, ["not a host!"])
+    assert spec.read_text() == TEXT
+
+
+def test_expose_and_hide(spec: Path) -> None:
+    result = expose(spec, ["net:default"], "me.weave.local.")
+    assert [e.cidr for e in result.expose] == ["10.2.1.1/24", "net:default"]
+    assert result.expose[1].dns_name == "me.weave.local."
+    assert [e.cidr for e in hide(spec, ["10.2.1.1/24"]).expose] == ["net:default"]
+    assert "# this host" in spec.read_text()
+
+
+def test_file_mode_is_kept(spec: Path) -> None:
+    spec.chmod(0o640)
+    connect(spec, ["192.0.2.77"])
+    assert spec.stat().st_mode & 0o777 == 0o640
