@@ -1,0 +1,33 @@
+from __future__ import annotations
+
+import asyncio
+
+from weaved.daemon.mesh_part import MeshPart
+from weaved.mesh.gossip_api import PeerName
+from weaved.plan.changes import Action, make_plan
+from weaved.plan.render import render_plan
+from weaved.spec.models import Spec
+
+
+def test_mesh_targets_are_planned_and_converged_like_other_objects() -> None:
+    async def scenario() -> None:
+        spec = Spec.model_validate({"version": 1, "peers": ["192.0.2.11", "192.0.2.12:7000"]})
+        part = MeshPart(spec, PeerName(0x020000000101))
+        plan = make_plan(part.desired(spec), part.observed())
+        assert [(c.action, c.key) for c in plan.changes] == [
+            (Action.CREATE, "mesh/target/192.0.2.11:6783"),
+            (Action.CREATE, "mesh/target/192.0.2.12:7000"),
+        ]
+        assert "+ mesh/target/192.0.2.11:6783" in render_plan(plan)
+        assert part.converge(spec) == 2
+        assert make_plan(part.desired(spec), part.observed()).empty
+        assert part.converge(spec) == 0
+        fewer = Spec.model_validate({"version": 1, "peers": ["192.0.2.12:7000"]})
+        plan = make_plan(part.desired(fewer), part.observed())
+        assert [(c.action, c.key) for c in plan.changes] == [
+            (Action.DELETE, "mesh/target/192.0.2.11:6783")
+        ]
+        assert part.converge(fewer) == 1
+        assert list(part.router.status().targets) == ["192.0.2.12:7000"]
+
+    asyncio.run(scenario())
