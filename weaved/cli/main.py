@@ -121,8 +121,14 @@ def cmd_reset(_args: argparse.Namespace, ctx: Context) -> int:
         client.call("POST", "/shutdown", {"leave": True})
         _wait_gone(ctx.socket_path)
         _print("Stopped the weaved daemon; its IPAM space went to a live peer.")
+    from weaved.attach import detach_all
+
+    veths = detach_all()
     report = reset(KernelDataplane())
-    _print(f"Removed every object weaved owned ({report.writes} kernel writes).")
+    _print(
+        f"Removed every object weaved owned ({report.writes + len(veths)} kernel writes,"
+        f" {len(veths)} container interfaces)."
+    )
     return 0
 
 
@@ -241,10 +247,27 @@ def cmd_dns_args(_args: argparse.Namespace, ctx: Context) -> int:
     from weaved.spec.loader import load_spec
 
     spec = load_spec(ctx.spec_path, check_files=False)
-    listen = listen_address(spec, {})
+    client = _daemon_for(ctx)
+    # The daemon knows addresses IPAM gave to `net:` exposes; the spec alone only literal ones.
+    listen = client.call("GET", "/dns/address")["listen"] if client else listen_address(spec, {})
     if listen is None:
         raise UsageError("no DNS address: expose an address with a literal CIDR or set dns.listen")
     _print(dns_args(listen.rsplit(":", 1)[0], spec.dns.domain))
+    return 0
+
+
+def cmd_attach(args: argparse.Namespace, ctx: Context) -> int:
+    """attach/detach/ps: through the daemon (IPAM, DNS) when it runs, else locally."""
+    from weaved.attach.cli import request_from_args, run_local
+
+    client = _daemon_for(ctx)
+    if client is None:
+        return run_local(args, ctx)
+    request = request_from_args(args)
+    path = {"attach": "/attach", "detach": "/detach", "ps": "/ps"}[args.attach_command]
+    text = client.call("POST", path, request.to_json(), timeout=600)["text"]
+    if text:
+        _print(text)
     return 0
 
 
@@ -368,7 +391,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_dns_args)
 
+    from weaved.attach.cli import add_attach_parsers
     from weaved.lab.cli import add_lab_parser
+
+    add_attach_parsers(sub, cmd_attach)
 
     add_lab_parser(sub, cmd_lab)
     return parser

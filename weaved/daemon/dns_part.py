@@ -136,7 +136,11 @@ class DnsPart(Component):
             )
             return Response(200, {"removed": len(removed)})
 
+        async def address(_r: Request) -> Response:
+            return Response(200, {"listen": self.listen})
+
         return {
+            ("GET", "/dns/address"): address,
             ("GET", "/status/dns"): status_dns,
             ("POST", "/dns/lookup"): lookup,
             ("POST", "/dns/add"): add,

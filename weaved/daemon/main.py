@@ -6,6 +6,7 @@ import asyncio
 import logging
 
 from weaved.context import Context
+from weaved.daemon.attach_part import AttachPart
 from weaved.daemon.component import Component
 from weaved.daemon.dns_part import DnsPart
 from weaved.daemon.ipam_part import IpamPart
@@ -29,8 +30,10 @@ def build_parts(spec: Spec, ctx: Context) -> list[Component]:
     mesh = MeshPart(spec, name)
     ipam = IpamPart(spec, mesh, ctx.state_dir)
     parts: list[Component] = [mesh, ipam]
-    if spec.dns.enabled:
-        parts.append(DnsPart(spec, mesh, ipam))
+    dns = DnsPart(spec, mesh, ipam) if spec.dns.enabled else None
+    if dns is not None:
+        parts.append(dns)
+    parts.append(AttachPart(spec, ctx.state_dir, ipam, dns))
     return parts
 
 

@@ -34,6 +34,20 @@ def add_lab_parser(sub: Any, handler: Callable[..., int]) -> None:
     lab_sub.add_parser("list", help="hosts, addresses, daemons")
 
     p = lab_sub.add_parser(
+        "container", help="namespace containers attached through a host's daemon"
+    )
+    csub = p.add_subparsers(dest="container_command", metavar="ACTION", required=True)
+    c = csub.add_parser("add", help="create namespace NAME and `weaved attach` it on HOST")
+    c.add_argument("host")
+    c.add_argument("container", metavar="NAME")
+    c.add_argument("addresses", nargs="*", metavar="ADDR", help="default: one from IPAM")
+    c = csub.add_parser("rm", help="detach and delete a container")
+    c.add_argument("container", metavar="NAME")
+    c = csub.add_parser("exec", help="run a command in a container")
+    c.add_argument("container", metavar="NAME")
+    c.add_argument("argv", nargs=argparse.REMAINDER)
+
+    p = lab_sub.add_parser(
         "exec", help="run a command on a lab host (weaved … uses that host's spec)"
     )
     p.add_argument("host")
@@ -96,6 +110,20 @@ def run_demo(lab: Lab, hosts: int, keep: bool) -> int:
                 sys.stdout.write(f"removed {item}\n")
 
 
+def _container(lab: Lab, args: argparse.Namespace) -> int:
+    if args.container_command == "add":
+        sys.stdout.write(lab.add_container(args.host, args.container, args.addresses) + "\n")
+        return 0
+    if args.container_command == "rm":
+        lab.remove_container(args.container)
+        return 0
+    argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
+    proc = lab.in_container(args.container, argv or ["ip", "addr"])
+    sys.stdout.write(proc.stdout)
+    sys.stderr.write(proc.stderr)
+    return proc.returncode
+
+
 def run_lab(args: argparse.Namespace) -> int:
     lab = Lab(args.name)
     command = args.lab_command
@@ -110,6 +138,8 @@ def run_lab(args: argparse.Namespace) -> int:
         for item in lab.down():
             sys.stdout.write(f"removed {item}\n")
         return 0
+    if command == "container":
+        return _container(lab, args)
     if command == "stop":
         sys.stdout.write(
             f"{args.host}: {'stopped' if lab.stop_host(args.host) else 'not running'}\n"

@@ -84,6 +84,8 @@ class LabState:
     name: str
     underlay: str
     hosts: list[Host] = field(default_factory=list)
+    # container (network namespace) name → the host it is attached to
+    containers: dict[str, str] = field(default_factory=dict)
 
 
 def generated_spec(index: int, count: int, topology: str) -> str:
@@ -116,7 +118,8 @@ class Lab:
             raw = json.loads(self.state_file.read_text())
         except (OSError, ValueError):
             return None
-        return LabState(raw["name"], raw["underlay"], [Host(**h) for h in raw["hosts"]])
+        hosts = [Host(**h) for h in raw["hosts"]]
+        return LabState(raw["name"], raw["underlay"], hosts, dict(raw.get("containers", {})))
 
     def save(self, state: LabState) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -274,6 +277,43 @@ class Lab:
         peers = {p.get("NickName") for p in (report.get("Router", {}).get("Peers") or [])}
         return peers >= want
 
+    # --- containers (network namespaces attached through a host's daemon) ----------------
+    def add_container(self, which: str, name: str, addresses: list[str] | None = None) -> str:
+        """A namespace `name` attached on host `which`; returns what `weaved attach` printed."""
+        state = self.load()
+        host = self.host(which)
+        if state is None:
+            raise DaemonError(f"lab {self.name!r} is not up")
+        if name in netns.list_netns():
+            raise DaemonError(f"a network namespace named {name!r} exists already")
+        netns.add_netns(name)
+        state.containers[name] = host.name
+        self.save(state)
+        proc = self.exec(host.name, ["weaved", "attach", *(addresses or []), name], capture=True)
+        if proc.returncode != 0:
+            raise ApplyError(f"attach {name} on {host.name}: {proc.stderr.strip()}")
+        return proc.stdout.strip()
+
+    def remove_container(self, name: str) -> None:
+        state = self.load()
+        if state is None or name not in state.containers:
+            raise DaemonError(f"lab {self.name!r} has no container {name!r}")
+        self.exec(state.containers.pop(name), ["weaved", "detach", name], capture=True)
+        netns.delete_netns(name)
+        self.save(state)
+
+    def in_container(
+        self, name: str, argv: list[str], timeout: float = 120
+    ) -> subprocess.CompletedProcess[str]:
+        """Run in the container's namespace; /etc/netns/NAME/resolv.conf (weaveDNS) applies."""
+        return subprocess.run(
+            netns.exec_argv(name, argv),
+            text=True,
+            capture_output=True,
+            timeout=timeout,
+            check=False,
+        )
+
     def stop_host(self, which: str) -> bool:
         """Stop one host's daemon (SIGTERM, like systemctl stop); its namespace stays."""
         state = self.load()
@@ -308,6 +348,10 @@ class Lab:
         for host in state.hosts if state else []:
             if host.pid and _stop(host.pid):
                 removed.append(f"process {host.pid}")
+        for container in state.containers if state else []:
+            netns.delete_netns(container)
+            shutil.rmtree(NETNS_ETC / container, ignore_errors=True)
+            removed.append(f"netns {container} (container)")
         prefix = f"wd-{self.name}-"
         # Containers and hosts before the underlay, so no veth dangles half-way.
         for ns in sorted(netns.list_netns(), key=lambda n: (n.endswith("-u"), -len(n))):

@@ -1,0 +1,139 @@
+"""`weaved attach/detach/ps` argument forms (Weave's) → typed requests; no root, no kernel."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+
+import pytest
+
+from weaved.attach.cli import (
+    AddressKind,
+    AttachRequest,
+    DetachRequest,
+    PsRequest,
+    add_attach_parsers,
+    literal_addresses,
+    parse_address,
+    request_from_args,
+)
+from weaved.errors import UsageError
+
+
+def handler(_args: argparse.Namespace, _ctx: object) -> int:
+    return 0
+
+
+def parse(*argv: str) -> AttachRequest | DetachRequest | PsRequest:
+    parser = argparse.ArgumentParser(prog="weaved")
+    sub = parser.add_subparsers(dest="command")
+    add_attach_parsers(sub, handler)
+    args = parser.parse_args(list(argv))
+    assert args.func is handler
+    return request_from_args(args)
+
+
+@pytest.mark.parametrize(
+    ("word", "kind", "text"),
+    [
+        ("10.2.1.5/24", AddressKind.CIDR, "10.2.1.5/24"),
+        ("ip:10.2.1.5/24", AddressKind.CIDR, "10.2.1.5/24"),
+        ("ip:10.2.1.5", AddressKind.IP, "ip:10.2.1.5"),
+        ("net:10.2.0.0/16", AddressKind.SUBNET, "net:10.2.0.0/16"),
+        ("net:default", AddressKind.DEFAULT, "net:default"),
+    ],
+)
+def test_address_forms(word: str, kind: AddressKind, text: str) -> None:
+    parsed = parse_address(word)
+    assert parsed is not None and parsed.kind is kind and parsed.text == text
+    assert parsed.needs_ipam == (kind is not AddressKind.CIDR)
+
+
+@pytest.mark.parametrize("word", ["c1", "mycontainer", "3f2a9b1c0d4e", "1234", "netns:foo", "a/b"])
+def test_targets_are_not_addresses(word: str) -> None:
+    assert parse_address(word) is None
+
+
+@pytest.mark.parametrize(
+    "word",
+    ["10.2.1.5/33", "ip:10.2.1", "ip:nonsense/24", "net:10.2.0.1/16", "net:x", "300.1.1.1/8"],
+)
+def test_malformed_addresses_are_usage_errors(word: str) -> None:
+    with pytest.raises(UsageError):
+        parse_address(word)
+
+
+def test_attach_several_addresses_then_target() -> None:
+    req = parse("attach", "10.2.1.5/24", "net:10.3.0.0/16", "ip:10.4.0.1/8", "web")
+    assert isinstance(req, AttachRequest)
+    assert req.target == "web" and req.multicast_route is None
+    assert [a.text for a in req.addresses] == ["10.2.1.5/24", "net:10.3.0.0/16", "10.4.0.1/8"]
+
+
+def test_attach_without_address_means_ipam_default() -> None:
+    req = parse("attach", "web")
+    assert isinstance(req, AttachRequest) and req.addresses == () and req.target == "web"
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("attach", "--no-multicast-route", "10.2.1.5/24", "web"),
+        ("attach", "10.2.1.5/24", "--no-multicast-route", "web"),
+    ],
+)
+def test_no_multicast_route_flag_anywhere_before_target(argv: tuple[str, ...]) -> None:
+    req = parse(*argv)
+    assert isinstance(req, AttachRequest) and req.multicast_route is False and req.target == "web"
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("attach",),
+        ("attach", "10.2.1.5/24"),
+        ("attach", "web", "10.2.1.5/24"),
+        ("attach", "web", "db"),
+        ("attach", "10.2.1.5/24", "--bogus", "web"),
+        ("detach",),
+    ],
+)
+def test_usage_errors(argv: tuple[str, ...]) -> None:
+    with pytest.raises(UsageError) as info:
+        parse(*argv)
+    assert info.value.exit_code == 64
+
+
+def test_detach_forms() -> None:
+    req = parse("detach", "web")
+    assert isinstance(req, DetachRequest) and req.addresses == ()
+    req = parse("detach", "10.2.1.5/24", "net:default", "web")
+    assert isinstance(req, DetachRequest)
+    assert [a.text for a in req.addresses] == ["10.2.1.5/24", "net:default"]
+
+
+def test_ps_forms() -> None:
+    assert parse("ps") == PsRequest(())
+    assert parse("ps", "weave:expose", "web") == PsRequest(("weave:expose", "web"))
+
+
+def test_requests_round_trip_through_json() -> None:
+    req = parse("attach", "--no-multicast-route", "10.2.1.5/24", "net:default", "web")
+    assert isinstance(req, AttachRequest)
+    assert AttachRequest.from_json(req.to_json()) == req
+    det = parse("detach", "ip:10.2.1.5", "web")
+    assert isinstance(det, DetachRequest)
+    assert DetachRequest.from_json(det.to_json()) == det
+
+
+def test_literal_addresses_refuse_ipam_forms() -> None:
+    req = parse("attach", "10.2.1.5/24", "ip:10.2.1.6/24", "web")
+    assert isinstance(req, AttachRequest)
+    assert literal_addresses(req.addresses, "attach") == [
+        ipaddress.IPv4Interface("10.2.1.5/24"),
+        ipaddress.IPv4Interface("10.2.1.6/24"),
+    ]
+    req = parse("attach", "10.2.1.5/24", "net:default", "web")
+    assert isinstance(req, AttachRequest)
+    with pytest.raises(UsageError, match="net:default"):
+        literal_addresses(req.addresses, "attach")

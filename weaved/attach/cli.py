@@ -1,0 +1,338 @@
+"""`weaved attach`, `weaved detach` and `weaved ps`: Weave's argument forms, typed requests, and a
+local runner that works without a daemon when every address is given literally.
+
+    weaved attach [--no-multicast-route] [ADDR ...] TARGET
+    weaved detach [ADDR ...] TARGET
+    weaved ps [TARGET | weave:expose ...]
+
+    ADDR = ADDR/LEN | ip:ADDR[/LEN] | net:CIDR | net:default
+
+As in Weave, the addresses come first and TARGET last. `net:` forms and `attach` with no
+address ask IPAM for an address, so they need the daemon.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from weaved.attach.model import Attachment, BridgeInfo
+from weaved.attach.ps import EXPOSE_LABEL, ps_line, render_ps, show_addrs
+from weaved.context import Context, require_root
+from weaved.errors import UsageError
+
+Handler = Callable[[argparse.Namespace, Context], int]
+NO_MULTICAST_FLAG = "--no-multicast-route"
+
+
+class AddressKind(StrEnum):
+    CIDR = "cidr"  # ADDR/LEN or ip:ADDR/LEN: exactly this address
+    IP = "ip"  # ip:ADDR: this address, prefix from IPAM's default subnet
+    SUBNET = "subnet"  # net:CIDR: IPAM allocates one in this subnet
+    DEFAULT = "default"  # net:default: IPAM allocates one in the default subnet
+
+
+@dataclass(frozen=True)
+class AddressArg:
+    kind: AddressKind
+    text: str  # canonical: "10.2.1.5/24", "ip:10.2.1.5", "net:10.2.0.0/16", "net:default"
+    interface: ipaddress.IPv4Interface | None = None
+    address: ipaddress.IPv4Address | None = None
+    network: ipaddress.IPv4Network | None = None
+
+    @property
+    def needs_ipam(self) -> bool:
+        return self.kind is not AddressKind.CIDR
+
+
+def parse_address(word: str) -> AddressArg | None:
+    """An address argument in one of Weave's forms, None if `word` is not one (then it is the
+    TARGET), UsageError if it is one but malformed (e.g. net:10.0.0.0/33)."""
+    if word == "net:default":
+        return AddressArg(AddressKind.DEFAULT, word)
+    if word.startswith("net:"):
+        try:
+            net = ipaddress.IPv4Network(word[4:], strict=True)
+        except ValueError as exc:
+            raise UsageError(f"{word}: not a subnet in CIDR form ({exc})") from None
+        return AddressArg(AddressKind.SUBNET, f"net:{net}", network=net)
+    body = word.removeprefix("ip:")
+    explicit = body != word
+    if "/" in body:
+        try:
+            iface = ipaddress.IPv4Interface(body)
+        except ValueError as exc:
+            if explicit or _looks_like_address(body):
+                raise UsageError(f"{word}: not an address/prefix ({exc})") from None
+            return None
+        return AddressArg(AddressKind.CIDR, iface.with_prefixlen, interface=iface)
+    if explicit:
+        try:
+            ip = ipaddress.IPv4Address(body)
+        except ValueError as exc:
+            raise UsageError(f"{word}: not an IPv4 address ({exc})") from None
+        return AddressArg(AddressKind.IP, f"ip:{ip}", address=ip)
+    return None
+
+
+def _looks_like_address(text: str) -> bool:
+    head = text.split("/", 1)[0]
+    return head.count(".") == 3 and all(p.isdigit() for p in head.split("."))
+
+
+@dataclass(frozen=True)
+class AttachRequest:
+    target: str
+    addresses: tuple[AddressArg, ...] = ()
+    multicast_route: bool | None = None  # None: the spec's `multicast_route`
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "target": self.target,
+            "addresses": [a.text for a in self.addresses],
+            "multicast_route": self.multicast_route,
+        }
+
+    @staticmethod
+    def from_json(data: dict[str, Any]) -> AttachRequest:
+        mc = data.get("multicast_route")
+        return AttachRequest(
+            str(data["target"]),
+            _addresses_from_json(data.get("addresses", [])),
+            None if mc is None else bool(mc),
+        )
+
+
+@dataclass(frozen=True)
+class DetachRequest:
+    target: str
+    addresses: tuple[AddressArg, ...] = ()  # empty: every address (and the veth)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"target": self.target, "addresses": [a.text for a in self.addresses]}
+
+    @staticmethod
+    def from_json(data: dict[str, Any]) -> DetachRequest:
+        return DetachRequest(str(data["target"]), _addresses_from_json(data.get("addresses", [])))
+
+
+@dataclass(frozen=True)
+class PsRequest:
+    targets: tuple[str, ...] = ()  # empty: weave:expose and every container
+
+    def to_json(self) -> dict[str, Any]:
+        return {"targets": list(self.targets)}
+
+
+Request = AttachRequest | DetachRequest | PsRequest
+
+
+def _addresses_from_json(items: Sequence[Any]) -> tuple[AddressArg, ...]:
+    out = []
+    for item in items:
+        parsed = parse_address(str(item))
+        if parsed is None:
+            raise UsageError(f"{item!r} is not an address argument")
+        out.append(parsed)
+    return tuple(out)
+
+
+def split_words(command: str, words: Sequence[str]) -> tuple[tuple[AddressArg, ...], str, bool]:
+    """Weave's `[ADDR ...] [flags] TARGET`: returns (addresses, target, no-multicast-route)."""
+    addresses: list[AddressArg] = []
+    no_multicast = False
+    rest: list[str] = []
+    for word in words:
+        if word == NO_MULTICAST_FLAG and command == "attach":
+            no_multicast = True
+            continue
+        if word.startswith("-") and word != "-":
+            raise UsageError(f"weaved {command}: unknown option {word}")
+        parsed = parse_address(word) if not rest else None
+        if parsed is not None:
+            addresses.append(parsed)
+        else:
+            rest.append(word)
+    if not rest:
+        raise UsageError(
+            f"weaved {command}: TARGET missing\n"
+            f"  usage: weaved {command} [ADDR/LEN | net:CIDR | net:default | ip:ADDR ...] TARGET"
+        )
+    if len(rest) > 1:
+        raise UsageError(
+            f"weaved {command}: one TARGET, after the addresses (got {' '.join(rest)})\n"
+            "  hint: an address is ADDR/LEN, ip:ADDR, net:CIDR or net:default"
+        )
+    return tuple(addresses), rest[0], no_multicast
+
+
+def request_from_args(args: argparse.Namespace) -> Request:
+    """The typed request behind a parsed `attach`, `detach` or `ps` command line."""
+    command = getattr(args, "attach_command", None)
+    words: list[str] = list(getattr(args, "words", []))
+    if command == "ps":
+        return PsRequest(tuple(words))
+    if command == "attach":
+        addresses, target, no_mc = split_words("attach", words)
+        no_mc = no_mc or bool(getattr(args, "no_multicast_route", False))
+        return AttachRequest(target, addresses, False if no_mc else None)
+    if command == "detach":
+        addresses, target, _ = split_words("detach", words)
+        return DetachRequest(target, addresses)
+    raise UsageError(f"not an attach command: {command!r}")
+
+
+def literal_addresses(
+    addresses: Sequence[AddressArg], command: str
+) -> list[ipaddress.IPv4Interface]:
+    """The addresses when all are literal ADDR/LEN; UsageError naming what needs IPAM."""
+    ipam = [a.text for a in addresses if a.needs_ipam]
+    if ipam:
+        raise UsageError(
+            f"weaved {command}: {' '.join(ipam)} needs IP allocation, which the daemon does\n"
+            "  hint: start `weaved daemon`, or give addresses as ADDR/LEN"
+        )
+    return [a.interface for a in addresses if a.interface is not None]
+
+
+# --- argparse ------------------------------------------------------------------------------
+ADDR_HELP = "ADDR/LEN, ip:ADDR[/LEN], net:CIDR or net:default (IPAM); several allowed"
+TARGET_HELP = (
+    "a Docker container (name or ID), a named netns (/run/netns/NAME) or a PID;"
+    " docker:, netns: or pid: forces one"
+)
+
+
+def add_attach_parsers(sub: Any, handler: Handler) -> None:
+    """Register `attach`, `detach` and `ps` on an argparse sub-parsers object; each calls
+    `handler(args, ctx)`, and `request_from_args(args)` turns `args` into a typed request."""
+    p = sub.add_parser(
+        "attach",
+        help="plug a container into the weave network",
+        usage="weaved attach [--no-multicast-route] [ADDR ...] TARGET",
+        description=f"ADDR: {ADDR_HELP}. With no ADDR, IPAM allocates one.\nTARGET: {TARGET_HELP}.",
+    )
+    p.add_argument(
+        NO_MULTICAST_FLAG,
+        dest="no_multicast_route",
+        action="store_true",
+        help="do not route 224.0.0.0/4 via ethwe in the container",
+    )
+    p.add_argument("words", nargs=argparse.REMAINDER, metavar="[ADDR ...] TARGET")
+    p.set_defaults(func=handler, attach_command="attach")
+
+    p = sub.add_parser(
+        "detach",
+        help="remove addresses from a container (the interface goes with the last one)",
+        usage="weaved detach [ADDR ...] TARGET",
+        description=f"ADDR: {ADDR_HELP}. With no ADDR, all of them.\nTARGET: {TARGET_HELP}.",
+    )
+    p.add_argument("words", nargs=argparse.REMAINDER, metavar="[ADDR ...] TARGET")
+    p.set_defaults(func=handler, attach_command="detach")
+
+    p = sub.add_parser(
+        "ps",
+        help="list attached containers with their MAC and addresses (Weave's layout)",
+        usage="weaved ps [TARGET | weave:expose ...]",
+    )
+    p.add_argument("words", nargs="*", metavar="TARGET")
+    p.set_defaults(func=handler, attach_command="ps")
+
+
+# --- the local runner (no daemon) ----------------------------------------------------------
+@dataclass(frozen=True)
+class LocalSettings:
+    mtu: int  # 0: the bridge's
+    multicast_route: bool
+    docker_url: str
+
+
+def settings_for(spec_path: Path) -> LocalSettings:
+    """What the spec says about attaching (defaults when there is no spec file)."""
+    from weaved.integrations.docker_client import docker_url
+
+    if not spec_path.exists():
+        return LocalSettings(0, True, docker_url(None))
+    from weaved.spec.loader import load_spec
+
+    spec = load_spec(spec_path)
+    explicit_socket = "docker" in spec.model_fields_set and "socket" in spec.docker.model_fields_set
+    return LocalSettings(
+        spec.mtu,
+        spec.multicast_route,
+        docker_url(spec.docker.socket if explicit_socket else None),
+    )
+
+
+def _write(text: str) -> None:
+    if text:
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+
+
+def run_local(args: argparse.Namespace, ctx: Context) -> int:
+    """Carry out the request in this process (root; no IPAM, so addresses must be literal)."""
+    from weaved.attach import plumbing
+    from weaved.attach.target import resolve_target
+
+    request = request_from_args(args)
+    require_root(f"weaved {args.attach_command}")
+    settings = settings_for(ctx.spec_path)
+    if isinstance(request, AttachRequest):
+        if not request.addresses:
+            raise UsageError(
+                "weaved attach: no address given, and allocating one needs the daemon's IPAM\n"
+                "  hint: start `weaved daemon`, or give an address as ADDR/LEN"
+            )
+        addresses = literal_addresses(request.addresses, "attach")
+        target = resolve_target(request.target, settings.docker_url)
+        multicast = (
+            settings.multicast_route if request.multicast_route is None else request.multicast_route
+        )
+        plumbing.attach(target, addresses, settings.mtu, multicast)
+        _write(show_addrs(addresses))
+        return 0
+    if isinstance(request, DetachRequest):
+        wanted = literal_addresses(request.addresses, "detach") if request.addresses else None
+        target = resolve_target(request.target, settings.docker_url)
+        detached = plumbing.detach(target, wanted)
+        _write(show_addrs(wanted if wanted is not None else detached.removed))
+        return 0
+    attachments = plumbing.observe_attachments(settings.docker_url)
+    bridge = plumbing.observe_bridge()
+    _write(ps_text(request, attachments, bridge, settings.docker_url))
+    return 0
+
+
+def ps_text(
+    request: PsRequest,
+    attachments: Sequence[Attachment],
+    bridge: BridgeInfo | None,
+    docker_url: str | None,
+) -> str:
+    """`weaved ps` for the request: everything, or just the named targets in their order."""
+    mac = bridge.mac if bridge is not None else None
+    addresses = bridge.addresses if bridge is not None else ()
+    if not request.targets:
+        return render_ps(mac, addresses, attachments)
+    from weaved.attach.target import TargetError, resolve_target
+
+    lines: list[str] = []
+    for word in request.targets:
+        if word == EXPOSE_LABEL:
+            if mac:
+                lines.append(ps_line(EXPOSE_LABEL, mac, addresses))
+            continue
+        try:
+            target = resolve_target(word, docker_url)
+        except TargetError:
+            continue  # as Weave: a container that is not there has no lines
+        for a in attachments:
+            if a.target.netns_inode == target.netns_inode:
+                lines.append(render_ps(None, (), [replace(a, target=target)]).rstrip("\n"))
+    return "".join(line + "\n" for line in lines if line)

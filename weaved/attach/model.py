@@ -1,0 +1,178 @@
+"""What attaching a container means, as plain frozen data (no I/O here).
+
+A `Target` is where the container's network lives (a Docker container, a named network
+namespace or a process); an `Attachment` is the veth pair weaved plugged into it, as the kernel
+shows it. Both round-trip through JSON so the daemon can hand them to the CLI.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+from typing import Any
+
+CONTAINER_IFNAME = "ethwe"
+VETH_PREFIX = "vethwepl"  # Weave's host-side name: "v" + "ethwe" + "pl" + the container's id
+IFNAMSIZ = 16  # the kernel's limit, including the trailing NUL
+MAX_ID_LEN = IFNAMSIZ - 1 - len(VETH_PREFIX)  # 7 characters are left for the id
+NETNS_ID_MARK = "n"  # a named netns gets "n" + a short hash, never all digits like a PID
+MULTICAST_NET = ipaddress.IPv4Network("224.0.0.0/4")
+
+
+class TargetKind(StrEnum):
+    DOCKER = "docker"
+    NETNS = "netns"
+    PID = "pid"
+
+
+class AttachmentState(StrEnum):
+    ATTACHED = "attached"  # the veth exists and its container (process or named netns) lives
+    ORPHANED = "orphaned"  # the veth exists but the container's process is gone
+    GONE = "gone"  # known before, now nothing is left (the netns died, taking the veth with it)
+
+
+def netns_veth_id(name: str) -> str:
+    """The stable short id of a named netns in its veth's name (it has no single PID)."""
+    digest = hashlib.sha256(name.encode()).hexdigest()
+    return NETNS_ID_MARK + digest[: MAX_ID_LEN - len(NETNS_ID_MARK)]
+
+
+def veth_name(veth_id: str) -> str:
+    """Weave's host-side name `vethwepl<id>`, the id cut to fit IFNAMSIZ."""
+    return VETH_PREFIX + veth_id[:MAX_ID_LEN]
+
+
+@dataclass(frozen=True)
+class Target:
+    """A container's network namespace, resolved.
+
+    `key` identifies the container to IPAM and DNS: the full Docker ID, `netns:NAME` or
+    `pid:PID`. `netns_path` is how the namespace is opened; `netns_inode` tells two names of
+    one namespace apart from two namespaces.
+    """
+
+    kind: TargetKind
+    key: str
+    name: str  # Docker name (without "/"), netns name, or the PID as text
+    pid: int | None
+    netns_path: str
+    netns_inode: int = 0
+
+    @property
+    def veth_id(self) -> str:
+        if self.kind is TargetKind.NETNS:
+            return netns_veth_id(self.name)
+        return str(self.pid)
+
+    @property
+    def veth(self) -> str:
+        return veth_name(self.veth_id)
+
+    @property
+    def label(self) -> str:
+        """How `weaved ps` names it: Docker's short ID, the netns name or the PID (≤ 12)."""
+        return self.key.removeprefix("netns:").removeprefix("pid:")[:12]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "kind": str(self.kind),
+            "key": self.key,
+            "name": self.name,
+            "pid": self.pid,
+            "netns_path": self.netns_path,
+            "netns_inode": self.netns_inode,
+        }
+
+    @staticmethod
+    def from_json(data: dict[str, Any]) -> Target:
+        return Target(
+            TargetKind(data["kind"]),
+            str(data["key"]),
+            str(data["name"]),
+            None if data.get("pid") is None else int(data["pid"]),
+            str(data["netns_path"]),
+            int(data.get("netns_inode") or 0),
+        )
+
+
+@dataclass(frozen=True)
+class Attachment:
+    """One container's plug into the bridge, as observed in the kernel."""
+
+    target: Target
+    veth: str  # host side, a port of the bridge
+    ifname: str = CONTAINER_IFNAME
+    mac: str = ""  # of the container side (what `weave ps` prints)
+    mtu: int = 0
+    addresses: tuple[ipaddress.IPv4Interface, ...] = ()
+    multicast_route: bool = False
+    tx_checksum: bool | None = None  # None when it could not be read
+    bridged: bool = True  # the host side is a port of the weave bridge
+    state: AttachmentState = AttachmentState.ATTACHED
+    veth_index: int = 0  # host-side ifindex (stable while the veth lives; orders `ps`)
+
+    @property
+    def alive(self) -> bool:
+        return self.state is AttachmentState.ATTACHED
+
+    @property
+    def subnets(self) -> tuple[ipaddress.IPv4Network, ...]:
+        seen: dict[ipaddress.IPv4Network, None] = {}
+        for iface in self.addresses:
+            seen.setdefault(iface.network, None)
+        return tuple(seen)
+
+    def gone(self) -> Attachment:
+        return replace(self, state=AttachmentState.GONE)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "target": self.target.to_json(),
+            "veth": self.veth,
+            "ifname": self.ifname,
+            "mac": self.mac,
+            "mtu": self.mtu,
+            "addresses": [str(a) for a in self.addresses],
+            "multicast_route": self.multicast_route,
+            "tx_checksum": self.tx_checksum,
+            "bridged": self.bridged,
+            "state": str(self.state),
+            "veth_index": self.veth_index,
+        }
+
+    @staticmethod
+    def from_json(data: dict[str, Any]) -> Attachment:
+        tx = data.get("tx_checksum")
+        return Attachment(
+            target=Target.from_json(data["target"]),
+            veth=str(data["veth"]),
+            ifname=str(data.get("ifname", CONTAINER_IFNAME)),
+            mac=str(data.get("mac", "")),
+            mtu=int(data.get("mtu", 0)),
+            addresses=tuple(ipaddress.IPv4Interface(a) for a in data.get("addresses", [])),
+            multicast_route=bool(data.get("multicast_route", False)),
+            tx_checksum=None if tx is None else bool(tx),
+            bridged=bool(data.get("bridged", True)),
+            state=AttachmentState(data.get("state", AttachmentState.ATTACHED)),
+            veth_index=int(data.get("veth_index", 0)),
+        )
+
+
+@dataclass(frozen=True)
+class Detached:
+    """What `detach` did: the addresses it removed and whether the veth went with them."""
+
+    target: Target
+    removed: tuple[ipaddress.IPv4Interface, ...] = ()
+    veth_removed: bool = False
+    remaining: tuple[ipaddress.IPv4Interface, ...] = field(default=())
+
+
+@dataclass(frozen=True)
+class BridgeInfo:
+    """The bridge as `ps` shows it: its MAC and every IPv4 address on it."""
+
+    mac: str
+    addresses: tuple[ipaddress.IPv4Interface, ...] = ()

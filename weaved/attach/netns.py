@@ -1,0 +1,93 @@
+"""Work inside another network namespace without ever moving the caller.
+
+setns(2) with CLONE_NEWNET changes only the calling thread, so each piece of work runs on a
+short-lived thread of its own: it enters the target namespace, runs the function (whose sockets,
+netlink included, and /proc/sys/net writes all belong to that namespace), steps back and ends.
+The thread that asked never leaves its namespace.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TypeVar
+
+from weaved.errors import Bug, WeavedError
+
+T = TypeVar("T")
+CLONE_NEWNET = 0x40000000
+THREAD_NETNS = "/proc/thread-self/ns/net"
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.setns.argtypes = [ctypes.c_int, ctypes.c_int]
+_libc.setns.restype = ctypes.c_int
+
+
+class NetnsGone(WeavedError):
+    """The namespace to work in no longer exists (its container died)."""
+
+
+def _setns(fd: int) -> None:
+    if _libc.setns(fd, CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"setns: {os.strerror(err)}")
+
+
+def inode_of(path: str) -> int:
+    """The namespace's inode number (equal for two paths naming one namespace)."""
+    return os.stat(path).st_ino
+
+
+def current_netns_inode() -> int:
+    return inode_of(THREAD_NETNS)
+
+
+@contextmanager
+def opened(path: str) -> Iterator[int]:
+    """An fd of the namespace at `path`, held for the whole block (so it cannot vanish)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise NetnsGone(f"network namespace {path} does not exist (any more)") from None
+    except OSError as exc:
+        raise NetnsGone(f"cannot open network namespace {path}: {exc.strerror}") from None
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def run_in_netns(netns_fd: int, fn: Callable[[], T], timeout: float = 30.0) -> T:
+    """Run `fn()` inside the namespace `netns_fd` on a thread of its own; return or raise what
+    `fn` did."""
+    result: list[T] = []
+    error: list[BaseException] = []
+
+    def body() -> None:
+        home = os.open(THREAD_NETNS, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            _setns(netns_fd)
+            try:
+                result.append(fn())
+            finally:
+                # Step back even though the thread is about to end: nothing may ever run in
+                # a namespace by accident.
+                _setns(home)
+        except BaseException as exc:
+            error.append(exc)
+        finally:
+            os.close(home)
+
+    worker = threading.Thread(target=body, name="netns", daemon=True)
+    worker.start()
+    worker.join(timeout)
+    if worker.is_alive():
+        raise Bug(f"work inside a network namespace did not finish within {timeout:.0f}s")
+    if error:
+        raise error[0]
+    if not result:
+        raise Bug("work inside a network namespace ended without a result")
+    return result[0]

@@ -1,0 +1,371 @@
+"""Containers in the daemon: attach/detach with IPAM addresses and DNS names, re-observed (not
+recreated) after a restart, released when the container dies or its namespace disappears."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from weaved.attach import (
+    Attachment,
+    AttachmentState,
+    Detached,
+    Target,
+    TargetKind,
+    attach,
+    detach,
+    observe_attachments,
+    resolve_target,
+)
+from weaved.attach.cli import (
+    AddressArg,
+    AddressKind,
+    AttachRequest,
+    DetachRequest,
+    PsRequest,
+    ps_text,
+)
+from weaved.attach.plumbing import observe_bridge
+from weaved.attach.ps import show_addrs
+from weaved.daemon.component import Component
+from weaved.daemon.control import Handler, Request, Response
+from weaved.daemon.dns_part import DnsPart
+from weaved.daemon.ipam_part import IpamPart, subnet_for
+from weaved.dataplane.base import Dataplane
+from weaved.dns.resolvconf import render_resolv_conf
+from weaved.engine.reconcile import RuntimeFacts
+from weaved.errors import DependencyError, UsageError, WeavedError
+from weaved.integrations.docker_client import connect, docker_url, inspect_container
+from weaved.integrations.docker_events import ContainerEvent, EventAction, watch_docker_events
+from weaved.ipam.address import CIDR
+from weaved.spec.models import Spec
+
+if TYPE_CHECKING:
+    from weaved.daemon.service import Daemon
+
+log = logging.getLogger(__name__)
+
+STORE = "attachments.json"
+NETNS_ETC = Path("/etc/netns")
+RESOLV_MARK = "# written by weaved: weaveDNS for this namespace\n"
+WATCH_SECONDS = 5.0
+
+
+def write_resolv_conf(netns_name: str, text: str) -> None:
+    """`ip netns exec` mounts /etc/netns/NAME/resolv.conf over /etc/resolv.conf."""
+    directory = NETNS_ETC / netns_name
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "resolv.conf"
+    if path.exists() and not path.read_text().startswith(RESOLV_MARK):
+        log.info("not replacing %s: it was not written by weaved", path)
+        return
+    tmp = path.with_suffix(".weaved-tmp")
+    tmp.write_text(RESOLV_MARK + text)
+    os.replace(tmp, path)
+
+
+def remove_resolv_conf(netns_name: str) -> None:
+    path = NETNS_ETC / netns_name / "resolv.conf"
+    with contextlib.suppress(OSError):
+        if path.read_text().startswith(RESOLV_MARK):
+            path.unlink()
+            with contextlib.suppress(OSError):
+                path.parent.rmdir()
+
+
+class AttachPart(Component):
+    name = "attach"
+
+    def __init__(self, spec: Spec, state_dir: Path, ipam: IpamPart, dns: DnsPart | None) -> None:
+        self.spec = spec
+        self.ipam = ipam
+        self.dns = dns
+        self.store = state_dir / STORE
+        self.known: dict[str, Attachment] = {}
+        self._daemon: Daemon | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._lock = asyncio.Lock()
+
+    @property
+    def docker_url(self) -> str:
+        explicit = "socket" in self.spec.docker.model_fields_set
+        return docker_url(self.spec.docker.socket if explicit else None)
+
+    # --- lifecycle ----------------------------------------------------------------------
+    async def start(self, daemon: Daemon) -> None:
+        self._daemon = daemon
+        self.known = self._load()
+        self._tasks.append(asyncio.create_task(self._watch_namespaces(), name="attach-watch"))
+        self._tasks.append(asyncio.create_task(self._docker_events(), name="attach-docker"))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def spec_changed(self, spec: Spec) -> None:
+        self.spec = spec
+
+    def _load(self) -> dict[str, Attachment]:
+        try:
+            raw = json.loads(self.store.read_text())
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as exc:
+            log.error("cannot read %s (%s); attachments will be re-observed", self.store, exc)
+            return {}
+        out: dict[str, Attachment] = {}
+        for item in raw.get("attachments", []):
+            with contextlib.suppress(KeyError, ValueError, TypeError):
+                a = Attachment.from_json(item)
+                out[a.target.key] = a
+        return out
+
+    def _save(self) -> None:
+        self.store.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.store.with_suffix(".tmp")
+        data = {"attachments": [a.to_json() for a in self.known.values()]}
+        tmp.write_text(json.dumps(data, indent=1))
+        os.replace(tmp, self.store)
+
+    # --- re-observation: restarts, dead containers, vanished namespaces -----------------
+    async def resync(self) -> None:
+        """Compare what is attached with what we knew; nothing is recreated."""
+        assert self._daemon is not None
+        url = self.docker_url
+        known = list(self.known.values())
+        seen = await self._daemon.on_dataplane(lambda _dp: observe_attachments(url, known))
+        async with self._lock:
+            for a in seen:
+                key = a.target.key
+                if a.state is AttachmentState.ATTACHED:
+                    if key not in self.known:
+                        log.info("attachment re-observed target=%s", a.target.label)
+                    await self._claim(a)
+                    self.known[key] = a
+                elif a.state is AttachmentState.ORPHANED:
+                    await self._daemon.on_dataplane(_detach_job(a.target))
+                    self._forget(a.target, died=True)
+                else:
+                    self._forget(a.target, died=True)
+            self._save()
+        self._daemon.mark_dirty("attachments")
+
+    async def _claim(self, a: Attachment) -> None:
+        for iface in a.addresses:
+            try:
+                await self.ipam.claim(a.target.key, CIDR.parse(iface.with_prefixlen))
+            except WeavedError as exc:
+                log.error("cannot re-claim %s for %s: %s", iface, a.target.label, exc)
+        await self._register_dns(a.target, a.addresses)
+
+    def _forget(self, target: Target, *, died: bool) -> None:
+        """A container is gone: names now, addresses after Weave's grace period."""
+        if self.known.pop(target.key, None) is None and not died:
+            return
+        if died:
+            self.ipam.allocator.container_died(target.key, time.time())
+        else:
+            self.ipam.release(target.key)
+        if self.dns is not None:
+            self.dns.service.unregister_container(target.key)
+        if target.kind is TargetKind.NETNS:
+            remove_resolv_conf(target.name)
+        log.info("container gone target=%s", target.label)
+
+    async def _watch_namespaces(self) -> None:
+        await asyncio.sleep(0)
+        while True:
+            try:
+                await self.resync()
+            except WeavedError as exc:
+                log.error("attachment resync failed: %s", exc)
+            await asyncio.sleep(WATCH_SECONDS)
+
+    async def _docker_events(self) -> None:
+        url = self.docker_url
+        try:
+            client = await asyncio.to_thread(connect, url, 5)
+            client.close()
+        except DependencyError:
+            log.info("no Docker at %s: container events not followed", url)
+            return
+        async for event in watch_docker_events(url):
+            try:
+                await self._on_docker(event)
+            except WeavedError as exc:
+                log.error("docker event %s %s: %s", event.action.value, event.name, exc)
+
+    async def _on_docker(self, event: ContainerEvent) -> None:
+        if event.action is EventAction.RESYNC:
+            await self.resync()
+        elif event.action in (EventAction.DIE, EventAction.DESTROY):
+            known = self.known.get(event.container_id)
+            if known is not None:
+                async with self._lock:
+                    self._forget(known.target, died=True)
+                    self._save()
+        elif event.action is EventAction.START:
+            self.ipam.allocator.container_started(event.container_id)
+            if self.spec.docker.auto_attach:
+                await self.attach(AttachRequest(event.container_id))
+
+    # --- attach / detach ----------------------------------------------------------------
+    async def _addresses(
+        self, target: Target, args: tuple[AddressArg, ...]
+    ) -> list[ipaddress.IPv4Interface]:
+        out: list[ipaddress.IPv4Interface] = []
+        default = subnet_for(self.spec, None)
+        for arg in args or (AddressArg(AddressKind.DEFAULT, "net:default"),):
+            if arg.kind is AddressKind.CIDR:
+                assert arg.interface is not None
+                cidr = await self.ipam.claim(target.key, CIDR.parse(arg.interface.with_prefixlen))
+            elif arg.kind is AddressKind.IP:
+                assert arg.address is not None
+                prefix = ipaddress.IPv4Network(str(default)).prefixlen
+                cidr = await self.ipam.claim(target.key, CIDR.parse(f"{arg.address}/{prefix}"))
+            else:
+                subnet = default if arg.kind is AddressKind.DEFAULT else CIDR.parse(arg.text[4:])
+                cidr = await self.ipam.allocate(target.key, subnet)
+            out.append(ipaddress.IPv4Interface(str(cidr)))
+        return out
+
+    async def _register_dns(
+        self,
+        target: Target,
+        addresses: tuple[ipaddress.IPv4Interface, ...] | list[ipaddress.IPv4Interface],
+    ) -> None:
+        if self.dns is None:
+            return
+        hostname = None
+        if target.kind is TargetKind.DOCKER:
+            url = self.docker_url
+
+            def host_of() -> str:
+                client = connect(url, 5)
+                try:
+                    info = inspect_container(client, target.key)
+                finally:
+                    client.close()
+                return f"{info.hostname}.{info.domainname}" if info.domainname else info.hostname
+
+            with contextlib.suppress(WeavedError):
+                hostname = await asyncio.to_thread(host_of)
+        name = None if target.kind is TargetKind.PID else target.name
+        self.dns.service.register_container(
+            target.key, [str(a.ip) for a in addresses], hostname, name
+        )
+        if target.kind is TargetKind.NETNS and self.dns.listen:
+            server = self.dns.listen.rsplit(":", 1)[0]
+            write_resolv_conf(target.name, render_resolv_conf(server, self.spec.dns.domain))
+
+    async def attach(self, request: AttachRequest) -> Attachment:
+        assert self._daemon is not None
+        url = self.docker_url
+        target = await self._daemon.on_dataplane(lambda _dp: resolve_target(request.target, url))
+        addresses = await self._addresses(target, request.addresses)
+        multicast = (
+            self.spec.multicast_route
+            if request.multicast_route is None
+            else request.multicast_route
+        )
+        mtu = self.spec.mtu
+        async with self._lock:
+            attached = await self._daemon.on_dataplane(
+                lambda _dp: attach(target, addresses, mtu, multicast)
+            )
+            self.known[target.key] = attached
+            self._save()
+        await self._register_dns(target, attached.addresses)
+        self._daemon.mark_dirty("attach")
+        log.info(
+            "attached target=%s addresses=%s", target.label, ",".join(str(a) for a in addresses)
+        )
+        return attached
+
+    async def detach(self, request: DetachRequest) -> list[ipaddress.IPv4Interface]:
+        assert self._daemon is not None
+        url = self.docker_url
+        target = await self._daemon.on_dataplane(lambda _dp: resolve_target(request.target, url))
+        wanted: list[ipaddress.IPv4Interface] | None = None
+        if request.addresses:
+            held = {a.ip: a for a in self.known.get(target.key, _empty(target)).addresses}
+            wanted = []
+            for arg in request.addresses:
+                ip = arg.interface.ip if arg.interface else arg.address
+                if ip is None or ip not in held:
+                    raise UsageError(f"{arg.text} is not attached to {request.target}")
+                wanted.append(held[ip])
+        async with self._lock:
+            detached = await self._daemon.on_dataplane(lambda _dp: detach(target, wanted))
+            removed = list(wanted if wanted is not None else detached.removed)
+            if detached.veth_removed or not detached.remaining:
+                self._forget(target, died=False)
+            else:
+                for iface in removed:
+                    with contextlib.suppress(WeavedError):
+                        self.ipam.allocator.release_address(target.key, int(iface.ip), time.time())
+                known = self.known.get(target.key)
+                if known is not None:
+                    self.known[target.key] = _with_addresses(known, detached.remaining)
+                if self.dns is not None:
+                    self.dns.service.unregister_container(target.key)
+                    await self._register_dns(target, detached.remaining)
+            self._save()
+        self._daemon.mark_dirty("detach")
+        return removed
+
+    # --- facts, views, API --------------------------------------------------------------
+    def facts(self, facts: RuntimeFacts) -> RuntimeFacts:
+        subnets = {str(n) for a in self.known.values() for n in a.subnets}
+        return RuntimeFacts(
+            expose_allocations=facts.expose_allocations,
+            container_subnets=tuple(sorted({*facts.container_subnets, *subnets})),
+        )
+
+    def routes(self) -> dict[tuple[str, str], Handler]:
+        async def do_attach(req: Request) -> Response:
+            attached = await self.attach(AttachRequest.from_json(req.body))
+            return Response(200, {"text": show_addrs(attached.addresses)})
+
+        async def do_detach(req: Request) -> Response:
+            removed = await self.detach(DetachRequest.from_json(req.body))
+            return Response(200, {"text": show_addrs(removed)})
+
+        async def do_ps(req: Request) -> Response:
+            assert self._daemon is not None
+            url = self.docker_url
+            known = list(self.known.values())
+            request = PsRequest(tuple(str(t) for t in req.body.get("targets", [])))
+
+            def listing() -> str:
+                return ps_text(request, observe_attachments(url, known), observe_bridge(), url)
+
+            return Response(200, {"text": await self._daemon.on_dataplane(lambda _dp: listing())})
+
+        return {
+            ("POST", "/attach"): do_attach,
+            ("POST", "/detach"): do_detach,
+            ("POST", "/ps"): do_ps,
+        }
+
+
+def _detach_job(target: Target) -> Callable[[Dataplane], Detached]:
+    return lambda _dp: detach(target, None)
+
+
+def _empty(target: Target) -> Attachment:
+    return Attachment(target, target.veth)
+
+
+def _with_addresses(a: Attachment, addresses: tuple[ipaddress.IPv4Interface, ...]) -> Attachment:
+    return replace(a, addresses=addresses)
