@@ -94,6 +94,8 @@ class AttachPart(Component):
         self._daemon: Daemon | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._lock = asyncio.Lock()
+        if dns is not None:
+            dns.container_key = self.key_for
 
     @property
     def docker_url(self) -> str:
@@ -323,6 +325,15 @@ class AttachPart(Component):
             self._save()
         self._daemon.mark_dirty("detach")
         return removed
+
+    def key_for(self, text: str) -> str:
+        """An attached container as the user names it (name, netns, PID, short or full ID) →
+        the identity its addresses and names are kept under; unknown text is kept as is."""
+        for key, a in self.known.items():
+            t = a.target
+            if text in (key, t.name, t.label) or (len(text) >= 12 and key.startswith(text)):
+                return key
+        return text
 
     # --- facts, views, API --------------------------------------------------------------
     def facts(self, facts: RuntimeFacts) -> RuntimeFacts:

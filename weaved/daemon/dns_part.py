@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from weaved.daemon.component import Component
@@ -47,6 +48,8 @@ class DnsPart(Component):
         self._server_task: asyncio.Task[None] | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self.error: str | None = None
+        # Container as the user names it → the identity records are kept under (attach sets it).
+        self.container_key: Callable[[str], str] = lambda text: text
 
     async def start(self, daemon: Daemon) -> None:
         self._sweeper = asyncio.create_task(self.service.gossiper.sweep(), name="dns-sweep")
@@ -58,6 +61,9 @@ class DnsPart(Component):
                 await asyncio.gather(task, return_exceptions=True)
 
     def spec_changed(self, spec: Spec) -> None:
+        if spec.dns.upstream != self.spec.dns.upstream:
+            self.service.upstreams.set_fixed(spec.dns.upstream)
+            log.info("dns upstreams now %s", ", ".join(spec.dns.upstream) or "from resolv.conf")
         self.spec = spec
 
     def converge(self, spec: Spec) -> int:
@@ -123,14 +129,18 @@ class DnsPart(Component):
             return Response(200, {"text": await self.service.dns_lookup(name)})
 
         async def add(req: Request) -> Response:
-            fqdn, cid = str(req.body.get("fqdn", "")), str(req.body.get("container", ""))
+            fqdn = str(req.body.get("fqdn", ""))
+            cid = self.container_key(str(req.body.get("container", "")))
             addresses = [str(a) for a in req.body.get("addresses", [])]
+            if not fqdn:  # Weave: the container's own name
+                fqdn = f"{str(req.body.get('container', '')).lstrip('/')}.{self.spec.dns.domain}"
             added = self.service.dns_add(fqdn, cid, addresses)
             return Response(200, {"added": len(added)})
 
         async def remove(req: Request) -> Response:
+            container = req.body.get("container")
             removed = self.service.dns_remove(
-                req.body.get("container") or None,
+                self.container_key(str(container)) if container else None,
                 [str(a) for a in req.body.get("addresses", [])],
                 req.body.get("fqdn") or None,
             )

@@ -107,6 +107,12 @@ class Upstreams:
         self._mtime: float | None = None
         self._cached: list[Server] = []
 
+    def set_fixed(self, fixed: Sequence[str]) -> None:
+        """A new list from the spec (empty: back to resolv.conf); takes effect at once."""
+        self._fixed = [parse_server(s) for s in fixed]
+        self._mtime = None
+        self._checked = -1e9
+
     def exclude(self, server: Server) -> None:
         self._exclude.add(server)
         self._mtime = None

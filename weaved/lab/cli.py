@@ -41,6 +41,7 @@ def add_lab_parser(sub: Any, handler: Callable[..., int]) -> None:
     c.add_argument("host")
     c.add_argument("container", metavar="NAME")
     c.add_argument("addresses", nargs="*", metavar="ADDR", help="default: one from IPAM")
+    c.add_argument("--hostname", metavar="FQDN", help="its DNS name (default: NAME.weave.local.)")
     c = csub.add_parser("rm", help="detach and delete a container")
     c.add_argument("container", metavar="NAME")
     c = csub.add_parser("exec", help="run a command in a container")
@@ -112,7 +113,7 @@ def run_demo(lab: Lab, hosts: int, keep: bool) -> int:
 
 def _container(lab: Lab, args: argparse.Namespace) -> int:
     if args.container_command == "add":
-        sys.stdout.write(lab.add_container(args.host, args.container, args.addresses) + "\n")
+        sys.stdout.write(lab.add_container(args.host, args.container, args.addresses, args.hostname) + "\n")
         return 0
     if args.container_command == "rm":
         lab.remove_container(args.container)

@@ -278,7 +278,9 @@ class Lab:
         return peers >= want
 
     # --- containers (network namespaces attached through a host's daemon) ----------------
-    def add_container(self, which: str, name: str, addresses: list[str] | None = None) -> str:
+    def add_container(
+        self, which: str, name: str, addresses: list[str] | None = None, hostname: str | None = None
+    ) -> str:
         """A namespace `name` attached on host `which`; returns what `weaved attach` printed."""
         state = self.load()
         host = self.host(which)
@@ -292,6 +294,9 @@ class Lab:
         proc = self.exec(host.name, ["weaved", "attach", *(addresses or []), name], capture=True)
         if proc.returncode != 0:
             raise ApplyError(f"attach {name} on {host.name}: {proc.stderr.strip()}")
+        if hostname:  # like `docker run --hostname`: the name weaveDNS gives the container
+            ips = [line.split("/")[0] for line in proc.stdout.split()]
+            self.exec(host.name, ["weaved", "dns-add", *ips, name, "-h", hostname], capture=True)
         return proc.stdout.strip()
 
     def remove_container(self, name: str) -> None:
