@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -88,7 +91,8 @@ def test_rmpeer_reclaims_a_dead_peers_space(lab: Lab) -> None:
     lab.stop_host("host3")
     wait_for(
         lambda: (
-            "unreachable" in lab.exec("host1", ["weaved", "status", "ipam"], capture=True).stdout
+            "held by unreachable peers: host3"
+            in lab.exec("host1", ["weaved", "status", "ipam"], capture=True).stdout
         ),
         timeout=40,
         interval=0.5,
@@ -118,3 +122,38 @@ def test_reset_hands_the_space_to_a_live_peer(lab: Lab) -> None:
         return all("host3" not in line or " 0 IPs" in line for line in text.splitlines())
 
     wait_for(host3_owns_nothing, timeout=20, interval=0.5)
+
+
+def test_allocation_waits_for_consensus_and_says_so(tmp_path: Path) -> None:
+    spec_dir = tmp_path / "specs"
+    spec_dir.mkdir()
+    for i in (1, 2):
+        # No `net:` expose: nothing asks IPAM for an address until the attach below.
+        text = spec(i, [1] if i > 1 else []).split("expose:")[0]
+        (spec_dir / f"host{i}.yaml").write_text(text)
+    lab = Lab("ipamq")
+    lab.up(2, spec_dir=spec_dir, resync=2.0)
+    try:
+        lab.stop_host("host2")  # host1 alone: quorum 2 of 3 cannot be reached
+        subprocess.run(["ip", "netns", "add", "qc1"], check=True)
+        host = lab.host("host1")
+        waiting = subprocess.Popen(
+            ["ip", "netns", "exec", host.netns, sys.executable, "-m", "weaved", "attach", "qc1"],
+            env={**os.environ, **host.env()},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        status = lambda: lab.exec("host1", ["weaved", "status"], capture=True).stdout  # noqa: E731
+        wait_for(
+            lambda: "awaiting consensus (quorum: 2, known: 1)" in status(), timeout=20, interval=0.3
+        )
+        assert waiting.poll() is None  # still waiting
+        lab.start_host("host2")
+        out, err = waiting.communicate(timeout=60)
+        assert waiting.returncode == 0, err
+        assert ipaddress.IPv4Address(out.strip()) in ipaddress.IPv4Network("10.32.0.0/12")
+        wait_for(lambda: "Status: ready" in status(), timeout=20, interval=0.3)
+    finally:
+        lab.down()
+        subprocess.run(["ip", "netns", "delete", "qc1"], check=False)

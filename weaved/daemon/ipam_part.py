@@ -33,7 +33,13 @@ from weaved.ipam.allocator import (
 from weaved.ipam.errors import IpamError
 from weaved.ipam.gossiper import IpamGossiper
 from weaved.ipam.persist import FileStore
-from weaved.ipam.status import ipam_status, report_ipam, status_ipam_text, status_section
+from weaved.ipam.status import (
+    ipam_status,
+    report_ipam,
+    status_ipam_text,
+    status_section,
+    unreachable_share,
+)
 from weaved.mesh.gossip_api import PeerName, format_peer_name
 from weaved.spec.models import InitMode, Spec, parse_peer_name_text
 
@@ -223,7 +229,17 @@ class IpamPart(Component):
 
     def routes(self) -> dict[tuple[str, str], Handler]:
         async def status_ipam(_r: Request) -> Response:
-            return Response(200, status_ipam_text(self._status()))
+            status = self._status()
+            text = status_ipam_text(status)
+            dead = unreachable_share(status)
+            if dead.ips:  # Weave's layout stays as it is; this line only appears when it matters
+                names = ", ".join(s.nickname or format_peer_name(s.peer) for s in dead.peers)
+                text += (
+                    f"\n{dead.fraction:.1%} of the range ({dead.ips} IPs) is held by unreachable"
+                    f" peers: {names}; if they are gone for good, reclaim it with"
+                    " `weaved rmpeer PEER` on one host\n"
+                )
+            return Response(200, text)
 
         async def rmpeer(req: Request) -> Response:
             peer = str(req.body.get("peer", ""))

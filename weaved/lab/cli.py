@@ -113,7 +113,9 @@ def run_demo(lab: Lab, hosts: int, keep: bool) -> int:
 
 def _container(lab: Lab, args: argparse.Namespace) -> int:
     if args.container_command == "add":
-        sys.stdout.write(lab.add_container(args.host, args.container, args.addresses, args.hostname) + "\n")
+        sys.stdout.write(
+            lab.add_container(args.host, args.container, args.addresses, args.hostname) + "\n"
+        )
         return 0
     if args.container_command == "rm":
         lab.remove_container(args.container)
