@@ -60,47 +60,28 @@ class Netns:
     def nft(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         return self.run(["nft", *args], check=check)
 
-    def weaved(
-        self, spec: Path, *args: str, check: bool = True, timeout: float = 60
-    ) -> subprocess.CompletedProcess[str]:
-        state = spec.parent / "state"
-        sock = spec.parent / "weaved.sock"
-        return self.run(
-            [
-                sys.executable,
-                "-m",
-                "weaved",
-                "-f",
-                str(spec),
-                "--state-dir",
-                str(state),
-                "--socket",
-                str(sock),
-                *args,
-            ],
-            check=check,
-            timeout=timeout,
-        )
-
-    def popen_weaved(self, spec: Path, *args: str, log: Path) -> subprocess.Popen[bytes]:
-        state = spec.parent / "state"
-        sock = spec.parent / "weaved.sock"
-        argv = [
-            "ip",
-            "netns",
-            "exec",
-            self.name,
+    def weaved_argv(self, spec: Path, *args: str) -> list[str]:
+        """`weaved` with this spec and, beside it, its own state directory and socket."""
+        return [
             sys.executable,
             "-m",
             "weaved",
             "-f",
             str(spec),
             "--state-dir",
-            str(state),
+            str(spec.parent / "state"),
             "--socket",
-            str(sock),
+            str(spec.parent / "weaved.sock"),
             *args,
         ]
+
+    def weaved(
+        self, spec: Path, *args: str, check: bool = True, timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
+        return self.run(self.weaved_argv(spec, *args), check=check, timeout=timeout)
+
+    def popen_weaved(self, spec: Path, *args: str, log: Path) -> subprocess.Popen[bytes]:
+        argv = ["ip", "netns", "exec", self.name, *self.weaved_argv(spec, *args)]
         with open(log, "ab") as fh:
             return subprocess.Popen(
                 argv, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True

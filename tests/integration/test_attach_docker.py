@@ -41,7 +41,7 @@ class DockerHost:
         self.url = f"unix://{dockerd.sock}"
 
     def weaved(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        argv = [sys.executable, "-m", "weaved.attach", "-f", str(self.spec), *args]
+        argv = [sys.executable, "-m", "weaved", "-f", str(self.spec), *args]
         return self.ns.run(argv, check=check, timeout=60)
 
     def observe(self, known: list[Attachment] | None = None) -> list[Attachment]:
@@ -143,7 +143,7 @@ def test_docker_errors(docker_host: DockerHost) -> None:
     # Docker not reachable: said so, with a hint.
     bad = docker_host.spec.with_name("bad.yaml")
     bad.write_text(docker_host.spec.read_text().replace(str(d.sock), str(d.sock) + ".nothere"))
-    argv = [sys.executable, "-m", "weaved.attach", "-f", str(bad), "attach", "10.2.1.54/24", "x"]
+    argv = [sys.executable, "-m", "weaved", "-f", str(bad), "attach", "10.2.1.54/24", "x"]
     down = docker_host.ns.run(argv, check=False)
     assert down.returncode == 1 and "Docker is not reachable" in down.stderr
 

@@ -58,7 +58,7 @@ def weaved_attach(
     host: Netns, spec: Path, *args: str, check: bool = True
 ) -> subprocess.CompletedProcess[str]:
     return host.run(
-        [sys.executable, "-m", "weaved.attach", "-f", str(spec), *args], check=check, timeout=60
+        [sys.executable, "-m", "weaved", "-f", str(spec), *args], check=check, timeout=60
     )
 
 
@@ -340,7 +340,7 @@ def test_clear_errors(host: Netns, tmp_path: Path) -> None:
     assert ipam.returncode == 64 and "IP allocation" in ipam.stderr
     with Netns("wdat") as bare, Netns("wdac") as c1:
         no_bridge = bare.run(
-            [sys.executable, "-m", "weaved.attach", "attach", "10.2.1.21/24", c1.name],
+            [sys.executable, "-m", "weaved", "attach", "10.2.1.21/24", c1.name],
             check=False,
         )
         assert no_bridge.returncode == 1 and 'bridge "weave" not present' in no_bridge.stderr
