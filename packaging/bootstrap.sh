@@ -15,7 +15,7 @@ fi
 
 apt_packages=(
   python3 python3-venv python3-dev python3-nftables nftables iproute2 procps kmod ethtool
-  iputils-ping netcat-openbsd iptables util-linux
+  iputils-ping netcat-openbsd iptables util-linux curl
   dnsutils iperf3 busybox-static tcpdump docker.io dnsmasq dnsperf gcc
 )
 missing=()

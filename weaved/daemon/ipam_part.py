@@ -218,8 +218,11 @@ class IpamPart(Component):
         )
 
     # --- views and API ------------------------------------------------------------------
+    def default_subnet(self) -> CIDR:
+        return subnet_for(self.spec, None)
+
     def _status(self) -> Any:
-        return ipam_status(self.allocator, subnet_for(self.spec, None))
+        return ipam_status(self.allocator, self.default_subnet())
 
     def status_section(self) -> str:
         return status_section(self._status()).rstrip("\n")

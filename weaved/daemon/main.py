@@ -11,6 +11,7 @@ from weaved.daemon.component import Component
 from weaved.daemon.dns_part import DnsPart
 from weaved.daemon.ipam_part import IpamPart
 from weaved.daemon.mesh_part import MeshPart
+from weaved.daemon.metrics_part import MetricsPart
 from weaved.daemon.service import Daemon, DaemonConfig
 from weaved.dataplane.kernel import KernelDataplane
 from weaved.engine.identity import resolve_peer_name
@@ -34,6 +35,7 @@ def build_parts(spec: Spec, ctx: Context) -> list[Component]:
     if dns is not None:
         parts.append(dns)
     parts.append(AttachPart(spec, ctx.state_dir, ipam, dns))
+    parts.append(MetricsPart(spec, mesh, ipam, dns))
     return parts
 
 

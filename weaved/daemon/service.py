@@ -247,10 +247,14 @@ class Daemon:
             return Response(
                 404, {"error": f"no status section {section!r} (is that part running?)"}
             )
+        return Response(200, self.status_text())
+
+    def status_text(self) -> str:
+        """`weaved status`: Weave's blocks (router, ipam, dns) and then the reconciler's."""
         blocks = [f"        Version: weaved {__version__}"]
         blocks += [s for c in self.components if (s := c.status_section())]
         blocks.append(self.reconciler_section())
-        return Response(200, "\n\n".join(blocks) + "\n")
+        return "\n\n".join(blocks) + "\n"
 
     async def _plan(self, req: Request) -> Response:
         spec = self._spec_for(req)

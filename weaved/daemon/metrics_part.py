@@ -1,0 +1,175 @@
+"""Prometheus metrics (Weave's names where Weave has them) and the plain-text status, on the
+status port (default 127.0.0.1:6782, Weave's)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from weaved.daemon.component import Component
+from weaved.daemon.dns_part import DnsPart
+from weaved.daemon.ipam_part import IpamPart
+from weaved.daemon.mesh_part import MeshPart
+from weaved.dns.service import split_listen
+from weaved.ipam.status import ipam_status, unreachable_share
+from weaved.spec.models import Spec
+
+if TYPE_CHECKING:
+    from weaved.daemon.service import Daemon
+
+log = logging.getLogger(__name__)
+
+
+class WeavedCollector:
+    """Read at scrape time from the parts; nothing is kept twice."""
+
+    def __init__(self, mesh: MeshPart, ipam: IpamPart | None, dns: DnsPart | None) -> None:
+        self.mesh = mesh
+        self.ipam = ipam
+        self.dns = dns
+        self.daemon: Daemon | None = None
+
+    def collect(self) -> Iterator[Metric]:
+        status = self.mesh.router.status()
+        connections = GaugeMetricFamily(
+            "weave_connections",
+            "Number of peer-to-peer connections.",
+            labels=["encryption", "state", "type"],
+        )
+        counts: Counter[tuple[str, str, str]] = Counter()
+        for c in status.connections:
+            attrs = c.attrs or {}
+            encrypted = "yes" if attrs.get("encrypted") else ""
+            kind = str(attrs.get("name", "unknown"))
+            counts[(encrypted, c.state.value, kind)] += 1
+        for labels, value in sorted(counts.items()):
+            connections.add_metric(list(labels), value)
+        yield connections
+        yield CounterMetricFamily(
+            "weave_connection_terminations",
+            "Number of peer-to-peer connections terminated.",
+            value=status.termination_count,
+        )
+        if self.dns is not None:
+            entries = [e for e in self.dns.service.zone.entries() if not e.tombstone]
+            yield GaugeMetricFamily(
+                "weave_dns_entries", "Number of DNS entries.", value=len(entries)
+            )
+        if self.ipam is not None:
+            st = ipam_status(self.ipam.allocator, self.ipam.default_subnet())
+            dead = unreachable_share(st)
+            yield GaugeMetricFamily(
+                "weave_ipam_pending_allocates",
+                "Number of pending allocates.",
+                value=len(st.pending_allocates),
+            )
+            yield GaugeMetricFamily(
+                "weave_ipam_pending_claims",
+                "Number of pending claims.",
+                value=len(st.pending_claims),
+            )
+            yield GaugeMetricFamily(
+                "weave_ipam_unreachable_count",
+                "Number of unreachable peers.",
+                value=len(dead.peers),
+            )
+            yield GaugeMetricFamily(
+                "weave_ipam_unreachable_percentage",
+                "Percentage of IP addresses owned  by unreachable peers.",
+                value=100.0 * dead.fraction,
+            )
+            ips = GaugeMetricFamily("weave_ips", "Number of IP addresses.", labels=["state"])
+            ips.add_metric(["local-used"], st.active_ips)
+            yield ips
+            yield GaugeMetricFamily(
+                "weave_max_ips",
+                "Size of IP address space used by allocator.",
+                value=st.range_num_ips,
+            )
+        if self.daemon is not None:
+            state = self.daemon.state
+            yield CounterMetricFamily(
+                "weaved_reconciles", "Reconciliations run.", value=state.converges
+            )
+            yield GaugeMetricFamily(
+                "weaved_spec_valid",
+                "1 when the spec file in force is valid.",
+                value=0 if state.spec_error else 1,
+            )
+            last = state.last
+            in_sync = 1 if last is not None and last.error is None else 0
+            yield GaugeMetricFamily(
+                "weaved_converged", "1 when the last reconciliation succeeded.", value=in_sync
+            )
+            if last is not None:
+                yield GaugeMetricFamily(
+                    "weaved_last_reconcile_writes",
+                    "Kernel writes of the last reconciliation.",
+                    value=last.writes,
+                )
+                yield GaugeMetricFamily(
+                    "weaved_last_reconcile_seconds",
+                    "Duration of the last reconciliation.",
+                    value=last.seconds,
+                )
+
+
+class MetricsPart(Component):
+    name = "metrics"
+
+    def __init__(
+        self, spec: Spec, mesh: MeshPart, ipam: IpamPart | None, dns: DnsPart | None
+    ) -> None:
+        self.spec = spec
+        self.collector = WeavedCollector(mesh, ipam, dns)
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(self.collector)
+        self.server: asyncio.AbstractServer | None = None
+        self._daemon: Daemon | None = None
+
+    async def start(self, daemon: Daemon) -> None:
+        self._daemon = daemon
+        self.collector.daemon = daemon
+        if not self.spec.metrics.enabled:
+            return
+        host, port = split_listen(self.spec.metrics.listen, 6782)
+        try:
+            self.server = await asyncio.start_server(self._serve, host, port)
+        except OSError as exc:
+            log.error("metrics: cannot listen on %s: %s", self.spec.metrics.listen, exc.strerror)
+            return
+        log.info("metrics and status on http://%s:%d/metrics", host, port)
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=10)
+            path = head.split(b" ", 2)[1].decode("latin-1") if head.count(b" ") >= 2 else "/"
+            if path == "/metrics":
+                body, ctype, code = generate_latest(self.registry), "text/plain; version=0.0.4", 200
+            elif path == "/status" and self._daemon is not None:
+                body = self._daemon.status_text().encode()
+                ctype, code = "text/plain; charset=utf-8", 200
+            else:
+                body, ctype, code = b"404 page not found\n", "text/plain; charset=utf-8", 404
+            writer.write(
+                f"HTTP/1.1 {code} {'OK' if code == 200 else 'Not Found'}\r\n"
+                f"Content-Type: {ctype}\r\n"
+                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+                + body
+            )
+            await writer.drain()
+        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError):
+            pass
+        finally:
+            writer.close()
