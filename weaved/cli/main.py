@@ -122,8 +122,10 @@ def cmd_reset(_args: argparse.Namespace, ctx: Context) -> int:
         _wait_gone(ctx.socket_path)
         _print("Stopped the weaved daemon; its IPAM space went to a live peer.")
     from weaved.attach import detach_all
+    from weaved.datapath.fastdp.netlink import remove_fastdp
 
     veths = detach_all()
+    remove_fastdp()
     report = reset(KernelDataplane())
     _print(
         f"Removed every object weaved owned ({report.writes + len(veths)} kernel writes,"
@@ -335,7 +337,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_daemon)
 
     p = sub.add_parser("status", help="status in Weave's layout")
-    p.add_argument("section", nargs="?", choices=["peers", "connections", "dns", "ipam", "targets"])
+    p.add_argument(
+        "section", nargs="?", choices=["peers", "connections", "dns", "ipam", "targets", "fastdp"]
+    )
     p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("report", help="everything the daemon knows, as JSON")

@@ -281,9 +281,11 @@ class AttachPart(Component):
             else request.multicast_route
         )
         mtu = self.spec.mtu
+        # Checksum offload stays on: sleeve's TAP carries partial checksums in its virtio-net
+        # header (or completes them for Weave peers) and fastdp is ~3.5x faster with it.
         async with self._lock:
             attached = await self._daemon.on_dataplane(
-                lambda _dp: attach(target, addresses, mtu, multicast)
+                lambda _dp: attach(target, addresses, mtu, multicast, tx_checksum_off=False)
             )
             self.known[target.key] = attached
             self._save()

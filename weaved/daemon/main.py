@@ -13,6 +13,8 @@ from weaved.daemon.ipam_part import IpamPart
 from weaved.daemon.mesh_part import MeshPart
 from weaved.daemon.metrics_part import MetricsPart
 from weaved.daemon.service import Daemon, DaemonConfig
+from weaved.datapath.fastdp.part import FastdpPart
+from weaved.datapath.sleeve.part import SleeveDatapathPart
 from weaved.dataplane.kernel import KernelDataplane
 from weaved.engine.identity import resolve_peer_name
 from weaved.errors import WeavedError
@@ -30,7 +32,9 @@ def build_parts(spec: Spec, ctx: Context) -> list[Component]:
     name = PeerName(parse_peer_name_text(resolve_peer_name(spec, ids.bridge_mac, ids)))
     mesh = MeshPart(spec, name)
     ipam = IpamPart(spec, mesh, ctx.state_dir)
-    parts: list[Component] = [mesh, ipam]
+    sleeve = SleeveDatapathPart(mesh)
+    mesh.report_extra = sleeve.router_report_extra
+    parts: list[Component] = [mesh, sleeve, FastdpPart(spec, mesh.router), ipam]
     dns = DnsPart(spec, mesh, ipam) if spec.dns.enabled else None
     if dns is not None:
         parts.append(dns)

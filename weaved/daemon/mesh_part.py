@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import socket
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from weaved.daemon.component import Component
@@ -29,10 +30,11 @@ log = logging.getLogger(__name__)
 
 
 def overlays_for(spec: Spec) -> tuple[str, ...]:
-    """Overlay preference order for the spec's datapath mode (fastdp comes with the data plane)."""
+    """Overlay preference order: the kernel VXLAN path first (only weaved peers offer it; Weave
+    2.8.1 peers get sleeve), sleeve as the fallback — unless the spec says sleeve only."""
     if spec.datapath.mode is DatapathMode.SLEEVE:
         return ("sleeve",)
-    return ("sleeve",)
+    return ("weaved-vxlan", "sleeve")
 
 
 def mesh_config(spec: Spec, name: PeerName) -> MeshConfig:
@@ -59,6 +61,8 @@ class MeshPart(Component):
         self.router = Router(mesh_config(spec, name))
         self._targets: tuple[str, ...] = ()
         self._daemon: Daemon | None = None
+        # The data plane's keys of Weave's Router report (Interface, CaptureStats, MACs).
+        self.report_extra: Callable[[], dict[str, Any]] | None = None
 
     async def start(self, daemon: Daemon) -> None:
         self._daemon = daemon
@@ -93,7 +97,8 @@ class MeshPart(Component):
         return render_status_router(self.router.status()).rstrip("\n")
 
     def report(self) -> tuple[str, Any]:
-        return "Router", report_router(self.router.status())
+        extra = self.report_extra() if self.report_extra is not None else None
+        return "Router", report_router(self.router.status(), extra)
 
     def routes(self) -> dict[tuple[str, str], Handler]:
         async def text(render: Any) -> Response:

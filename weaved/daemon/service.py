@@ -167,7 +167,13 @@ class Daemon:
     async def _reconcile_loop(self) -> None:
         reason = "start"
         while not self.stopping.is_set():
-            await self.converge(reason)
+            try:
+                await self.converge(reason)
+            except Exception as exc:  # a part's bug must not stop reconciliation for good
+                log.exception("converge crashed reason=%s", reason)
+                self.state.last = ConvergeRecord(
+                    time.time(), reason, error=f"internal error: {exc}"
+                )
             try:
                 await asyncio.wait_for(self.dirty.wait(), timeout=self.config.resync_seconds)
                 reason = "trigger"

@@ -86,6 +86,29 @@ def _demo_dns(lab: Lab, hosts: list[str]) -> int:
     return failed
 
 
+def _demo_containers(lab: Lab, hosts: list[str]) -> int:
+    """A container per host (addresses from IPAM), then every container pings every other by
+    its weaveDNS name across the hosts."""
+    failed = 0
+    names = [f"demo-c{i + 1}" for i in range(len(hosts))]
+    for host, name in zip(hosts, names, strict=True):
+        _banner(f"{host}: weaved attach {name}")
+        sys.stdout.write(lab.add_container(host, name) + "\n")
+    for host in hosts:
+        _banner(f"{host}: weaved ps")
+        failed |= lab.exec(host, ["weaved", "ps"]).returncode
+    for name in names:
+        _banner(f"{name}: ping the other containers by name")
+        for other in names:
+            if other == name:
+                continue
+            proc = lab.in_container(name, ["ping", "-c", "2", "-W", "2", "-i", "0.3", other])
+            tail = proc.stdout.strip().splitlines()[-2:] if proc.stdout else [proc.stderr.strip()]
+            failed |= int(proc.returncode != 0)
+            sys.stdout.write(f"ping {other}: {' | '.join(tail)}\n")
+    return failed
+
+
 def run_demo(lab: Lab, hosts: int, keep: bool) -> int:
     _banner(f"lab up: {hosts} hosts")
     state = lab.up(hosts)
@@ -103,6 +126,7 @@ def run_demo(lab: Lab, hosts: int, keep: bool) -> int:
             _banner(f"{host.name}: weaved plan --detailed-exitcode")
             failed |= lab.exec(host.name, ["weaved", "plan", "--detailed-exitcode"]).returncode
         failed |= _demo_dns(lab, [h.name for h in state.hosts])
+        failed |= _demo_containers(lab, [h.name for h in state.hosts])
         return 1 if failed else 0
     finally:
         if not keep:

@@ -111,6 +111,7 @@ class Lab:
         self.name = name
         self.dir = LAB_ROOT / name
         self.state_file = self.dir / "lab.json"
+        self._children: dict[int, subprocess.Popen[bytes]] = {}  # daemons this process started
 
     # --- persistence --------------------------------------------------------------------
     def load(self) -> LabState | None:
@@ -235,6 +236,7 @@ class Lab:
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
             )
+        self._children[proc.pid] = proc
         return proc.pid
 
     def wait_ready(self, host: Host, timeout: float = 30.0) -> None:
@@ -243,7 +245,10 @@ class Lab:
         client = Client(str(host.socket), timeout=5)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if host.pid and not _alive(host.pid):
+            child = self._children.get(host.pid)
+            # Our own child: its exit status is certain; otherwise look the PID up.
+            exited = child.poll() is not None if child is not None else not _alive(host.pid)
+            if host.pid and exited:
                 raise ApplyError(f"{host.name}: weaved daemon exited; log:\n{_tail(host.log)}")
             try:
                 status = client.call("GET", "/status", timeout=2)

@@ -6,6 +6,12 @@ the overlays both sides run (ordered as the dialling side lists them), prefixes 
 messages with the forwarder index (tag 7), and reports the connection established as soon
 as one forwarder is. A remote that sent no `Overlays` feature gets the compatibility overlay
 (sleeve) with the legacy control tags 1-3.
+
+A forwarder whose path stops working but that keeps trying (fastdp: heartbeats through the
+tunnel lost) reports `unhealthy(reason)` and later `established()` again; the switch then
+picks the next established forwarder and back. The reason why a preferred forwarder is not
+the one in use (unhealthy, failed, or not offered for this connection) is kept and shown as
+the `fallback` attribute of the connection, so a fallback is never silent.
 """
 
 from __future__ import annotations
@@ -47,13 +53,18 @@ class OverlayParams:
     features: Mapping[str, str] = field(default_factory=dict)
 
 
+def _ignore_reason(_reason: str) -> None:
+    return None
+
+
 @dataclass(frozen=True)
 class ForwarderHooks:
     """How a forwarder talks back to its connection."""
 
     send_control: Callable[[int, bytes], None]  # (sub-tag, body) to the remote's forwarder
-    established: Callable[[], None]
-    failed: Callable[[str], None]
+    established: Callable[[], None]  # working (again)
+    failed: Callable[[str], None]  # given up for good: the forwarder is stopped
+    unhealthy: Callable[[str], None] = _ignore_reason  # not working now, still trying
 
 
 class Forwarder(Protocol):
@@ -133,6 +144,7 @@ class _Sub:
     name: str
     fwd: Forwarder | None
     established: bool = False
+    reason: str = ""  # why it is not working (unhealthy, failed, unusable); "" when it is
 
 
 class SwitchForwarder:
@@ -182,7 +194,13 @@ class SwitchForwarder:
 
     def attrs(self) -> dict[str, object] | None:
         best = self.best_forwarder()
-        return best.attrs() if best is not None else None
+        if best is None:
+            return None
+        out = best.attrs()
+        reasons = [sub.reason for sub in self.subs[: self.best] if sub.reason]
+        if reasons:
+            out = {**out, "fallback": "; ".join(reasons)}
+        return out
 
     def stop(self) -> None:
         for sub in self.subs:
@@ -194,13 +212,27 @@ class SwitchForwarder:
 
     def _sub_established(self, index: int) -> None:
         self.subs[index].established = True
+        self.subs[index].reason = ""
         self._choose_best()
         if not self._established:
             self._established = True
             self._hooks.established()
 
+    def _sub_unhealthy(self, index: int, reason: str) -> None:
+        sub = self.subs[index]
+        was, sub.established, sub.reason = sub.established, False, reason
+        if was:
+            log.info(
+                "overlay forwarder unhealthy peer=%s overlay=%s reason=%s",
+                format_peer_name(self.remote),
+                sub.name,
+                reason,
+            )
+            self._choose_best()
+
     def _sub_failed(self, index: int, reason: str) -> None:
         sub = self.subs[index]
+        sub.established, sub.reason = False, reason
         log.info(
             "overlay forwarder failed peer=%s overlay=%s reason=%s",
             format_peer_name(self.remote),
@@ -245,7 +277,16 @@ class OverlaySwitch:
         return [o.name for o in self.overlays]
 
     def features(self) -> dict[str, str]:
-        return {"Overlays": " ".join(self.names)}
+        """`Overlays`, plus any extra features an overlay announces through an optional
+        `features()` method (the sleeve data plane's offload capability; Weave ignores
+        unknown keys)."""
+        features: dict[str, str] = {}
+        for o in self.overlays:
+            extra = getattr(o, "features", None)
+            if callable(extra):
+                features.update(extra())
+        features["Overlays"] = " ".join(self.names)
+        return features
 
     async def start(self, us: PeerName, is_known_peer: Callable[[PeerName], bool]) -> None:
         for o in self.overlays:
@@ -287,6 +328,7 @@ class OverlaySwitch:
                     params, _sub_hooks(switch, index, send_body, legacy)
                 )
             except Exception as e:
+                switch.subs[index].reason = str(e)
                 log.info(
                     "overlay unusable peer=%s overlay=%s error=%s",
                     format_peer_name(params.remote),
@@ -314,4 +356,7 @@ def _sub_hooks(
     def failed(reason: str) -> None:
         switch._sub_failed(index, reason)
 
-    return ForwarderHooks(send_control, established, failed)
+    def unhealthy(reason: str) -> None:
+        switch._sub_unhealthy(index, reason)
+
+    return ForwarderHooks(send_control, established, failed, unhealthy)

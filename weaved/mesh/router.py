@@ -184,7 +184,12 @@ class Router:
             return SleeveOverlay(self.config.host, self.config.port)
         if name == "none":
             return NullOverlay()
-        raise ValueError(f"unknown overlay {name!r} (this build knows: sleeve, none)")
+        if name == "weaved-vxlan":
+            # The fast datapath (kernel VXLAN on port+1); only weaved peers know its name.
+            from weaved.datapath.fastdp.overlay import FastdpOverlay
+
+            return FastdpOverlay(self.config.host, self.config.port + 1)
+        raise ValueError(f"unknown overlay {name!r} (this build knows: weaved-vxlan, sleeve, none)")
 
     # --- public API ------------------------------------------------------------------------
 

@@ -24,6 +24,7 @@ class Kind(StrEnum):
     LINK = "link"
     ADDR = "addr"
     ROUTE = "route"
+    FDB = "fdb"
     NFT_TABLE = "nft-table"
     NFT_CHAIN = "nft-chain"
     NFT_RULE = "nft-rule"

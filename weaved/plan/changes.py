@@ -21,6 +21,7 @@ KIND_ORDER: tuple[Kind, ...] = (
     Kind.LINK,
     Kind.ADDR,
     Kind.ROUTE,
+    Kind.FDB,
     Kind.NFT_TABLE,
     Kind.NFT_CHAIN,
     Kind.NFT_RULE,

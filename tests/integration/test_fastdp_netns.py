@@ -1,0 +1,487 @@
+"""The fast datapath between real hosts: network namespaces on an underlay bridge
+(192.0.2.0/24), each running a daemon (mesh + fastdp + sleeve data path) in its own process,
+with a container namespace plugged into its `weave` bridge (10.40.0.0/24).
+
+Covered: every pair on fastdp (ping, full-size DF ping, iperf3, a 10 KB DF transfer, traffic
+counted on the VXLAN device), the objects visible in `weaved plan` and put back after drift;
+UDP 6784 dropped by nftables in the underlay between two hosts → that pair falls back to
+sleeve with the reason in `status connections` (the others stay on fastdp), traffic keeps
+flowing, and comes back to fastdp when the rule goes; a too-small underlay MTU; encryption.
+Everything is created per test and removed by name (namespaces) and PID (processes).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import json
+import os
+import secrets
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pyroute2 import NetNS
+
+from tests.helpers import REPO, Netns, stop_process, wait_for
+from weaved.datapath.fastdp.fdb import Device
+from weaved.datapath.fastdp.netlink import FastdpKernel
+
+pytestmark = pytest.mark.timeout(240)
+
+TIMING = {"fast_interval": 0.2, "interval": 0.5, "timeout": 3.0, "recover": 2}
+CONTAINER_MTU = 1450  # the derived fastdp MTU: 1500 - 50
+
+
+def sleeve_datapath_available() -> bool:
+    try:
+        import weaved.datapath.sleeve.part  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@dataclass
+class Host:
+    index: int
+    ns: Netns
+    container: Netns
+    spec: Path
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def address(self) -> str:
+        return f"192.0.2.{10 + self.index}"
+
+    @property
+    def overlay_ip(self) -> str:
+        return f"10.40.0.{self.index}"
+
+    @property
+    def nick(self) -> str:
+        return f"host{self.index}"
+
+    @property
+    def log_path(self) -> Path:
+        return self.spec.parent.parent / f"{self.nick}-daemon.log"  # not where the spec is watched
+
+    def log(self) -> str:
+        return self.log_path.read_text()[-6000:] if self.log_path.exists() else ""
+
+    def report(self) -> dict[str, Any]:
+        proc = self.ns.weaved(self.spec, "report", check=False, timeout=20)
+        if proc.returncode != 0:
+            return {}
+        data: dict[str, Any] = json.loads(proc.stdout)
+        return data
+
+    def connections(self) -> dict[str, str]:
+        """peer nickname → the `status connections` line."""
+        proc = self.ns.weaved(self.spec, "status", "connections", check=False, timeout=20)
+        out = {}
+        for line in proc.stdout.splitlines():
+            if "(" in line and "established" in line:
+                nick = line.split("(")[1].split(")")[0]
+                out[nick] = line
+        return out
+
+    def using(self) -> dict[str, str]:
+        """peer nickname → the overlay carrying its traffic (fastdp, sleeve)."""
+        out = {}
+        for nick, line in self.connections().items():
+            words = line.split()[3:]
+            if words and words[0] in ("encrypted", "unencrypted"):
+                words = words[1:]
+            out[nick] = words[0] if words else ""
+        return out
+
+    def kernel(self) -> FastdpKernel:
+        return FastdpKernel(ipr=NetNS(self.ns.name))
+
+    def fdb_keys(self) -> set[str]:
+        kernel = self.kernel()
+        try:
+            rows = kernel.device_rows(Device())
+        finally:
+            kernel.close()
+        out = set()
+        for r in rows:
+            if r.master and r.state == "static":
+                out.add(f"bridge {r.mac}")
+            elif not r.master and r.dst:
+                out.add(f"vxlan {r.mac} {r.dst}")
+        return out
+
+    def vxlan_packets(self) -> int:
+        stats = json.loads(self.ns.ip("-s", "-j", "link", "show", "vxlan-6784").stdout)[0]
+        return int(stats["stats64"]["rx"]["packets"]) + int(stats["stats64"]["tx"]["packets"])
+
+    def container_mac(self) -> str:
+        info = json.loads(self.container.ip("-j", "link", "show", "eth0").stdout)[0]
+        return str(info["address"])
+
+
+def spec_text(index: int, targets: list[str], password: Path | None, discovery: bool = True) -> str:
+    lines = [
+        "version: 1",
+        f'peer: {{name: "02:00:00:00:0a:0{index}", nickname: host{index}}}',
+        f"peers: [{', '.join(targets)}]",
+        f"expose: [{{cidr: 10.40.0.{100 + index}/24}}]",
+        "dns: {enabled: false}",
+        f"discovery: {'true' if discovery else 'false'}",
+    ]
+    if password is not None:
+        lines.append(f"password_file: {password}")
+    return "\n".join(lines) + "\n"
+
+
+class Lab:
+    def __init__(
+        self,
+        tmp: Path,
+        count: int,
+        password: Path | None,
+        sleeve: bool,
+        *,
+        line: bool = False,
+    ) -> None:
+        """`line`: host i dials host i-1 only and discovery is off (relayed paths)."""
+        self.tmp = tmp
+        self.count = count
+        self.password = password
+        self.sleeve = sleeve
+        self.line = line
+        self.tag = secrets.token_hex(2)
+        self.underlay = Netns(f"wfdu{self.tag}")
+        self.hosts: list[Host] = []
+        self._stack = contextlib.ExitStack()
+
+    def __enter__(self) -> Lab:
+        try:
+            self._build()
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def _build(self) -> None:
+        stack = self._stack
+        u = stack.enter_context(self.underlay)
+        u.ip("link", "add", "br0", "type", "bridge")
+        u.ip("link", "set", "br0", "up")
+        for i in range(1, self.count + 1):
+            ns = stack.enter_context(Netns(f"wfdh{i}{self.tag}"))
+            ctr = stack.enter_context(Netns(f"wfdc{i}{self.tag}"))
+            ns.ip("link", "add", "eth0", "type", "veth", "peer", "name", f"h{i}", "netns", u.name)
+            u.ip("link", "set", f"h{i}", "master", "br0", "up")
+            ns.ip("addr", "add", f"192.0.2.{10 + i}/24", "dev", "eth0")
+            ns.ip("link", "set", "eth0", "up")
+            d = self.tmp / f"host{i}"
+            d.mkdir()
+            dial = f"192.0.2.{10 + i - 1}" if self.line else "192.0.2.11"
+            targets = [dial] if i > 1 else []
+            spec = d / "weave.yaml"
+            spec.write_text(spec_text(i, targets, self.password, discovery=not self.line))
+            self.hosts.append(Host(i, ns, ctr, spec))
+        for host in self.hosts:
+            self.start(host)
+        for host in self.hosts:
+            wait_for(functools.partial(self._bridge_up, host), timeout=30, interval=0.1)
+            self._plug_container(host)
+
+    def start(self, host: Host) -> None:
+        cfg = {
+            "spec": str(host.spec),
+            "timing": TIMING,
+            "sleeve": self.sleeve,
+            "resync": 60.0,
+            "debug": os.environ.get("WFD_DEBUG", "").split(),
+        }
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        log = open(host.log_path, "ab")  # noqa: SIM115
+        argv = [sys.executable, "-m", "weaved.datapath.fastdp.standalone", json.dumps(cfg)]
+        host.proc = subprocess.Popen(
+            ["ip", "netns", "exec", host.ns.name, *argv],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env=env,
+        )
+        log.close()
+
+    def _bridge_up(self, host: Host) -> bool:
+        assert host.proc is not None
+        if host.proc.poll() is not None:
+            raise AssertionError(f"{host.nick} daemon exited:\n{host.log()}")
+        return host.ns.ip("link", "show", "weave", check=False).returncode == 0
+
+    def _plug_container(self, host: Host) -> None:
+        host.ns.ip(
+            "link", "add", "vethwepl0", "type", "veth", "peer", "name", "eth0",
+            "netns", host.container.name,
+        )  # fmt: skip
+        host.ns.ip("link", "set", "vethwepl0", "mtu", str(CONTAINER_MTU), "master", "weave", "up")
+        host.container.ip("link", "set", "eth0", "mtu", str(CONTAINER_MTU))
+        host.container.ip("addr", "add", f"{host.overlay_ip}/24", "dev", "eth0")
+        host.container.ip("link", "set", "eth0", "up")
+        # Say something, so the host's bridge learns the container's MAC (a real one would).
+        host.container.run(["ping", "-c", "1", "-W", "1", "10.40.0.254"], check=False)
+
+    def __exit__(self, *_exc: object) -> None:
+        for host in self.hosts:
+            if host.proc is not None:
+                stop_process(host.proc, timeout=15)
+        self._stack.close()
+
+    def pairs(self) -> Iterator[tuple[Host, Host]]:
+        for a in self.hosts:
+            for b in self.hosts:
+                if a is not b:
+                    yield a, b
+
+    def wait_using(self, a: Host, b: Host, how: str, timeout: float = 30) -> float:
+        try:
+            return wait_for(lambda: a.using().get(b.nick) == how, timeout=timeout, interval=0.2)
+        except AssertionError:
+            raise AssertionError(
+                f"{a.nick}→{b.nick} not {how}: {a.connections()}\n{a.log()}"
+            ) from None
+
+
+@pytest.fixture
+def lab3(tmp_path: Path) -> Iterator[Lab]:
+    with Lab(tmp_path, 3, None, sleeve_datapath_available()) as lab:
+        yield lab
+
+
+def ping(src: Host, dst: Host, *args: str) -> bool:
+    proc = src.container.run(
+        ["ping", "-c", "3", "-i", "0.2", "-W", "2", *args, dst.overlay_ip], check=False
+    )
+    return proc.returncode == 0
+
+
+def iperf(src: Host, dst: Host, seconds: float = 2.0) -> float:
+    """Bits per second of one TCP stream from src's container to dst's."""
+    server = subprocess.Popen(
+        ["ip", "netns", "exec", dst.container.name, "iperf3", "-s", "-1", "-B", dst.overlay_ip],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        time.sleep(0.3)
+        out = src.container.run(
+            ["iperf3", "-c", dst.overlay_ip, "-t", str(seconds), "-J"], timeout=seconds + 20
+        ).stdout
+        return float(json.loads(out)["end"]["sum_received"]["bits_per_second"])
+    finally:
+        stop_process(server, timeout=5)
+
+
+DF_SERVER = r"""
+import hashlib, socket, sys
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[1], 7000)); s.listen(1); s.settimeout(20)
+c, _ = s.accept(); c.settimeout(20)
+data = b""
+while True:
+    chunk = c.recv(65536)
+    if not chunk:
+        break
+    data += chunk
+print(len(data), hashlib.sha256(data).hexdigest(), flush=True)
+"""
+
+DF_CLIENT = r"""
+import socket, sys
+data = bytes.fromhex(sys.argv[2])
+s = socket.socket()
+s.setsockopt(socket.IPPROTO_IP, 10, 2)  # IP_MTU_DISCOVER = IP_PMTUDISC_DO: DF on every segment
+s.settimeout(20)
+s.connect((sys.argv[1], 7000)); s.sendall(data); s.close()
+"""
+
+
+def df_transfer(src: Host, dst: Host, size: int = 10 * 1024) -> None:
+    data = os.urandom(size)
+    server = subprocess.Popen(
+        [
+            "ip",
+            "netns",
+            "exec",
+            dst.container.name,
+            sys.executable,
+            "-c",
+            DF_SERVER,
+            dst.overlay_ip,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        time.sleep(0.3)
+        src.container.run([sys.executable, "-c", DF_CLIENT, dst.overlay_ip, data.hex()], timeout=30)
+        out, err = server.communicate(timeout=30)
+    finally:
+        if server.poll() is None:
+            stop_process(server, timeout=5)
+    assert out.decode().split() == [str(size), hashlib.sha256(data).hexdigest()], err.decode()
+
+
+def test_every_pair_on_fastdp(lab3: Lab) -> None:
+    h1, h2, h3 = lab3.hosts
+    for a, b in lab3.pairs():
+        lab3.wait_using(a, b, "fastdp")
+    line = h1.connections()["host2"]
+    assert "fastdp" in line and "mtu=1450" in line and "fallback" not in line
+    report = h1.report()["FastDP"]
+    assert report["Device"] == "vxlan-6784" and report["MTU"] == 1450
+    ipv6 = h1.ns.run(["cat", "/proc/sys/net/ipv6/conf/vxlan-6784/disable_ipv6"]).stdout
+    assert ipv6.strip() == "1"  # a bridge port needs no addresses
+    assert {p["NickName"]: p["Using"] for p in report["Paths"]} == {
+        "host2": "fastdp",
+        "host3": "fastdp",
+    }
+    # every pair, both ways: ping, a full-size DF ping, a 10 KB DF transfer
+    for a, b in lab3.pairs():
+        assert ping(a, b), f"{a.nick}→{b.nick}"
+        assert ping(a, b, "-M", "do", "-s", str(CONTAINER_MTU - 28)), f"DF {a.nick}→{b.nick}"
+        df_transfer(a, b)
+    # TCP throughput on every pair, carried by the VXLAN device
+    for a, b in ((h1, h2), (h2, h3), (h3, h1)):
+        before = a.vxlan_packets()
+        bps = iperf(a, b)
+        assert bps > 50e6, f"{a.nick}→{b.nick} only {bps / 1e6:.0f} Mbit/s"
+        assert a.vxlan_packets() - before > 1000
+    # the kernel holds what the mesh says: host2's container and bridge behind host2
+    macs = h1.fdb_keys()
+    c2 = h2.container_mac()
+    assert {
+        f"vxlan {c2} 192.0.2.12",
+        f"bridge {c2}",
+        "vxlan 00:00:00:00:00:00 192.0.2.12",
+        "vxlan 00:00:00:00:00:00 192.0.2.13",
+        "vxlan 02:00:00:00:0a:02 192.0.2.12",
+        "bridge 02:00:00:00:0a:02",
+    } <= macs
+    # in sync: the plan is empty; drift shows in the plan and is put back
+    assert h1.ns.weaved(h1.spec, "plan", "--detailed-exitcode", check=False).returncode == 0
+    h1.ns.run(["bridge", "fdb", "del", c2, "dev", "vxlan-6784", "dst", "192.0.2.12", "self"])
+    h1.ns.run(["bridge", "fdb", "del", c2, "dev", "vxlan-6784", "master"])
+    plan = h1.ns.weaved(h1.spec, "plan", "--detailed-exitcode", check=False)
+    assert plan.returncode == 2, plan.stdout
+    assert f"+ fdb/vxlan-6784/{c2}/192.0.2.12" in plan.stdout
+    assert f"+ fdb/weave/{c2}" in plan.stdout
+    h1.ns.weaved(h1.spec, "apply")
+    assert {f"vxlan {c2} 192.0.2.12", f"bridge {c2}"} <= h1.fdb_keys()
+    assert h1.ns.weaved(h1.spec, "plan", "--detailed-exitcode", check=False).returncode == 0
+
+
+def nft_block(underlay: Netns, a: Host, b: Host) -> None:
+    underlay.nft("add", "table", "bridge", "wfdtest")
+    underlay.nft(
+        "add", "chain", "bridge", "wfdtest", "blocks",
+        "{ type filter hook forward priority 0; policy accept; }",
+    )  # fmt: skip
+    for x, y in ((a, b), (b, a)):
+        underlay.nft(
+            "add", "rule", "bridge", "wfdtest", "blocks",
+            "ip", "saddr", x.address, "ip", "daddr", y.address, "udp", "dport", "6784", "drop",
+        )  # fmt: skip
+
+
+def test_fallback_when_udp_6784_is_dropped_and_recovery(lab3: Lab) -> None:
+    h1, h2, h3 = lab3.hosts
+    for a, b in lab3.pairs():
+        lab3.wait_using(a, b, "fastdp")
+    c2 = h2.container_mac()
+    assert f"bridge {c2}" in h1.fdb_keys()
+    nft_block(lab3.underlay, h1, h2)
+    took = lab3.wait_using(h1, h2, "sleeve", timeout=TIMING["timeout"] + 10)
+    lab3.wait_using(h2, h1, "sleeve", timeout=10)
+    line = h1.connections()["host2"]
+    assert "fallback=fastdp unhealthy: no heartbeats through VXLAN (UDP 6784)" in line, line
+    assert h1.using()["host3"] == "fastdp" and h2.using()["host3"] == "fastdp"
+    assert took < TIMING["timeout"] + 5
+    # only heartbeats still go to host2 through the tunnel; the rest is sleeve's
+    wait_for(lambda: f"bridge {c2}" not in h1.fdb_keys(), timeout=10, interval=0.2)
+    keys = h1.fdb_keys()
+    assert "vxlan 00:00:00:00:00:00 192.0.2.12" not in keys
+    assert "vxlan 02:00:00:00:0a:02 192.0.2.12" in keys
+    assert "vxlan 00:00:00:00:00:00 192.0.2.13" in keys
+    if lab3.sleeve:
+        assert wait_for(lambda: ping(h1, h2), timeout=15, interval=0.5) >= 0
+        df_transfer(h1, h2)
+        assert ping(h1, h3) and ping(h2, h3)
+    # healed
+    lab3.underlay.nft("delete", "table", "bridge", "wfdtest")
+    lab3.wait_using(h1, h2, "fastdp", timeout=15)
+    lab3.wait_using(h2, h1, "fastdp", timeout=10)
+    assert "fallback" not in h1.connections()["host2"]
+    wait_for(lambda: f"bridge {c2}" in h1.fdb_keys(), timeout=10, interval=0.2)
+    assert wait_for(lambda: ping(h1, h2), timeout=15, interval=0.5) >= 0
+    before = h1.vxlan_packets()
+    df_transfer(h1, h2)
+    assert h1.vxlan_packets() - before >= 10
+
+
+def test_mtu_too_small_falls_back_with_that_reason(tmp_path: Path) -> None:
+    with Lab(tmp_path, 2, None, sleeve_datapath_available()) as lab:
+        h1, h2 = lab.hosts
+        lab.wait_using(h1, h2, "fastdp")
+        # The underlay now drops every packet over 1400 bytes towards and from host2.
+        lab.underlay.ip("link", "set", "h2", "mtu", "1400")
+        lab.wait_using(h1, h2, "sleeve", timeout=TIMING["timeout"] + 10)
+        line = h1.connections()["host2"]
+        assert "MTU too small" in line and "small ones pass" in line, line
+        lab.underlay.ip("link", "set", "h2", "mtu", "1500")
+        lab.wait_using(h1, h2, "fastdp", timeout=15)
+
+
+def test_encryption_means_encrypted_sleeve(tmp_path: Path) -> None:
+    password = tmp_path / "password"
+    password.write_text("a fine secret\n")
+    password.chmod(0o600)
+    with Lab(tmp_path, 2, password, sleeve=False) as lab:
+        h1, h2 = lab.hosts
+        lab.wait_using(h1, h2, "sleeve")
+        line = h1.connections()["host2"]
+        assert line.split()[3] == "encrypted"
+        assert "fallback=fastdp off: encryption is on" in line, line
+        report = h1.report()["FastDP"]
+        assert report["Paths"] == []  # no fastdp forwarder at all
+        assert not any("192.0.2.12" in k for k in h1.fdb_keys())
+
+
+def test_relayed_paths_use_sleeve(tmp_path: Path) -> None:
+    if not sleeve_datapath_available():
+        pytest.skip("no sleeve data path to relay with")
+    with Lab(tmp_path, 3, None, True, line=True) as lab:
+        h1, h2, h3 = lab.hosts
+        # host1 - host2 - host3, no discovery: every link relays host1 <-> host3
+        for a, b in ((h1, h2), (h2, h1), (h2, h3), (h3, h2)):
+            lab.wait_using(a, b, "sleeve")
+        assert set(h1.connections()) == {"host2"}
+        line = h2.connections()["host3"]
+        assert "fallback=fastdp standby: this link also carries relayed traffic" in line, line
+        assert wait_for(lambda: ping(h1, h3), timeout=20, interval=0.5) >= 0
+        df_transfer(h1, h3)
+        df_transfer(h3, h1)
+        assert ping(h1, h2) and ping(h2, h3)
+        assert not any(k.startswith("bridge") for k in h2.fdb_keys())
+        # host3 dials host1 too: a full mesh, nothing relays, fastdp everywhere
+        h3.spec.write_text(spec_text(3, ["192.0.2.12", "192.0.2.11"], None, discovery=False))
+        for a, b in lab.pairs():
+            lab.wait_using(a, b, "fastdp", timeout=30)
+        assert ping(h1, h3)
+        before = h1.vxlan_packets()
+        df_transfer(h1, h3)
+        assert h1.vxlan_packets() - before >= 10

@@ -1,0 +1,266 @@
+"""`FastdpPart` against an in-memory kernel: desired/observed/converge as the daemon calls
+them, convergence to an empty plan, fallback removing entries, drift, no VXLAN support."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from weaved.datapath.fastdp.config import OVERLAY_NAME, Timing
+from weaved.datapath.fastdp.fdb import Device, FdbRow, LinkRow
+from weaved.datapath.fastdp.frames import Heartbeat, HeartbeatKind
+from weaved.datapath.fastdp.messages import Ack, Hello, Macs, encode_control
+from weaved.datapath.fastdp.netlink import FastdpKernel, VxlanUnsupported
+from weaved.datapath.fastdp.overlay import FastdpForwarder, FastdpOverlay
+from weaved.datapath.fastdp.part import FastdpPart
+from weaved.mesh.gossip_api import PeerName
+from weaved.mesh.overlay import ForwarderHooks, OverlayParams
+from weaved.mesh.router import MeshConfig, Router
+from weaved.model.resources import Kind
+from weaved.plan.changes import Action, Plan, make_plan
+from weaved.spec.models import Spec
+
+US = PeerName(0x020000000101)
+H2 = PeerName(0x020000000102)
+C2 = "02:42:0a:28:00:02"
+
+
+class MemoryKernel(FastdpKernel):
+    """The kernel objects fastdp owns, as plain data; counts writes like the real one."""
+
+    def __init__(self, unsupported: bool = False) -> None:
+        super().__init__(ipr=object())
+        self.unsupported = unsupported
+        self.link: LinkRow | None = None
+        self.rows: list[FdbRow] = []
+        self.bridge: list[FdbRow] = [FdbRow("02:00:00:00:01:01", "weave", True, "permanent")]
+
+    def close(self) -> None:
+        return None
+
+    def observe_link(self, device: Device) -> LinkRow | None:
+        return self.link
+
+    def device_rows(self, device: Device) -> list[FdbRow]:
+        return list(self.rows)
+
+    def bridge_rows(self, bridge: str) -> list[FdbRow]:
+        return list(self.bridge)
+
+    def underlay_mtu(self, ips: Any) -> int:
+        return 1500
+
+    def execute(self, plan: Plan, device: Device) -> int:
+        for change in plan.changes:
+            self.writes += 1
+            mac = change.key.split("/")[2] if change.kind is not Kind.LINK else ""
+            if change.kind is Kind.LINK:
+                if change.action is Action.DELETE:
+                    self.link, self.rows = None, []
+                    continue
+                if self.unsupported:
+                    raise VxlanUnsupported("create vxlan-6784: EOPNOTSUPP")
+                self.link = LinkRow(
+                    "vxlan",
+                    device.vni,
+                    device.port,
+                    False,
+                    "set",
+                    "weave",
+                    True,
+                    device.mtu,
+                    False,
+                    True,
+                )
+                continue
+            before, after = change.before, change.after
+            if before is not None:
+                self.rows = [
+                    r
+                    for r in self.rows
+                    if not (
+                        r.mac == mac
+                        and (r.dst == before.get("dst") if before.get("dst") else r.master)
+                    )
+                ]
+            if after is not None:
+                if after.get("table") == "vxlan":
+                    self.rows.append(
+                        FdbRow(
+                            mac,
+                            device.name,
+                            False,
+                            "permanent",
+                            after.get("dst"),
+                            int(after.get("port")),
+                        )
+                    )
+                else:
+                    self.rows.append(FdbRow(mac, device.name, True, "static"))
+        return len(plan.changes)
+
+
+class FakeDaemon:
+    def __init__(self) -> None:
+        self.dirty: list[str] = []
+
+    def mark_dirty(self, reason: str = "trigger") -> None:
+        self.dirty.append(reason)
+
+
+def setup(kernel: MemoryKernel, spec: Spec | None = None) -> tuple[FastdpPart, FastdpOverlay, Spec]:
+    spec = spec or Spec.model_validate({"version": 1, "peers": ["192.0.2.12"]})
+    router = Router(
+        MeshConfig(name=US, nickname="host1", overlays=(OVERLAY_NAME, "sleeve")),
+    )
+    part = FastdpPart(spec, router, kernel_factory=lambda: kernel)
+    overlay = part.overlay
+    assert isinstance(overlay, FastdpOverlay)
+    overlay.timing = Timing(fast_interval=0.01, interval=0.02, timeout=0.2, recover=1)
+    overlay.selected = lambda _peer, _fwd: True  # no live connection in the router here
+    return part, overlay, spec
+
+
+def connect(overlay: FastdpOverlay, sent: list[tuple[int, bytes]]) -> FastdpForwarder:
+    params = OverlayParams(
+        H2,
+        "host2",
+        ("192.0.2.11", 40000),
+        ("192.0.2.12", 6783),
+        True,
+        7,
+        None,
+        {"Overlays": "weaved-vxlan sleeve"},
+    )
+    hooks = ForwarderHooks(lambda t, b: sent.append((t, b)), lambda: None, lambda _r: None)
+    fwd = overlay.prepare(params, hooks)
+    assert isinstance(fwd, FastdpForwarder)
+    fwd.confirm()
+    return fwd
+
+
+def beats(fwd: FastdpForwarder, seq: int) -> None:
+    for kind, length in ((HeartbeatKind.SMALL, 64), (HeartbeatKind.FULL, 1464)):
+        fwd.heartbeat(Heartbeat(US, H2, kind, 7, length, seq))
+        fwd.control_message(*encode_control(Ack(kind, seq)))
+
+
+def test_converges_and_stays_converged() -> None:
+    async def main() -> None:
+        kernel = MemoryKernel()
+        part, overlay, spec = setup(kernel)
+        daemon = FakeDaemon()
+        await part.start(daemon)  # type: ignore[arg-type]
+        # no peers yet: just the device, MTU from the underlay
+        assert sorted(part.desired(spec).resources) == ["link/vxlan-6784"]
+        assert part.converge(spec) > 0
+        assert kernel.link is not None and kernel.link.mtu == 1450
+        assert make_plan(part.desired(spec), part.observed()).empty
+        assert part.converge(spec) == 0
+        assert overlay.local_macs == {"02:00:00:00:01:01"}
+
+        sent: list[tuple[int, bytes]] = []
+        fwd = connect(overlay, sent)
+        assert any("confirmed" in d for d in daemon.dirty)
+        part.converge(spec)  # the heartbeat entry for host2
+        assert overlay.is_ready(H2)
+        assert not make_plan(part.desired(spec), part.observed()).changes
+        fwd.control_message(*encode_control(Macs(frozenset({C2}))))
+        beats(fwd, 1)
+        assert fwd.control.healthy
+        part.converge(spec)
+        have = set(part.observed().resources)
+        assert {
+            "fdb/vxlan-6784/00:00:00:00:00:00/192.0.2.12",
+            f"fdb/vxlan-6784/{C2}/192.0.2.12",
+            f"fdb/weave/{C2}",
+            "fdb/weave/02:00:00:00:01:02",
+        } <= have
+        assert part.converge(spec) == 0
+        assert "fastdp" in part.render_paths() and "macs=1" in part.render_paths()
+        status = part.status_section() or ""
+        assert "vxlan-6784 (VXLAN id 6784, UDP 6784, MTU 1450" in status
+        assert "1 fastdp, 0 sleeve" in status
+
+        # the path fails: only the heartbeat entry stays
+        await asyncio.sleep(0.3)
+        assert not fwd.control.healthy
+        part.converge(spec)
+        assert set(part.observed().resources) == {
+            "link/vxlan-6784",
+            "fdb/vxlan-6784/02:00:00:00:01:02/192.0.2.12",
+        }
+        report = part.report()[1]
+        assert report["Paths"][0]["Using"] == "sleeve"
+        assert "no heartbeats" in report["Paths"][0]["Reason"]
+
+        # drift: someone deletes the device; the next converge puts everything back
+        kernel.link, kernel.rows = None, []
+        beats(fwd, 2)
+        part.converge(spec)
+        assert make_plan(part.desired(spec), part.observed()).empty
+        assert f"fdb/weave/{C2}" in part.observed().resources
+
+        # the connection goes: its entries go
+        fwd.stop()
+        part.converge(spec)
+        assert set(part.observed().resources) == {"link/vxlan-6784"}
+
+        # datapath.mode sleeve: the device goes too, and the overlay is told why
+        sleeve = Spec.model_validate({"version": 1, "datapath": {"mode": "sleeve"}})
+        part.converge(sleeve)
+        assert kernel.link is None
+        assert overlay.blocked == "fastdp off: the spec's datapath.mode is sleeve"
+        await part.stop()
+
+    asyncio.run(main())
+
+
+def test_spec_mtu_wins_and_acceptor_waits_for_hello() -> None:
+    async def main() -> None:
+        kernel = MemoryKernel()
+        spec = Spec.model_validate({"version": 1, "datapath": {"mtu": 1376}})
+        part, overlay, _ = setup(kernel, spec)
+        part.converge(spec)
+        assert kernel.link is not None and kernel.link.mtu == 1376
+        params = OverlayParams(
+            H2, "host2", ("192.0.2.11", 6783), ("192.0.2.12", 51000), False, 7, None, {}
+        )
+        hooks = ForwarderHooks(lambda t, b: None, lambda: None, lambda _r: None)
+        fwd = overlay.prepare(params, hooks)
+        assert isinstance(fwd, FastdpForwarder)
+        fwd.confirm()
+        part.converge(spec)
+        assert not any(k.startswith("fdb/") for k in part.observed().resources)
+        fwd.control_message(*encode_control(Hello(6784)))
+        part.converge(spec)
+        assert "fdb/vxlan-6784/02:00:00:00:01:02/192.0.2.12" in part.observed().resources
+        fwd.stop()
+        await part.stop()
+
+    asyncio.run(main())
+
+
+def test_no_vxlan_support_means_sleeve_with_the_reason() -> None:
+    async def main() -> None:
+        kernel = MemoryKernel(unsupported=True)
+        part, overlay, spec = setup(kernel)
+        part.converge(spec)
+        assert overlay.blocked == "create vxlan-6784: EOPNOTSUPP"
+        # it stops trying and planning: the plan is clean, the status says why
+        assert part.desired(spec).resources == {}
+        assert part.converge(spec) == 0
+        assert "Problem: create vxlan-6784: EOPNOTSUPP" in (part.status_section() or "")
+        await part.stop()
+
+    asyncio.run(main())
+
+
+def test_inert_without_the_overlay() -> None:
+    spec = Spec.model_validate({"version": 1})
+    router = Router(MeshConfig(name=US, nickname="host1", overlays=("sleeve",)))
+    part = FastdpPart(spec, router, kernel_factory=MemoryKernel)
+    assert part.overlay is None
+    assert part.desired(spec).resources == {}
+    assert part.status_section() is None
+    assert part.render_paths() == "fastdp is not configured\n"

@@ -1,0 +1,377 @@
+"""The data path's per-frame work without threads or root: datagrams in, frames out (to a fake
+TAP: a Unix datagram socket keeps one frame per write), records out (to fake forwarders),
+with real sealing, opening and replay windows."""
+
+from __future__ import annotations
+
+import socket
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from weaved.datapath.sleeve.datapath import Link, SleeveDatapath, _Worker
+from weaved.datapath.sleeve.ethernet import checksum, ones_sum
+from weaved.datapath.sleeve.forwarding import ForwardingTable
+from weaved.datapath.sleeve.frames import Reassembly, parse_body
+from weaved.datapath.sleeve.vnet import F_NEEDS_CSUM, GSO_TCPV4, ZERO_VNET, VnetHeader
+from weaved.mesh.crypto import SleeveOpener, SleeveSealer
+from weaved.mesh.gossip_api import PeerName
+from weaved.mesh.routes import Routes
+from weaved.mesh.sleeve_frames import SpecialKind, heartbeat_frame
+from weaved.mesh.sleeve_overlay import SleeveOverlay
+
+A, B, C = PeerName(0x020000000001), PeerName(0x020000000002), PeerName(0x020000000003)
+a, b, c = (p.to_bytes(6, "big") for p in (A, B, C))
+MAC_A, MAC_B, MAC_C = (bytes.fromhex(f"0e000000000{i}") for i in (1, 2, 3))
+KEY = bytes(range(32))
+ADDR = ("192.0.2.2", 6783)
+
+
+@dataclass
+class Control:
+    mtu: int = 1438
+    stack_frag: bool = True
+    max_payload: int = 1472
+    remote_addr: tuple[str, int] | None = ADDR
+
+
+@dataclass
+class FakeForwarder:
+    remote: PeerName
+    offload: bool = False
+    encrypted: bool = False
+    opener: Any = None
+    control: Control = field(default_factory=Control)
+    sent: list[tuple[bool, bytes]] = field(default_factory=list)
+    segments: list[tuple[int, list[bytes]]] = field(default_factory=list)
+    specials: list[tuple[SpecialKind, bytes]] = field(default_factory=list)
+
+    @property
+    def remote_bin(self) -> bytes:
+        return self.remote.to_bytes(6, "big")
+
+    def send_body(self, parts: list[bytes], df: bool, size: int) -> None:
+        body = b"".join(bytes(p) for p in parts)
+        assert len(body) == size
+        self.sent.append((df, body))
+
+    def seal_payload(self, parts: list[bytes], df: bool, size: int) -> tuple[list[bytes], int]:
+        return parts, size
+
+    def send_payload(self, parts: list[bytes], df: bool, size: int) -> None:
+        self.send_body(parts, df, size)
+
+    def send_segments(self, sends: list[list[bytes]], segment_size: int) -> bool:
+        for parts in sends:
+            flat = [bytes(p) for p in parts]
+            datagrams = [flat[i] + flat[i + 1] for i in range(0, len(flat), 2)]
+            assert all(len(d) == segment_size for d in datagrams[:-1])
+            self.segments.append((segment_size, datagrams))
+        return True
+
+    def special_threadsafe(self, kind: SpecialKind, frame: bytes, addr: object) -> None:
+        self.specials.append((kind, frame))
+
+
+class FakeTopology:
+    def nicknames(self) -> dict[PeerName, str]:
+        return {A: "host1", B: "host2"}
+
+
+class FakeRouter:
+    us = A
+
+    def __init__(self) -> None:
+        self.sleeve = SleeveOverlay("127.0.0.1", 0)
+        self.topology = FakeTopology()
+
+    def overlay(self, name: str) -> SleeveOverlay | None:
+        return self.sleeve if name == "sleeve" else None
+
+
+@pytest.fixture
+def dp() -> Iterator[SleeveDatapath]:
+    """We are A; A-B-C in a line; links to B (weave format); a fake TAP."""
+    datapath = SleeveDatapath(FakeRouter())  # type: ignore[arg-type]
+    graph = {A: {B: True}, B: {A: True, C: True}, C: {B: True}}
+    datapath.switch.table = ForwardingTable.from_routes(Routes(A, graph), list(graph))
+    tap, tap_peer = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    tap_peer.setblocking(False)
+    datapath.tap_fd = tap.fileno()
+    datapath._tap_peer = tap_peer  # type: ignore[attr-defined]
+    yield datapath
+    tap.close()
+    tap_peer.close()
+
+
+def link_to(dp: SleeveDatapath, fwd: FakeForwarder) -> None:
+    dp.links[fwd.remote_bin] = Link(fwd)  # type: ignore[arg-type]
+
+
+def receive_from(dp: SleeveDatapath, fwd: FakeForwarder) -> None:
+    dp.overlay.forwarders_by_name[fwd.remote_bin] = fwd  # type: ignore[assignment]
+
+
+def injected(dp: SleeveDatapath) -> list[bytes]:
+    out = []
+    peer: socket.socket = dp._tap_peer  # type: ignore[attr-defined]
+    while True:
+        try:
+            out.append(peer.recv(70000))
+        except BlockingIOError:
+            return out
+
+
+def worker(dp: SleeveDatapath) -> _Worker:
+    w = _Worker(dp, "test", tap=False, udp=False)
+    dp._workers.append(w)
+    return w
+
+
+def eth(dst: bytes, src: bytes, payload: bytes, etype: int = 0x0806) -> bytes:
+    return dst + src + struct.pack(">H", etype) + payload
+
+
+def record(src: bytes, dst: bytes, frame: bytes) -> bytes:
+    return src + dst + struct.pack(">H", len(frame)) + frame
+
+
+def ipv4(size: int, df: bool, src_mac: bytes, dst_mac: bytes, proto: int = 1) -> bytes:
+    header = bytearray(
+        struct.pack(
+            ">BBHHHBBH4s4s",
+            0x45,
+            0,
+            size,
+            1,
+            0x4000 if df else 0,
+            64,
+            proto,
+            0,
+            bytes([10, 40, 1, 1]),
+            bytes([10, 40, 2, 1]),
+        )
+    )
+    struct.pack_into(">H", header, 10, checksum(header))
+    return dst_mac + src_mac + b"\x08\x00" + bytes(header) + bytes(size - 20)
+
+
+def test_received_broadcast_is_injected_and_relays_go_on(dp: SleeveDatapath) -> None:
+    from_b = FakeForwarder(B)
+    receive_from(dp, from_b)
+    to_b = FakeForwarder(B)
+    link_to(dp, to_b)
+    w = worker(dp)
+    arp = eth(b"\xff" * 6, MAC_B, bytes(28))
+    w.received(b + record(b, a, arp), ADDR, 1.0)
+    w.out.flush()
+    assert injected(dp) == [ZERO_VNET + arp]
+    assert w.stats.injected == 1 and dp.switch.macs.lookup(MAC_B) == b
+    # A broadcast from B reaches A last on the line: nothing to pass on.
+    assert to_b.sent == []
+
+
+def test_specials_go_to_the_control_plane(dp: SleeveDatapath) -> None:
+    from_b = FakeForwarder(B)
+    receive_from(dp, from_b)
+    w = worker(dp)
+    w.received(b + record(b, a, heartbeat_frame(12345)), ADDR, 1.0)
+    w.received(b + record(c, a, heartbeat_frame(12345)), ADDR, 1.0)  # not from B itself
+    assert from_b.specials == [(SpecialKind.HEARTBEAT, heartbeat_frame(12345))]
+    assert w.stats.special == 2 and injected(dp) == []
+
+
+def test_encrypted_datagrams_replays_and_forgeries(dp: SleeveDatapath) -> None:
+    # B dialled A: B seals as outbound, A opens as not outbound.
+    sealer = SleeveSealer(b, KEY, outbound=True, df=False)
+    from_b = FakeForwarder(B, encrypted=True, opener=SleeveOpener(KEY, outbound=False))
+    receive_from(dp, from_b)
+    w = worker(dp)
+    arp = eth(b"\xff" * 6, MAC_B, bytes(28))
+    datagram = sealer.seal(record(b, a, arp))
+    w.received(datagram, ADDR, 1.0)
+    w.received(datagram, ADDR, 1.0)
+    forged = bytearray(sealer.seal(record(b, a, arp)))
+    forged[-1] ^= 1
+    w.received(bytes(forged), ADDR, 1.0)
+    w.received(b"\x09" * 6 + bytes(40), ADDR, 1.0)
+    w.out.flush()
+    assert injected(dp) == [ZERO_VNET + arp]
+    stats = w.stats
+    assert (stats.replayed, stats.decrypt_failed, stats.unknown_sender) == (1, 1, 1)
+    assert dp.report()["Counters"]["replayed"] == 1
+
+
+def test_offload_records_keep_their_header(dp: SleeveDatapath) -> None:
+    from_b = FakeForwarder(B, offload=True)
+    receive_from(dp, from_b)
+    w = worker(dp)
+    dp.switch.captured(MAC_A, b"\xff" * 6, 0.0)
+    frame = ipv4(3000, True, MAC_B, MAC_A, proto=6)
+    vnet = VnetHeader(F_NEEDS_CSUM, GSO_TCPV4, 54, 1000, 34, 16).pack()
+    w.received(b + record(b, a, b"\x01" + vnet + frame), ADDR, 1.0)
+    w.received(b + record(b, a, frame), ADDR, 1.0)  # no marker: not accepted
+    w.out.flush()
+    assert injected(dp) == [vnet + frame]
+    assert w.stats.drops["bad_offload_record"] == 1
+
+
+def test_captured_unicast_batched_per_peer_and_path(dp: SleeveDatapath) -> None:
+    to_b = FakeForwarder(B)
+    link_to(dp, to_b)
+    dp.switch.macs.add_forced(MAC_C, c, 0.0)
+    w = worker(dp)
+    acks = [ipv4(52, True, MAC_A, MAC_C, proto=6) for _ in range(5)]
+    arp = eth(MAC_C, MAC_A, bytes(28))
+    for f in [*acks, arp]:
+        w.captured(ZERO_VNET + f, 1.0)
+    w.out.flush()
+    by_path = {df: body for df, body in to_b.sent}
+    assert sorted(by_path) == [False, True] and len(to_b.sent) == 2
+    records, problem = parse_body(by_path[True])
+    assert problem is None and [(s, d, bytes(f)) for s, d, f in records] == [
+        (a, c, f) for f in acks
+    ]
+    assert parse_body(by_path[False])[0][0][2] == arp
+
+
+def test_full_frames_go_one_per_datagram(dp: SleeveDatapath) -> None:
+    to_b = FakeForwarder(B)
+    link_to(dp, to_b)
+    dp.switch.macs.add_forced(MAC_B, b, 0.0)
+    w = worker(dp)
+    for _ in range(3):
+        w.captured(ZERO_VNET + ipv4(1400, True, MAC_A, MAC_B), 1.0)
+    w.out.flush()
+    assert len(to_b.sent) == 3 and w.stats.datagrams_sent == 3
+
+
+def test_too_big_df_frame_is_answered_into_the_tap(dp: SleeveDatapath) -> None:
+    to_b = FakeForwarder(B)
+    link_to(dp, to_b)
+    dp.switch.macs.add_forced(MAC_B, b, 0.0)
+    w = worker(dp)
+    w.captured(ZERO_VNET + ipv4(2000, True, MAC_A, MAC_B), 1.0)
+    w.out.flush()
+    (answer,) = injected(dp)
+    assert answer[:10] == ZERO_VNET and answer[10:16] == MAC_A
+    assert answer[10 + 14 + 20] == 3 and answer[10 + 14 + 21] == 4
+    assert to_b.sent == [] and w.stats.icmp_frag_needed == 1
+
+
+def tcp_segment(seq: int, payload: bytes) -> bytes:
+    tcp = bytearray(struct.pack(">HHIIBBHHH", 1000, 2000, seq, 1, 0x50, 0x10, 100, 0, 0))
+    src, dst = bytes([10, 40, 1, 1]), bytes([10, 40, 2, 1])
+    ip = bytearray(
+        struct.pack(">BBHHHBBH4s4s", 0x45, 0, 40 + len(payload), 1, 0x4000, 64, 6, 0, src, dst)
+    )
+    struct.pack_into(">H", ip, 10, checksum(ip))
+    struct.pack_into(
+        ">H", tcp, 16, checksum(bytes(tcp) + payload, ones_sum(src + dst, 6 + 20 + len(payload)))
+    )
+    return MAC_B + MAC_A + b"\x08\x00" + bytes(ip) + bytes(tcp) + payload
+
+
+def test_segments_for_an_offload_peer_are_merged_into_one_record(dp: SleeveDatapath) -> None:
+    to_b = FakeForwarder(B, offload=True)
+    link_to(dp, to_b)
+    dp.switch.macs.add_forced(MAC_B, b, 0.0)
+    w = worker(dp)
+    for i in range(4):
+        w.captured(ZERO_VNET + tcp_segment(1 + 1000 * i, bytes([i]) * 1000), 1.0)
+    w.out.flush()
+    # 4 KB: bigger than the path (1472): path-sized segments in one UDP GSO send.
+    assert to_b.sent == [] and w.stats.segments_sent == 3
+    ((_size, datagrams),) = to_b.segments
+    reassembly = Reassembly()
+    whole = [reassembly.add(d, 1.0) for d in reversed(datagrams)]
+    assert whole[:2] == [None, None] and whole[2] is not None
+    sender, body = whole[2]
+    df = False
+    assert sender == a
+    ((src, dst, data),) = parse_body(body)[0]
+    vh = VnetHeader.unpack(bytes(data[1:11]))
+    assert not df and data[0] == 1 and (src, dst) == (a, b)
+    assert (vh.gso_type, vh.gso_size) == (GSO_TCPV4, 1000) and len(data) - 11 == 54 + 4000
+    assert w.stats.merged == 3
+
+
+def test_report_shapes(dp: SleeveDatapath) -> None:
+    w = worker(dp)
+    w.captured(ZERO_VNET + eth(b"\xff" * 6, MAC_A, bytes(28)), 1.0)
+    extra = dp.router_extra()
+    assert extra["Interface"] == "vethwe-tap (via tap)"
+    assert extra["CaptureStats"]["PacketsReceived"] == 1
+    (mac,) = extra["MACs"]
+    assert mac["Mac"] == "0e:00:00:00:00:01" and mac["Name"] == "02:00:00:00:00:01"
+    assert mac["NickName"] == "host1"
+    assert mac["LastSeen"].endswith("Z") and "T" in mac["LastSeen"]
+    assert "Service: sleeve" in dp.status_text()
+
+
+class FakeMesh:
+    def __init__(self, router: object) -> None:
+        self.router = router
+
+
+class NoSleeveRouter:
+    us = A
+
+    def overlay(self, name: str) -> None:
+        return None
+
+
+def test_part_views_and_without_sleeve() -> None:
+    from weaved.datapath.sleeve.part import SleeveDatapathPart
+
+    part = SleeveDatapathPart(FakeMesh(FakeRouter()))  # type: ignore[arg-type]
+    assert part.datapath is not None and part.datapath.overlay.offload
+    assert part.status_section() is not None and "Service: sleeve" in str(part.status_section())
+    key, value = part.report() or ("", {})
+    assert key == "Sleeve" and value["TapReady"] is False and value["OffloadAnnounced"]
+    assert set(part.router_report_extra()) == {"Interface", "CaptureStats", "MACs"}
+    assert ("GET", "/status/sleeve") in part.routes()
+    assert (
+        SleeveDatapathPart(FakeMesh(FakeRouter()), offload=False).datapath.overlay.offload is False
+    )  # type: ignore[arg-type, union-attr]
+    off = SleeveDatapathPart(FakeMesh(NoSleeveRouter()))  # type: ignore[arg-type]
+    assert off.datapath is None and off.report() is None and off.status_section() is None
+    assert off.router_report_extra() == {} and off.converge(None) == 0  # type: ignore[arg-type]
+
+
+def test_udp_gso_and_gro_on_loopback(dp: SleeveDatapath) -> None:
+    """A real UDP GSO send on loopback, read back with UDP GRO: the worker splits the run
+    and puts the segmented datagram together."""
+    from weaved.datapath.sleeve.frames import segment_datagram
+
+    rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        rx.bind(("127.0.0.1", 0))
+        rx.setblocking(False)
+        try:
+            rx.setsockopt(17, 104, 1)  # UDP_GRO
+        except OSError:
+            pytest.skip("no UDP GRO in this kernel")
+        dp.gro = True
+        from_b = FakeForwarder(B, offload=True)
+        receive_from(dp, from_b)
+        dp.switch.captured(MAC_A, b"\xff" * 6, 0.0)
+        frame = ipv4(6000, True, MAC_B, MAC_A, proto=6)
+        body = record(b, a, b"\x01" + ZERO_VNET + frame)
+        for parts in segment_datagram(b, body, 1472, 1):
+            tx.sendmsg(parts, [(17, 103, struct.pack("H", 1472))], 0, rx.getsockname())
+        w = worker(dp)
+        deadline = 50
+        while w.stats.injected == 0 and deadline:
+            w._drain_udp(rx, 1.0)
+            w.out.flush()
+            deadline -= 1
+        assert injected(dp) == [ZERO_VNET + frame]
+        assert w.stats.segments_received == 5
+    finally:
+        rx.close()
+        tx.close()

@@ -1,0 +1,433 @@
+"""The fast datapath inside the daemon: the VXLAN device and its forwarding entries reconciled
+like any other object (`weaved plan` shows `link/vxlan-6784`, `fdb/…`), from the mesh's view
+of which peers fastdp can carry.
+
+    mesh = MeshPart(spec, name)            # its router lists "weaved-vxlan" before "sleeve"
+    parts = [mesh, FastdpPart(spec, mesh.router), …]
+
+Triggers (a path became healthy or unhealthy, a peer announced MACs, a connection came or
+went) only mark the daemon dirty; `converge` observes, plans and applies. Kernel work runs on
+one worker thread of this part's own (pyroute2 brings its own event loop); `observed` and
+`converge` wait for it, bounded by `call_timeout`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import ipaddress
+import logging
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from weaved.daemon.component import Component
+from weaved.daemon.control import Handler, Request, Response
+from weaved.datapath.fastdp.config import (
+    DEFAULT_UNDERLAY_MTU,
+    DEVICE,
+    DISPLAY_NAME,
+    OVERLAY_NAME,
+    VNI,
+    Timing,
+    overlay_mtu,
+)
+from weaved.datapath.fastdp.fdb import (
+    Device,
+    FdbRow,
+    LinkRow,
+    PeerPath,
+    desired_state,
+    local_macs,
+    observed_state,
+    vxlan_fdb_key,
+)
+from weaved.datapath.fastdp.frames import mac_text
+from weaved.datapath.fastdp.netlink import FastdpKernel, VxlanUnsupported
+from weaved.datapath.fastdp.overlay import FastdpForwarder, FastdpOverlay, PathView
+from weaved.datapath.fastdp.relay import relaying_neighbours
+from weaved.errors import ApplyError, WeavedError
+from weaved.mesh.gossip_api import PeerName
+from weaved.mesh.peername import format_peer_name
+from weaved.mesh.router import Router
+from weaved.mesh.targets import split_target
+from weaved.model.resources import BRIDGE, State
+from weaved.plan.changes import Plan, make_plan
+from weaved.spec.models import DatapathMode, Spec
+
+if TYPE_CHECKING:
+    from weaved.daemon.service import Daemon
+
+__all__ = ["FastdpPart"]
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+RTMGRP_NEIGH = 0x4
+SLEEVE_MODE_REASON = "fastdp off: the spec's datapath.mode is sleeve"
+
+
+@dataclass(frozen=True)
+class _Seen:
+    """One observation: the device, its entries, the bridge's table, the underlay MTU."""
+
+    link: LinkRow | None
+    rows: list[FdbRow]
+    bridge_rows: list[FdbRow]
+    underlay_mtu: int
+
+
+class FastdpPart(Component):
+    name = "fastdp"
+
+    def __init__(
+        self,
+        spec: Spec,
+        router: Router,
+        *,
+        timing: Timing | None = None,
+        remote_ports: tuple[str, ...] = ("vethwe-tap",),
+        kernel_factory: Callable[[], FastdpKernel] = FastdpKernel,
+        call_timeout: float = 10.0,
+        watch_interval: float = 1.0,
+    ) -> None:
+        """`timing`: heartbeat intervals and timeout (default `Timing()`: 1 s, unhealthy after
+        5 s). `remote_ports`: bridge ports behind which MACs are remote (sleeve's TAP); MACs
+        the bridge learns on any other port are announced to peers as ours."""
+        self.spec = spec
+        self.router = router
+        overlay = router.overlay(OVERLAY_NAME)
+        self.overlay = overlay if isinstance(overlay, FastdpOverlay) else None
+        self.remote_ports = remote_ports
+        self.call_timeout = call_timeout
+        self.watch_interval = watch_interval
+        self.error: str | None = None
+        self._kernel_factory = kernel_factory
+        self._kernel: FastdpKernel | None = None
+        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._daemon: Daemon | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._underlay_mtu = DEFAULT_UNDERLAY_MTU
+        self._local: frozenset[str] = frozenset()
+        self._unsupported: str | None = None
+        self._converged_paths: tuple[PeerPath, ...] | None = None
+        self._graph: object = None
+        self._wake = asyncio.Event()
+        if self.overlay is not None:
+            self.overlay.selected = self._selected
+            if timing is not None:
+                self.overlay.timing = timing
+
+    # --- lifecycle -------------------------------------------------------------------------
+    async def start(self, daemon: Daemon) -> None:
+        self._daemon = daemon
+        if self.overlay is None:
+            return
+        self.overlay.on_change = self._changed
+        self._tasks.append(asyncio.create_task(self._watch(), name="fastdp-watch"))
+
+    async def stop(self) -> None:
+        if self.overlay is not None:
+            self.overlay.on_change = None
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        executor, self._executor = self._executor, None
+        if executor is not None:
+            kernel, self._kernel = self._kernel, None
+            if kernel is not None:
+                with contextlib.suppress(Exception):
+                    executor.submit(kernel.close).result(timeout=self.call_timeout)
+            executor.shutdown(wait=False)
+
+    def spec_changed(self, spec: Spec) -> None:
+        self.spec = spec
+
+    # --- desired / observed / converge ------------------------------------------------------
+    def device(self, spec: Spec) -> Device | None:
+        """The device the spec wants; None when the fast datapath is off here."""
+        if self.overlay is None or spec.datapath.mode is DatapathMode.SLEEVE:
+            return None
+        if self._unsupported is not None:
+            return None
+        return Device(
+            name=DEVICE,
+            vni=VNI,
+            port=self.overlay.port,
+            mtu=overlay_mtu(spec.datapath.mtu, self._underlay_mtu),
+            bridge=BRIDGE,
+        )
+
+    def paths(self) -> tuple[PeerPath, ...]:
+        if self.overlay is None:
+            return ()
+        return tuple(
+            PeerPath(p.peer, p.nickname, p.ip, p.port, p.served, p.macs, p.macs_at)
+            for p in self.overlay.paths()
+            if p.port is not None
+        )
+
+    def desired(self, spec: Spec) -> State:
+        return desired_state(self.device(spec), self.paths(), self._local)
+
+    def observed(self) -> State:
+        try:
+            seen = self._observe(None)
+        except WeavedError as exc:
+            log.error("fastdp observe failed error=%s", exc)
+            return State()
+        return observed_state(Device(), seen.link, seen.rows)
+
+    def converge(self, spec: Spec) -> int:
+        self.spec = spec
+        self._check_relaying()
+        writes = 0
+        seen: _Seen | None = None
+        try:
+            for _ in range(3):  # a replaced device loses its entries: plan again
+                seen = self._observe(self._underlay_ips(spec))
+                self._absorb(seen)
+                device = self.device(spec)
+                plan = make_plan(
+                    desired_state(device, self.paths(), self._local),
+                    observed_state(Device(), seen.link, seen.rows),
+                )
+                if plan.empty:
+                    break
+                writes += self._execute(plan, device or Device())
+                seen = None
+            else:
+                log.warning("fastdp kernel objects do not converge after 3 rounds")
+            self.error = None
+        except VxlanUnsupported as exc:
+            self._unsupported = str(exc).splitlines()[0]
+            log.error("fastdp unavailable, sleeve carries all traffic: %s", exc)
+        except WeavedError as exc:
+            self.error = str(exc).splitlines()[0]
+            log.error("fastdp converge failed error=%s", exc)
+        if seen is None:
+            with contextlib.suppress(WeavedError):
+                seen = self._observe(None)
+        self._converged_paths = self.paths()
+        self._tell_overlay(spec, seen)
+        return writes
+
+    # --- status -------------------------------------------------------------------------------
+    def status_section(self) -> str | None:
+        if self.overlay is None:
+            return None
+        device = self.device(self.spec)
+        paths = self.overlay.paths()
+        served = sum(1 for p in paths if p.served)
+        lines = ["        Service: fastdp"]
+        if device is not None:
+            lines.append(
+                f"         Device: {device.name} (VXLAN id {device.vni}, UDP {device.port}, "
+                f"MTU {device.mtu}, underlay MTU {self._underlay_mtu})"
+            )
+        lines.append(f"    Connections: {served} fastdp, {len(paths) - served} sleeve")
+        problem = self._blocked_reason(self.spec)
+        if problem:
+            lines.append(f"        Problem: {problem}")
+        return "\n".join(lines)
+
+    def report(self) -> tuple[str, Any]:
+        device = self.device(self.spec)
+        return "FastDP", {
+            "Enabled": device is not None,
+            "Device": device.name if device else None,
+            "VNI": device.vni if device else None,
+            "Port": device.port if device else None,
+            "MTU": device.mtu if device else None,
+            "UnderlayMTU": self._underlay_mtu,
+            "Problem": self._blocked_reason(self.spec),
+            "Paths": [_path_json(p) for p in (self.overlay.paths() if self.overlay else [])],
+        }
+
+    def routes(self) -> dict[tuple[str, str], Handler]:
+        async def text(_r: Request) -> Response:
+            return Response(200, self.render_paths())
+
+        return {("GET", "/status/fastdp"): text}
+
+    def render_paths(self) -> str:
+        """`weaved status fastdp`: one line per peer with a fastdp forwarder."""
+        if self.overlay is None:
+            return "fastdp is not configured\n"
+        out = []
+        for p in self.overlay.paths():
+            used = DISPLAY_NAME if p.served else "sleeve"
+            state = p.state.value + (f" ({p.reason})" if p.reason else "")
+            peer = f"{format_peer_name(p.peer)}({p.nickname})"
+            out.append(f"{peer:<28} {p.ip:<15} {used:<6} {state} macs={len(p.macs)}\n")
+        return "".join(out)
+
+    # --- kernel calls on the worker thread --------------------------------------------------
+    def _on_worker(self, fn: Callable[[FastdpKernel], T]) -> T:
+        if self._executor is None:
+            self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="fastdp")
+
+        def run() -> T:
+            if self._kernel is None:
+                self._kernel = self._kernel_factory()
+            return fn(self._kernel)
+
+        try:
+            return self._executor.submit(run).result(timeout=self.call_timeout)
+        except concurrent.futures.TimeoutError:
+            raise ApplyError(f"fastdp netlink call took over {self.call_timeout:g}s") from None
+
+    def _observe(self, ips: tuple[str, ...] | None) -> _Seen:
+        """`ips`: measure the underlay MTU towards them (() = the default route's device);
+        None: keep the last measurement."""
+        mtu_before = self._underlay_mtu
+
+        def observe(kernel: FastdpKernel) -> _Seen:
+            device = Device()
+            return _Seen(
+                link=kernel.observe_link(device),
+                rows=kernel.device_rows(device),
+                bridge_rows=kernel.bridge_rows(BRIDGE),
+                underlay_mtu=mtu_before if ips is None else kernel.underlay_mtu(ips),
+            )
+
+        return self._on_worker(observe)
+
+    def _execute(self, plan: Plan, device: Device) -> int:
+        return self._on_worker(lambda kernel: kernel.execute(plan, device))
+
+    def _underlay_ips(self, spec: Spec) -> tuple[str, ...]:
+        """Where the tunnel goes: connected peers, else the spec's peers given as addresses."""
+        ips = [p.ip for p in self.paths()]
+        if not ips:
+            for target in spec.peers:
+                with contextlib.suppress(ValueError):
+                    ips.append(str(ipaddress.IPv4Address(split_target(target)[0])))
+        return tuple(ips)
+
+    def _absorb(self, seen: _Seen) -> None:
+        self._underlay_mtu = seen.underlay_mtu
+        self._set_local(local_macs(seen.bridge_rows, BRIDGE, (DEVICE, *self.remote_ports)))
+
+    def _set_local(self, local: frozenset[str]) -> None:
+        self._local = local
+        if self.overlay is not None:
+            self.overlay.set_local_macs(local)
+
+    # --- the overlay's side -------------------------------------------------------------------
+    def _blocked_reason(self, spec: Spec) -> str | None:
+        """Why no connection can use fastdp here (None: they can)."""
+        if spec.datapath.mode is DatapathMode.SLEEVE:
+            return SLEEVE_MODE_REASON
+        if self._unsupported is not None:
+            return self._unsupported
+        if self.error is not None:
+            return self.error
+        return self.overlay.socket_problem if self.overlay is not None else None
+
+    def _tell_overlay(self, spec: Spec, seen: _Seen | None) -> None:
+        overlay = self.overlay
+        if overlay is None:
+            return
+        device = self.device(spec)
+        ready: set[PeerName] = set()
+        if device is not None and seen is not None and seen.link is not None and seen.link.up:
+            have = observed_state(Device(), seen.link, seen.rows)
+            for p in self.paths():
+                if vxlan_fdb_key(device, mac_text(p.peer), p.ip) in have:
+                    ready.add(p.peer)
+        overlay.kernel_state(
+            blocked=self._blocked_reason(spec),
+            mtu=device.mtu if device else overlay.mtu,
+            ready=ready,
+        )
+
+    def _check_relaying(self) -> None:
+        """Links that relay other peers' traffic leave it all to sleeve (new topology only)."""
+        graph = self.router.topology.graph()
+        if graph is self._graph or self.overlay is None:
+            return
+        self._graph = graph
+        self.overlay.set_relaying(relaying_neighbours(graph, self.router.us))
+
+    def _selected(self, peer: PeerName, fwd: FastdpForwarder) -> bool:
+        switch = self.router.forwarder(peer)
+        return switch is not None and switch.best_forwarder() is fwd
+
+    def _changed(self, why: str) -> None:
+        if self._daemon is not None:
+            self._daemon.mark_dirty(f"fastdp {why}")
+
+    async def _watch(self) -> None:
+        """Local MACs (woken by bridge-table events, else every `watch_interval`), and a
+        safety net for changes of the forwarder in use that no fastdp event announced."""
+        loop = asyncio.get_running_loop()
+        sock = _neigh_events()
+        if sock is not None:
+            loop.add_reader(sock.fileno(), self._drain, sock)
+        try:
+            while True:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self.watch_interval)
+                await asyncio.sleep(0.05)  # let a burst of events settle
+                self._wake.clear()
+                await self._refresh_local(loop)
+                self._check_relaying()
+                if self._converged_paths is not None and self.paths() != self._converged_paths:
+                    self._changed("paths changed")
+        finally:
+            if sock is not None:
+                loop.remove_reader(sock.fileno())
+                sock.close()
+
+    def _drain(self, sock: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while sock.recv(65536):
+                pass
+        self._wake.set()
+
+    async def _refresh_local(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self._executor is None:
+            return
+
+        def read() -> list[FdbRow]:
+            if self._kernel is None:
+                self._kernel = self._kernel_factory()
+            return self._kernel.bridge_rows(BRIDGE)
+
+        try:
+            rows = await loop.run_in_executor(self._executor, read)
+        except Exception as exc:
+            log.debug("fastdp local MAC refresh failed error=%s", exc)
+            return
+        local = local_macs(rows, BRIDGE, (DEVICE, *self.remote_ports))
+        if local != self._local:
+            self._set_local(local)
+
+
+def _neigh_events() -> socket.socket | None:
+    """A netlink socket that wakes us on neighbour/FDB changes (their content is not read)."""
+    try:
+        sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
+        sock.bind((0, RTMGRP_NEIGH))
+        sock.setblocking(False)
+    except OSError as exc:
+        log.info("fastdp: no netlink events, polling only error=%s", exc)
+        return None
+    return sock
+
+
+def _path_json(p: PathView) -> dict[str, Any]:
+    return {
+        "Peer": format_peer_name(p.peer),
+        "NickName": p.nickname,
+        "Address": p.ip,
+        "Port": p.port,
+        "State": p.state.value,
+        "Using": DISPLAY_NAME if p.served else "sleeve",
+        "Reason": p.reason,
+        "MACs": sorted(p.macs),
+    }
