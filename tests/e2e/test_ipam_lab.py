@@ -66,9 +66,14 @@ def test_consensus_gives_each_host_a_unique_exposed_address(lab: Lab) -> None:
         )
     status = lab.exec("host1", ["weaved", "status", "ipam"], capture=True).stdout
     assert status.count("IPs (") == 3  # the ring is shared by the three peers
-    # plan shows nothing pending once the allocation is in place.
-    plan = lab.exec("host2", ["weaved", "plan", "--detailed-exitcode"], capture=True)
-    assert plan.returncode == 0, plan.stdout
+
+    # plan shows nothing pending once the allocation is in place (and the data plane has
+    # learnt the peers' MACs: fastdp's FDB entries are planned objects too).
+    def in_sync() -> bool:
+        plan = lab.exec("host2", ["weaved", "plan", "--detailed-exitcode"], capture=True)
+        return plan.returncode == 0
+
+    wait_for(in_sync, timeout=30, interval=0.5)
 
 
 def test_exposed_address_survives_a_restart(lab: Lab) -> None:

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 from tests.helpers import sh
+from weaved.lab.lab import Lab
 
 
 def weaved(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -22,6 +23,7 @@ def test_three_host_lab_converges_and_tears_down_clean() -> None:
     try:
         up = weaved("lab", "--name", name, "up", "--hosts", "3").stdout
         assert up.count("pid=") == 3
+        assert Lab(name).wait_mesh() and Lab(name).wait_in_sync()
         for host in ("host1", "host2", "host3"):
             status = weaved("lab", "--name", name, "exec", host, "weaved", "status").stdout
             assert "Service: reconciler" in status and "converged at" in status

@@ -113,7 +113,7 @@ def run_demo(lab: Lab, hosts: int, keep: bool) -> int:
     _banner(f"lab up: {hosts} hosts")
     state = lab.up(hosts)
     try:
-        converged = lab.wait_mesh()
+        converged = lab.wait_mesh() and lab.wait_in_sync()
         sys.stdout.write(f"mesh {'converged' if converged else 'NOT converged after 30 s'}\n")
         for host in state.hosts:
             sys.stdout.write(

@@ -274,6 +274,22 @@ class Lab:
             time.sleep(0.3)
         return False
 
+    def wait_in_sync(self, timeout: float = 30.0) -> bool:
+        """Until `weaved plan` is empty on every host (the data plane's FDB entries follow the
+        mesh, so they settle a moment after the peers know each other)."""
+        state = self.load()
+        deadline = time.monotonic() + timeout
+        pending = [h.name for h in state.hosts] if state else []
+        while pending and time.monotonic() < deadline:
+            pending = [
+                h
+                for h in pending
+                if self.exec(h, ["weaved", "plan", "--detailed-exitcode"], capture=True).returncode
+            ]
+            if pending:
+                time.sleep(0.5)
+        return not pending
+
     def _knows(self, host: Host, want: set[str]) -> bool:
         proc = self.exec(host.name, ["weaved", "report"], capture=True, timeout=20)
         if proc.returncode != 0:
