@@ -6,6 +6,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -162,3 +163,4 @@ def test_allocation_waits_for_consensus_and_says_so(tmp_path: Path) -> None:
     finally:
         lab.down()
         subprocess.run(["ip", "netns", "delete", "qc1"], check=False)
+        shutil.rmtree("/etc/netns/qc1", ignore_errors=True)  # its weaveDNS resolv.conf
