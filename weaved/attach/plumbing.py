@@ -43,6 +43,7 @@ from weaved.attach.model import (
 )
 from weaved.attach.netns import NetnsGone, inode_of, opened, run_in_netns
 from weaved.attach.target import NETNS_DIR, PROC, pid_alive
+from weaved.dataplane.brport import hairpin_mode
 from weaved.errors import ApplyError, ConflictError, DependencyError
 from weaved.integrations.docker_client import containers_by_pid
 from weaved.model.resources import BRIDGE
@@ -50,7 +51,6 @@ from weaved.model.resources import BRIDGE
 log = logging.getLogger(__name__)
 
 AF_INET = socket.AF_INET
-AF_BRIDGE = 7
 IFF_UP = 0x1
 RT_SCOPE_LINK = 253
 MAIN_TABLE = 254
@@ -285,15 +285,6 @@ def _bridge(ipr: IPRoute) -> Any:
     return link
 
 
-def _hairpin(ipr: IPRoute, index: int) -> bool | None:
-    for msg in ipr.link("dump", family=AF_BRIDGE):
-        if msg["index"] == index:
-            info = msg.get_attr("IFLA_PROTINFO")
-            mode = info.get_attr("IFLA_BRPORT_MODE") if info is not None else None
-            return None if mode is None else bool(mode)
-    return None
-
-
 def _configure_host(
     ipr: IPRoute, index: int, bridge_index: int, mtu: int, changes: Changes
 ) -> None:
@@ -305,7 +296,7 @@ def _configure_host(
     if link.get_attr("IFLA_MASTER") != bridge_index:
         _nl(f"set {name} master {BRIDGE}", ipr.link, "set", index=index, master=bridge_index)
         changes.append(f"{name}: master {BRIDGE}")
-    if _hairpin(ipr, index):
+    if hairpin_mode(ipr, index):
         _nl(f"set {name} hairpin off", ipr.brport, "set", index=index, mode=0)
         changes.append(f"{name}: hairpin off")
     _sysctl(f"net/ipv6/conf/{name}/accept_ra", "0", changes, f"{name}: accept_ra=0")

@@ -28,6 +28,7 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from weaved.datapath.sleeve.vnet import VNET_HDR_LEN
+from weaved.dataplane.brport import hairpin_mode
 from weaved.model.resources import BRIDGE
 
 __all__ = [
@@ -46,7 +47,6 @@ log = logging.getLogger(__name__)
 
 TAP_NAME = "vethwe-tap"
 TAP_MAX_MTU = 65521  # the tun driver's maximum
-AF_BRIDGE = 7
 
 _TUNSETIFF = 0x400454CA
 _TUNSETOFFLOAD = 0x400454D0
@@ -116,15 +116,6 @@ def _kind(link: Any) -> str:
     return str(info.get_attr("IFLA_INFO_KIND") or "") if info is not None else ""
 
 
-def _hairpin(ipr: IPRoute, index: int) -> bool | None:
-    for msg in ipr.link("dump", family=AF_BRIDGE):
-        if msg["index"] == index:
-            info = msg.get_attr("IFLA_PROTINFO")
-            mode = info.get_attr("IFLA_BRPORT_MODE") if info is not None else None
-            return None if mode is None else bool(mode)
-    return None
-
-
 def observe_link(name: str = TAP_NAME, bridge: str = BRIDGE) -> TapLink | None:
     ipr = IPRoute()
     try:
@@ -142,7 +133,7 @@ def observe_link(name: str = TAP_NAME, bridge: str = BRIDGE) -> TapLink | None:
             master=int(master) if master else None,
             up=bool(link["flags"] & _IFF_UP),
             bridge_index=int(bridges[0]) if bridges else None,
-            hairpin=_hairpin(ipr, int(found[0])) if master else None,
+            hairpin=hairpin_mode(ipr, int(found[0])) if master else None,
         )
     finally:
         ipr.close()
@@ -180,7 +171,7 @@ def configure_link(name: str = TAP_NAME, bridge: str = BRIDGE) -> list[str]:
         if bridges and link.get_attr("IFLA_MASTER") != bridges[0]:
             ipr.link("set", index=index, master=bridges[0])
             changes.append(f"{name}: master {bridge}")
-        if bridges and _hairpin(ipr, index):
+        if bridges and hairpin_mode(ipr, index):
             ipr.brport("set", index=index, mode=0)
             changes.append(f"{name}: hairpin off")
         if not link["flags"] & _IFF_UP:
