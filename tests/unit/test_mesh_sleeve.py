@@ -3,12 +3,15 @@ trace d reproduced probe for probe."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import socket
 import struct
 from pathlib import Path
 
 import pytest
 
+from weaved.mesh.gossip_api import PeerName
 from weaved.mesh.sleeve import (
     DEFAULT_MTU,
     FAST_HEARTBEAT,
@@ -31,6 +34,7 @@ from weaved.mesh.sleeve_frames import (
     pack_frames,
     unpack_frames,
 )
+from weaved.mesh.sleeve_overlay import SleeveOverlay
 
 VECTORS = Path(__file__).resolve().parents[3] / "shared" / "weave-wire" / "vectors"
 UID = 9051980784470965150
@@ -182,3 +186,46 @@ def test_every_captured_datagram_parses(trace: str) -> None:
     assert checked > 10
     if trace == "trace-a-udp.json":
         assert heartbeat_uids == {UID}
+
+
+def test_df_twin_sends_segments_and_never_receives() -> None:
+    """The DF twin shares the sleeve port (SO_REUSEPORT) with DF set; the group's program
+    keeps every datagram on the main socket; a GSO send from the twin reaches a plain UDP
+    socket (as a Weave Net peer reads) as separate datagrams."""
+
+    async def run() -> None:
+        overlay = SleeveOverlay("127.0.0.1", 0)
+        await overlay.start(PeerName(1), lambda _p: True)
+        try:
+            overlay.detach_reader()
+            sock, twin = overlay.sock, overlay.df_sock
+            assert sock is not None and twin is not None
+            assert twin.getsockname() == sock.getsockname()
+            assert twin.getsockopt(socket.IPPROTO_IP, 10) == 2  # IP_MTU_DISCOVER: DO
+            port = sock.getsockname()[1]
+            for _ in range(20):  # fresh source ports: reuseport hashing would spread them
+                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+                    client.sendto(b"x", ("127.0.0.1", port))
+            got = 0
+            while True:
+                try:
+                    sock.recv(10)
+                    got += 1
+                except BlockingIOError:
+                    break
+            with pytest.raises(BlockingIOError):
+                twin.recv(10)
+            assert got == 20
+
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as plain:
+                plain.bind(("127.0.0.1", 0))
+                plain.settimeout(2)
+                datagrams = [b"a" * 1000, b"b" * 1000, b"c" * 500]
+                sent = overlay._send_segments([datagrams], 1000, plain.getsockname(), df=True)
+                assert sent
+                assert [plain.recv(2000) for _ in datagrams] == datagrams
+        finally:
+            await overlay.stop()
+        assert overlay.df_sock is None
+
+    asyncio.run(run())

@@ -47,6 +47,8 @@ class FakeForwarder:
     control: Control = field(default_factory=Control)
     sent: list[tuple[bool, bytes]] = field(default_factory=list)
     segments: list[tuple[int, list[bytes]]] = field(default_factory=list)
+    segments_df: list[bool] = field(default_factory=list)
+    gso: bool = True  # False: the kernel refuses every segmented send
     specials: list[tuple[SpecialKind, bytes]] = field(default_factory=list)
 
     @property
@@ -64,12 +66,14 @@ class FakeForwarder:
     def send_payload(self, parts: list[bytes], df: bool, size: int) -> None:
         self.send_body(parts, df, size)
 
-    def send_segments(self, sends: list[list[bytes]], segment_size: int) -> bool:
+    def send_segments(self, sends: list[list[bytes]], segment_size: int, df: bool = False) -> bool:
+        if not self.gso:
+            return False
         for parts in sends:
-            flat = [bytes(p) for p in parts]
-            datagrams = [flat[i] + flat[i + 1] for i in range(0, len(flat), 2)]
-            assert all(len(d) == segment_size for d in datagrams[:-1])
+            blob = b"".join(bytes(p) for p in parts)
+            datagrams = [blob[i : i + segment_size] for i in range(0, len(blob), segment_size)]
             self.segments.append((segment_size, datagrams))
+            self.segments_df.append(df)
         return True
 
     def special_threadsafe(self, kind: SpecialKind, frame: bytes, addr: object) -> None:
@@ -238,15 +242,51 @@ def test_captured_unicast_batched_per_peer_and_path(dp: SleeveDatapath) -> None:
     assert parse_body(by_path[False])[0][0][2] == arp
 
 
-def test_full_frames_go_one_per_datagram(dp: SleeveDatapath) -> None:
+def test_full_frames_go_one_per_datagram_in_one_gso_send(dp: SleeveDatapath) -> None:
+    """Weave's format on the wire (one full frame per datagram); to the kernel, the run of
+    equal datagrams is one UDP GSO send on the DF path."""
     to_b = FakeForwarder(B)
     link_to(dp, to_b)
     dp.switch.macs.add_forced(MAC_B, b, 0.0)
     w = worker(dp)
-    for _ in range(3):
-        w.captured(ZERO_VNET + ipv4(1400, True, MAC_A, MAC_B), 1.0)
+    frames = [ipv4(1400, True, MAC_A, MAC_B) for _ in range(3)]
+    for f in frames:
+        w.captured(ZERO_VNET + f, 1.0)
     w.out.flush()
-    assert len(to_b.sent) == 3 and w.stats.datagrams_sent == 3
+    assert to_b.sent == [] and to_b.segments_df == [True]
+    ((size, datagrams),) = to_b.segments
+    assert size == 6 + 14 + 1414 and len(datagrams) == 3
+    for d in datagrams:
+        assert d[:6] == a and parse_body(d[6:]) == ([(a, b, frames[0])], None)
+    assert w.stats.datagrams_sent == 3 and w.stats.gso_sends == 1
+
+
+def test_trains_keep_order_and_fall_back_to_single_sends(dp: SleeveDatapath) -> None:
+    """A train leaves before a datagram that cannot board it (too big for the path, so the
+    kernel fragments it); a shorter datagram ends a train; when the kernel refuses the
+    segmented send, every datagram goes on its own, in order."""
+    to_b = FakeForwarder(B, gso=False)
+    link_to(dp, to_b)
+    dp.switch.macs.add_forced(MAC_B, b, 0.0)
+    w = worker(dp)
+    sizes = [1400, 1400, 2000, 1400, 900, 1400]  # non-DF; 2000 is bigger than the path
+    for n in sizes:
+        w.captured(ZERO_VNET + ipv4(n, False, MAC_A, MAC_B), 1.0)
+    w.out.flush()
+    assert [len(body) - 14 - 14 for _df, body in to_b.sent] == sizes
+    assert not any(df for df, _body in to_b.sent) and w.stats.gso_sends == 0
+
+    to_b.gso, to_b.sent = True, []
+    for n in sizes:
+        w.captured(ZERO_VNET + ipv4(n, False, MAC_A, MAC_B), 1.0)
+    w.out.flush()
+    # [1400 1400] leave before 2000; [1400 900] (a shorter one ends it); a lone 1400.
+    assert [[len(d) - 6 - 28 for d in ds] for _s, ds in to_b.segments] == [
+        [1400, 1400],
+        [1400, 900],
+    ]
+    assert [len(body) - 28 for _df, body in to_b.sent] == [2000, 1400]
+    assert to_b.segments_df == [False, False] and w.stats.gso_sends == 2
 
 
 def test_too_big_df_frame_is_answered_into_the_tap(dp: SleeveDatapath) -> None:

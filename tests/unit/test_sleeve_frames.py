@@ -67,6 +67,7 @@ def relay_out(sender: bytes, hop: bytes, max_payload: int = 1472) -> tuple[Any, 
     fwd = Recorder(sender, hop, max_payload)
     dp = type("FakeDatapath", (), {})()
     dp.links = {hop: Link(fwd)}  # type: ignore[arg-type]
+    dp.overlay = type("FakeOverlay", (), {"gso": False})()  # each datagram sent on its own
     return _Out(dp, Counters()), fwd  # type: ignore[arg-type]
 
 

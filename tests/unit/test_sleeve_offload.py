@@ -220,3 +220,29 @@ def test_gro_then_gso_is_identity(mss: int, count: int, tail: int, options: byte
         out.extend(segment(vh, frame) if vh.gso_type else [bytes(frame)])
     assert [f[54 + len(options) :] for f in out] == [f[54 + len(options) :] for f in frames]
     assert [f[:18] + f[20:24] + f[26:] for f in out] == [f[:18] + f[20:24] + f[26:] for f in frames]
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    sizes=st.lists(st.integers(min_value=1, max_value=1460), min_size=2, max_size=12),
+    victim=st.integers(min_value=0),
+    offset=st.integers(min_value=0),
+    flip=st.integers(min_value=1, max_value=255),
+)
+def test_gro_run_check_catches_any_damaged_byte(
+    sizes: list[int], victim: int, offset: int, flip: int
+) -> None:
+    """Untrusted segments are verified as a run: after one changed byte anywhere in the TCP
+    part of any segment (odd lengths too), that segment is never inside a superframe — it is
+    passed on as it came, for the kernel to judge (a changed header byte may also have made
+    it another flow or out of sequence)."""
+    mss = max(sizes)
+    sizes = [mss] * (len(sizes) - 1) + [sizes[-1]]
+    frames = segments(sizes, seq=1)
+    assert len(coalesce([(ZERO_VNET, f, False) for f in frames])) == 1
+    i = victim % len(frames)
+    bad = bytearray(frames[i])
+    bad[34 + offset % (len(bad) - 34)] ^= flip
+    frames[i] = bytes(bad)
+    merged = coalesce([(ZERO_VNET, f, False) for f in frames])
+    assert frames[i] in [bytes(m[1]) for m in merged]

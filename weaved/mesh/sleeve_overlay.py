@@ -87,6 +87,7 @@ _IP_PMTUDISC_DONT = getattr(socket, "IP_PMTUDISC_DONT", 0)
 _IP_PMTUDISC_DO = getattr(socket, "IP_PMTUDISC_DO", 2)
 _IP_MTU = getattr(socket, "IP_MTU", 14)
 _SO_ATTACH_FILTER = 26
+_SO_ATTACH_REUSEPORT_CBPF = 51
 _RECV_SIZE = 65536
 _READS_PER_WAKEUP = 64
 _SEND_WAIT_MS = 20  # how long a data-plane thread waits for a full send buffer
@@ -118,12 +119,41 @@ class SleeveStats:
     last_errors: list[str] = field(default_factory=list)
 
 
-def _drop_all_filter(sock: socket.socket) -> None:
-    """A raw UDP socket gets a copy of every UDP packet; we only send on it."""
-    insn = struct.pack("HBBI", 0x06, 0, 0, 0)  # BPF_RET | BPF_K, 0: accept nothing
+def _attach_return_zero(sock: socket.socket, option: int) -> None:
+    """Attach the classic BPF program `return 0` (the kernel copies it at once)."""
+    insn = struct.pack("HBBI", 0x06, 0, 0, 0)  # BPF_RET | BPF_K, 0
     buf = ctypes.create_string_buffer(insn)
     prog = struct.pack("HL", 1, ctypes.addressof(buf))
-    sock.setsockopt(socket.SOL_SOCKET, _SO_ATTACH_FILTER, prog)
+    sock.setsockopt(socket.SOL_SOCKET, option, prog)
+
+
+def _drop_all_filter(sock: socket.socket) -> None:
+    """A raw UDP socket gets a copy of every UDP packet; we only send on it."""
+    _attach_return_zero(sock, _SO_ATTACH_FILTER)  # a socket filter: accept nothing
+
+
+def _steer_to_first(sock: socket.socket) -> None:
+    """In `sock`'s SO_REUSEPORT group, every datagram goes to the group's first socket."""
+    _attach_return_zero(sock, _SO_ATTACH_REUSEPORT_CBPF)  # a group program: socket index 0
+
+
+def _open_df_twin(sock: socket.socket) -> socket.socket | None:
+    """A send-only twin of the sleeve socket, bound to the same address in its SO_REUSEPORT
+    group, with DF set (IP_PMTUDISC_DO): DF datagrams can then leave in one UDP GSO send,
+    which the raw DF sender cannot do. The group's program (attached to `sock` before the
+    twin joins) keeps every received datagram on `sock`. None where the kernel refuses."""
+    twin = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        twin.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        twin.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        twin.setsockopt(socket.IPPROTO_IP, _IP_MTU_DISCOVER, _IP_PMTUDISC_DO)
+        twin.bind(sock.getsockname())
+        twin.setblocking(False)
+    except OSError as e:
+        twin.close()
+        log.info("sleeve: no DF twin socket, DF datagrams go one by one error=%s", e)
+        return None
+    return twin
 
 
 class _RawDFSender:
@@ -227,6 +257,19 @@ class _DirectOpener:
         return bytes(_ffi.buffer(out, size))
 
 
+def _reuseport(sock: socket.socket) -> bool:
+    return _try(lambda s: s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1), sock)
+
+
+def _try(fn: Callable[[socket.socket], None], sock: socket.socket) -> bool:
+    """Did `fn(sock)` succeed (an optional socket feature)?"""
+    try:
+        fn(sock)
+    except OSError:
+        return False
+    return True
+
+
 def _wait_writable(sock: socket.socket) -> bool:
     poller = select.poll()
     poller.register(sock.fileno(), select.POLLOUT)
@@ -263,6 +306,7 @@ class SleeveOverlay:
         self.gso = True  # UDP segmentation offload works (until the kernel says otherwise)
         self._raw_df = raw_df
         self.sock: socket.socket | None = None
+        self.df_sock: socket.socket | None = None  # the DF twin (send only), see _open_df_twin
         self._loop: asyncio.AbstractEventLoop | None = None
         self._reading = False
         self._us: PeerName = PeerName(0)
@@ -281,12 +325,16 @@ class SleeveOverlay:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             # Datagrams on this socket never carry DF: the kernel may fragment them.
             sock.setsockopt(socket.IPPROTO_IP, _IP_MTU_DISCOVER, _IP_PMTUDISC_DONT)
+            steered = _reuseport(sock)
             sock.bind((self.host or "0.0.0.0", self.port))
+            if steered:
+                steered = _try(_steer_to_first, sock)
             sock.setblocking(False)
         except OSError:
             sock.close()
             raise
         self.sock = sock
+        self.df_sock = _open_df_twin(sock) if steered else None
         self._loop = asyncio.get_running_loop()
         self.attach_reader()
         log.info("sleeve listening host=%s port=%d", self.host or "0.0.0.0", self.port)
@@ -297,6 +345,9 @@ class SleeveOverlay:
         for sender in self._df_senders.values():
             sender.close()
         self._df_senders.clear()
+        if self.df_sock is not None:
+            self.df_sock.close()
+            self.df_sock = None
         if self.sock is not None:
             self.detach_reader()
             self.sock.close()
@@ -357,9 +408,13 @@ class SleeveOverlay:
             log.debug("sleeve UDP send failed addr=%s:%d error=%s", addr[0], addr[1], e)
 
     def _send_segments(
-        self, sends: Sequence[Sequence[Buffer]], segment_size: int, addr: tuple[str, int]
+        self,
+        sends: Sequence[Sequence[Buffer]],
+        segment_size: int,
+        addr: tuple[str, int],
+        df: bool = False,
     ) -> bool:
-        sock = self.sock
+        sock = self.df_sock if df else self.sock
         if sock is None or not self.gso:
             return False
         cmsg = [(_SOL_UDP, _UDP_SEGMENT, struct.pack("H", segment_size))]
@@ -374,6 +429,8 @@ class SleeveOverlay:
             except BlockingIOError:
                 self.stats.send_dropped += 1
             except OSError as e:
+                if df and e.errno in (errno.EINVAL, errno.EMSGSIZE):
+                    return False  # segments over the path MTU: sent one by one, found out
                 if e.errno in (errno.EINVAL, errno.EIO, errno.ENOPROTOOPT, errno.EOPNOTSUPP):
                     log.warning("sleeve: no UDP segmentation offload here error=%s", e)
                     self.gso = False
@@ -607,14 +664,16 @@ class SleeveForwarder:
         if pmtu is not None:
             self._loop.call_soon_threadsafe(self._too_big, pmtu)
 
-    def send_segments(self, sends: Sequence[Sequence[Buffer]], segment_size: int) -> bool:
+    def send_segments(
+        self, sends: Sequence[Sequence[Buffer]], segment_size: int, df: bool = False
+    ) -> bool:
         """Send datagrams of `segment_size` bytes (the last may be shorter), each group in
-        one UDP GSO send (UDP_SEGMENT) on the non-DF socket. False if the kernel cannot
-        segment (nothing was sent then). Thread-safe."""
+        one UDP GSO send (UDP_SEGMENT) on the non-DF socket or its DF twin. False if the
+        kernel cannot segment them (nothing was sent then). Thread-safe."""
         addr = self.control.remote_addr
         if self._stopped or addr is None:
             return True
-        return self._overlay._send_segments(sends, segment_size, addr)
+        return self._overlay._send_segments(sends, segment_size, addr, df)
 
     def special_threadsafe(self, kind: SpecialKind, frame: bytes, addr: tuple[str, int]) -> None:
         """A special frame read by a data-plane thread: handled on the event loop."""

@@ -8,17 +8,24 @@ less CPU per MB, as two threads hand the GIL over at every frame). For each fram
 * captured from the TAP (non-blocking fd): learn the source MAC, decide with the `Switch`,
   queue the frame's records per (next hop, path); queued records go out as one datagram
   per peer and path when nothing more is ready, so bursts are batched as Weave batches
-  them (a full-size frame goes at once), and unencrypted datagrams go to the kernel in
-  pieces (sendmsg, no copy);
+  them (a full-size frame gets a datagram of its own), and unencrypted datagrams go to the
+  kernel in pieces (sendmsg, no copy);
 * received from UDP: open the datagram with the forwarder's opener (replays and forgeries
   counted and dropped), hand the control plane's special frames back to the event loop,
   inject frames for us into the TAP, relay the rest and continue broadcasts.
 
-Userspace GRO (`gro.coalesce`) at the end of each round: TCP segments to inject that came
-authenticated (encrypted) or in checksummed datagrams (offload peers) are merged into
-superframes, so the bridge and the container's TCP stack see one packet instead of dozens
-and acknowledge it once; segments captured for a peer taking offloads are merged before
-they are sent (one record instead of dozens).
+Host-side offloads that leave Weave's format on the wire untouched, so they serve Weave Net
+peers as well: Weave-format datagrams of one size for one peer and path board a "train"
+that leaves in one UDP GSO send at the end of the round (the DF path through a DF twin of
+the sleeve socket; the kernel cuts the train into the datagrams Weave sends), and the UDP
+socket reads with UDP GRO, so a run of datagrams from one peer is one read.
+
+Userspace GRO (`gro.coalesce`) at the end of each round: TCP segments to inject are merged
+into superframes, so the bridge and the container's TCP stack see one packet instead of
+dozens and acknowledge it once. Segments that came authenticated (encrypted) or in
+checksummed datagrams (offload peers) merge as they are; others once the run's TCP
+checksums verify. Segments captured for a peer taking offloads are merged before they are
+sent (one record instead of dozens).
 
 The event loop keeps the control plane: every 100 ms it refreshes the forwarding snapshot
 (routes, known peers, one `Link` per peer whose best forwarder is sleeve) when the router's
@@ -94,10 +101,6 @@ T = TypeVar("T")
 
 READ_SIZE = 65536 + VNET_HDR_LEN + 64
 RECV_SIZE = 65536
-# Frames from plain Weave-format peers (whose DF datagrams carry no UDP checksum) could be
-# merged only after verifying their TCP checksums here; that costs more than the merge saves
-# (measured), so they are written one by one and the kernel verifies them.
-GRO_UNTRUSTED = False
 BURST = 64  # frames or datagrams read from one source before turning to the other
 POLL_MS = 500
 OLD_TAP_CLOSE_DELAY = 5.0  # a replaced TAP fd is closed once no worker can still use it
@@ -114,6 +117,9 @@ _UDP_GRO = 104
 _CMSG_SPACE = socket.CMSG_SPACE(4)
 _SO_SNDBUFFORCE = 32
 _SO_RCVBUFFORCE = 33
+GSO_MAX_SEGMENTS = 64  # UDP_MAX_SEGMENTS of older kernels (newer take 128)
+MAX_GSO_BYTES = 65000  # one GSO send is one UDP datagram to the kernel: under 64 KB
+_NAME_SIZE = 6
 
 
 @dataclass(slots=True)
@@ -141,6 +147,7 @@ class Counters:
     segments_sent: int = 0  # segmented datagrams (UDP GSO) to peers taking offloads
     segments_received: int = 0
     gro_runs: int = 0  # reads that held several datagrams (UDP GRO)
+    gso_sends: int = 0  # sends of several Weave-format datagrams at once (UDP GSO)
     drops: Counter[str] = field(default_factory=Counter)
 
     def add(self, other: Counters) -> None:
@@ -184,12 +191,27 @@ class _Pending:
         self.count = 0
 
 
+class _Train:
+    """Weave-format datagrams of one size for one peer and path, to leave in one UDP GSO
+    send: the kernel cuts them apart again, so the wire carries what Weave sends (the last
+    may be shorter, and ends the train)."""
+
+    __slots__ = ("closed", "link", "payloads", "size", "total")
+
+    def __init__(self, link: Link, size: int) -> None:
+        self.link = link
+        self.size = size  # of each datagram, our name included
+        self.payloads: list[tuple[Sequence[BytesLike], int]] = []  # after the name; size
+        self.total = 0
+        self.closed = False
+
+
 class _Out:
     """One worker's output of one round: records queued per (next hop, DF path); frames
     captured for peers taking offloads, staged per (link, destination) to be merged into
     superframes (GRO) first; frames to inject, merged likewise."""
 
-    __slots__ = ("dp", "injects", "pending", "staged", "stats")
+    __slots__ = ("dp", "injects", "pending", "staged", "stats", "trains")
 
     def __init__(self, dp: SleeveDatapath, stats: Counters) -> None:
         self.dp = dp
@@ -197,6 +219,7 @@ class _Out:
         self.pending: dict[tuple[bytes, bool], _Pending] = {}
         self.staged: dict[tuple[Link, bytes], list[Item]] = {}
         self.injects: list[Item] = []
+        self.trains: dict[tuple[bytes, bool], _Train] = {}
 
     def inject(self, vnet: BytesLike, frame: BytesLike, trusted: bool) -> None:
         self.injects.append((vnet, frame, trusted))
@@ -305,13 +328,24 @@ class _Out:
         self._transmit(pending.link, parts, df, size)
 
     def _transmit(self, link: Link, parts: Sequence[BytesLike], df: bool, size: int) -> None:
-        """One datagram to a peer. To a peer taking offloads, one bigger than the path
-        goes as path-sized segments in one UDP GSO send, not as IP fragments."""
+        """One datagram to a peer. In Weave's format, one that fits the path boards a train
+        (sent with the datagrams around it); to a peer taking offloads, one bigger than the
+        path goes as path-sized segments in one UDP GSO send, not as IP fragments."""
         fwd = link.fwd
         stats = self.stats
         stats.datagrams_sent += 1
         limit = fwd.control.max_payload
-        if not (link.offload and size + link.overhead > limit and self.dp.overlay.gso):
+        if not link.offload:
+            if size + link.overhead <= limit and self.dp.overlay.gso:
+                payload, payload_size = fwd.seal_payload(parts, df, size)
+                self._board(link, df, payload, payload_size)
+                return
+            train = self.trains.get((link.peer, df))
+            if train is not None:
+                self._depart(train, df)  # it goes first: order is kept per peer and path
+            fwd.send_body(parts, df, size)
+            return
+        if not (size + link.overhead > limit and self.dp.overlay.gso):
             fwd.send_body(parts, df, size)
             return
         payload, payload_size = fwd.seal_payload(parts, df, size)
@@ -321,6 +355,46 @@ class _Out:
             stats.segments_sent += sum(len(parts) for parts in sends) // 2
         else:
             fwd.send_payload(payload, df, payload_size)  # the underlay fragments it
+
+    def _board(self, link: Link, df: bool, payload: Sequence[BytesLike], size: int) -> None:
+        """Queue a sealed datagram body (`size` bytes after our name) on its train."""
+        key = (link.peer, df)
+        datagram = size + _NAME_SIZE
+        train = self.trains.get(key)
+        if train is not None and (
+            train.link is not link
+            or train.closed
+            or datagram > train.size
+            or len(train.payloads) >= GSO_MAX_SEGMENTS
+            or train.total + datagram > MAX_GSO_BYTES
+        ):
+            self._depart(train, df)
+            train = None
+        if train is None:
+            train = self.trains[key] = _Train(link, datagram)
+        train.payloads.append((payload, size))
+        train.total += datagram
+        train.closed = datagram < train.size
+
+    def _depart(self, train: _Train, df: bool) -> None:
+        payloads = train.payloads
+        if not payloads:
+            return
+        train.payloads = []
+        train.total = 0
+        train.closed = False
+        fwd = train.link.fwd
+        if len(payloads) > 1:
+            us = self.dp.us
+            parts: list[BytesLike] = []
+            for payload, _size in payloads:
+                parts.append(us)
+                parts.extend(payload)
+            if fwd.send_segments([parts], train.size, df):
+                self.stats.gso_sends += 1
+                return
+        for payload, size in payloads:  # a lone datagram, or the kernel said no
+            fwd.send_payload(payload, df, size)
 
     def flush(self) -> None:
         dp = self.dp
@@ -346,6 +420,8 @@ class _Out:
         for (_peer, df), pending in self.pending.items():
             if pending.count:
                 self._send(pending, df)
+        for (_peer, df), train in self.trains.items():
+            self._depart(train, df)
 
 
 class _Worker:
@@ -634,13 +710,9 @@ class _Worker:
                 continue
             frame = view[fstart:pos]
             if decision.inject:
-                # Authenticated, or carried in a checksummed datagram: merge as is.
-                if trusted or GRO_UNTRUSTED:
-                    out.inject(vnet, frame, trusted)
-                elif dp.inject(vnet, frame):
-                    stats.injected += 1
-                else:
-                    stats.inject_errors += 1
+                # Untrusted (a Weave-format peer's DF datagrams carry no UDP checksum):
+                # merged only once the run's TCP checksums verify (gro.coalesce).
+                out.inject(vnet, frame, trusted)
             for hop, d in decision.sends:
                 stats.relayed += 1
                 send(hop, src, d, vnet, frame, decision.broadcast)
@@ -707,8 +779,9 @@ class SleeveDatapath:
             raise RuntimeError("sleeve overlay not started")
         self._loop = asyncio.get_running_loop()
         _grow_buffers(sock)
-        if self.offload:
-            self.gro = self.overlay.set_gro(True)
+        if self.overlay.df_sock is not None:
+            _grow_buffers(self.overlay.df_sock)
+        self.gro = self.overlay.set_gro(True)
         self.router.on_peer_removed(self._peer_removed)
         self.refresh()
         self.overlay.detach_reader()

@@ -11,7 +11,10 @@ TCP options; contiguous sequence numbers; only ACK (PSH on the last one, which e
 superframe); every segment the size of the first except a shorter last one. A superframe's
 checksums are left to the kernel (the TCP field holds the pseudo-header sum), so a segment
 must be known good before it merges: `trusted` (it came authenticated, or from our own
-bridge), or its checksum is verified here first.
+bridge), or its checksum is verified here first. Untrusted segments are verified as a run:
+each good segment sums to 0 (mod 0xFFFF) with its pseudo-header, so a good run does, and a
+damaged one shows as the TCP checksum would have shown it — one division per run instead of
+one per segment. A run that fails is passed on unmerged for the kernel to judge each.
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ Item = tuple[BytesLike, BytesLike, bool]
 
 
 class _Group:
-    __slots__ = ("flags", "frames", "key", "mss", "next_seq", "payload", "vnet")
+    __slots__ = ("flags", "frames", "key", "mss", "next_seq", "payload", "unchecked", "vnet")
 
     def __init__(self, vnet: BytesLike, frame: BytesLike, key: tuple[object, ...]) -> None:
         self.vnet = vnet
@@ -49,19 +52,35 @@ class _Group:
         self.next_seq = 0
         self.payload = 0
         self.flags = 0
+        self.unchecked = False  # holds segments whose checksums are still to be verified
 
-    def add(self, frame: BytesLike, start: int, seq: int, length: int, flags: int) -> None:
+    def add(
+        self, frame: BytesLike, start: int, seq: int, length: int, flags: int, trusted: bool
+    ) -> None:
         if not self.frames:
             self.mss = length
         self.frames.append((frame, start))
         self.next_seq = (seq + length) & 0xFFFFFFFF
         self.payload += length
         self.flags |= flags
+        self.unchecked = self.unchecked or not trusted
 
-    def finish(self) -> tuple[BytesLike, BytesLike]:
+    def _sums_ok(self) -> bool:
+        """Do the segments' TCP checksums verify, taken together?"""
+        total = 0
+        for frame, _start in self.frames:
+            tcp_len = len(frame) - _L4
+            value = int.from_bytes(frame[_L4:], "big")
+            total += (value << 8 if tcp_len & 1 else value) + 6 + tcp_len
+        addresses = int.from_bytes(self.frames[0][0][_L3 + 12 : _L3 + 20], "big")
+        return (total + len(self.frames) * addresses) % 0xFFFF == 0
+
+    def finish(self) -> list[tuple[BytesLike, BytesLike]]:
         first, start = self.frames[0]
         if len(self.frames) == 1:
-            return self.vnet, first
+            return [(self.vnet, first)]
+        if self.unchecked and not self._sums_ok():
+            return [(self.vnet, frame) for frame, _start in self.frames]
         head = bytearray(first[:start])
         thl = start - _L4
         total = 20 + thl + self.payload
@@ -74,14 +93,7 @@ class _Group:
         parts: list[BytesLike] = [head]
         parts.extend(frame[s:] for frame, s in self.frames)
         vnet = VnetHeader(F_NEEDS_CSUM, GSO_TCPV4, start, self.mss, _L4, 16).pack()
-        return vnet, b"".join(parts)
-
-
-def _segment_ok(frame: BytesLike, start: int) -> bool:
-    """Does this TCP/IPv4 segment's checksum verify?"""
-    tcp_len = len(frame) - _L4
-    pseudo = ones_sum(bytes(frame[_L3 + 12 : _L3 + 20]), 6 + tcp_len)
-    return ones_sum(frame[_L4:], pseudo) == 0xFFFF
+        return [(vnet, b"".join(parts))]
 
 
 def coalesce(items: Sequence[Item]) -> list[tuple[BytesLike, BytesLike]]:
@@ -111,12 +123,11 @@ def coalesce(items: Sequence[Item]) -> list[tuple[BytesLike, BytesLike]]:
                 or length <= 0
                 or flags not in _MERGEABLE
                 or start < _L4 + 20
-                or (not trusted and not _segment_ok(frame, start))
             ):
                 head = None
         if head is None:
             if group is not None:
-                out.append(group.finish())
+                out.extend(group.finish())
                 group = None
             out.append((vnet, frame))
             continue
@@ -139,14 +150,14 @@ def coalesce(items: Sequence[Item]) -> list[tuple[BytesLike, BytesLike]]:
             or length > group.mss
             or group.payload + length > MAX_SUPERFRAME_PAYLOAD
         ):
-            out.append(group.finish())
+            out.extend(group.finish())
             group = None
         if group is None:
             group = _Group(vnet, frame, key)
-        group.add(frame, start, seq, length, flags)
+        group.add(frame, start, seq, length, flags, trusted)
         if flags & _PSH or length < group.mss:
-            out.append(group.finish())
+            out.extend(group.finish())
             group = None
     if group is not None:
-        out.append(group.finish())
+        out.extend(group.finish())
     return out
