@@ -4,11 +4,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from tests.helpers import wait_for
 from weaved.lab.lab import Lab, host_address, peer_name
@@ -23,25 +20,6 @@ def spec(index: int, targets: list[int], **extra: str) -> str:
         *(f"{k}: {v}" for k, v in extra.items()),
     ]
     return "\n".join(lines) + "\n"
-
-
-@pytest.fixture
-def lab_factory(tmp_path: Path) -> Iterator[Any]:
-    labs: list[Lab] = []
-
-    def make(name: str, specs: dict[int, str]) -> Lab:
-        spec_dir = tmp_path / name
-        spec_dir.mkdir()
-        for index, text in specs.items():
-            (spec_dir / f"host{index}.yaml").write_text(text)
-        lab = Lab(name)
-        labs.append(lab)
-        lab.up(len(specs), spec_dir=spec_dir, resync=2.0)
-        return lab
-
-    yield make
-    for lab in labs:
-        lab.down()
 
 
 def report(lab: Lab, host: str) -> dict[str, Any]:

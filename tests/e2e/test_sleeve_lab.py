@@ -15,12 +15,12 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.e2e.conftest import LabFactory
 from tests.helpers import wait_for
 from tests.integration.test_sleeve_netns import (
     MCAST_RECEIVER,
@@ -74,25 +74,17 @@ def established(lab: Lab, host: int) -> set[str]:
 
 
 @pytest.fixture
-def lab_factory(tmp_path: Path) -> Iterator[Callable[..., Lab]]:
-    labs: list[Lab] = []
+def sleeve_lab(lab_factory: LabFactory) -> LabFactory:
+    """A lab with a container on every host and a second one on host1."""
 
     def make(name: str, specs: dict[int, str]) -> Lab:
-        spec_dir = tmp_path / name
-        spec_dir.mkdir()
-        for index, text in specs.items():
-            (spec_dir / f"host{index}.yaml").write_text(text)
-        lab = Lab(name)
-        labs.append(lab)
-        lab.up(len(specs), spec_dir=spec_dir, resync=5.0)
+        lab = lab_factory(name, specs, resync=5.0)
         for i in specs:
             lab.add_container(f"host{i}", container(lab, i), [f"{address(i)}/24"])
         lab.add_container("host1", container(lab, 1, 2), [f"{address(1, 2)}/24"])
         return lab
 
-    yield make
-    for lab in labs:
-        lab.down()
+    return make
 
 
 def password_file(tmp_path: Path) -> str:
@@ -181,11 +173,9 @@ def multicast(lab: Lab, sender: str, sender_addr: str, members: list[tuple[str, 
 
 
 @pytest.mark.parametrize("encrypted", [False, True], ids=["plain", "encrypted"])
-def test_every_pair_over_sleeve(
-    lab_factory: Callable[..., Lab], tmp_path: Path, encrypted: bool
-) -> None:
+def test_every_pair_over_sleeve(sleeve_lab: LabFactory, tmp_path: Path, encrypted: bool) -> None:
     extra = {"password_file": password_file(tmp_path)} if encrypted else {}
-    lab = lab_factory(
+    lab = sleeve_lab(
         "slv3e" if encrypted else "slv3",
         {i: spec(i, [1] if i > 1 else [], **extra) for i in HOSTS},
     )
@@ -212,12 +202,12 @@ def test_every_pair_over_sleeve(
 
 @pytest.mark.parametrize("encrypted", [False, True], ids=["plain", "encrypted"])
 def test_line_relays_broadcast_and_multicast(
-    lab_factory: Callable[..., Lab], tmp_path: Path, encrypted: bool
+    sleeve_lab: LabFactory, tmp_path: Path, encrypted: bool
 ) -> None:
     extra = {"discovery": "false"}
     if encrypted:
         extra["password_file"] = password_file(tmp_path)
-    lab = lab_factory(
+    lab = sleeve_lab(
         "slvle" if encrypted else "slvl",
         {1: spec(1, [2], **extra), 2: spec(2, [], **extra), 3: spec(3, [2], **extra)},
     )
@@ -236,8 +226,8 @@ def test_line_relays_broadcast_and_multicast(
     multicast(lab, c, address(3), [(a, address(1)), (a2, address(1, 2)), (b, address(2))])
 
 
-def test_deleted_tap_comes_back(lab_factory: Callable[..., Lab]) -> None:
-    lab = lab_factory("slvt", {i: spec(i, [1] if i > 1 else []) for i in (1, 2)})
+def test_deleted_tap_comes_back(sleeve_lab: LabFactory) -> None:
+    lab = sleeve_lab("slvt", {i: spec(i, [1] if i > 1 else []) for i in (1, 2)})
     wait_ping(lab, container(lab, 1), address(2))
     lab.exec("host1", ["ip", "link", "del", "vethwe-tap"], capture=True)
     wait_for(

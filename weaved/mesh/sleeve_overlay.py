@@ -42,6 +42,7 @@ from weaved.mesh.crypto import (
     SleeveSealer,
     sleeve_nonce,
 )
+from weaved.mesh.deadline_timer import DeadlineTimer
 from weaved.mesh.gossip_api import PeerName
 from weaved.mesh.overlay import Forwarder, ForwarderHooks, OverlayParams
 from weaved.mesh.peername import format_peer_name, peer_name_from_bytes, peer_name_to_bytes
@@ -569,7 +570,7 @@ class SleeveForwarder:
         remote_udp = params.remote_addr if params.outbound else None
         self.control = SleeveControl(params.conn_uid, remote_udp, overhead_df)
         self._local_ip = params.local_addr[0]
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer = DeadlineTimer(self._on_timer)
         self._loop = asyncio.get_running_loop()
         self._stopped = False
 
@@ -599,8 +600,7 @@ class SleeveForwarder:
             del self._overlay.forwarders[self.remote]
         if self._overlay.forwarders_by_name.get(self.remote_bin) is self:
             del self._overlay.forwarders_by_name[self.remote_bin]
-        if self._timer is not None:
-            self._timer.cancel()
+        self._timer.cancel()
 
     # data plane --------------------------------------------------------------------------
 
@@ -757,17 +757,8 @@ class SleeveForwarder:
         self._schedule()
 
     def _schedule(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        if self._stopped:
-            return
-        deadline = self.control.next_deadline()
-        if deadline is not None:
-            loop = asyncio.get_running_loop()
-            self._timer = loop.call_at(deadline, self._on_timer)
+        self._timer.set(None if self._stopped else self.control.next_deadline())
 
     def _on_timer(self) -> None:
-        self._timer = None
         if not self._stopped:
             self._run(self.control.on_timer(self._now()))

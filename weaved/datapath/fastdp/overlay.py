@@ -45,6 +45,7 @@ from weaved.datapath.fastdp.health import (
     Unhealthy,
 )
 from weaved.datapath.fastdp.messages import ControlError, Macs, decode_control, encode_control
+from weaved.mesh.deadline_timer import DeadlineTimer
 from weaved.mesh.gossip_api import PeerName
 from weaved.mesh.overlay import Forwarder, ForwarderHooks, OverlayParams
 from weaved.mesh.peername import format_peer_name
@@ -326,7 +327,7 @@ class FastdpForwarder:
             timing=overlay.timing,
             now=self._now(),
         )
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer = DeadlineTimer(self._on_timer)
         self._stopped = False
         self._announced: frozenset[str] | None = None
 
@@ -367,9 +368,7 @@ class FastdpForwarder:
         if self._stopped:
             return
         self._stopped = True
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._timer.cancel()
         if self._overlay.forwarders.get(self.remote) is self:
             del self._overlay.forwarders[self.remote]
             self._overlay.changed(f"peer {format_peer_name(self.remote)} gone")
@@ -442,16 +441,8 @@ class FastdpForwarder:
         self._schedule()
 
     def _schedule(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        if self._stopped:
-            return
-        deadline = self.control.next_deadline()
-        if deadline is not None:
-            self._timer = asyncio.get_running_loop().call_at(deadline, self._on_timer)
+        self._timer.set(None if self._stopped else self.control.next_deadline())
 
     def _on_timer(self) -> None:
-        self._timer = None
         if not self._stopped:
             self._run(self.control.on_timer(self._now()))
