@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Protocol
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -115,11 +116,18 @@ def stop_process(proc: subprocess.Popen[bytes], timeout: float = 10) -> int:
     return proc.returncode
 
 
+class Named(Protocol):
+    """A network namespace by name: a `Netns`, or a lab host's namespace."""
+
+    @property
+    def name(self) -> str: ...
+
+
 class Dockerd:
     """A private dockerd inside a test namespace (nsenter keeps the host's cgroup mounts, which
     `ip netns exec` would hide). Docker's bridge uses a 10/8 address of the test's own."""
 
-    def __init__(self, ns: Netns, bip: str = "10.99.0.1/24") -> None:
+    def __init__(self, ns: Named, bip: str = "10.99.0.1/24") -> None:
         self.ns = ns
         # Short: containerd's socket path must fit in a sockaddr_un.
         self.root = Path("/run") / f"{ns.name}-docker"
@@ -152,6 +160,13 @@ class Dockerd:
             )
         wait_for(self._ready, timeout=60, interval=0.2)
         return self
+
+    def restart(self) -> None:
+        """Stop dockerd and start it again on the same data: containers with a restart policy
+        come back (as after a `systemctl restart docker`)."""
+        if self.proc is not None:
+            stop_process(self.proc, timeout=30)
+        self.__enter__()
 
     def _ready(self) -> bool:
         if self.proc is not None and self.proc.poll() is not None:

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.docker_image import busybox_available, import_busybox, run_container
-from tests.helpers import Dockerd, Netns, wait_for
+from tests.helpers import Dockerd, Netns, stop_process, wait_for
 from weaved.attach import plumbing
 from weaved.attach.model import Attachment, AttachmentState
 from weaved.attach.netns import opened, run_in_netns
@@ -168,3 +168,60 @@ def test_docker_events_watcher(docker_host: DockerHost) -> None:
         (EventAction.DESTROY, cid, "wd-events"),
     ]
     assert seen[1].exit_code is not None
+
+
+def test_a_daemon_started_before_docker_follows_it_and_its_restarts(tmp_path: Path) -> None:
+    """weaved.service may well start before docker.service: the daemon waits for Docker, then
+    auto-attaches what it starts, by name in weaveDNS, and after Docker restarts attaches the
+    containers Docker brought back before the daemon was listening again."""
+    with Netns("wdaf") as ns:
+        dockerd = Dockerd(ns)
+        spec = tmp_path / "weave.yaml"
+        spec.write_text(
+            'version: 1\npeer: {name: "3e:80:e7:5a:63:a8"}\n'
+            "expose: [{cidr: 10.2.1.1/24}]\n"
+            f"docker: {{socket: 'unix://{dockerd.sock}', auto_attach: true}}\n"
+        )
+        log = tmp_path / "daemon.log"
+        proc = ns.popen_weaved(spec, "daemon", "--resync", "2", log=log)
+        try:
+            wait_for(lambda: "converged" in ns.weaved(spec, "status", check=False).stdout, 30)
+            with dockerd:
+                import_busybox(dockerd)
+                cid = run_container(dockerd, "wd-late", "--restart=always", "--stop-timeout=1")
+                ip = _attached_ip(ns, spec, dockerd, "wd-late", cid)
+                # Its name in weaveDNS is the container's name (its hostname is the short ID).
+                assert ns.weaved(spec, "dns-lookup", "wd-late").stdout.split() == [ip]
+
+                pid = dockerd.docker("inspect", "-f", "{{.State.Pid}}", "wd-late").stdout
+                dockerd.restart()
+                again = dockerd.docker("inspect", "-f", "{{.State.Pid}}", "wd-late").stdout
+                assert again != pid  # a new process in a new namespace
+                _attached_ip(ns, spec, dockerd, "wd-late", cid)
+            # Docker gone with its containers: the daemon releases them without any event.
+            wait_for(lambda: cid[:12] not in ns.weaved(spec, "ps").stdout, timeout=30)
+        finally:
+            code = stop_process(proc)
+        text = log.read_text()
+        assert code == 0, text
+        assert text.count("container events not followed") == 1, text  # once, not per attempt
+        assert text.count("docker events followed") == 2, text
+        assert text.count("docker events lost") == 2, text  # the restart, then the end
+        # Docker restarted the container before the daemon was listening again.
+        assert "start missed while Docker was not followed container=wd-late" in text, text
+
+
+def _attached_ip(ns: Netns, spec: Path, dockerd: Dockerd, name: str, cid: str) -> str:
+    """Wait until the daemon has attached NAME (in `weaved ps` and inside the container)."""
+
+    def cidr() -> str:
+        words = ns.weaved(spec, "ps", name, check=False).stdout.split()
+        return words[2] if len(words) == 3 and words[0] == cid[:12] else ""
+
+    def inside() -> bool:
+        current = cidr()
+        ethwe = dockerd.docker("exec", name, "ip", "-4", "addr", "show", "ethwe", check=False)
+        return bool(current) and f"inet {current} " in ethwe.stdout
+
+    wait_for(inside, timeout=30, interval=0.3)
+    return cidr().split("/")[0]

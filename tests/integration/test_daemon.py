@@ -8,6 +8,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -108,3 +109,23 @@ def test_unknown_endpoint_gets_404(running: tuple[Netns, Path, object], tmp_path
     s.sendall(b"GET /nope HTTP/1.1\r\n\r\n")
     assert s.recv(100).startswith(b"HTTP/1.1 404")
     s.close()
+
+
+def test_only_the_spec_triggers_reloads_and_the_log_stays_quiet(
+    running: tuple[Netns, Path, object], tmp_path: Path
+) -> None:
+    ns, spec, _ = running
+    log = tmp_path / "daemon.log"  # next to the spec, as in the lab
+    (tmp_path / "notes.txt").write_text("not the spec\n")
+    before = log.stat().st_size
+    time.sleep(2.5)  # idle, with a resync every 2 s
+    idle = log.read_text()[before:]
+    assert "spec file changed" not in idle and "changes detected" not in idle
+    assert len(idle.splitlines()) < 5, idle
+
+    # An editor's write-to-temporary-then-rename is an edit like any other.
+    scratch = tmp_path / ".weave.yaml.tmp"
+    scratch.write_text(SPEC.replace("mtu: 1400", "mtu: 1320"))
+    os.replace(scratch, spec)
+    wait_for(lambda: mtu(ns) == 1320, timeout=5)
+    assert "spec file changed" in log.read_text()[before:]

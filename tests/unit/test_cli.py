@@ -50,3 +50,15 @@ def test_help_lists_every_command() -> None:
 def test_schema_command_prints_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["schema"]) == 0
     assert '"additionalProperties": false' in capsys.readouterr().out
+
+
+def test_dns_args_with_a_container_name(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    spec = tmp_path / "w.yaml"
+    spec.write_text("version: 1\nexpose: [{cidr: 10.2.1.1/24}]\n")
+    base = ["-f", str(spec), "--socket", str(tmp_path / "none.sock"), "dns-args"]
+    assert main(base) == 0
+    assert capsys.readouterr().out == "--dns=10.2.1.1 --dns-search=weave.local.\n"
+    assert main([*base, "c2"]) == 0
+    assert capsys.readouterr().out == (
+        "--dns=10.2.1.1 --hostname=c2.weave.local --dns-search=weave.local.\n"
+    )

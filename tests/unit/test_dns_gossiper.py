@@ -216,8 +216,27 @@ def test_pending_gossip_merges_by_the_zone_rules() -> None:
 
 
 def test_container_names() -> None:
-    assert container_fqdn("weave.local.", "web", "c1") == "web.weave.local."
+    # A hostname inside the domain wins (`--hostname=web.weave.local`, Weave's way).
     assert container_fqdn("weave.local.", "web.weave.local", "c1") == "web.weave.local."
+    assert container_fqdn("weave.local.", "web.weave.local.", "/c1") == "web.weave.local."
+    assert container_fqdn("weave.local.", "db.app.weave.local", "c1") == "db.app.weave.local."
+    # Any other hostname: the container's name, qualified with the domain.
     assert container_fqdn("weave.local.", "web.example.com", "/c1") == "c1.weave.local."
+    assert container_fqdn("weave.local.", "web", "c1") == "c1.weave.local."
     assert container_fqdn("weave.local.", None, "/c1") == "c1.weave.local."
+    assert container_fqdn("weave.local.", "", "c1.weave.local") == "c1.weave.local."
+    assert container_fqdn("weave.local.", None, "web.v2") == "web.v2.weave.local."
+    assert container_fqdn("corp.example.", "c2.weave.local", "/c2") == "c2.corp.example."
     assert container_fqdn("weave.local.", None, None) is None
+    assert container_fqdn("weave.local.", "web.weave.local", None) == "web.weave.local."
+    assert container_fqdn("weave.local.", "web", None) is None
+
+
+def test_dockers_default_hostname_is_never_registered() -> None:
+    cid = "9e9786a1bf6d4f6c0c1d2e3f405162738495a6b7c8d9e0f1a2b3c4d5e6f70819"
+    # `docker run --name c2` (hostname = short ID) then `weaved attach c2`.
+    assert container_fqdn("weave.local.", cid[:12], "/c2", cid) == "c2.weave.local."
+    # The short ID stays the hostname inside `--domainname=weave.local`: still not a name.
+    default = f"{cid[:12]}.weave.local"
+    assert container_fqdn("weave.local.", default, "/c2", cid) == "c2.weave.local."
+    assert container_fqdn("weave.local.", "c2.weave.local", "/c2", cid) == "c2.weave.local."

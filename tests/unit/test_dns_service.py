@@ -64,7 +64,9 @@ def test_join_mesh_registers_the_nameserver_channel() -> None:
 
 def test_container_lifecycle_and_dns_add_remove() -> None:
     svc, _ = service()
-    assert [e.hostname for e in svc.register_container("abc", ["10.32.0.1", "10.32.0.2"], "web")]
+    assert [
+        e.hostname for e in svc.register_container("abc", ["10.32.0.1", "10.32.0.2"], name="web")
+    ]
     assert svc.lookup("web") in ("10.32.0.1\n10.32.0.2\n", "10.32.0.2\n10.32.0.1\n")
     svc.dns_add("db.weave.local", "abc", ["10.32.0.1"])
     svc.dns_add("ext.weave.local.", "extern", ["192.0.2.7"])
@@ -103,6 +105,19 @@ def test_peer_removal_drops_its_names() -> None:
     for callback in mesh.removed:
         callback(THEM)
     assert svc.lookup("c2") == ""
+
+
+def test_a_docker_container_is_found_by_its_name_not_its_default_hostname() -> None:
+    svc, _ = service()
+    cid = "9e9786a1bf6d" + "0" * 52
+    # `docker run --name c2 …` (hostname: the short ID), then `weaved attach c2`.
+    svc.register_container(cid, ["10.32.0.5"], hostname=cid[:12], name="c2")
+    assert svc.lookup("c2") == "10.32.0.5\n"
+    assert svc.lookup(cid[:12]) == ""
+    # `--hostname=web.weave.local` is the name Weave registers, whatever the container name.
+    svc.register_container("f" * 64, ["10.32.0.6"], hostname="web.weave.local", name="c3")
+    assert svc.lookup("web") == "10.32.0.6\n"
+    assert svc.lookup("c3") == ""
 
 
 def test_status_views() -> None:

@@ -243,7 +243,7 @@ def cmd_dns_remove(args: argparse.Namespace, ctx: Context) -> int:
     return _dns_edit(args, ctx, "/dns/remove")
 
 
-def cmd_dns_args(_args: argparse.Namespace, ctx: Context) -> int:
+def cmd_dns_args(args: argparse.Namespace, ctx: Context) -> int:
     from weaved.daemon.dns_part import listen_address
     from weaved.dns.resolvconf import dns_args
     from weaved.spec.loader import load_spec
@@ -254,7 +254,7 @@ def cmd_dns_args(_args: argparse.Namespace, ctx: Context) -> int:
     listen = client.call("GET", "/dns/address")["listen"] if client else listen_address(spec, {})
     if listen is None:
         raise UsageError("no DNS address: expose an address with a literal CIDR or set dns.listen")
-    _print(dns_args(listen.rsplit(":", 1)[0], spec.dns.domain))
+    _print(dns_args(listen.rsplit(":", 1)[0], spec.dns.domain, name=args.name))
     return 0
 
 
@@ -392,6 +392,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "dns-args", help="the docker run arguments that point containers at weaveDNS"
+    )
+    p.add_argument(
+        "name",
+        nargs="?",
+        metavar="NAME",
+        help="the container's name: also print --hostname=NAME.DOMAIN, its name in weaveDNS",
     )
     p.set_defaults(func=cmd_dns_args)
 

@@ -10,7 +10,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -44,8 +44,19 @@ from weaved.dataplane.base import Dataplane
 from weaved.dns.resolvconf import render_resolv_conf
 from weaved.engine.reconcile import RuntimeFacts
 from weaved.errors import DependencyError, UsageError, WeavedError
-from weaved.integrations.docker_client import connect, docker_url, inspect_container
-from weaved.integrations.docker_events import ContainerEvent, EventAction, watch_docker_events
+from weaved.integrations.docker_client import (
+    ContainerInfo,
+    connect,
+    docker_url,
+    inspect_container,
+    running_containers,
+)
+from weaved.integrations.docker_events import (
+    ContainerEvent,
+    EventAction,
+    missed_starts,
+    watch_docker_events,
+)
 from weaved.ipam.address import CIDR
 from weaved.spec.models import Spec
 
@@ -58,6 +69,9 @@ STORE = "attachments.json"
 NETNS_ETC = Path("/etc/netns")
 RESOLV_MARK = "# written by weaved: weaveDNS for this namespace\n"
 WATCH_SECONDS = 5.0
+
+# Docker's events at a URL, each (re)connection first announced by a RESYNC (see docker_events).
+EventSource = Callable[[str, float], AsyncGenerator[ContainerEvent, None]]
 
 
 def write_resolv_conf(netns_name: str, text: str) -> None:
@@ -85,7 +99,14 @@ def remove_resolv_conf(netns_name: str) -> None:
 class AttachPart(Component):
     name = "attach"
 
-    def __init__(self, spec: Spec, state_dir: Path, ipam: IpamPart, dns: DnsPart | None) -> None:
+    def __init__(
+        self,
+        spec: Spec,
+        state_dir: Path,
+        ipam: IpamPart,
+        dns: DnsPart | None,
+        events: EventSource = watch_docker_events,
+    ) -> None:
         self.spec = spec
         self.ipam = ipam
         self.dns = dns
@@ -94,13 +115,15 @@ class AttachPart(Component):
         self._daemon: Daemon | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._lock = asyncio.Lock()
+        self._events = events
+        self._docker_moved = asyncio.Event()  # `docker.socket` changed: follow the new one
+        self._started_at = time.time()  # starts from then on are ours to follow
         if dns is not None:
             dns.container_key = self.key_for
 
     @property
     def docker_url(self) -> str:
-        explicit = "socket" in self.spec.docker.model_fields_set
-        return docker_url(self.spec.docker.socket if explicit else None)
+        return _docker_url_of(self.spec)
 
     # --- lifecycle ----------------------------------------------------------------------
     async def start(self, daemon: Daemon) -> None:
@@ -115,7 +138,10 @@ class AttachPart(Component):
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
     def spec_changed(self, spec: Spec) -> None:
+        moved = _docker_url_of(spec) != self.docker_url
         self.spec = spec
+        if moved:
+            self._docker_moved.set()
 
     def _load(self) -> dict[str, Attachment]:
         try:
@@ -194,22 +220,37 @@ class AttachPart(Component):
             await asyncio.sleep(WATCH_SECONDS)
 
     async def _docker_events(self) -> None:
-        url = self.docker_url
-        try:
-            client = await asyncio.to_thread(connect, url, 5)
-            client.close()
-        except DependencyError:
-            log.info("no Docker at %s: container events not followed", url)
-            return
-        async for event in watch_docker_events(url):
+        """Follow the Docker the spec names, whenever it answers; a new `docker.socket` in the
+        spec replaces the watch."""
+        while True:
+            self._docker_moved.clear()
+            follower = asyncio.create_task(
+                self._follow_docker(self.docker_url), name="attach-docker-follow"
+            )
             try:
-                await self._on_docker(event)
-            except WeavedError as exc:
-                log.error("docker event %s %s: %s", event.action.value, event.name, exc)
+                await self._docker_moved.wait()
+            finally:
+                follower.cancel()
+                await asyncio.gather(follower, return_exceptions=True)
+            log.info("docker.socket changed: following %s", self.docker_url)
+
+    async def _follow_docker(self, url: str) -> None:
+        # Starts since this daemon started and not heard of are caught up on (re)connection;
+        # containers that were running before it started are left alone, as always.
+        async with contextlib.aclosing(self._events(url, self._started_at)) as events:
+            async for event in events:
+                try:
+                    await self._on_docker(event)
+                except WeavedError as exc:
+                    log.error("docker event %s %s: %s", event.action.value, event.name, exc)
 
     async def _on_docker(self, event: ContainerEvent) -> None:
         if event.action is EventAction.RESYNC:
-            await self.resync()
+            try:
+                await self.resync()
+            except WeavedError as exc:  # the periodic resync tries again; catch up anyway
+                log.error("attachment resync failed: %s", exc)
+            await self._catch_up(event.time)
         elif event.action in (EventAction.DIE, EventAction.DESTROY):
             known = self.known.get(event.container_id)
             if known is not None:
@@ -220,6 +261,21 @@ class AttachPart(Component):
             self.ipam.allocator.container_started(event.container_id)
             if self.spec.docker.auto_attach:
                 await self.attach(AttachRequest(event.container_id))
+
+    async def _catch_up(self, since: float) -> None:
+        """Do what the `start` events missed while Docker was not followed would have done.
+        (Deaths meanwhile need no events: `resync` finds their veths gone or orphaned.)"""
+        url = self.docker_url
+        for info in missed_starts(await asyncio.to_thread(_running, url), since):
+            known = self.known.get(info.id)
+            if known is not None and known.target.pid == info.pid:
+                continue  # attached already (by hand, or from an event after all)
+            log.info("start missed while Docker was not followed container=%s", info.name)
+            start = ContainerEvent(EventAction.START, info.id, info.name, info.started_at)
+            try:
+                await self._on_docker(start)
+            except WeavedError as exc:
+                log.error("missed start of %s: %s", info.name, exc)
 
     # --- attach / detach ----------------------------------------------------------------
     async def _addresses(
@@ -370,6 +426,27 @@ class AttachPart(Component):
             ("POST", "/detach"): do_detach,
             ("POST", "/ps"): do_ps,
         }
+
+
+def _docker_url_of(spec: Spec) -> str:
+    explicit = "socket" in spec.docker.model_fields_set
+    return docker_url(spec.docker.socket if explicit else None)
+
+
+def _running(url: str) -> list[ContainerInfo]:
+    """Docker's running containers, or none if it went away again (its next RESYNC retries)."""
+    try:
+        client = connect(url, 5)
+    except DependencyError as exc:
+        log.debug("no docker for catching up: %s", exc)
+        return []
+    try:
+        return running_containers(client)
+    except DependencyError as exc:
+        log.debug("docker did not list its containers: %s", exc)
+        return []
+    finally:
+        client.close()
 
 
 def _detach_job(target: Target) -> Callable[[Dataplane], Detached]:

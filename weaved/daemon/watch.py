@@ -7,17 +7,37 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
-from watchfiles import awatch
+from watchfiles import Change, awatch
 
 log = logging.getLogger(__name__)
 
 
+def name_filter(target: Path) -> Callable[[Change, str], bool]:
+    """Only changes to `target`'s name in its directory: other files there (the daemon's own log,
+    editors' swap files) must not trigger reloads. By name, not inode, so an editor's
+    write-then-rename still counts."""
+    directory, name = str(target.parent), target.name
+
+    def wanted(_change: Change, path: str) -> bool:
+        changed = Path(path)
+        return changed.name == name and str(changed.parent) == directory
+
+    return wanted
+
+
 async def watch_file(path: Path, on_change: Callable[[], None], stop: asyncio.Event) -> None:
+    # watchfiles logs every batch at INFO; with a log file in the watched directory that batch
+    # would be our own log line, again and again.
+    logging.getLogger("watchfiles").setLevel(logging.WARNING)
     target = path.resolve()
-    directory = target.parent
-    async for changes in awatch(
-        directory, stop_event=stop, debounce=100, step=20, recursive=False, rust_timeout=1000
+    async for _changes in awatch(
+        target.parent,
+        watch_filter=name_filter(target),
+        stop_event=stop,
+        debounce=100,
+        step=20,
+        recursive=False,
+        rust_timeout=1000,
     ):
-        if any(Path(changed).resolve() == target for _kind, changed in changes):
-            log.info("spec file changed path=%s", target)
-            on_change()
+        log.info("spec file changed path=%s", target)
+        on_change()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import string
 import time
 from collections.abc import Callable, Iterable
 
@@ -54,20 +55,30 @@ def fqdn(name: str) -> str:
     return name if name.endswith(".") else name + "."
 
 
-def container_fqdn(domain: str, hostname: str | None = None, name: str | None = None) -> str | None:
-    """The name a container is registered under: its hostname if that is in the domain (or a
-    single label, then qualified), else its container name qualified with the domain."""
-    for candidate in (hostname, name):
-        if not candidate:
-            continue
-        label = candidate.lstrip("/").rstrip(".")
-        if not label:
-            continue
-        if "." not in label:
-            return f"{label}.{domain}"
-        if in_domain(label + ".", domain):
-            return label + "."
-    return None
+def container_fqdn(
+    domain: str,
+    hostname: str | None = None,
+    name: str | None = None,
+    container_id: str = "",
+) -> str | None:
+    """The name a container is registered under: its hostname if that is inside the domain
+    (`--hostname=web.weave.local`), else its name (Docker's container name, a netns name)
+    qualified with the domain. Any other hostname is ignored; Docker's default one (the short
+    container ID, also inside a `--domainname`) is never registered."""
+    host = (hostname or "").rstrip(".")
+    if host and in_domain(host + ".", domain) and not _is_default_hostname(host, container_id):
+        return host + "."
+    label = (name or "").lstrip("/").rstrip(".")
+    if not label:
+        return None
+    return label + "." if in_domain(label + ".", domain) else f"{label}.{domain}"
+
+
+def _is_default_hostname(hostname: str, container_id: str) -> bool:
+    """Docker names a container's host after its short ID, also inside a `--domainname`."""
+    short = container_id[:12].lower()
+    is_docker_id = len(short) == 12 and all(c in string.hexdigits for c in short)
+    return is_docker_id and hostname.split(".", 1)[0].lower() == short
 
 
 class DnsGossiper:

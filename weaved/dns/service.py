@@ -109,9 +109,10 @@ class DnsService:
         hostname: str | None = None,
         name: str | None = None,
     ) -> list[Entry]:
-        """An attached container: NAME.DOMAIN (hostname first, else container name) for every
-        address it holds. Nothing if neither gives a name in the domain."""
-        fq = container_fqdn(self.config.domain, hostname, name)
+        """An attached container, under one name for every address it holds: its hostname if
+        that is inside the domain, else its (container or netns) name qualified with the domain;
+        nothing without either (a bare PID)."""
+        fq = container_fqdn(self.config.domain, hostname, name, container_id)
         if fq is None:
             return []
         added = (self.gossiper.add(fq, container_id, a) for a in addresses)

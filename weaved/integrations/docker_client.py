@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import docker
@@ -34,6 +35,7 @@ class ContainerInfo:
     hostname: str = ""
     domainname: str = ""
     network_mode: str = ""
+    started_at: float = 0.0  # wall clock seconds of the last start (0: never started)
 
 
 def docker_url(spec_socket: str | None = None) -> str:
@@ -71,7 +73,18 @@ def info_of(attrs: dict[str, Any]) -> ContainerInfo:
         hostname=str(config.get("Hostname") or ""),
         domainname=str(config.get("Domainname") or ""),
         network_mode=str(host_config.get("NetworkMode") or ""),
+        started_at=docker_time(str(state.get("StartedAt") or "")),
     )
+
+
+def docker_time(text: str) -> float:
+    """Docker's RFC 3339 timestamps (nanoseconds, `Z`) → seconds; 0 for none or Docker's zero
+    time (`0001-01-01T00:00:00Z`, a container never started)."""
+    try:
+        seconds = datetime.fromisoformat(text).timestamp()
+    except ValueError:
+        return 0.0
+    return max(seconds, 0.0)
 
 
 def inspect_container(client: docker.DockerClient, name_or_id: str) -> ContainerInfo:

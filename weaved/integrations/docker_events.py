@@ -2,14 +2,15 @@
 
 The daemon uses them as triggers only (reconcile on state, not on events): a `start` may lead
 to an auto-attach, a `die`/`destroy` to releasing the container's addresses. Because events can
-be missed while Docker is unreachable, every (re)connection first yields a RESYNC event: the
-consumer should then re-list the running containers (`docker_client.running_containers`) and
-compare with what it knows.
+be missed while Docker is unreachable (not started yet, restarting), every (re)connection first
+yields a RESYNC event: the consumer should then re-list the running containers
+(`docker_client.running_containers`), compare with what it knows and treat
+`missed_starts(running, resync.time)` as the starts it did not hear of.
 
     watcher = DockerEventWatcher(url, on_event)   # on_event runs on the watcher's thread
     watcher.start(); …; watcher.stop()
 
-    async for event in watch_docker_events(url):  # the same, on the asyncio side
+    async for event in watch_docker_events(url, since):  # the same, on the asyncio side
         …
 """
 
@@ -19,12 +20,13 @@ import asyncio
 import contextlib
 import logging
 import threading
-from collections.abc import AsyncIterator, Callable
+import time
+from collections.abc import AsyncGenerator, Callable, Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from weaved.integrations.docker_client import connect
+from weaved.integrations.docker_client import ContainerInfo, connect
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +45,7 @@ class ContainerEvent:
     action: EventAction
     container_id: str = ""  # the full ID ("" for RESYNC)
     name: str = ""
-    time: float = 0.0  # Docker's timestamp (seconds)
+    time: float = 0.0  # Docker's timestamp (seconds); RESYNC: since when events may be missed
     exit_code: int | None = None  # for DIE
 
 
@@ -73,8 +75,24 @@ def parse_event(raw: dict[str, Any]) -> ContainerEvent | None:
     )
 
 
+def backoff_delay(failures: int, low: float, high: float) -> float:
+    """Seconds before the next connection attempt: `low` after a followed session ended (Docker
+    restarted: it is probably back soon), doubling with each failed attempt, at most `high`."""
+    return min(low * 2.0 ** min(max(failures - 1, 0), 32), high)
+
+
+def missed_starts(running: Iterable[ContainerInfo], since: float) -> list[ContainerInfo]:
+    """The running containers whose `start` event came while nobody followed the events (started
+    at or after `since`), oldest first: what those events would have been."""
+    return sorted((c for c in running if c.started_at >= since), key=lambda c: c.started_at)
+
+
 class DockerEventWatcher:
-    """Follows Docker's event stream on a thread, reconnecting with backoff, until stop()."""
+    """Follows Docker's event stream on a thread, reconnecting with backoff, until stop().
+
+    Docker may come later, go and come back: that is said once each way in the log, not at every
+    attempt. Each RESYNC carries (as `time`) the moment since which events may have been missed:
+    `since` (default: now) for the first, the loss of the stream for the next ones."""
 
     def __init__(
         self,
@@ -83,16 +101,26 @@ class DockerEventWatcher:
         *,
         retry_min: float = 0.5,
         retry_max: float = 30.0,
+        since: float | None = None,
+        connector: Callable[[str | None], Any] = connect,
+        clock: Callable[[], float] = time.time,
+        wait: Callable[[float], bool] | None = None,
     ) -> None:
         self.url = url
         self.on_event = on_event
         self.retry_min = retry_min
         self.retry_max = retry_max
+        self._connect = connector
+        self._clock = clock
+        self._since = clock() if since is None else since
         self._stopping = threading.Event()
+        # Sleeps between attempts; True means "stop". Tests inject a fake clock here.
+        self._wait = wait or self._stopping.wait
         self._lock = threading.Lock()
         self._stream: Any = None
         self._client: Any = None
         self._thread: threading.Thread | None = None
+        self._absence_told = False  # "Docker is not there" was logged since the last session
         self.connected = threading.Event()
 
     def start(self) -> None:
@@ -116,23 +144,40 @@ class DockerEventWatcher:
             self._thread = None
 
     def _run(self) -> None:
-        delay = self.retry_min
+        failures = 0
         while not self._stopping.is_set():
-            try:
-                self._follow()
-                delay = self.retry_min  # a clean end (Docker restarted): reconnect at once
-            except Exception as exc:  # the SDK raises many kinds; all mean "reconnect"
-                if self._stopping.is_set():
-                    break
-                log.warning("docker events interrupted url=%s error=%s", self.url, exc)
-            finally:
-                self.connected.clear()
-            if self._stopping.wait(delay):
+            failures = 0 if self._attempt() else failures + 1
+            if self._stopping.is_set():
                 break
-            delay = min(delay * 2, self.retry_max)
+            if self._wait(backoff_delay(failures, self.retry_min, self.retry_max)):
+                break
+
+    def _attempt(self) -> bool:
+        """One connection; True if events were followed (until Docker went away)."""
+        error = "the event stream ended"
+        try:
+            self._follow()
+        except Exception as exc:  # the SDK raises many kinds; all mean "try again later"
+            error = _first_line(exc)
+        followed = self.connected.is_set()
+        self.connected.clear()
+        if self._stopping.is_set():
+            return followed
+        if followed:
+            self._since = self._clock()
+            self._absence_told = True
+            log.warning("docker events lost url=%s error=%s: reconnecting", self.url, error)
+        elif not self._absence_told:
+            self._absence_told = True
+            log.info(
+                "no Docker at %s (%s): container events not followed until it answers",
+                self.url,
+                error,
+            )
+        return followed
 
     def _follow(self) -> None:
-        client = connect(self.url)
+        client = self._connect(self.url)
         with self._lock:
             self._client = client
         try:
@@ -144,7 +189,9 @@ class DockerEventWatcher:
             if self._stopping.is_set():
                 return
             self.connected.set()
-            self.on_event(ContainerEvent(EventAction.RESYNC))
+            self._absence_told = False
+            log.info("docker events followed url=%s", self.url)
+            self.on_event(ContainerEvent(EventAction.RESYNC, time=self._since))
             for raw in stream:
                 if self._stopping.is_set():
                     return
@@ -159,7 +206,14 @@ class DockerEventWatcher:
                 client.close()
 
 
-async def watch_docker_events(url: str | None) -> AsyncIterator[ContainerEvent]:
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+async def watch_docker_events(
+    url: str | None, since: float | None = None
+) -> AsyncGenerator[ContainerEvent, None]:
     """The watcher as an async generator; closing the generator stops the thread."""
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[ContainerEvent] = asyncio.Queue()
@@ -168,7 +222,7 @@ async def watch_docker_events(url: str | None) -> AsyncIterator[ContainerEvent]:
         with contextlib.suppress(RuntimeError):  # the loop closed under us: nobody listens
             loop.call_soon_threadsafe(queue.put_nowait, event)
 
-    watcher = DockerEventWatcher(url, deliver)
+    watcher = DockerEventWatcher(url, deliver, since=since)
     watcher.start()
     try:
         while True:

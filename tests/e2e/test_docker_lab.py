@@ -1,0 +1,261 @@
+"""Real Docker containers in the lab: each of two lab hosts runs its own private dockerd next to
+its `weaved daemon`; containers are attached by name through the daemon (`weaved attach NAME`,
+IPAM gives the address), talk across the hosts over ethwe (ping, weaveDNS names, TCP), vanish
+from `weaved ps` and DNS when Docker removes them, and with `docker.auto_attach` are attached
+as Docker starts them.
+
+The specs are examples/lab/host{1,2}.yaml plus a `docker:` section naming the host's dockerd.
+Each dockerd starts after its host's daemon (it lives in the host's namespace), as when
+weaved.service comes up before docker.service: the daemon follows Docker once it answers.
+Containers are given weaveDNS with `weaved dns-args NAME`, which adds a hostname in the weave
+domain (`--hostname=NAME.weave.local`, as Weave documents); weaveDNS registers that hostname,
+and for a container without one (Docker's default hostname is its short ID) the container's name.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import shutil
+import subprocess
+from collections.abc import Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.docker_image import busybox_available, import_busybox, run_container
+from tests.helpers import Dockerd, wait_for
+from weaved.lab.lab import Lab, examples_dir
+from weaved.spec.edit import edit_spec
+
+pytestmark = [
+    pytest.mark.timeout(300),
+    pytest.mark.docker,
+    pytest.mark.skipif(
+        shutil.which("dockerd") is None or not busybox_available() or examples_dir() is None,
+        reason="needs dockerd, the docker CLI, /bin/busybox and examples/lab",
+    ),
+]
+
+HOSTS = ("host1", "host2")
+SUBNET = ipaddress.IPv4Network("10.32.0.0/12")  # examples/lab: ipalloc.range
+
+
+@dataclass(frozen=True)
+class HostNetns:
+    """A lab host's network namespace, where its dockerd runs."""
+
+    name: str
+
+
+@dataclass(frozen=True)
+class Attached:
+    name: str
+    host: str
+    id: str
+    ip: str
+
+
+class DockerLab:
+    def __init__(self, lab: Lab, dockerds: dict[str, Dockerd]) -> None:
+        self.lab = lab
+        self.dockerds = dockerds
+
+    def weaved(self, host: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        proc = self.lab.exec(host, ["weaved", *args], capture=True, timeout=60)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"{host}: weaved {' '.join(args)} → {proc.returncode}\n{proc}")
+        return proc
+
+    def docker(self, host: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return self.dockerds[host].docker(*args, check=check, timeout=60)
+
+    def run(self, host: str, name: str, *, hostname: bool = True) -> str:
+        """`docker run $(weaved dns-args NAME) --name NAME …` (with `hostname`, else
+        `$(weaved dns-args)`): the container asks its host's weaveDNS. Returns its full ID."""
+        dns_args = self.weaved(host, "dns-args", *([name] if hostname else [])).stdout.split()
+        assert (f"--hostname={name}.weave.local" in dns_args) is hostname
+        return run_container(self.dockerds[host], name, *dns_args)
+
+    def attach(self, host: str, name: str) -> Attached:
+        """Started on HOST's dockerd, attached by name through HOST's daemon."""
+        cid = self.run(host, name)
+        out = self.weaved(host, "attach", name).stdout
+        (ip,) = out.split()  # one address a line, like Weave's
+        assert ipaddress.IPv4Address(ip) in SUBNET
+        return Attached(name, host, cid, ip)
+
+    def in_container(self, c: Attached, *argv: str) -> subprocess.CompletedProcess[str]:
+        return self.docker(c.host, "exec", c.name, *argv, check=False)
+
+    def lookup(self, c: Attached, name: str) -> list[str]:
+        """Addresses busybox nslookup in C finds for NAME (through C's resolv.conf)."""
+        out = self.in_container(c, "busybox", "nslookup", name).stdout
+        answer = out.split("Name:", 1)[1] if "Name:" in out else ""
+        return sorted(w for w in answer.split() if _is_ipv4(w))
+
+    def nxdomain(self, c: Attached, name: str) -> bool:
+        """C's weaveDNS server answers that NAME does not exist (not merely: no answer)."""
+        out = self.in_container(c, "busybox", "nslookup", name).stdout
+        return f"can't find {name}: NXDOMAIN" in out
+
+    def ps(self, host: str, *targets: str) -> str:
+        return self.weaved(host, "ps", *targets, check=False).stdout
+
+
+def dns_status(dlab: DockerLab, host: str) -> str:
+    """`weaved status dns`, one record a line: name, address, container, origin peer."""
+    lines = dlab.weaved(host, "status", "dns").stdout.splitlines()
+    return "".join(" ".join(line.split()) + "\n" for line in lines)
+
+
+def _is_ipv4(text: str) -> bool:
+    try:
+        ipaddress.IPv4Address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _follows_docker(lab: Lab, host: str) -> bool:
+    return "docker events followed" in lab.host(host).log.read_text()
+
+
+def _remove_containers(dockerd: Dockerd) -> None:
+    ids = dockerd.docker("ps", "-aq", check=False).stdout.split()
+    if ids:
+        dockerd.docker("rm", "-f", *ids, check=False)
+
+
+@pytest.fixture(scope="module")
+def dlab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DockerLab]:
+    lab = Lab("dock")
+    examples = examples_dir()
+    assert examples is not None
+    specs = tmp_path_factory.mktemp("specs")
+    dockerds = {h: Dockerd(HostNetns(f"wd-{lab.name}-h{h[-1]}")) for h in HOSTS}
+    for host, dockerd in dockerds.items():
+        text = (examples / "lab" / f"{host}.yaml").read_text()
+        assert "\ndocker:" not in text
+        text += f"docker:\n  socket: unix://{dockerd.sock}\n  auto_attach: false\n"
+        (specs / f"{host}.yaml").write_text(text)
+    with ExitStack() as stack:
+        stack.callback(lab.down)  # last: after every dockerd inside the hosts has stopped
+        lab.up(len(HOSTS), spec_dir=specs, resync=2.0)
+        for dockerd in dockerds.values():
+            stack.enter_context(dockerd)
+            stack.callback(_remove_containers, dockerd)
+            import_busybox(dockerd)
+        # Docker came up after weaved: each daemon follows it at its next attempt (≤ 30 s).
+        for host in HOSTS:
+            wait_for(lambda h=host: _follows_docker(lab, h), timeout=60, interval=0.5)
+        assert lab.wait_mesh(), "the lab hosts did not find each other"
+        assert lab.wait_in_sync(), "weaved plan is not empty on every host"
+        yield DockerLab(lab, dockerds)
+
+
+@pytest.fixture(scope="module")
+def pair(dlab: DockerLab) -> tuple[Attached, Attached]:
+    """wdk-a on host1 and wdk-b on host2, attached by name, addresses from IPAM."""
+    return dlab.attach("host1", "wdk-a"), dlab.attach("host2", "wdk-b")
+
+
+def test_attach_by_name_through_the_daemon_and_ps(
+    dlab: DockerLab, pair: tuple[Attached, Attached]
+) -> None:
+    a, b = pair
+    assert a.ip != b.ip
+    for c in pair:
+        ethwe = dlab.in_container(c, "ip", "-4", "addr", "show", "ethwe").stdout
+        assert f"inet {c.ip}/12 " in ethwe
+        mac = dlab.in_container(c, "cat", "/sys/class/net/ethwe/address").stdout.strip()
+        line = f"{c.id[:12]} {mac} {c.ip}/12"
+        assert line in dlab.ps(c.host).splitlines()  # Weave's layout: short ID, MAC, CIDR
+        assert dlab.ps(c.host, c.name) == line + "\n"
+        other = b if c is a else a
+        assert c.id[:12] not in dlab.ps(other.host)  # each host lists its own containers
+    # Attaching again by name is idempotent: the same address, nothing new.
+    assert dlab.weaved("host1", "attach", "wdk-a").stdout.split() == [a.ip]
+
+
+def test_containers_talk_across_hosts_by_address_name_and_tcp(
+    dlab: DockerLab, pair: tuple[Attached, Attached]
+) -> None:
+    a, b = pair
+    for src, dst in ((a, b), (b, a)):
+        route = dlab.in_container(src, "ip", "route", "get", dst.ip).stdout
+        assert "dev ethwe" in route  # the weave network, not Docker's bridge
+        ping = dlab.in_container(src, "ping", "-c", "2", "-W", "2", dst.ip)
+        assert ping.returncode == 0, ping.stdout + ping.stderr
+
+    # weaveDNS: each container asks its own host's server, which knows the other host's names.
+    wait_for(lambda: dlab.lookup(a, "wdk-b.weave.local") == [b.ip], timeout=20, interval=0.5)
+    wait_for(lambda: dlab.lookup(b, "wdk-a.weave.local") == [a.ip], timeout=20, interval=0.5)
+    by_name = dlab.in_container(a, "ping", "-c", "1", "-W", "2", "wdk-b")  # search path
+    assert by_name.returncode == 0 and f"({b.ip})" in by_name.stdout, by_name.stdout
+
+    # TCP: busybox itself (~2 MB) from wdk-a to wdk-b, compared by checksum.
+    want = dlab.in_container(a, "busybox", "md5sum", "/bin/busybox").stdout.split()[0]
+    # The listener's stdin stays open (sleep), so it ends only when the sender closes.
+    dlab.docker(b.host, "exec", "-d", b.name, "sh", "-c", "sleep 30 | nc -l -p 7000 > /tmp/got")
+
+    def sent() -> bool:
+        return dlab.in_container(a, "sh", "-c", f"nc {b.ip} 7000 < /bin/busybox").returncode == 0
+
+    wait_for(sent, timeout=15, interval=0.3)  # until the listener is up
+
+    def received() -> bool:
+        out = dlab.in_container(b, "busybox", "md5sum", "/tmp/got").stdout.split()
+        return out[:1] == [want]
+
+    wait_for(received, timeout=15, interval=0.3)
+
+
+def test_a_removed_container_leaves_ps_and_dns_on_every_host(
+    dlab: DockerLab, pair: tuple[Attached, Attached]
+) -> None:
+    _, b = pair
+    dies = dlab.attach("host1", "wdk-dies")
+    wait_for(lambda: dlab.lookup(b, "wdk-dies.weave.local") == [dies.ip], timeout=20, interval=0.5)
+    assert f"wdk-dies {dies.ip} " in dns_status(dlab, "host2")
+
+    # No `weaved detach`: the daemon hears Docker's die/destroy events (its periodic look at
+    # the namespaces would notice too, a few seconds later).
+    dlab.docker("host1", "rm", "-f", "wdk-dies")
+    wait_for(lambda: dies.id[:12] not in dlab.ps("host1"), timeout=20, interval=0.5)
+    wait_for(lambda: dlab.nxdomain(b, "wdk-dies.weave.local"), timeout=20, interval=0.5)
+    assert "wdk-dies " not in dns_status(dlab, "host2")
+    assert "wdk-dies " not in dns_status(dlab, "host1")
+    # The survivors are untouched.
+    assert dlab.lookup(b, "wdk-a.weave.local") == [pair[0].ip]
+
+
+def test_auto_attach_attaches_containers_as_docker_starts_them(
+    dlab: DockerLab, pair: tuple[Attached, Attached]
+) -> None:
+    a, _ = pair
+    spec = Path(dlab.lab.host("host2").spec)
+
+    def auto(on: bool) -> None:
+        edit_spec(spec, lambda doc: doc["docker"].__setitem__("auto_attach", on))
+        dlab.weaved("host2", "apply")  # the daemon reads the edited spec now
+
+    auto(True)
+    try:
+        # No `weaved attach`, no hostname: weaveDNS knows it by its container name.
+        cid = dlab.run("host2", "wdk-auto", hostname=False)
+        wait_for(lambda: "/12" in dlab.ps("host2", "wdk-auto"), timeout=20, interval=0.5)
+        (line,) = dlab.ps("host2", "wdk-auto").splitlines()
+        short, _mac, cidr = line.split()
+        assert short == cid[:12]
+        ip = cidr.split("/")[0]
+        assert ipaddress.IPv4Address(ip) in SUBNET
+        auto_c = Attached("wdk-auto", "host2", cid, ip)
+        ethwe = dlab.in_container(auto_c, "ip", "-4", "addr", "show", "ethwe").stdout
+        assert f"inet {cidr} " in ethwe
+        ping = dlab.in_container(a, "ping", "-c", "2", "-W", "2", ip)
+        assert ping.returncode == 0, ping.stdout + ping.stderr
+        wait_for(lambda: dlab.lookup(a, "wdk-auto.weave.local") == [ip], timeout=20, interval=0.5)
+    finally:
+        auto(False)
