@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import ipaddress
-from pathlib import Path
 
 import pytest
 
+from tests.wire import OUTPUTS
 from weaved.attach.model import Attachment, AttachmentState, Target, TargetKind
 from weaved.attach.ps import render_ps, show_addrs
 
-OUTPUTS = Path(__file__).resolve().parents[3] / "shared" / "weave-wire" / "outputs"
 Iface = ipaddress.IPv4Interface
 
 

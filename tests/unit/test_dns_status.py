@@ -8,12 +8,12 @@ from typing import Any
 
 import pytest
 
+from tests.wire import OUTPUTS
 from weaved.dns import status
 from weaved.dns.resolvconf import dns_args, render_resolv_conf
 from weaved.dns.zone import Entry, ip_to_int
 from weaved.mesh.gossip_api import PeerName
 
-OUTPUTS = Path(__file__).resolve().parents[3] / "shared" / "weave-wire" / "outputs"
 HOSTS = sorted(p for p in OUTPUTS.glob("*/*") if (p / "name.json").exists())
 
 

@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.wire import VECTORS
 from weaved.dns.wire import decode_gossip, encode_gossip
 from weaved.dns.zone import Entry, ip_to_int
 from weaved.errors import ProtocolError
 from weaved.mesh.gob import Encoder, Struct
 from weaved.mesh.gossip_api import PeerName
-
-VECTORS = Path(__file__).resolve().parents[3] / "shared" / "weave-wire" / "vectors"
 
 
 def _load(name: str) -> Any:

@@ -5,12 +5,12 @@ from __future__ import annotations
 import contextlib
 import json
 import random
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.wire import VECTORS
 from weaved.errors import ProtocolError
 from weaved.ipam.address import CIDR, format_ip, parse_ip
 from weaved.ipam.allocator import (
@@ -38,7 +38,6 @@ from weaved.mesh.gossip_api import PeerName
 
 H1, H2, H3 = 0x3E80E75A63A7, 0x2A9FF1998A21, 0xAEC0016F34D5
 UNIVERSE = CIDR.parse_subnet("10.32.0.0/12")
-VECTORS = Path(__file__).resolve().parents[3] / "shared" / "weave-wire" / "vectors"
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
+from tests.wire import OUTPUTS
 from weaved.ipam.address import CIDR
 from weaved.ipam.allocator import ConsensusStart, ObserverStart, SeedStart
 from weaved.ipam.sim import SimNetwork, SimPeer
@@ -23,7 +23,6 @@ from weaved.ipam.status import (
 )
 from weaved.mesh.gossip_api import PeerName
 
-OUTPUTS = Path(__file__).resolve().parents[3] / "shared" / "weave-wire" / "outputs"
 H1, H2, H3 = 0x3E80E75A63A7, 0x2A9FF1998A21, 0xAEC0016F34D5
 UNIVERSE = CIDR.parse_subnet("10.32.0.0/12")
 

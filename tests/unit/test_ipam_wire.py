@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.wire import VECTORS
 from weaved.errors import ProtocolError
 from weaved.ipam.address import Range, parse_ip
 from weaved.ipam.messages import IpamGossip, RingUpdate, SpaceRequest, SpaceRequestDenied
@@ -23,7 +23,6 @@ from weaved.ipam.wire import (
 )
 from weaved.mesh.gossip_api import PeerName
 
-VECTORS = Path(__file__).resolve().parents[3] / "shared" / "weave-wire" / "vectors"
 H1 = PeerName(0x3E80E75A63A7)
 H2 = PeerName(0x2A9FF1998A21)
 H3 = PeerName(0xAEC0016F34D5)

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-from typing import Any
-
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tests.wire import load_vector
 from weaved.mesh.crypto import (
     DecryptError,
     KeyPair,
@@ -24,18 +21,9 @@ from weaved.mesh.crypto import (
 from weaved.mesh.peername import parse_peer_name, peer_name_to_bytes
 from weaved.mesh.sleeve_frames import SpecialKind, classify_special, heartbeat_uid, unpack_frames
 
-VECTORS = Path(__file__).resolve().parents[3] / "shared" / "weave-wire" / "vectors"
-
-
-def _load(name: str) -> Any:
-    path = VECTORS / name
-    if not path.exists():
-        pytest.skip(f"{path} not available")
-    return json.loads(path.read_text())
-
 
 def test_key_agreement_vector() -> None:
-    v = _load("crypto.json")
+    v = load_vector("crypto.json")
     a = KeyPair.from_private(bytes.fromhex(v["A_private_hex"]))
     b = KeyPair.from_private(bytes.fromhex(v["B_private_hex"]))
     assert a.public.hex() == v["A_public_hex"]
@@ -50,7 +38,7 @@ def test_key_agreement_vector() -> None:
 
 
 def test_tcp_seal_vectors() -> None:
-    v = _load("crypto.json")
+    v = load_vector("crypto.json")
     key = bytes.fromhex(v["session_key_hex"])
     a_send = TcpSealer(key, outbound=True)
     b_send = TcpSealer(key, outbound=False)
@@ -65,7 +53,7 @@ def test_tcp_seal_vectors() -> None:
 
 
 def test_tcp_replay_or_gap_fails() -> None:
-    v = _load("crypto.json")
+    v = load_vector("crypto.json")
     key = bytes.fromhex(v["session_key_hex"])
     first = bytes.fromhex(v["tcp_A_to_B"][0]["sealed_hex"])
     second = bytes.fromhex(v["tcp_A_to_B"][1]["sealed_hex"])
@@ -80,7 +68,7 @@ def test_tcp_replay_or_gap_fails() -> None:
 
 
 def test_udp_vectors() -> None:
-    v = _load("crypto.json")
+    v = load_vector("crypto.json")
     key = bytes.fromhex(v["session_key_hex"])
     a_name = peer_name_to_bytes(parse_peer_name("2a:9f:f1:99:8a:21"))
     opener = SleeveOpener(key, outbound=False)  # B accepted
@@ -104,7 +92,7 @@ def test_udp_vectors() -> None:
 
 
 def test_known_key_session() -> None:
-    s = _load("encrypted-session-known-key.json")
+    s = load_vector("encrypted-session-known-key.json")
     me = KeyPair.from_private(bytes.fromhex(s["python_peer_private_hex"]))
     assert me.public.hex() == s["python_peer_public_hex"]
     key = form_session_key(

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-from typing import Any
-
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.wire import load_vector
 from weaved.mesh.crypto import KeyPair
 from weaved.mesh.handshake import (
     FeatureError,
@@ -25,15 +22,6 @@ from weaved.mesh.handshake import (
 )
 from weaved.mesh.peername import parse_peer_name
 from weaved.mesh.reasons import CloseReason
-
-VECTORS = Path(__file__).resolve().parents[3] / "shared" / "weave-wire" / "vectors"
-
-
-def _load(name: str) -> Any:
-    path = VECTORS / name
-    if not path.exists():
-        pytest.skip(f"{path} not available")
-    return json.loads(path.read_text())
 
 
 def features(name: str = "3e:80:e7:5a:63:a7", uid: str = "1", conn: str = "5") -> dict[str, str]:
@@ -203,7 +191,7 @@ def test_garbage_never_raises(
 
 
 def test_features_vectors_decode_and_round_trip() -> None:
-    hs = _load("handshake.json")
+    hs = load_vector("handshake.json")
     for conn in hs["connections"]:
         msg = conn["features_message"]
         if conn["stream"]["crypto_flag"]:
@@ -220,7 +208,7 @@ def test_single_entry_features_encode_like_go() -> None:
 
 
 def test_captured_remote_side_completes_our_handshake() -> None:
-    hs_vectors = _load("handshake.json")
+    hs_vectors = load_vector("handshake.json")
     for conn in hs_vectors["connections"]:
         stream = conn["stream"]
         if stream["crypto_flag"]:
@@ -241,7 +229,7 @@ def test_captured_remote_side_completes_our_handshake() -> None:
 
 
 def test_known_key_session_handshake() -> None:
-    s = _load("encrypted-session-known-key.json")
+    s = load_vector("encrypted-session-known-key.json")
     me = KeyPair.from_private(bytes.fromhex(s["python_peer_private_hex"]))
     inbound = next(v for k, v in s.items() if k.startswith("tcp_weaver_to_python"))
     ours = Handshake(

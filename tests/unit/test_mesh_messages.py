@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tests.wire import VECTORS
 from weaved.mesh.gossip_api import PeerName
 from weaved.mesh.messages import (
     Blank,
@@ -29,8 +29,6 @@ from weaved.mesh.messages import (
     encode_unicast,
     parse_message,
 )
-
-VECTORS = Path(__file__).resolve().parents[3] / "shared" / "weave-wire" / "vectors"
 
 
 def _examples() -> list[dict[str, Any]]:

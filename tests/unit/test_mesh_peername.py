@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import random
-from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tests.wire import WIRE
 from weaved.mesh.peername import (
     PeerNameError,
     SystemIDs,
@@ -22,8 +22,6 @@ from weaved.mesh.peername import (
     peer_name_to_bytes,
     random_uid,
 )
-
-WIRE = Path(__file__).resolve().parents[3] / "shared" / "weave-wire"
 
 
 def _cases() -> list[dict[str, object]]:

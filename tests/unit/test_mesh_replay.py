@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import json
 import random
-from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.wire import WIRE, load_vector
 from weaved.mesh import gob
 from weaved.mesh.crypto import KeyPair
 from weaved.mesh.gob_types import DNS_GOSSIP_DATA, GOSSIP_STATE, RANGE
@@ -35,7 +35,6 @@ from weaved.mesh.peername import format_peer_name, parse_peer_name
 from weaved.mesh.routes import unicast_routes
 from weaved.mesh.topology import ConnectionInfo, Topology, decode_topology
 
-WIRE = Path(__file__).resolve().parents[3] / "shared" / "weave-wire"
 PLAIN_TRACES = [
     "trace-a-tcp.json",
     "trace-b-AB-tcp.json",
@@ -44,15 +43,8 @@ PLAIN_TRACES = [
 ]
 
 
-def _load(name: str) -> Any:
-    path = WIRE / "vectors" / name
-    if not path.exists():
-        pytest.skip(f"{path} not available")
-    return json.loads(path.read_text())
-
-
 def _streams(trace: str) -> list[tuple[dict[str, Any], list[dict[str, Any]]]]:
-    data = _load(trace)
+    data = load_vector(trace)
     out = []
     for stream in data["streams"]:
         msgs = [m for m in data["messages"] if m["direction"] == stream["direction"]]
@@ -150,7 +142,7 @@ def test_replay_plain_trace(trace: str) -> None:
 
 
 def test_replay_encrypted_session_from_weaver() -> None:
-    s = _load("encrypted-session-known-key.json")
+    s = load_vector("encrypted-session-known-key.json")
     inbound = next(v for k, v in s.items() if k.startswith("tcp_weaver_to_python"))
     raw = bytes.fromhex(s["protocol_header_each_way_hex"][1]) + b"\x01"
     raw += bytes.fromhex(s["weaver_public_hex"])

@@ -7,10 +7,10 @@ import asyncio
 import json
 import socket
 import struct
-from pathlib import Path
 
 import pytest
 
+from tests.wire import VECTORS
 from weaved.mesh.gossip_api import PeerName
 from weaved.mesh.sleeve import (
     DEFAULT_MTU,
@@ -36,7 +36,6 @@ from weaved.mesh.sleeve_frames import (
 )
 from weaved.mesh.sleeve_overlay import SleeveOverlay
 
-VECTORS = Path(__file__).resolve().parents[3] / "shared" / "weave-wire" / "vectors"
 UID = 9051980784470965150
 PEER = ("192.0.2.1", 6783)
 

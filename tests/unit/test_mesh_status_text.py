@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from tests.wire import OUTPUTS
 from weaved.mesh.gossip_api import PeerName
 from weaved.mesh.peername import parse_peer_name
 from weaved.mesh.status import (
@@ -32,7 +33,6 @@ from weaved.mesh.status_text import (
     report_router,
 )
 
-OUTPUTS = Path(__file__).resolve().parents[3] / "shared" / "weave-wire" / "outputs"
 CASES = sorted(str(p.parent.relative_to(OUTPUTS)) for p in OUTPUTS.glob("*/*/report.json"))
 DATAPLANE_KEYS = ("Interface", "CaptureStats", "MACs")
 

@@ -7,13 +7,13 @@ from __future__ import annotations
 import json
 import random
 from collections import Counter, deque
-from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.wire import VECTORS, load_vector
 from weaved.mesh.gossip_api import PeerName
 from weaved.mesh.handshake import RemoteIdentity
 from weaved.mesh.peername import format_peer_name, parse_peer_name
@@ -27,17 +27,9 @@ from weaved.mesh.topology import (
     decode_topology,
 )
 
-VECTORS = Path(__file__).resolve().parents[3] / "shared" / "weave-wire" / "vectors"
 H1 = parse_peer_name("3e:80:e7:5a:63:a7")
 H2 = parse_peer_name("2a:9f:f1:99:8a:21")
 H3 = parse_peer_name("ae:c0:01:6f:34:d5")
-
-
-def _load(name: str) -> Any:
-    path = VECTORS / name
-    if not path.exists():
-        pytest.skip(f"{path} not available")
-    return json.loads(path.read_text())
 
 
 def _bin(v: Any) -> int:
@@ -45,7 +37,7 @@ def _bin(v: Any) -> int:
 
 
 def test_decode_every_captured_topology_payload() -> None:
-    data = _load("tcp-gossip-topology.json")
+    data = load_vector("tcp-gossip-topology.json")
     assert data["examples"]
     for ex in data["examples"]:
         decoded = ex["decoded"]
@@ -70,7 +62,7 @@ def test_decode_every_captured_topology_payload() -> None:
 
 
 def test_encode_matches_go_byte_for_byte() -> None:
-    for vec in _load("gob-weave-types.json")["vectors"]:
+    for vec in load_vector("gob-weave-types.json")["vectors"]:
         if not vec["name"].startswith("topology"):
             continue
         peers = vec["value"]

@@ -3,27 +3,15 @@ vectors (crypto.json) and the decrypted trace e (a live weaver, known key)."""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-from typing import Any
-
 import pytest
 
+from tests.wire import load_vector
 from weaved.mesh.crypto import DecryptError, KeyPair, SleeveSealer, form_session_key, sleeve_nonce
 from weaved.mesh.sleeve_overlay import _box, _DirectOpener
 
-VECTORS = Path(__file__).resolve().parents[3] / "shared" / "weave-wire" / "vectors"
-
-
-def load(name: str) -> Any:
-    path = VECTORS / name
-    if not path.exists():
-        pytest.skip("shared/weave-wire not checked out next to the repository")
-    return json.loads(path.read_text())
-
 
 def test_box_and_open_match_weave_vectors() -> None:
-    v = load("crypto.json")
+    v = load_vector("crypto.json")
     key = bytes.fromhex(v["session_key_hex"])
     opener = _DirectOpener(key, outbound=False)  # B accepted; A dialled and sealed
     for d in v["udp_A_to_B"]:
@@ -56,7 +44,7 @@ def test_direct_box_equals_pynacl_sealer() -> None:
 
 
 def test_live_weaver_session_opens() -> None:
-    s = load("encrypted-session-known-key.json")
+    s = load_vector("encrypted-session-known-key.json")
     me = KeyPair.from_private(bytes.fromhex(s["python_peer_private_hex"]))
     key = form_session_key(
         bytes.fromhex(s["weaver_public_hex"]), me.private, s["password"].encode()

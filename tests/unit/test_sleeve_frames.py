@@ -3,13 +3,12 @@
 
 from __future__ import annotations
 
-import json
 import struct
-from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.wire import load_vector
 from weaved.datapath.sleeve.ethernet import (
     checksum,
     fragment_ipv4,
@@ -32,8 +31,6 @@ from weaved.datapath.sleeve.vnet import (
     ZERO_VNET,
     VnetHeader,
 )
-
-VECTORS = Path(__file__).resolve().parents[3] / "shared" / "weave-wire" / "vectors"
 
 
 class Control:
@@ -71,19 +68,12 @@ def relay_out(sender: bytes, hop: bytes, max_payload: int = 1472) -> tuple[Any, 
     return _Out(dp, Counters()), fwd  # type: ignore[arg-type]
 
 
-def load(name: str) -> Any:
-    path = VECTORS / name
-    if not path.exists():
-        pytest.skip("shared/weave-wire not checked out next to the repository")
-    return json.loads(path.read_text())
-
-
 def names(text: str) -> bytes:
     return bytes.fromhex(text.replace(":", ""))
 
 
 def examples() -> dict[str, Any]:
-    data: dict[str, Any] = load("sleeve-udp.json")["examples"]
+    data: dict[str, Any] = load_vector("sleeve-udp.json")["examples"]
     return data
 
 
@@ -228,7 +218,7 @@ def test_too_big_non_df_goes_to_the_kernel_once_the_test_passed() -> None:
 def test_sleeve_fragments_itself_like_trace_d() -> None:
     """Trace d: a 3000-byte non-DF ping, fragmentation test lost, MTU 1138: sleeve sent the
     IPv4 fragments itself, each on the DF path. Our fragments are byte-for-byte Weave's."""
-    datagrams = load("trace-d-udp.json")["datagrams"]
+    datagrams = load_vector("trace-d-udp.json")["datagrams"]
     fragments = []
     for d in datagrams:
         frames = d.get("sleeve_frames", [])
