@@ -90,7 +90,7 @@ from weaved.mesh.gossip_api import PeerName
 from weaved.mesh.peername import format_peer_name, peer_name_to_bytes
 from weaved.mesh.router import Router
 from weaved.mesh.routes import Routes
-from weaved.mesh.sleeve_frames import classify_special
+from weaved.mesh.sleeve_frames import NAME_SIZE, classify_special
 from weaved.mesh.sleeve_overlay import SleeveForwarder, SleeveOverlay
 from weaved.model.resources import BRIDGE
 
@@ -119,7 +119,6 @@ _SO_SNDBUFFORCE = 32
 _SO_RCVBUFFORCE = 33
 GSO_MAX_SEGMENTS = 64  # UDP_MAX_SEGMENTS of older kernels (newer take 128)
 MAX_GSO_BYTES = 65000  # one GSO send is one UDP datagram to the kernel: under 64 KB
-_NAME_SIZE = 6
 
 
 @dataclass(slots=True)
@@ -176,7 +175,7 @@ class Link:
         self.peer = fwd.remote_bin
         self.offload = fwd.offload
         self.capacity = offload_capacity(fwd.encrypted)
-        self.overhead = 6 + (24 if fwd.encrypted else 0)  # name, sequence number, tag
+        self.overhead = NAME_SIZE + (24 if fwd.encrypted else 0)  # sequence number, tag
 
 
 class _Pending:
@@ -359,7 +358,7 @@ class _Out:
     def _board(self, link: Link, df: bool, payload: Sequence[BytesLike], size: int) -> None:
         """Queue a sealed datagram body (`size` bytes after our name) on its train."""
         key = (link.peer, df)
-        datagram = size + _NAME_SIZE
+        datagram = size + NAME_SIZE
         train = self.trains.get(key)
         if train is not None and (
             train.link is not link

@@ -45,6 +45,7 @@ from weaved.datapath.sleeve.vnet import (
     VnetHeader,
     plain_frames,
 )
+from weaved.mesh.sleeve_frames import NAME_SIZE
 
 __all__ = [
     "MAX_BATCH_FRAMES",
@@ -71,7 +72,6 @@ MAX_UDP_PAYLOAD = 65507  # 65535 - IPv4 header - UDP header
 RECORD_HEADER = struct.Struct(">6s6sH")
 OFFLOAD_MARKER = 0x01
 OFFLOAD_PREFIX = 1 + VNET_HDR_LEN
-_NAME = 6
 SEGMENT_MARKER = b"\xff" * 8
 SEGMENT_HEADER = struct.Struct(">6s8sIBB")
 MAX_SEGMENTS = 64  # the kernel's limit per UDP GSO send (UDP_MAX_SEGMENTS)
@@ -150,7 +150,7 @@ def plan_weave_vnet(vnet: bytes, frame: bytes, mtu: int, stack_frag: bool, broad
 
 def offload_capacity(encrypted: bool) -> int:
     """The largest frame an offload record can carry in one UDP datagram."""
-    overhead = _NAME + (24 if encrypted else 0) + RECORD_HEADER.size + OFFLOAD_PREFIX
+    overhead = NAME_SIZE + (24 if encrypted else 0) + RECORD_HEADER.size + OFFLOAD_PREFIX
     return MAX_UDP_PAYLOAD - overhead
 
 
