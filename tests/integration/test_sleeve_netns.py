@@ -356,6 +356,49 @@ def test_offload_peers_carry_jumbo_frames_whole(bed_jumbo: Testbed) -> None:
         stop_all(bed_jumbo)
 
 
+def test_frames_over_the_receiving_bridge_mtu_are_answered_or_fragmented(
+    bed_jumbo: Testbed,
+) -> None:
+    """As a Weave peer (containers of MTU 65535, path MTU 1438) talking to a weaved host whose
+    bridge is 1376: a 1428-byte DF packet used to vanish in host2's bridge. Now host2 answers
+    with ICMP frag-needed (MTU 1376), so DF pings and TCP adapt; non-DF is fragmented."""
+    host2 = bed_jumbo.hosts[1]
+    c1, c2 = bed_jumbo.container(1), bed_jumbo.container(2)
+    veth2 = f"vethwepl{c2.host}x{c2.index}"
+
+    def set_mtu(mtu: int) -> None:
+        for argv in (
+            ["ip", "-n", host2.netns, "link", "set", "weave", "mtu", str(mtu)],
+            ["ip", "-n", host2.netns, "link", "set", veth2, "mtu", str(mtu)],
+            ["ip", "-n", c2.netns, "link", "set", "ethwe", "mtu", str(mtu)],
+        ):
+            subprocess.run(argv, check=True)
+
+    set_mtu(1376)
+    start(bed_jumbo, [(1, []), (2, [1])], password=None, offload=False)
+    try:
+        for c in (c1, c2):
+            bed_jumbo.run_in(c, "ip", "route", "flush", "cache")
+        assert bed_jumbo.ping(c1, c2)
+        time.sleep(2.5)  # the data path reads the bridge's MTU every 2 s
+        assert bed_jumbo.ping(c1, c2, "-M", "dont", "-s", "3000"), "non-DF is fragmented"
+        out = bed_jumbo.run_in(
+            c1, "ping", "-M", "do", "-c", "1", "-W", "2", "-s", "1400", c2.address
+        )
+        text = (out.stdout + out.stderr).lower()
+        assert out.returncode != 0 and "mtu = 1376" in text, text
+        assert "mtu 1376" in bed_jumbo.run_in(c1, "ip", "route", "get", c2.address).stdout
+        assert bed_jumbo.ping(c1, c2, "-M", "do", "-s", "1348"), "DF at the bridge MTU passes"
+        transfer(bed_jumbo, c1, c2, 1_000_000)  # TCP with DF on every segment adapts
+        totals = counters(bed_jumbo, 2)
+        assert totals["too_big_answered"] >= 1 and totals["too_big_fragmented"] >= 1, totals
+    finally:
+        stop_all(bed_jumbo)
+        set_mtu(9000)
+        for c in (c1, c2):
+            bed_jumbo.run_in(c, "ip", "route", "flush", "cache")
+
+
 # --- three hosts in a line -------------------------------------------------------------------
 
 

@@ -415,3 +415,45 @@ def test_udp_gso_and_gro_on_loopback(dp: SleeveDatapath) -> None:
     finally:
         rx.close()
         tx.close()
+
+
+def test_received_df_frame_over_the_bridge_mtu_is_answered_to_its_sender(
+    dp: SleeveDatapath,
+) -> None:
+    """A Weave peer's container (MTU 65535, path MTU 1438) sends 1428 DF bytes to our
+    container behind a 1376 bridge: ICMP frag-needed (MTU 1376) goes back, nothing is
+    injected (the kernel bridge would drop it silently)."""
+    from_b, to_b = FakeForwarder(B), FakeForwarder(B)
+    receive_from(dp, from_b)
+    link_to(dp, to_b)
+    dp.switch.macs.add_forced(MAC_A, a, 0.0)
+    dp.bridge_mtu = 1376
+    w = worker(dp)
+    w.received(b + record(b, a, ipv4(1376, True, MAC_B, MAC_A)), ADDR, 1.0)  # fits: injected
+    w.received(b + record(b, a, ipv4(1428, True, MAC_B, MAC_A)), ADDR, 1.0)
+    w.out.flush()
+    assert [len(f) - 10 - 14 for f in injected(dp)] == [1376]
+    (body,) = [body for _df, body in to_b.sent]
+    ((src, dst, icmp),), problem = parse_body(body)
+    assert problem is None and (src, dst) == (a, b)
+    assert bytes(icmp[:12]) == MAC_B + MAC_A and icmp[14 + 20] == 3 and icmp[14 + 21] == 4
+    assert struct.unpack(">H", icmp[14 + 26 : 14 + 28])[0] == 1376
+    assert w.stats.too_big_answered == 1 and w.stats.injected == 1
+
+
+def test_received_non_df_frame_over_the_bridge_mtu_is_injected_in_fragments(
+    dp: SleeveDatapath,
+) -> None:
+    from_b = FakeForwarder(B)
+    receive_from(dp, from_b)
+    dp.switch.macs.add_forced(MAC_A, a, 0.0)
+    dp.bridge_mtu = 1376
+    w = worker(dp)
+    w.received(b + record(b, a, ipv4(3000, False, MAC_B, MAC_A)), ADDR, 1.0)
+    arp = eth(MAC_A, MAC_B, bytes(1500))  # not IPv4: cannot be helped
+    w.received(b + record(b, a, arp), ADDR, 1.0)
+    w.out.flush()
+    frames = [f[10:] for f in injected(dp)]
+    assert len(frames) == 3 and all(len(f) <= 1376 + 14 for f in frames)
+    assert sum(len(f) - 14 - 20 for f in frames) == 3000 - 20
+    assert w.stats.too_big_fragmented == 1 and w.stats.drops["too_big_for_bridge"] == 1

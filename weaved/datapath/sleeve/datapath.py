@@ -50,6 +50,7 @@ import contextlib
 import ctypes
 import ctypes.util
 import errno
+import fcntl
 import itertools
 import logging
 import os
@@ -84,7 +85,15 @@ from weaved.datapath.sleeve.frames import (
     segment_datagram,
 )
 from weaved.datapath.sleeve.gro import Item, coalesce
-from weaved.datapath.sleeve.vnet import VNET_HDR_LEN, ZERO_VNET
+from weaved.datapath.sleeve.oversize import plan_oversized_inject
+from weaved.datapath.sleeve.vnet import (
+    F_NEEDS_CSUM,
+    VNET_HDR_LEN,
+    ZERO_VNET,
+    OffloadError,
+    VnetHeader,
+    plain_frames,
+)
 from weaved.mesh.crypto import DecryptError
 from weaved.mesh.gossip_api import PeerName
 from weaved.mesh.peername import format_peer_name, peer_name_to_bytes
@@ -108,6 +117,8 @@ REFRESH_INTERVAL = 0.1
 TAP_CHECK_INTERVAL = 2.0
 MAC_EXPIRY_INTERVAL = 60.0  # Weave checks every max age / 10
 SOCKET_BUFFER = 8 << 20
+MAX_BRIDGE_MTU = 65535
+_SIOCGIFMTU = 0x8921
 _ZERO14 = bytes(ETH_HLEN)
 _TAP_GONE = {errno.EBADFD, errno.ENODEV, errno.EIO, errno.ENXIO}
 _RECORD = struct.Struct(">6s6sH")  # frames.RECORD_HEADER
@@ -137,6 +148,8 @@ class Counters:
     relayed: int = 0  # frames passed on (relays and broadcast continuation)
     special: int = 0  # control-plane frames handed to the event loop
     icmp_frag_needed: int = 0
+    too_big_answered: int = 0  # received DF frames over our bridge's MTU: ICMP sent back
+    too_big_fragmented: int = 0  # received non-DF IPv4 frames over it: injected in fragments
     no_link: int = 0
     unknown_sender: int = 0
     decrypt_failed: int = 0  # forgeries, corruption, wrong key
@@ -668,6 +681,7 @@ class _Worker:
         switch = dp.switch
         out = self.out
         send = out.send
+        inject_limit = dp.bridge_mtu + ETH_HLEN
         while end - pos >= 14:
             src = body[pos : pos + 6]
             dst = body[pos + 6 : pos + 12]
@@ -709,9 +723,12 @@ class _Worker:
                 continue
             frame = view[fstart:pos]
             if decision.inject:
-                # Untrusted (a Weave-format peer's DF datagrams carry no UDP checksum):
-                # merged only once the run's TCP checksums verify (gro.coalesce).
-                out.inject(vnet, frame, trusted)
+                if pos - fstart > inject_limit and vnet[1] == 0:  # no GSO: the bridge drops it
+                    self.too_big(src, vnet, frame, decision.broadcast, inject_limit - ETH_HLEN)
+                else:
+                    # Untrusted (a Weave-format peer's DF datagrams carry no UDP checksum):
+                    # merged only once the run's TCP checksums verify (gro.coalesce).
+                    out.inject(vnet, frame, trusted)
             for hop, d in decision.sends:
                 stats.relayed += 1
                 send(hop, src, d, vnet, frame, decision.broadcast)
@@ -722,6 +739,34 @@ class _Worker:
                 format_peer_name(fwd.remote),
                 end - pos,
             )
+
+    def too_big(
+        self, src: bytes, vnet: BytesLike, frame: BytesLike, broadcast: bool, mtu: int
+    ) -> None:
+        """A received frame our bridge would drop as over its MTU (oversize.py): answer it
+        with ICMP "fragmentation needed" sent back to the peer that captured it, or inject it
+        in fragments."""
+        stats = self.stats
+        frames: Sequence[BytesLike] = (frame,)
+        if vnet[0] & F_NEEDS_CSUM:
+            try:
+                frames = plain_frames(VnetHeader.unpack(bytes(vnet)), frame)
+            except OffloadError:
+                stats.drops["bad_offload"] += 1
+                return
+        for whole in frames:
+            plan = plan_oversized_inject(whole, mtu, broadcast)
+            if plan.drop is not None:
+                stats.drops[plan.drop] += 1
+            if plan.icmp is not None:
+                stats.too_big_answered += 1
+                for hop, dst in self.dp.switch.table.to_peer(src).sends:
+                    self.out.send(hop, self.dp.us, dst, ZERO_VNET, plan.icmp, False)
+                return  # one answer is enough: the sender retries smaller
+            if plan.frames:
+                stats.too_big_fragmented += 1
+                for fragment in plan.frames:
+                    self.out.inject(ZERO_VNET, fragment, True)
 
 
 class SleeveDatapath:
@@ -767,6 +812,7 @@ class SleeveDatapath:
         self._mac_expiry_due = 0.0
         self.idents = itertools.count(int.from_bytes(os.urandom(4), "big"))
         self.gro = False  # UDP_GRO on the socket: workers read with recvmsg and split
+        self.bridge_mtu = MAX_BRIDGE_MTU  # frames to inject above it are answered (too_big)
         self.running = False
 
     # --- lifecycle (event loop) -------------------------------------------------------------
@@ -905,6 +951,7 @@ class SleeveDatapath:
 
     async def _keep_tap(self) -> None:
         while True:
+            self.bridge_mtu = _interface_mtu(self.bridge) or MAX_BRIDGE_MTU
             try:
                 await self._ensure_tap()
                 self.tap_error = None
@@ -1085,7 +1132,20 @@ class SleeveDatapath:
             f" {c.relayed} relayed\n"
             f"        Dropped: {c.decrypt_failed} undecryptable, {c.replayed} replayed,"
             f" {c.unknown_sender} from unknown peers\n"
+            f"        Too big: {c.too_big_answered} answered (ICMP frag-needed, bridge MTU"
+            f" {self.bridge_mtu}), {c.too_big_fragmented} fragmented\n"
         )
+
+
+def _interface_mtu(name: str) -> int | None:
+    """The MTU of a device of this network namespace (None if there is no such device)."""
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            ifreq = struct.pack("16si12x", name.encode()[:15], 0)
+            reply = fcntl.ioctl(sock.fileno(), _SIOCGIFMTU, ifreq)
+    except OSError:
+        return None
+    return int(struct.unpack_from("16si", reply)[1])
 
 
 def _close_quietly(fd: int) -> None:
