@@ -461,6 +461,97 @@ def test_encryption_means_encrypted_sleeve(tmp_path: Path) -> None:
         assert not any("192.0.2.12" in k for k in h1.fdb_keys())
 
 
+UDP_COUNTER = r"""
+import socket, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("0.0.0.0", 7777)); s.settimeout(0.2)
+print("listening", flush=True)
+got = []
+end = time.monotonic() + float(sys.argv[1])
+while time.monotonic() < end:
+    try:
+        got.append(s.recv(2000).decode(errors="replace"))
+    except OSError:
+        pass
+print(" ".join(sorted(got)), flush=True)
+"""
+
+INJECTOR = r"""
+import socket, struct, sys
+target, their_mac, our_name, their_name, their_ip = sys.argv[1:6]
+
+def csum(data):
+    if len(data) % 2:
+        data += b"\0"
+    total = sum(struct.unpack(f">{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+def frame(payload):
+    udp = struct.pack(">HHHH", 40000, 7777, 8 + len(payload), 0) + payload
+    ip = bytearray(struct.pack(">BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 1, 0, 64, 17, 0,
+                               socket.inet_aton("10.40.0.66"), socket.inet_aton(their_ip)))
+    struct.pack_into(">H", ip, 10, csum(bytes(ip)))
+    return bytes.fromhex(their_mac.replace(":", "")) + bytes.fromhex("0e0000000066") \
+        + b"\x08\x00" + bytes(ip) + udp
+
+us, them = (bytes.fromhex(n.replace(":", "")) for n in (our_name, their_name))
+out = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for i in range(3):
+    vxlan = struct.pack(">II", 0x08000000, 6784 << 8) + frame(b"injected-via-vxlan")
+    out.sendto(vxlan, (target, 6784))
+    f = frame(b"injected-via-sleeve")
+    out.sendto(us + us + them + struct.pack(">H", len(f)) + f, (target, 6783))
+print("sent", flush=True)
+"""
+
+
+def test_encrypted_network_has_no_unauthenticated_way_in(tmp_path: Path) -> None:
+    """With a password: no VXLAN device at all (it accepts frames from anyone on the
+    underlay), and an unencrypted sleeve datagram in host1's name is not delivered; only
+    the real, encrypted traffic reaches host2's container."""
+    password = tmp_path / "password"
+    password.write_text("a fine secret\n")
+    password.chmod(0o600)
+    with Lab(tmp_path, 2, password, sleeve=sleeve_datapath_available()) as lab:
+        h1, h2 = lab.hosts
+        lab.wait_using(h1, h2, "sleeve")
+        assert "fallback=fastdp off: encryption is on" in h1.connections()["host2"]
+        for host in lab.hosts:
+            assert host.ns.ip("link", "show", "vxlan-6784", check=False).returncode != 0
+            plan = host.ns.weaved(host.spec, "plan", "--detailed-exitcode", check=False)
+            assert plan.returncode == 0 and "vxlan" not in plan.stdout, plan.stdout
+        if lab.sleeve:
+            assert wait_for(lambda: ping(h1, h2), timeout=15, interval=0.5) >= 0
+        counter = subprocess.Popen(
+            ["ip", "netns", "exec", h2.container.name, sys.executable, "-c", UDP_COUNTER, "6"],
+            stdout=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+        try:
+            assert counter.stdout is not None and counter.stdout.readline().strip() == "listening"
+            h1.ns.run(
+                [
+                    sys.executable, "-c", INJECTOR, h2.address, h2.container_mac(),
+                    "02:00:00:00:0a:01", "02:00:00:00:0a:02", h2.overlay_ip,
+                ]
+            )  # fmt: skip
+            if lab.sleeve:  # the real path still delivers
+                h1.container.run(
+                    [sys.executable, "-c", "import socket; socket.socket(2, 2).sendto("
+                     f"b'real', ('{h2.overlay_ip}', 7777))"]
+                )  # fmt: skip
+            out, _ = counter.communicate(timeout=20)
+        finally:
+            if counter.poll() is None:
+                stop_process(counter, timeout=5)
+        assert out.split() == (["real"] if lab.sleeve else []), out
+        if lab.sleeve:
+            assert h2.report()["Sleeve"]["Counters"]["decrypt_failed"] >= 3
+
+
 def test_relayed_paths_use_sleeve(tmp_path: Path) -> None:
     if not sleeve_datapath_available():
         pytest.skip("no sleeve data path to relay with")

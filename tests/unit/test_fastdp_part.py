@@ -264,3 +264,33 @@ def test_inert_without_the_overlay() -> None:
     assert part.desired(spec).resources == {}
     assert part.status_section() is None
     assert part.render_paths() == "fastdp is not configured\n"
+
+
+def test_a_password_removes_the_vxlan_device_and_offers_fastdp_to_no_link() -> None:
+    """Encryption on (trusted links included): VXLAN would accept unauthenticated frames
+    from anyone on the underlay, so the device is planned away when the spec gets a
+    password, and no new connection (encrypted or trusted) is offered fastdp."""
+
+    async def main() -> None:
+        kernel = MemoryKernel()
+        part, overlay, spec = setup(kernel)
+        part.converge(spec)
+        assert kernel.link is not None
+        encrypted = spec.model_copy(update={"password_file": "/etc/weave/password"})
+        part.spec_changed(encrypted)
+        assert part.desired(encrypted).resources == {}
+        assert [c.action for c in make_plan(part.desired(encrypted), part.observed()).changes] == [
+            Action.DELETE
+        ]
+        part.converge(encrypted)
+        assert kernel.link is None and part.converge(encrypted) == 0
+        assert "encryption is on" in (part.status_section() or "")
+        try:
+            connect(overlay, [])
+        except Exception as exc:  # NotOffered: the switch shows it as the fallback reason
+            assert "encryption is on" in str(exc)
+        else:
+            raise AssertionError("a trusted link was offered fastdp with a password set")
+        await part.stop()
+
+    asyncio.run(main())

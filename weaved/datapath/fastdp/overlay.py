@@ -52,6 +52,8 @@ from weaved.mesh.peername import format_peer_name
 from weaved.model.resources import BRIDGE
 
 __all__ = [
+    "ENCRYPTED_MESH_REASON",
+    "ENCRYPTED_REASON",
     "FastdpForwarder",
     "FastdpOverlay",
     "FastdpStats",
@@ -65,6 +67,10 @@ log = logging.getLogger(__name__)
 ENCRYPTED_REASON = (
     "fastdp off: encryption is on and this kernel has no IPsec ESP, "
     "so encrypted sleeve carries the data"
+)
+ENCRYPTED_MESH_REASON = (
+    "fastdp off: encryption is on (a password is set) and VXLAN cannot authenticate what it "
+    "receives, so there is no VXLAN device and sleeve carries the data"
 )
 NOT_SET_UP = "the fast datapath is not set up on this host (no reconciler for it)"
 RELAYING = "this link also carries relayed traffic, and relayed paths use sleeve"
@@ -135,6 +141,9 @@ class FastdpOverlay:
         self.socket_problem: str | None = None  # no raw sockets: no heartbeats at all
         self.kernel_problem: str | None = None  # the reconciler's verdict
         self.reconciled = False  # a reconciler (FastdpPart) has told us about the kernel
+        # A password is set: no link may use VXLAN, trusted ones neither (anyone on the
+        # underlay could inject frames into the bridge through the device).
+        self.encrypted_mesh = False
         self._ready: frozenset[PeerName] = frozenset()
         self._relaying: frozenset[PeerName] = frozenset()
         self._rx: socket.socket | None = None
@@ -171,6 +180,8 @@ class FastdpOverlay:
     def prepare(self, params: OverlayParams, hooks: ForwarderHooks) -> Forwarder:
         if params.session_key is not None:
             raise NotOffered(ENCRYPTED_REASON)
+        if self.encrypted_mesh:
+            raise NotOffered(ENCRYPTED_MESH_REASON)
         return FastdpForwarder(self, params, hooks)
 
     @property

@@ -46,7 +46,12 @@ from weaved.datapath.fastdp.fdb import (
 )
 from weaved.datapath.fastdp.frames import mac_text
 from weaved.datapath.fastdp.netlink import FastdpKernel, VxlanUnsupported
-from weaved.datapath.fastdp.overlay import FastdpForwarder, FastdpOverlay, PathView
+from weaved.datapath.fastdp.overlay import (
+    ENCRYPTED_MESH_REASON,
+    FastdpForwarder,
+    FastdpOverlay,
+    PathView,
+)
 from weaved.datapath.fastdp.relay import relaying_neighbours
 from weaved.errors import ApplyError, WeavedError
 from weaved.mesh.gossip_api import PeerName
@@ -117,6 +122,7 @@ class FastdpPart(Component):
         self._wake = asyncio.Event()
         if self.overlay is not None:
             self.overlay.selected = self._selected
+            self.overlay.encrypted_mesh = _encrypted(spec)
             if timing is not None:
                 self.overlay.timing = timing
 
@@ -145,11 +151,15 @@ class FastdpPart(Component):
 
     def spec_changed(self, spec: Spec) -> None:
         self.spec = spec
+        if self.overlay is not None:
+            self.overlay.encrypted_mesh = _encrypted(spec)
 
     # --- desired / observed / converge ------------------------------------------------------
     def device(self, spec: Spec) -> Device | None:
         """The device the spec wants; None when the fast datapath is off here."""
         if self.overlay is None or spec.datapath.mode is DatapathMode.SLEEVE:
+            return None
+        if _encrypted(spec):  # VXLAN would be an unauthenticated way into the bridge
             return None
         if self._unsupported is not None:
             return None
@@ -182,7 +192,7 @@ class FastdpPart(Component):
         return observed_state(Device(), seen.link, seen.rows)
 
     def converge(self, spec: Spec) -> int:
-        self.spec = spec
+        self.spec_changed(spec)
         self._check_relaying()
         writes = 0
         seen: _Seen | None = None
@@ -322,6 +332,8 @@ class FastdpPart(Component):
         """Why no connection can use fastdp here (None: they can)."""
         if spec.datapath.mode is DatapathMode.SLEEVE:
             return SLEEVE_MODE_REASON
+        if _encrypted(spec):
+            return ENCRYPTED_MESH_REASON
         if self._unsupported is not None:
             return self._unsupported
         if self.error is not None:
@@ -406,6 +418,12 @@ class FastdpPart(Component):
         local = local_macs(rows, BRIDGE, (DEVICE, *self.remote_ports))
         if local != self._local:
             self._set_local(local)
+
+
+def _encrypted(spec: Spec) -> bool:
+    """Encryption is on for some link: then no VXLAN device may exist (it accepts frames
+    from anyone on the underlay, and this kernel has no ESP to authenticate them)."""
+    return spec.password_file is not None
 
 
 def _neigh_events() -> socket.socket | None:
