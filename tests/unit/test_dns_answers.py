@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import struct
+import time
 from collections import Counter
 
 import pytest
@@ -241,3 +242,18 @@ def test_forwarding_helpers() -> None:
     big = struct.pack(">HHHHHH", 0, 0x8180, 1, 1, 0, 0)
     cut = DNSRecord.parse(truncated_reply(big, q))
     assert cut.header.tc == 1 and cut.rr == [] and str(cut.q.qname) == "example.com."
+
+
+@pytest.mark.parametrize(("qd", "ar"), [(65535, 0), (0, 0), (2, 0), (1, 65535)])
+def test_question_and_record_count_floods_get_formerr_at_constant_cost(
+    answerer: Answerer, qd: int, ar: int
+) -> None:
+    """A QDCOUNT of 65 535 (each question a 2-byte pointer) kept the server at 94 % CPU."""
+    q = struct.pack(">HHHHHH", 7, 0x0100, qd, 0, 0, ar) + b"\x01a\x00\x00\x01\x00\x01"
+    q += b"\xc0\x0c\x00\x01\x00\x01" * 680
+    start = time.perf_counter()
+    for _ in range(100):
+        r = answerer.respond(q)
+    assert (time.perf_counter() - start) / 100 < 0.0002  # was ~4 ms
+    assert r is not None and r[:2] == q[:2]
+    assert r[3] & 0x0F == RCODE.FORMERR

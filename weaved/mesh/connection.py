@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Protocol
 
 from weaved.errors import ProtocolError
+from weaved.lograte import RateLimitedLog
 from weaved.mesh.framing import FramingError, MessageReader, MessageWriter
 from weaved.mesh.gossip import GossipError, GossipQueue
 from weaved.mesh.gossip_api import PeerName
@@ -41,11 +42,14 @@ if TYPE_CHECKING:
     from weaved.mesh.overlay import SwitchForwarder
     from weaved.mesh.topology import Peer
 
-__all__ = ["Connection", "ConnectionHost", "ConnectionSettings"]
+__all__ = ["Connection", "ConnectionHost", "ConnectionSettings", "set_linger_zero"]
 
 log = logging.getLogger(__name__)
+_limited = RateLimitedLog(log, 10.0)
 
 READ_SIZE = 256 * 1024
+MAX_QUEUED_BYTES = 16 * 1024 * 1024
+"""Raw messages waiting for a remote that does not read; more are dropped (and counted)."""
 
 
 class ConnectionSettings(Protocol):
@@ -84,7 +88,7 @@ class ConnectionHost(Protocol):
     def connection_ended(self, conn: Connection, closed: Closed) -> None: ...
 
 
-def _set_linger_zero(sock: socket.socket | TransportSocket) -> None:
+def set_linger_zero(sock: socket.socket | TransportSocket) -> None:
     with contextlib.suppress(OSError):
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -116,7 +120,7 @@ class Connection:
         self.conn_id = conn_id  # our half of the connection UID
         sock = writer.get_extra_info("socket")  # an asyncio TransportSocket
         if sock is not None:
-            _set_linger_zero(sock)
+            set_linger_zero(sock)
         local = writer.get_extra_info("sockname")
         remote = writer.get_extra_info("peername")
         self.local_addr: tuple[str, int] = (str(local[0]), int(local[1]))
@@ -134,8 +138,11 @@ class Connection:
         self.forwarder: SwitchForwarder | None = None
         self.established = False
         self.added = False
+        self.pending_source: str | None = None  # counted by the router's admission until introduced
         self.queue = GossipQueue(host.us)
         self._raw: deque[bytes] = deque()
+        self._raw_bytes = 0
+        self.dropped = 0  # messages not queued because the remote was not reading
         self._wake = asyncio.Event()
         self._msg_writer = MessageWriter()
         self._msg_reader = MessageReader()
@@ -159,9 +166,20 @@ class Connection:
     # --- used by the router -------------------------------------------------------------
 
     def send_body(self, body: bytes) -> None:
-        if not self._done.done():
-            self._raw.append(body)
-            self._wake.set()
+        if self._done.done():
+            return
+        if self._raw_bytes + len(body) > MAX_QUEUED_BYTES:  # the remote is not reading
+            self.dropped += 1
+            _limited.warning(
+                ("queue-full", self.address),
+                "connection send queue full, dropping messages conn=%s queued_bytes=%d",
+                self.log_name(),
+                self._raw_bytes,
+            )
+            return
+        self._raw.append(body)
+        self._raw_bytes += len(body)
+        self._wake.set()
 
     def wake(self) -> None:
         self._wake.set()
@@ -209,11 +227,13 @@ class Connection:
         )
         self._writer.write(hs.start())
         loop = asyncio.get_running_loop()
-        header_deadline = loop.time() + timeouts.handshake_timeout
+        # The whole introduction, not each read, is bounded: a peer dripping a byte at a time
+        # must not hold a socket (and a file descriptor) for longer than this.
+        deadline = loop.time() + timeouts.handshake_timeout
         done: HandshakeDone | None = None
         while done is None:
             header_phase = not hs.header_received
-            limit = header_deadline - loop.time() if header_phase else timeouts.read_timeout
+            limit = deadline - loop.time()
             try:
                 data = await asyncio.wait_for(self._reader.read(READ_SIZE), max(limit, 0.0))
             except TimeoutError:
@@ -245,7 +265,12 @@ class Connection:
         closed = self._host.register(self, identity)
         if closed is not None:
             return closed
-        log.info("connection ready conn=%s protocol_version=%d", self.log_name(), done.version)
+        _limited.info(
+            ("ready", identity.name),
+            "connection ready conn=%s protocol_version=%d",
+            self.log_name(),
+            done.version,
+        )
         closed = self._host.prepare_overlay(self)
         if closed is not None:
             return closed
@@ -308,7 +333,9 @@ class Connection:
                 self._wake.clear()
                 while self._raw or self.queue:
                     if self._raw:
-                        self._writer.write(self._msg_writer.frame(self._raw.popleft()))
+                        body = self._raw.popleft()
+                        self._raw_bytes -= len(body)
+                        self._writer.write(self._msg_writer.frame(body))
                     else:
                         item = self.queue.pop()
                         if item is None:

@@ -1,7 +1,10 @@
 """Length-prefixed message framing of protocol v2, optionally sealed (FACTS.md §2.1). Pure.
 
 Each direction is a run of `[u32 BE length][body]`; with a password each body is a NaCl
-secretbox and the length counts the sealed bytes. A length over 10 MiB is an error.
+secretbox and the length counts the sealed bytes. A length over 10 MiB is an error, and is
+refused from the prefix alone, before any of the body is buffered. Before the handshake is
+done (nobody is authenticated yet) the reader's limit is `HANDSHAKE_MAX_MESSAGE`: the features
+message is a few hundred bytes.
 """
 
 from __future__ import annotations
@@ -11,9 +14,16 @@ import struct
 from weaved.errors import ProtocolError
 from weaved.mesh.crypto import DecryptError, TcpOpener, TcpSealer
 
-__all__ = ["MAX_MESSAGE_SIZE", "FramingError", "MessageReader", "MessageWriter"]
+__all__ = [
+    "HANDSHAKE_MAX_MESSAGE",
+    "MAX_MESSAGE_SIZE",
+    "FramingError",
+    "MessageReader",
+    "MessageWriter",
+]
 
 MAX_MESSAGE_SIZE = 10 * 1024 * 1024
+HANDSHAKE_MAX_MESSAGE = 64 * 1024
 _LEN = struct.Struct(">I")
 
 
@@ -37,9 +47,10 @@ class MessageWriter:
 class MessageReader:
     """Feed bytes as they arrive; get whole message bodies (opened) back."""
 
-    def __init__(self, opener: TcpOpener | None = None) -> None:
+    def __init__(self, opener: TcpOpener | None = None, max_size: int = MAX_MESSAGE_SIZE) -> None:
         self._opener = opener
         self._buf = bytearray()
+        self.max_size = max_size
 
     def set_opener(self, opener: TcpOpener | None) -> None:
         self._opener = opener
@@ -61,10 +72,8 @@ class MessageReader:
         if len(self._buf) < _LEN.size:
             return None
         (length,) = _LEN.unpack_from(self._buf)
-        if length > MAX_MESSAGE_SIZE:
-            raise FramingError(
-                f"incoming message exceeds maximum size: {length} > {MAX_MESSAGE_SIZE}"
-            )
+        if length > self.max_size:
+            raise FramingError(f"incoming message exceeds maximum size: {length} > {self.max_size}")
         if len(self._buf) < _LEN.size + length:
             return None
         payload = bytes(self._buf[_LEN.size : _LEN.size + length])

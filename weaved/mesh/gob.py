@@ -64,6 +64,19 @@ _MIN_INT = -(1 << 63)
 _MAX_INT = (1 << 63) - 1
 _MAX_TYPE_NAME = 1024  # Go refuses longer interface type names too
 
+# What one remote message may cost us, checked before allocating (a 10 MiB message of 1-byte
+# empty structs would otherwise become 10 M dicts: gigabytes). Weave's largest types have a
+# dozen fields and its largest messages decode to a few MB.
+MAX_FIELDS = 1024
+"""Fields of one struct type definition."""
+MAX_TYPES = 1024
+"""Type definitions in one stream."""
+MAX_DECODED_COST = 48 * 1024 * 1024
+"""Estimated bytes of Python objects one message may decode to."""
+_SLOT_COST = 64  # a list or dict slot plus a small object
+_STRUCT_COST = 256  # a dict
+_RAW_COST = 48  # the header of a bytes or str object
+
 
 class GobError(ProtocolError):
     """Malformed gob input: the peer sent garbage (never raised for our own encoding bugs)."""
@@ -513,16 +526,33 @@ def encode_one(typ: GobType, value: Any) -> bytes:
 # --------------------------------------------------------------------------- decoding
 
 
+class _Budget:
+    """What is left of `MAX_DECODED_COST` for one message (shared by its sub-readers)."""
+
+    __slots__ = ("left",)
+
+    def __init__(self, left: int = MAX_DECODED_COST) -> None:
+        self.left = left
+
+    def charge(self, cost: int) -> None:
+        self.left -= cost
+        if self.left < 0:
+            raise GobError(f"message would decode to more than {MAX_DECODED_COST >> 20} MiB")
+
+
 class _Reader:
     """A cursor over one message (or part of one); every read is bounds-checked."""
 
-    __slots__ = ("buf", "depth", "end", "pos")
+    __slots__ = ("budget", "buf", "depth", "end", "pos")
 
-    def __init__(self, buf: bytes, pos: int, end: int, depth: int = 0) -> None:
+    def __init__(
+        self, buf: bytes, pos: int, end: int, depth: int = 0, budget: _Budget | None = None
+    ) -> None:
         self.buf = buf
         self.pos = pos
         self.end = end
         self.depth = depth
+        self.budget = budget if budget is not None else _Budget()
 
     def uint(self) -> int:
         p = self.pos
@@ -559,6 +589,7 @@ class _Reader:
         n = self.uint()
         if n > self.end - self.pos:
             raise GobError(f"length {n} beyond the message")
+        self.budget.charge(n + _RAW_COST)
         p = self.pos
         self.pos = p + n
         return self.buf[p : p + n]
@@ -571,6 +602,7 @@ class _Reader:
         n = self.uint()
         if n * per_item > self.end - self.pos:
             raise GobError(f"count {n} beyond the message")
+        self.budget.charge(n * per_item * _SLOT_COST)
         return n
 
 
@@ -683,10 +715,15 @@ class Decoder:
     def _define(self, type_id: int, r: _Reader) -> None:
         if type_id < FIRST_USER_ID or type_id in self._defs:
             raise GobError(f"duplicate or reserved type id {type_id} defined")
+        if len(self._defs) >= MAX_TYPES:
+            raise GobError(f"more than {MAX_TYPES} type definitions in one stream")
         wire = self._wire_dec(r)
         kinds = [k for k in wire if wire[k] is not None]
         if len(kinds) != 1:
             raise GobError(f"type {type_id} definition has {len(kinds)} kinds")
+        struct_t = wire.get("StructT")
+        if struct_t is not None and len(struct_t.get("Field", [])) > MAX_FIELDS:
+            raise GobError(f"type {type_id}: more than {MAX_FIELDS} struct fields")
         self._defs[type_id] = wire
 
     def _resolve(self, type_id: int, depth: int, visiting: set[int]) -> GobType:
@@ -802,6 +839,7 @@ class Decoder:
         count = len(plan)
 
         def dec(r: _Reader) -> dict[str, Any]:
+            r.budget.charge(_STRUCT_COST)
             out: dict[str, Any] = {}
             num = -1
             uint = r.uint
@@ -844,7 +882,7 @@ class Decoder:
         n = r.uint()
         if n > r.end - r.pos:
             raise GobError("interface value beyond the message")
-        sub = _Reader(r.buf, r.pos, r.pos + n, depth)
+        sub = _Reader(r.buf, r.pos, r.pos + n, depth, r.budget)
         if not isinstance(wire, Struct) and sub.uint() != 0:
             raise GobError("non-zero delta for an interface's value")
         value = self._compile(wire, None)(sub)

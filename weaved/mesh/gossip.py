@@ -4,10 +4,16 @@ The hub knows the channels and decides where things go; it reaches connections o
 the small `Transport` interface, so it runs against fakes in tests. Per connection, pending
 data is coalesced: one merged gossip item per channel, one merged broadcast item per channel
 and originator; gossip goes out before broadcasts, and items are encoded only when sent.
+
+Channels we do not run are relayed by surrogates (as Weave); what a remote can make them hold
+is bounded: at most `MAX_SURROGATE_CHANNELS` of them (more is garbage: the connection is
+closed), a pending surrogate item keeps its last `MAX_SURROGATE_MESSAGES` payloads, and the
+repeat filter keeps digests, not payloads.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import random
 from collections.abc import Callable
@@ -15,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from weaved.errors import ProtocolError
+from weaved.lograte import RateLimitedLog
 from weaved.mesh.gossip_api import GossipData, Gossiper, PeerName
 from weaved.mesh.messages import (
     Gossip,
@@ -41,8 +48,12 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+_limited = RateLimitedLog(log, 10.0)
 
 GOSSIP_INTERVAL = 30.0
+MAX_SURROGATE_CHANNELS = 16
+MAX_SURROGATE_MESSAGES = 16
+_MAX_SEEN = 256
 
 
 class GossipError(ProtocolError):
@@ -61,7 +72,7 @@ class SurrogateData:
     def merge(self, other: GossipData) -> GossipData:
         if not isinstance(other, SurrogateData):
             raise TypeError("cannot merge surrogate data with another channel's data")
-        return SurrogateData(self.messages + other.messages)
+        return SurrogateData((self.messages + other.messages)[-MAX_SURROGATE_MESSAGES:])
 
 
 class SurrogateGossiper:
@@ -71,7 +82,7 @@ class SurrogateGossiper:
     def __init__(self, now: Callable[[], float], interval: float = GOSSIP_INTERVAL) -> None:
         self._now = now
         self._interval = interval
-        self._seen: list[tuple[float, bytes]] = []
+        self._seen: list[tuple[float, bytes]] = []  # (when, digest of the payload)
 
     def on_gossip_unicast(self, sender: PeerName, payload: bytes) -> None:
         return None
@@ -84,10 +95,12 @@ class SurrogateGossiper:
 
     def on_gossip(self, payload: bytes) -> GossipData | None:
         now = self._now()
-        if any(p == payload for _, p in self._seen):
+        digest = hashlib.blake2b(payload, digest_size=16).digest()
+        if any(d == digest for _, d in self._seen):
             return None
-        self._seen = [(t, p) for t, p in self._seen if t > now - self._interval]
-        self._seen.append((now, payload))
+        self._seen = [(t, d) for t, d in self._seen if t > now - self._interval]
+        self._seen.append((now, digest))
+        del self._seen[:-_MAX_SEEN]
         return SurrogateData((payload,))
 
 
@@ -199,6 +212,11 @@ class GossipHub:
     def channel(self, name: str) -> Channel:
         existing = self.channels.get(name)
         if existing is None:
+            surrogates = sum(
+                isinstance(c.gossiper, SurrogateGossiper) for c in self.channels.values()
+            )
+            if surrogates >= MAX_SURROGATE_CHANNELS:
+                raise GossipError(f"more than {MAX_SURROGATE_CHANNELS} unknown gossip channels")
             log.info("gossip created surrogate channel channel=%s", name)
             existing = Channel(name, SurrogateGossiper(self._now), self)
             self.channels[name] = existing
@@ -209,14 +227,16 @@ class GossipHub:
     def relay_unicast(self, channel: str, dst: PeerName, body: bytes) -> None:
         hop = self._transport.current_routes().unicast_all.get(dst)
         if hop is None:
-            log.info(
+            _limited.info(
+                ("no-route", channel),
                 "gossip unknown relay destination channel=%s dst=%s",
                 channel,
                 format_peer_name(dst),
             )
             return
         if not self._transport.send_body(hop, body):
-            log.info(
+            _limited.info(
+                ("no-connection", channel),
                 "gossip unable to find connection to relay peer channel=%s hop=%s",
                 channel,
                 format_peer_name(hop),
@@ -269,8 +289,8 @@ class GossipHub:
 
         Raises `GossipError` when the channel rejects the message (the caller closes the
         connection); a channel's own bug is logged and the message dropped."""
-        channel = self.channel(msg.channel)
         try:
+            channel = self.channel(msg.channel)
             if isinstance(msg, GossipUnicast):
                 if msg.dest != self.us:
                     self.relay_unicast(
@@ -293,8 +313,11 @@ class GossipHub:
         except ProtocolError as e:
             raise GossipError(f"[gossip {msg.channel}] {e}") from e
         except Exception:
-            log.exception(
+            _limited.log(
+                logging.ERROR,
+                ("handler-bug", msg.channel),
                 "gossip channel handler failed (weaved bug) channel=%s sender=%s",
                 msg.channel,
                 format_peer_name(msg.sender),
+                exc_info=True,
             )

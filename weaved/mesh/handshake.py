@@ -14,7 +14,13 @@ from dataclasses import dataclass, field
 
 from weaved.mesh import gob
 from weaved.mesh.crypto import DecryptError, KeyPair, TcpOpener, TcpSealer, form_session_key
-from weaved.mesh.framing import FramingError, MessageReader, MessageWriter
+from weaved.mesh.framing import (
+    HANDSHAKE_MAX_MESSAGE,
+    MAX_MESSAGE_SIZE,
+    FramingError,
+    MessageReader,
+    MessageWriter,
+)
 from weaved.mesh.gob_types import FEATURES
 from weaved.mesh.gossip_api import PeerName
 from weaved.mesh.peername import SHORT_ID_BITS, PeerNameError, parse_peer_name
@@ -111,7 +117,7 @@ class Handshake:
         self._state = "header"
         self._version = 0
         self._session_key: bytes | None = None
-        self._reader = MessageReader()
+        self._reader = MessageReader(max_size=HANDSHAKE_MAX_MESSAGE)
         self._writer = MessageWriter()
         self.finished = False
 
@@ -253,6 +259,7 @@ class Handshake:
                 return
             self.finished = True
             self._state = "done"
+            self._reader.max_size = MAX_MESSAGE_SIZE  # introduced (and proved the password)
             events.append(
                 HandshakeDone(
                     version=self._version,

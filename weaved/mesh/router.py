@@ -25,8 +25,10 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from weaved.errors import ProtocolError
-from weaved.mesh.backoff import RetrySchedule, TokenBucket
-from weaved.mesh.connection import Connection, os_error_text
+from weaved.lograte import RateLimitedLog
+from weaved.mesh.admission import Admission
+from weaved.mesh.backoff import RetrySchedule
+from weaved.mesh.connection import Connection, os_error_text, set_linger_zero
 from weaved.mesh.gossip import GOSSIP_INTERVAL, GossipHub, GossipQueue
 from weaved.mesh.gossip_api import GossipData, Gossiper, GossipSender, PeerName, PeerView
 from weaved.mesh.handshake import RemoteIdentity, check_remote
@@ -77,8 +79,8 @@ __all__ = ["DEFAULT_PORT", "MeshConfig", "Router"]
 log = logging.getLogger(__name__)
 
 DEFAULT_PORT = 6783
-ACCEPT_MAX_TOKENS = 100
-ACCEPT_TOKEN_DELAY = 0.1
+LOG_INTERVAL = 10.0
+"""Per-connection and per-attempt lines: one per cause in this many seconds, with a count."""
 
 
 @dataclass(frozen=True)
@@ -178,6 +180,8 @@ class Router:
         self._running = False
         self.termination_count = 0
         self.listen_port = config.port
+        self.admission = Admission()
+        self._limited = RateLimitedLog(log, LOG_INTERVAL)
 
     def _make_overlay(self, name: str) -> Overlay:
         if name == "sleeve":
@@ -461,6 +465,7 @@ class Router:
         return features
 
     def register(self, conn: Connection, remote: RemoteIdentity) -> Closed | None:
+        self._introduced(conn)
         closed = check_remote(remote, self.us, self.uid)
         if closed is not None:
             return closed
@@ -527,7 +532,12 @@ class Router:
             ConnectionInfo(name, conn.address, conn.outbound, established=False)
         )
         self._routes = None
-        log.info("connection added%s conn=%s", " (new peer)" if new_peer else "", conn.log_name())
+        self._limited.info(
+            ("added", name),
+            "connection added%s conn=%s",
+            " (new peer)" if new_peer else "",
+            conn.log_name(),
+        )
         if new_peer:
             self.hub.send_all_gossip_down(name)
         if conn.outbound:
@@ -549,11 +559,17 @@ class Router:
             if conn.forwarder is not None and conn.forwarder.legacy:
                 conn.forwarder.control_message(0, msg.tag, msg.body)
         elif isinstance(msg, Blank):
-            log.info("ignoring blank msg conn=%s", conn.log_name())
+            self._limited.info(("blank", conn), "ignoring blank msg conn=%s", conn.log_name())
         elif isinstance(msg, UnknownTag):
-            log.info("ignoring unknown protocol tag conn=%s tag=%d", conn.log_name(), msg.tag)
+            self._limited.info(
+                ("tag", conn),
+                "ignoring unknown protocol tag conn=%s tag=%d",
+                conn.log_name(),
+                msg.tag,
+            )
 
     def connection_ended(self, conn: Connection, closed: Closed) -> None:
+        self._introduced(conn)
         self._all.discard(conn)
         now = self._now()
         # Drop our reference before deleting, so garbage collection can take the peer.
@@ -570,13 +586,26 @@ class Router:
             self.maker.connection_ended(
                 address, True, closed.detail, now, retry=closed.reason not in NEVER_RETRY
             )
-        log.info(
+        who = conn.remote.name if conn.remote is not None else conn.remote_addr[0]
+        self._limited.info(
+            ("ended", who, closed.reason),
             "connection shutting down conn=%s reason=%s detail=%s",
             conn.log_name(),
             closed.reason,
             closed.detail,
         )
         self._wake_maker()
+
+    def _introduced(self, conn: Connection) -> None:
+        if conn.pending_source is not None:
+            self.admission.done(conn.pending_source)
+            conn.pending_source = None
+
+    def _known_peer_ip(self, ip: str) -> bool:
+        """A source that is one of our peers: a spec target or a current connection."""
+        if any(c.remote_addr[0] == ip for c in self.connections.values()):
+            return True
+        return any(r is not None and r[0] == ip for r in self.maker.direct.values())
 
     # --- internals: connections ---------------------------------------------------------------
 
@@ -589,7 +618,11 @@ class Router:
         conn.established = True
         self.topology.set_local_established(conn.remote.name)
         self._routes = None
-        log.info("connection fully established conn=%s", conn.log_name())
+        self._limited.info(
+            ("established", conn.remote.name),
+            "connection fully established conn=%s",
+            conn.log_name(),
+        )
         self._announce({self.us})
 
     def _delete_connection(self, conn: Connection) -> None:
@@ -600,7 +633,7 @@ class Router:
             return
         del self.connections[name]
         self.topology.delete_local_connection(name)
-        log.info("connection deleted conn=%s", conn.log_name())
+        self._limited.info(("deleted", name), "connection deleted conn=%s", conn.log_name())
         # Collect first, so we never gossip unreachable peers (that can loop).
         self._removed(self.topology.garbage_collect())
         self.topology.reassign_short_id_if_lost()
@@ -682,20 +715,34 @@ class Router:
 
     async def _accept_loop(self) -> None:
         loop = asyncio.get_running_loop()
-        bucket = TokenBucket(ACCEPT_MAX_TOKENS, ACCEPT_TOKEN_DELAY, loop.time())
         assert self._listen_sock is not None
         while True:
             try:
                 client, addr = await loop.sock_accept(self._listen_sock)
-            except OSError as e:
-                log.warning("mesh accept failed error=%s", e)
+            except OSError as e:  # EMFILE and the like: wait, but say so once per interval
+                self._limited.warning(("accept", e.errno), "mesh accept failed error=%s", e)
                 await asyncio.sleep(0.1)
                 continue
-            log.info("connection accepted addr=%s:%d", addr[0], addr[1])
+            source = str(addr[0])
+            refused = self.admission.admit(source, loop.time(), self._known_peer_ip(source))
+            if refused is not None:
+                set_linger_zero(client)
+                client.close()
+                self._limited.warning(
+                    ("refused", source),
+                    "connection refused addr=%s reason=%s",
+                    source,
+                    refused,
+                )
+                continue
+            self._limited.info(("accepted", source), "connection accepted addr=%s:%d", *addr[:2])
             try:
                 reader, writer = await asyncio.open_connection(sock=client)
             except OSError as e:
-                log.info("connection setup failed addr=%s:%d error=%s", addr[0], addr[1], e)
+                self.admission.done(source)
+                self._limited.info(
+                    ("setup", source), "connection setup failed addr=%s error=%s", source, e
+                )
                 client.close()
                 continue
             conn = Connection(
@@ -706,11 +753,8 @@ class Router:
                 direct=False,
                 conn_id=random_conn_id(self._rng),
             )
+            conn.pending_source = source
             self._run_connection(conn)
-            # Throttle accepts against password guessing (Weave: 100 tokens, +1 per 100 ms).
-            delay = bucket.take(loop.time())
-            if delay > 0:
-                await asyncio.sleep(delay)
 
     async def _maker_loop(self) -> None:
         assert self._maker_wake is not None
@@ -737,7 +781,9 @@ class Router:
             )
             return
         host, port = split_target(address)
-        log.info("attempting connection addr=%s direct=%s", address, attempt.direct)
+        self._limited.info(
+            ("attempt", address), "attempting connection addr=%s direct=%s", address, attempt.direct
+        )
         local = (self.config.host, 0) if self.config.host else None
         try:
             reader, writer = await asyncio.wait_for(
@@ -764,7 +810,8 @@ class Router:
         self._run_connection(conn)
 
     def _attempt_failed(self, address: str, closed: Closed) -> None:
-        log.info(
+        self._limited.info(
+            ("failed", address, closed.reason),
             "connection attempt failed addr=%s reason=%s detail=%s",
             address,
             closed.reason,
