@@ -7,8 +7,18 @@ import os
 import stat
 from collections.abc import Iterator
 
-from weaved.spec.diagnostics import Problem
-from weaved.spec.models import BindRule, ExportRule, ImportRule, InitMode, RouteRule, Spec
+from weaved.errors import SpecError
+from weaved.spec.diagnostics import Problem, SpecPath, format_path
+from weaved.spec.guard import MAX_PASSWORD_BYTES, read_regular_file
+from weaved.spec.models import (
+    BindRule,
+    ExportRule,
+    ImportRule,
+    InitMode,
+    RouteRule,
+    Spec,
+    split_host_port,
+)
 
 # Sections whose checks read other sections: skipped while those others are invalid, so a
 # problem is never reported as a consequence of another one.
@@ -21,6 +31,7 @@ def check_spec(spec: Spec, *, check_files: bool = True) -> list[Problem]:
         *_peers(spec),
         *_expose(spec),
         *_services(spec),
+        *_ports(spec),
         *(_password_file(spec) if check_files else ()),
     ]
 
@@ -151,20 +162,84 @@ def _services(spec: Spec) -> Iterator[Problem]:
                 )
 
 
+def _ports(spec: Spec) -> Iterator[Problem]:
+    """The mesh listens on every address (TCP and UDP `port`, fastdp's VXLAN on UDP port+1);
+    nothing else of this host may want those ports, nor two listeners one port."""
+    if spec.port == 65535:
+        yield Problem(
+            ("port",),
+            "port 65535 leaves no room for the fast datapath, which uses port+1 (UDP)",
+            "pick a port up to 65534 (Weave's is 6783)",
+        )
+    mesh = {
+        ("tcp", spec.port): f"the mesh's TCP port (port: {spec.port})",
+        ("udp", spec.port): f"the sleeve's UDP port (port: {spec.port})",
+        ("udp", spec.port + 1): f"the fast datapath's UDP port (port+1 = {spec.port + 1})",
+    }
+    taken: dict[tuple[str, int], tuple[str, str]] = {}  # (proto, port) → (host, owner)
+
+    def claim(
+        path: SpecPath, protos: tuple[str, ...], listen: str, set_by_user: bool
+    ) -> Iterator[Problem]:
+        host, port = split_host_port(listen, 53)
+        for proto in protos:
+            if (proto, port) in mesh:
+                if set_by_user:
+                    yield Problem(
+                        path, f"{proto} port {port} is {mesh[proto, port]}", "pick another port"
+                    )
+                else:  # the default of a key not in the file: point at `port`, which is
+                    yield Problem(
+                        ("port",),
+                        f"{mesh[proto, port]} is the default {format_path(path)}'s port",
+                        f"pick another port, or set {format_path(path)}",
+                    )
+                return
+            other = taken.get((proto, port))
+            if other is not None and (host == other[0] or "0.0.0.0" in (host, other[0])):
+                yield Problem(
+                    path, f"{proto} {host}:{port} is also {other[1]}", "pick another port"
+                )
+                return
+        for proto in protos:
+            taken.setdefault((proto, port), (host, format_path(path)))
+
+    if spec.metrics.enabled:
+        metrics_set = "listen" in spec.metrics.model_fields_set
+        yield from claim(("metrics", "listen"), ("tcp",), spec.metrics.listen, metrics_set)
+    if spec.dns.enabled:
+        dns_listen = spec.dns.listen or "default:53"
+        yield from claim(("dns", "listen"), ("udp", "tcp"), dns_listen, spec.dns.listen is not None)
+    forwards: list[tuple[str, int, ExportRule | RouteRule]] = [
+        *(("export", i, r) for i, r in enumerate(spec.services.export)),
+        *(("route", i, r) for i, r in enumerate(spec.services.route)),
+    ]
+    for group, index, rule in forwards:
+        if (key := (rule.protocol.value, rule.port)) in mesh:
+            yield Problem(
+                ("services", group, index, "port"),
+                f"{key[0]} port {key[1]} is {mesh[key]}",
+                "forwarding it elsewhere would cut this host off the mesh; pick another port",
+            )
+
+
 def _password_file(spec: Spec) -> Iterator[Problem]:
     if spec.password_file is None:
         return
     path = ("password_file",)
     try:
         st = os.stat(spec.password_file)
-        with open(spec.password_file, "rb") as fh:
-            secret = fh.read()
+        secret = read_regular_file(spec.password_file, MAX_PASSWORD_BYTES, "the password file")
     except OSError as exc:
         yield Problem(
             path,
             f"cannot read {spec.password_file}: {exc.strerror}",
             "create it with the shared password, mode 0600",
         )
+        return
+    except SpecError as exc:
+        summary, _, hint = str(exc).partition("\n  hint: ")
+        yield Problem(path, summary, hint)
         return
     if st.st_mode & stat.S_IROTH:
         yield Problem(
@@ -178,5 +253,5 @@ def read_password(spec: Spec) -> bytes | None:
     """The password bytes as Weave uses them (the file's content, trailing newline dropped)."""
     if spec.password_file is None:
         return None
-    with open(spec.password_file, "rb") as fh:
-        return fh.read().rstrip(b"\r\n")
+    secret = read_regular_file(spec.password_file, MAX_PASSWORD_BYTES, "the password file")
+    return secret.rstrip(b"\r\n")

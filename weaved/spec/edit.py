@@ -13,7 +13,9 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
 from weaved.errors import SpecError
-from weaved.spec.loader import parse_spec_text
+from weaved.spec.diagnostics import SourceText, SpecProblems
+from weaved.spec.guard import prescan
+from weaved.spec.loader import parse_spec_text, read_spec_file, spec_text
 from weaved.spec.models import Spec, split_host_port
 
 
@@ -27,7 +29,9 @@ def _yaml() -> YAML:
 def edit_spec(path: Path, change: Callable[[CommentedMap], None]) -> Spec:
     """Load, change, validate, then replace the file atomically; an edit that would make the
     spec invalid is refused and the file is left as it was."""
-    text = path.read_text(encoding="utf-8")
+    text = spec_text(read_spec_file(path), str(path))
+    if refused := prescan(text)[1]:
+        raise SpecProblems(refused, SourceText(str(path), text))
     yaml = _yaml()
     document: Any = yaml.load(io.StringIO(text))
     if not isinstance(document, CommentedMap):

@@ -14,12 +14,22 @@ from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from weaved.errors import SpecError
 from weaved.spec.checks import CHECK_DEPENDS, check_spec
 from weaved.spec.diagnostics import Problem, SourceText, SpecPath, SpecProblems
+from weaved.spec.guard import (
+    MAX_SPEC_BYTES,
+    ExpansionError,
+    Scan,
+    decode_spec,
+    expanded_size,
+    prescan,
+    read_regular_file,
+    syntax_problem,
+)
 from weaved.spec.models import Spec
 
 Positions = dict[SpecPath, tuple[int, int]]
 
 _HINTS = {
-    "extra_forbidden": "remove it, or check its spelling against `weaved validate --schema`",
+    "extra_forbidden": "remove it, or check its spelling against `weaved schema`",
     "missing": "add this key",
     "int_type": "write a plain number without quotes",
     "bool_type": "write true or false",
@@ -104,37 +114,50 @@ def _fast_parse(text: str, check_files: bool) -> Spec | None:
     """The common case, a valid spec, through libyaml; None means "go and locate problems"."""
     try:
         document = YAML(typ="safe", pure=False).load(io.StringIO(text))
+        expanded_size(document)
         spec = Spec.model_validate(document)
-    except (YAMLError, ValidationError, ValueError, TypeError):
+    except (YAMLError, ValidationError, ValueError, TypeError, KeyError):
         return None
     return None if check_spec(spec, check_files=check_files) else spec
 
 
-def parse_spec_text(text: str, filename: str = "<spec>", *, check_files: bool = True) -> Spec:
-    """Parse and validate; raises SpecProblems listing every problem with its location."""
-    fast = _fast_parse(text, check_files)
-    if fast is not None:
-        return fast
-    # Something is wrong: parse again keeping every key's line and column to say where.
-    source = SourceText(filename, text)
-    yaml = YAML(typ="rt")
+def _load_located(text: str, source: SourceText, scan: Scan) -> CommentedMap:
+    """The document with every key's line and column, or SpecProblems saying where it breaks."""
     try:
-        document = yaml.load(io.StringIO(text))
+        document = YAML(typ="rt").load(io.StringIO(text))
+        expanded_size(document)
     except MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (0, 0)
-        message = f"YAML syntax: {exc.problem or exc.context}"
-        raise SpecProblems(
-            [Problem((), message, "check indentation, colons and quotes here", line, col)], source
-        ) from None
-    except YAMLError as exc:
-        raise SpecProblems([Problem((), f"YAML syntax: {exc}")], source) from None
+        raise SpecProblems([syntax_problem(exc, line, col)], source) from None
+    except ExpansionError as exc:
+        line, col = scan.first_alias or (1, 1)
+        hint = "write the values out instead of using anchors and aliases"
+        raise SpecProblems([Problem((), str(exc), hint, line, col)], source) from None
+    except (YAMLError, ValueError, TypeError, KeyError, RecursionError) as exc:
+        # The pre-scan bounds what reaches here; should a loader still fail, say so, located.
+        message = f"YAML: {type(exc).__name__}: {str(exc)[:200]}"
+        raise SpecProblems([Problem((), message, "", 1, 1)], source) from None
     if document is None:
-        document = CommentedMap()
+        return CommentedMap()
     if not isinstance(document, CommentedMap):
         raise SpecProblems(
             [Problem((), "the spec must be a mapping", "start with `version: 1`", 1, 1)], source
         )
+    return document
+
+
+def parse_spec_text(text: str, filename: str = "<spec>", *, check_files: bool = True) -> Spec:
+    """Parse and validate; raises SpecProblems listing every problem with its location."""
+    source = SourceText(filename, text)
+    scan, refused = prescan(text)
+    if refused:
+        raise SpecProblems(refused, source)
+    fast = _fast_parse(text, check_files)
+    if fast is not None:
+        return fast
+    # Something is wrong: parse again keeping every key's line and column to say where.
+    document = _load_located(text, source, scan)
     positions: Positions = {}
     _positions(document, (), positions)
     data = _plain(document)
@@ -153,15 +176,31 @@ def parse_spec_text(text: str, filename: str = "<spec>", *, check_files: bool = 
     return spec
 
 
-def load_spec(path: str | Path, *, check_files: bool = True) -> Spec:
-    """Read a spec file; every failure is a SpecError naming the file."""
+def read_spec_file(path: str | Path) -> bytes:
+    """The raw bytes of a spec file: a regular file of bounded size, never a FIFO or device."""
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        return read_regular_file(p, MAX_SPEC_BYTES, "the spec")
     except FileNotFoundError:
         raise SpecError(
             f"{p}: spec file not found\n  hint: create it (see examples/) or pass -f FILE"
         ) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SpecError(f"{p}: cannot read the spec: {exc}") from None
-    return parse_spec_text(text, str(p), check_files=check_files)
+    except OSError as exc:
+        raise SpecError(f"{p}: cannot read the spec: {exc.strerror}") from None
+
+
+def spec_text(raw: bytes, filename: str) -> str:
+    """The spec's text, or SpecProblems locating the first byte that is not acceptable text."""
+    text, problems = decode_spec(raw)
+    if problems:
+        raise SpecProblems(problems, SourceText(filename, text))
+    return text
+
+
+def parse_spec_bytes(raw: bytes, filename: str = "<spec>", *, check_files: bool = True) -> Spec:
+    return parse_spec_text(spec_text(raw, filename), filename, check_files=check_files)
+
+
+def load_spec(path: str | Path, *, check_files: bool = True) -> Spec:
+    """Read a spec file; every failure is a SpecError naming the file."""
+    return parse_spec_bytes(read_spec_file(path), str(path), check_files=check_files)

@@ -45,6 +45,7 @@ def _addr_cidr(value: str) -> str:
         iface = ipaddress.IPv4Interface(value)
     except ValueError as exc:
         raise ValueError(f"not an IPv4 address/prefix: {exc}") from None
+    _host_address(iface)
     return str(iface)
 
 
@@ -77,6 +78,9 @@ def _peer_name(value: str) -> str:
     number = parse_peer_name_text(value)
     if number == 0:
         raise ValueError("00:00:00:00:00:00 is reserved for 'unknown peer'")
+    if number >> 40 & 1:
+        # The name is the bridge's MAC, which the kernel refuses to be a multicast address.
+        raise ValueError("the first byte has the multicast bit set (it must be even)")
     return ":".join(f"{b:02x}" for b in number.to_bytes(6, "big"))
 
 
@@ -90,15 +94,53 @@ def split_host_port(value: str, default_port: int = DEFAULT_PORT) -> tuple[str, 
 
 
 def _target(value: str) -> str:
+    """host[:port] in one spelling per peer: names lower-case without the root dot. A name that
+    ends in a number must be an exact dotted quad: libc would read 192.0.2.012 as octal (.10)
+    and 10.1 as 10.0.0.1, which is not what anyone means."""
     host, port = split_host_port(value)
     try:
-        ipaddress.IPv4Address(host)
-    except ValueError:
+        return f"{ipaddress.IPv4Address(host)}:{port}"
+    except ValueError as exc:
+        if host.rstrip(".").rpartition(".")[2].isdigit():
+            raise ValueError(f"not an IPv4 address: {exc}") from None
         if not _HOST_RE.match(host):
             raise ValueError(
                 "a peer is an IPv4 address or host name, optionally with :port"
             ) from None
-    return f"{host}:{port}"
+    return f"{host.lower().rstrip('.')}:{port}"
+
+
+# What an IPAM range may not touch: these addresses mean something else to every host.
+_SPECIAL_NETWORKS = {
+    ipaddress.IPv4Network("0.0.0.0/8"): "'this network' (0.0.0.0/8)",
+    ipaddress.IPv4Network("127.0.0.0/8"): "loopback (127.0.0.0/8)",
+    ipaddress.IPv4Network("169.254.0.0/16"): "link-local (169.254.0.0/16)",
+    ipaddress.IPv4Network("224.0.0.0/4"): "multicast (224.0.0.0/4)",
+    ipaddress.IPv4Network("240.0.0.0/4"): "reserved (240.0.0.0/4, with the broadcast address)",
+}
+
+
+def _pool(value: str) -> str:
+    """A CIDR that IPAM hands container addresses from."""
+    net = ipaddress.IPv4Network(_cidr(value))
+    for special, name in _SPECIAL_NETWORKS.items():
+        if net.overlaps(special):
+            raise ValueError(f"{net} overlaps the {name} addresses; containers cannot use them")
+    if net.prefixlen >= 30:
+        raise ValueError(f"{net} is too small to hold containers (at most /29)")
+    return str(net)
+
+
+def _host_address(iface: ipaddress.IPv4Interface) -> None:
+    """An address a host interface can really have in its subnet."""
+    ip, net = iface.ip, iface.network
+    special = next((name for sn, name in _SPECIAL_NETWORKS.items() if ip in sn), None)
+    if special is not None and not ip.is_link_local:
+        raise ValueError(f"{ip} is a {special} address")
+    if net.prefixlen <= 30 and ip == net.network_address:
+        raise ValueError(f"{ip} is the network address of {net}; pick a host address in it")
+    if net.prefixlen <= 30 and ip == net.broadcast_address:
+        raise ValueError(f"{ip} is the broadcast address of {net}; pick a host address in it")
 
 
 def _endpoint(value: str) -> str:
@@ -132,7 +174,15 @@ def _listen(value: str) -> str:
     return f"{host}:{port}"
 
 
+def _nickname(value: str) -> str:
+    # Shown in every peer's status output: no newlines, escapes or bells from the network.
+    if not value or not value.isprintable():
+        raise ValueError("a nickname is printable text (no control characters or newlines)")
+    return value
+
+
 Cidr = Annotated[str, AfterValidator(_cidr)]
+Pool = Annotated[str, AfterValidator(_pool)]
 PeerNameText = Annotated[str, AfterValidator(_peer_name)]
 Target = Annotated[str, AfterValidator(_target)]
 Endpoint = Annotated[str, AfterValidator(_endpoint)]
@@ -144,7 +194,9 @@ class PeerSpec(_Strict):
     """This peer's identity; both optional (Weave derives the name from the machine)."""
 
     name: PeerNameText | None = Field(None, description="Peer name like 3e:80:e7:5a:63:a7")
-    nickname: str | None = Field(None, max_length=255, description="Defaults to the hostname")
+    nickname: Annotated[str, AfterValidator(_nickname)] | None = Field(
+        None, max_length=255, description="Defaults to the hostname"
+    )
 
 
 class DatapathMode(StrEnum):
@@ -171,14 +223,15 @@ class IpamInitSpec(_Strict):
     peer_count: int | None = Field(
         None,
         ge=1,
+        le=10_000,
         description="consensus: how many peers start together (quorum N/2+1); default: peers + 1",
     )
     seeds: list[PeerNameText] = Field(default_factory=list, description="seed: peer names")
 
 
 class IpallocSpec(_Strict):
-    range: Cidr = DEFAULT_RANGE
-    default_subnet: Cidr | None = Field(None, description="Defaults to the whole range")
+    range: Pool = DEFAULT_RANGE
+    default_subnet: Pool | None = Field(None, description="Defaults to the whole range")
     init: IpamInitSpec = Field(default_factory=IpamInitSpec)
 
 
@@ -189,7 +242,7 @@ def _expose_target(value: str) -> str:
         net = ipaddress.IPv4Network(_cidr(value[4:]))
         if net.prefixlen >= 30:
             raise ValueError(f"{net} is too small to hold containers (Weave refuses /30 and /31)")
-        return f"net:{net}"
+        return f"net:{_pool(str(net))}"
     return _addr_cidr(value)
 
 
