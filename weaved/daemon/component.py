@@ -51,6 +51,10 @@ class Component:
         """The same objects as they are now."""
         return State()
 
+    def problems(self) -> list[str]:
+        """Things a person must act on (one line each), shown by `weaved status`."""
+        return []
+
     def converge(self, spec: Spec) -> int:
         """Make `observed()` match `desired(spec)`; returns the number of changes made."""
         return 0

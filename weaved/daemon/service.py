@@ -206,6 +206,7 @@ class Daemon:
             "spec": str(self.config.spec_path),
             "spec_error": self.state.spec_error,
             "converges": self.state.converges,
+            "problems": [p for c in self.components for p in c.problems()],
             "last": None
             if last is None
             else {
@@ -241,6 +242,7 @@ class Daemon:
                 )
         if self.state.spec_error:
             lines.append(f"      SpecError: {self.state.spec_error.splitlines()[0]}")
+        lines += [f"        Problem: {p}" for c in self.components for p in c.problems()]
         return "\n".join(lines)
 
     async def _status_text(self, req: Request) -> Response:

@@ -240,7 +240,8 @@ class Connection:
                 what = "protocol header" if header_phase else "handshake"
                 return Closed(CloseReason.HEADER_TIMEOUT, f"{what}: i/o timeout")
             except OSError as e:
-                return _io_closed(e)
+                io_closed = _io_closed(e)
+                return Closed(io_closed.reason, io_closed.detail + hs.closed_early_hint())
             if not data:
                 return hs.eof().closed
             for event in hs.receive_data(data):

@@ -152,7 +152,19 @@ class Handshake:
                     f"{HEADER_SIZE}): {list(self._buf)}; error: unexpected EOF"
                 )
             return self._fail(CloseReason.BAD_HEADER, detail)
-        return self._fail(CloseReason.EOF, "EOF")
+        return self._fail(CloseReason.EOF, "EOF" + self.closed_early_hint())
+
+    def closed_early_hint(self) -> str:
+        """Why a remote that hangs up during the key exchange most likely did so.
+
+        A remote that cannot open our sealed features (another password), or that has no
+        password while we sent a key (or the reverse), closes with a reset; the reset may
+        overtake the bytes that would have told us which, so say what is likely."""
+        if self._state not in ("crypto", "features"):
+            return ""
+        if self._password is None:
+            return " (during the key exchange: the peer likely requires a password)"
+        return " (during the key exchange: the password likely differs between the peers)"
 
     # --- internals ------------------------------------------------------------------------
 

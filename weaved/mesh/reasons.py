@@ -38,6 +38,7 @@ class CloseReason(StrEnum):
     IO_ERROR = "io-error"
     DIAL_FAILED = "dial-failed"
     SHUTDOWN = "shutdown"
+    RECONFIGURED = "settings-changed"
     FORGOTTEN = "target-forgotten"
 
 

@@ -59,6 +59,7 @@ from weaved.mesh.peername import (
 )
 from weaved.mesh.reasons import NEVER_RETRY, Closed, CloseReason
 from weaved.mesh.routes import Routes
+from weaved.mesh.settings import split_settings
 from weaved.mesh.sleeve_overlay import SleeveOverlay
 from weaved.mesh.status import (
     BroadcastRoute,
@@ -79,6 +80,10 @@ __all__ = ["DEFAULT_PORT", "MeshConfig", "Router"]
 log = logging.getLogger(__name__)
 
 DEFAULT_PORT = 6783
+NAME_COLLISION_FIX = (
+    "each host needs its own: set `peer.name` in one host's spec, or give a cloned machine a "
+    "new /etc/machine-id, then restart weaved there"
+)
 LOG_INTERVAL = 10.0
 """Per-connection and per-attempt lines: one per cause in this many seconds, with a count."""
 
@@ -182,6 +187,8 @@ class Router:
         self.listen_port = config.port
         self.admission = Admission()
         self._limited = RateLimitedLog(log, LOG_INTERVAL)
+        # remote address -> nickname of a peer that uses our name with another UID
+        self.name_collisions: dict[str, str] = {}
 
     def _make_overlay(self, name: str) -> Overlay:
         if name == "sleeve":
@@ -276,6 +283,39 @@ class Router:
             self._stop_resolving(spec)
         self.maker.forget_direct(specs)
         self._wake_maker()
+
+    def reconfigure(self, wanted: MeshConfig) -> tuple[str, ...]:
+        """Apply the settings that can change live (weaved.mesh.settings); return the names of
+        those that differ but need a restart (they keep running as they are)."""
+        old = self.config
+        new, restart = split_settings(old, wanted)
+        if new == old:
+            return restart
+        self.config = new
+        changed = [
+            f
+            for f in ("nickname", "trusted_subnets", "conn_limit", "discovery")
+            if getattr(new, f) != getattr(old, f)
+        ]
+        if new.password != old.password:
+            changed.append("password")
+        log.info("mesh settings applied live changed=%s", ",".join(changed))
+        if new.nickname != old.nickname:
+            self.topology.ourself.nickname = new.nickname
+            self.topology.ourself.version += 1
+            self._announce({self.us})
+        self.maker.discovery = new.discovery
+        self._trusted = tuple(ipaddress.ip_network(s, strict=False) for s in new.trusted_subnets)
+        for conn in list(self._all):
+            if new.password != old.password:
+                why = "the password changed"
+            elif conn.trust_remote != self._trusts(conn.remote_addr[0]):
+                why = "trusted_subnets changed"
+            else:
+                continue
+            conn.shutdown(Closed(CloseReason.RECONFIGURED, f"reconnecting: {why}"))
+        self._wake_maker()
+        return restart
 
     def add_channel(self, name: str, gossiper: Gossiper) -> GossipSender:
         return self.hub.add_channel(name, gossiper)
@@ -468,7 +508,10 @@ class Router:
         self._introduced(conn)
         closed = check_remote(remote, self.us, self.uid)
         if closed is not None:
+            if closed.reason is CloseReason.NAME_COLLISION:
+                self._name_collision(conn, remote)
             return closed
+        self.name_collisions.pop(conn.remote_addr[0], None)
         accept_new = conn.direct or not conn.outbound
         known = self.topology.peers.get(remote.name)
         peer = self.topology.register_remote(remote, accept_new)
@@ -595,6 +638,20 @@ class Router:
             closed.detail,
         )
         self._wake_maker()
+
+    def _name_collision(self, conn: Connection, remote: RemoteIdentity) -> None:
+        ip = conn.remote_addr[0]
+        self.name_collisions[ip] = remote.nickname
+        while len(self.name_collisions) > 16:
+            self.name_collisions.pop(next(iter(self.name_collisions)))
+        self._limited.error(
+            ("collision", ip),
+            "peer name collision: %r at %s uses our peer name %s; %s",
+            remote.nickname,
+            ip,
+            format_peer_name(self.us),
+            NAME_COLLISION_FIX,
+        )
 
     def _introduced(self, conn: Connection) -> None:
         if conn.pending_source is not None:

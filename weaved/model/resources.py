@@ -30,6 +30,7 @@ class Kind(StrEnum):
     NFT_RULE = "nft-rule"
     IPT_RULE = "ipt-rule"
     MESH_TARGET = "mesh-target"
+    MESH = "mesh"  # the router's settings (daemon/mesh_part.py)
 
 
 # Attributes that can be changed without deleting the object; anything else means replace.
@@ -37,6 +38,10 @@ UPDATABLE: Mapping[Kind, frozenset[str]] = {
     Kind.LINK: frozenset({"mtu", "alias", "mac", "state", "ipv6_autoconf", "promote_secondaries"}),
     Kind.NFT_CHAIN: frozenset({"policy"}),
     Kind.NFT_RULE: frozenset(),
+    Kind.MESH: frozenset(
+        {"name", "nickname", "listen", "port", "password", "trusted_subnets", "conn_limit"}
+        | {"discovery", "overlays", "peer_name_unique"}
+    ),
 }
 
 Attrs = tuple[tuple[str, str], ...]

@@ -27,6 +27,7 @@ KIND_ORDER: tuple[Kind, ...] = (
     Kind.NFT_RULE,
     Kind.IPT_RULE,
     Kind.MESH_TARGET,
+    Kind.MESH,
 )
 
 
