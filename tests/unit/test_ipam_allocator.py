@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import random
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.wire import VECTORS
+from tests.wire import load_vector
 from weaved.errors import ProtocolError
 from weaved.ipam.address import CIDR, format_ip, parse_ip
 from weaved.ipam.allocator import (
@@ -176,7 +175,7 @@ def test_trace_b_messages() -> None:
     updates = [decode_unicast(p) for src, dst, p in net.sent_unicasts if src == H1 and dst == H3]
     ring_update = next(u for u in updates if isinstance(u, RingUpdate))
     assert ring_update.state.ring is not None
-    captured = json.loads((VECTORS / "tcp-unicast-ipallocation-ringupdate-ring.json").read_text())
+    captured = load_vector("tcp-unicast-ipallocation-ringupdate-ring.json")
     want = decode_unicast(bytes.fromhex(captured["examples"][0]["data_hex"]))
     assert isinstance(want, RingUpdate) and want.state.ring is not None
     assert ring_update.state.ring.entries == want.state.ring.entries
@@ -368,9 +367,7 @@ def test_shutdown_hands_off_to_heir() -> None:
     h2.allocator.allocate("c2", UNIVERSE, net.now)
     assert h2.allocator.shutdown(net.now) == H1
     net.run()
-    captured = json.loads(
-        (VECTORS / "tcp-broadcast-ipallocation-ring-hand-off-on-shutdown.json").read_text()
-    )
+    captured = load_vector("tcp-broadcast-ipallocation-ring-hand-off-on-shutdown.json")
     want = decode_gossip(bytes.fromhex(captured["examples"][0]["data_hex"]))
     sent = [decode_gossip(p) for o, _, p in net.delivered_broadcasts if o == H2][-1]
     assert sent.ring is not None and want.ring is not None

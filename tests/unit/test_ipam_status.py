@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tests.wire import OUTPUTS
+from tests.wire import read_output
 from weaved.ipam.address import CIDR
 from weaved.ipam.allocator import ConsensusStart, ObserverStart, SeedStart
 from weaved.ipam.sim import SimNetwork, SimPeer
@@ -30,7 +30,7 @@ pytestmark = pytest.mark.timeout(60)
 
 
 def output(path: str) -> str:
-    return (OUTPUTS / path).read_text()
+    return read_output(path)
 
 
 def status_of(peer: SimPeer) -> IpamStatus:

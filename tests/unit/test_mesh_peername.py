@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.wire import WIRE
+from tests.wire import MISSING, WIRE
 from weaved.mesh.peername import (
     PeerNameError,
     SystemIDs,
@@ -70,6 +70,8 @@ def test_every_recorded_case_matches_weaver() -> None:
 
 
 def test_live_trace_names() -> None:
+    if not (WIRE / "peer-names.json").exists():
+        pytest.skip(MISSING)
     data = json.loads((WIRE / "peer-names.json").read_text())["live_trace_names"]
     for host in data.values():
         mid = host["machine_id"].replace("\\n", "\n").encode()

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.wire import OUTPUTS
+from tests.wire import OUTPUTS, needs_wire
 from weaved.mesh.gossip_api import PeerName
 from weaved.mesh.peername import parse_peer_name
 from weaved.mesh.status import (
@@ -140,6 +140,7 @@ def test_report_router_object(case: str) -> None:
     assert got == expected
 
 
+@needs_wire
 def test_quirks() -> None:
     s, _, _ = _case("two-peers-encrypted/host1")
     assert (

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.wire import VECTORS, load_vector
+from tests.wire import VECTORS, load_vector, needs_wire
 from weaved.mesh.gossip_api import PeerName
 from weaved.mesh.handshake import RemoteIdentity
 from weaved.mesh.peername import format_peer_name, parse_peer_name
@@ -285,6 +285,7 @@ def test_all_peers_agree_and_routes_are_consistent(edges: list[tuple[int, int]],
     assert all(len(t.peers) == len(peers) for t in by_name.values())
 
 
+@needs_wire
 def test_broadcast_routes_of_three_peer_line_match_reports() -> None:
     graph = {H1: {H2: True}, H2: {H1: True, H3: True}, H3: {H2: True}}
     wire = VECTORS.parent / "outputs" / "three-peers-line"
