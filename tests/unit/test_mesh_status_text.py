@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.wire import OUTPUTS, needs_wire
+from tests.wire import AVAILABLE, OUTPUTS, needs_wire, params
 from weaved.mesh.gossip_api import PeerName
 from weaved.mesh.peername import parse_peer_name
 from weaved.mesh.status import (
@@ -24,6 +24,7 @@ from weaved.mesh.status import (
     go_time_string,
 )
 from weaved.mesh.status_text import (
+    cli_status_text,
     go_json,
     render_connections,
     render_peers,
@@ -33,7 +34,11 @@ from weaved.mesh.status_text import (
     report_router,
 )
 
-CASES = sorted(str(p.parent.relative_to(OUTPUTS)) for p in OUTPUTS.glob("*/*/report.json"))
+CASES = params(
+    sorted(str(p.parent.relative_to(OUTPUTS)) for p in OUTPUTS.glob("*/*/report.json"))
+    if AVAILABLE
+    else []
+)
 DATAPLANE_KEYS = ("Interface", "CaptureStats", "MACs")
 
 
@@ -161,3 +166,52 @@ def test_go_time_string() -> None:
         go_time_string(RetryTime(1795304460 * 10**9, 2_500_000_000))
         == "2026-11-21 23:41:00 +0000 UTC m=+2.500000000"
     )
+
+
+def _with_targets(targets: tuple[str, ...], port: int = 6783) -> MeshStatus:
+    return MeshStatus(
+        name=PeerName(1),
+        nickname="h",
+        port=port,
+        encryption=False,
+        peer_discovery=True,
+        peers=(),
+        unicast_routes=(),
+        broadcast_routes=(),
+        connections=(),
+        targets=targets,
+        trusted_subnets=(),
+    )
+
+
+def test_targets_print_as_given_without_the_mesh_port_the_spec_adds() -> None:
+    """Weave test 700: `weave connect 10.2.2.1` then `status targets` prints `10.2.2.1`; the
+    spec stores targets as host:port, so the mesh's own port is left off again."""
+    s = _with_targets(("10.2.2.1:6783", "host2:6790", "[fd00::1]:6783"))
+    assert render_targets(s) == "10.2.2.1\nhost2:6790\n[fd00::1]:6783\n"
+    assert report_router(s)["Targets"] == ["10.2.2.1", "host2:6790", "[fd00::1]:6783"]
+    # A mesh on another port: targets on the default port keep theirs.
+    assert render_targets(_with_targets(("10.2.2.1:6783",), port=7000)) == "10.2.2.1:6783\n"
+    assert render_targets(_with_targets(())) == ""
+
+
+def test_cli_status_text_wraps_only_the_whole_status() -> None:
+    body = "        Version: v\n\n        Service: router\n"
+    assert cli_status_text(body, None) == "\n" + body + "\n"
+    assert cli_status_text(body.rstrip("\n"), None) == "\n" + body + "\n"
+    dns = "ca           10.32.0.1                 cA 3e:80:e7:5a:63:a7\n"
+    assert cli_status_text(dns, "dns") == dns  # `weave status dns | cut -f1` sees entries
+    assert cli_status_text("", "targets") == ""
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_cli_status_text_is_weaves_for_every_captured_output(case: str) -> None:
+    """The README of the outputs: the CLI adds one empty line before and after `/status`;
+    `status SUB` is the body verbatim."""
+    d = OUTPUTS / case
+    status = (d / "status.txt").read_text()
+    assert cli_status_text(status, None) == "\n" + status + "\n"
+    for sub in ("peers", "connections", "targets", "dns", "ipam"):
+        body = (d / f"status-{sub}.txt").read_text()
+        assert cli_status_text(body, sub) == body
+        assert not body.startswith("\n")

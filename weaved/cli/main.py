@@ -143,10 +143,11 @@ def cmd_daemon(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def cmd_status(args: argparse.Namespace, ctx: Context) -> int:
+    from weaved.mesh.status_text import cli_status_text
+
     client = Client(str(ctx.socket_path))
     path = "/status/text" + (f"?section={args.section}" if args.section else "")
-    text = client.call("GET", path)
-    _print("\n" + text.rstrip("\n") + "\n")
+    sys.stdout.write(cli_status_text(client.call("GET", path), args.section))
     return 0
 
 

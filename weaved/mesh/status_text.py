@@ -17,6 +17,7 @@ from weaved.mesh.peername import format_peer_name
 from weaved.mesh.status import LocalConnectionStatus, MeshStatus
 
 __all__ = [
+    "cli_status_text",
     "go_json",
     "render_connections",
     "render_peers",
@@ -115,8 +116,26 @@ def render_peers(s: MeshStatus) -> str:
     return "".join(out)
 
 
+def target_as_given(target: str, port: int) -> str:
+    """A target as the operator typed it: the spec stores `host:port`, Weave prints what was
+    given (`weave connect 10.2.2.1` -> `10.2.2.1`), so the mesh's own port is left off."""
+    suffix = f":{port}"
+    if target.endswith(suffix) and not target.startswith("["):
+        return target[: -len(suffix)]
+    return target
+
+
 def render_targets(s: MeshStatus) -> str:
-    return "".join(f"{t}\n" for t in s.targets)
+    return "".join(f"{target_as_given(t, s.port)}\n" for t in s.targets)
+
+
+def cli_status_text(body: str, section: str | None) -> str:
+    """What `weave status [SUB]` prints for a status body: `status SUB` prints the body as it
+    is (scripts cut and grep it; an empty section prints nothing); the whole status gets one
+    empty line before and after (Weave's CLI `echo`es around it)."""
+    if section:
+        return body
+    return "\n" + body.rstrip("\n") + "\n\n"
 
 
 def report_router(s: MeshStatus, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -178,7 +197,7 @@ def report_router(s: MeshStatus, extra: Mapping[str, Any] | None = None) -> dict
         ]
         or None,
         "TerminationCount": s.termination_count,
-        "Targets": list(s.targets) or None,
+        "Targets": [target_as_given(t, s.port) for t in s.targets] or None,
         "OverlayDiagnostics": dict(s.overlay_diagnostics),
         "TrustedSubnets": list(s.trusted_subnets),
     }
