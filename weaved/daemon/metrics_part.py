@@ -9,13 +9,14 @@ from collections import Counter
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from weaved.daemon.component import Component
 from weaved.daemon.dns_part import DnsPart
 from weaved.daemon.ipam_part import IpamPart
 from weaved.daemon.mesh_part import MeshPart
+from weaved.daemon.metrics_text import CONTENT_TYPE, render_metrics
 from weaved.dns.service import split_listen
 from weaved.ipam.status import ipam_status, unreachable_share
 from weaved.spec.models import Spec
@@ -42,12 +43,14 @@ class WeavedCollector:
             "Number of peer-to-peer connections.",
             labels=["encryption", "state", "type"],
         )
+        # Weave's: for every (state, type) seen, both the encrypted and the plain count.
         counts: Counter[tuple[str, str, str]] = Counter()
         for c in status.connections:
             attrs = c.attrs or {}
-            encrypted = "yes" if attrs.get("encrypted") else ""
             kind = str(attrs.get("name", "unknown"))
-            counts[(encrypted, c.state.value, kind)] += 1
+            for encryption in ("yes", ""):
+                counts[(encryption, c.state.value, kind)] += 0
+            counts[("yes" if attrs.get("encrypted") else "", c.state.value, kind)] += 1
         for labels, value in sorted(counts.items()):
             connections.add_metric(list(labels), value)
         yield connections
@@ -57,10 +60,11 @@ class WeavedCollector:
             value=status.termination_count,
         )
         if self.dns is not None:
-            entries = [e for e in self.dns.service.zone.entries() if not e.tombstone]
-            yield GaugeMetricFamily(
-                "weave_dns_entries", "Number of DNS entries.", value=len(entries)
+            # This peer's own live entries, as Weave counts them (dashboards sum over hosts).
+            own = sum(
+                1 for e in self.dns.service.zone.entries() if e.live and e.origin == status.name
             )
+            yield GaugeMetricFamily("weave_dns_entries", "Number of DNS entries.", value=own)
         if self.ipam is not None:
             st = ipam_status(self.ipam.allocator, self.ipam.default_subnet())
             dead = unreachable_share(st)
@@ -156,7 +160,8 @@ class MetricsPart(Component):
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=10)
             path = head.split(b" ", 2)[1].decode("latin-1") if head.count(b" ") >= 2 else "/"
             if path == "/metrics":
-                body, ctype, code = generate_latest(self.registry), "text/plain; version=0.0.4", 200
+                body = render_metrics(self.registry.collect()).encode()
+                ctype, code = CONTENT_TYPE, 200
             elif path == "/status" and self._daemon is not None:
                 body = self._daemon.status_text().encode()
                 ctype, code = "text/plain; charset=utf-8", 200
