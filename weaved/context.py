@@ -28,8 +28,6 @@ class Context:
         )
 
 
-def require_root(what: str) -> None:
+def require_root(what: str, why: str = "it changes network state") -> None:
     if os.geteuid() != 0:
-        raise PrivilegeError(
-            f"{what} needs root (it changes network state)\n  hint: run it with sudo"
-        )
+        raise PrivilegeError(f"{what} needs root ({why})\n  hint: run it with sudo")

@@ -9,6 +9,7 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from weaved import __version__
 from weaved.cli.client import Client
@@ -66,7 +67,7 @@ def cmd_plan(args: argparse.Namespace, ctx: Context) -> int:
         from weaved.spec.loader import load_spec
 
         spec = load_spec(ctx.spec_path)
-        require_root("weaved plan")
+        require_root("weaved plan", "it reads nftables and netlink state")
         planned = plan_spec(spec, KernelDataplane())
         text, data = render_plan(planned.plan), plan_json(planned.plan)
     _print(json.dumps(data, indent=2) if args.json else text)
@@ -250,6 +251,8 @@ def cmd_dns_args(args: argparse.Namespace, ctx: Context) -> int:
     from weaved.spec.loader import load_spec
 
     spec = load_spec(ctx.spec_path, check_files=False)
+    if not spec.dns.enabled:
+        return 0  # Weave's `dns-args` prints nothing without weaveDNS: `docker run $(…)` works
     client = _daemon_for(ctx)
     # The daemon knows addresses IPAM gave to `net:` exposes; the spec alone only literal ones.
     listen = client.call("GET", "/dns/address")["listen"] if client else listen_address(spec, {})
@@ -282,25 +285,58 @@ def cmd_lab(args: argparse.Namespace, _ctx: Context) -> int:
 
 
 # --- parser -----------------------------------------------------------------------------
+class Parser(argparse.ArgumentParser):
+    """Usage errors exit 64 (EX_USAGE): argparse's 2 is what `plan --detailed-exitcode` uses
+    for "changes pending", and a typo must never read as that."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(UsageError.exit_code, f"{self.prog}: error: {message}\n")
+
+
+def _global_options(parser: argparse.ArgumentParser, *, after_command: bool) -> None:
+    """The options every command shares, accepted before or after the command
+    (`weaved -f F apply`, `weaved apply -f F`): after it, an option that is not given must
+    not overwrite one given before."""
+    default: dict[str, object] = {"default": argparse.SUPPRESS} if after_command else {}
+    options: list[tuple[tuple[str, ...], dict[str, object]]] = [
+        (
+            ("-f", "--file"),
+            {
+                "dest": "spec",
+                "metavar": "FILE",
+                "help": "spec file (default /etc/weave/weave.yaml, env WEAVED_SPEC)",
+            },
+        ),
+        (
+            ("--state-dir",),
+            {
+                "metavar": "DIR",
+                "help": "state directory (default /var/lib/weave, env WEAVED_STATE_DIR)",
+            },
+        ),
+        (
+            ("--socket",),
+            {
+                "metavar": "PATH",
+                "help": "control socket (default /run/weave/weaved.sock, env WEAVED_SOCKET)",
+            },
+        ),
+        (("-v", "--verbose"), {"action": "store_true", "help": "debug logging"}),
+    ]
+    for flags, kwargs in options:
+        free = [f for f in flags if f not in parser._option_string_actions]
+        if free:
+            parser.add_argument(*free, **{**kwargs, **default})  # type: ignore[arg-type]
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="weaved",
         description="Declarative container network, wire-compatible with Weave Net 2.8.1.",
     )
     parser.add_argument("--version", action="version", version=f"weaved {__version__}")
-    parser.add_argument(
-        "-f",
-        "--file",
-        dest="spec",
-        help="spec file (default /etc/weave/weave.yaml, env WEAVED_SPEC)",
-    )
-    parser.add_argument(
-        "--state-dir", help="state directory (default /var/lib/weave, env WEAVED_STATE_DIR)"
-    )
-    parser.add_argument(
-        "--socket", help="control socket (default /run/weave/weaved.sock, env WEAVED_SOCKET)"
-    )
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    _global_options(parser, after_command=False)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser("validate", help="check a spec file (offline, no root)")
@@ -408,6 +444,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_attach_parsers(sub, cmd_attach)
 
     add_lab_parser(sub, cmd_lab)
+    for subparser in sub.choices.values():
+        _global_options(subparser, after_command=True)
     return parser
 
 
