@@ -10,6 +10,7 @@ from weaved.daemon.attach_part import AttachPart
 from weaved.daemon.component import Component
 from weaved.daemon.dns_part import DnsPart
 from weaved.daemon.ipam_part import IpamPart
+from weaved.daemon.lastgood import load_start_spec
 from weaved.daemon.mesh_part import MeshPart
 from weaved.daemon.metrics_part import MetricsPart
 from weaved.daemon.service import Daemon, DaemonConfig
@@ -20,7 +21,6 @@ from weaved.engine.identity import resolve_peer_name
 from weaved.errors import WeavedError
 from weaved.mesh.gossip_api import PeerName
 from weaved.mesh.peername import read_system_ids
-from weaved.spec.loader import load_spec
 from weaved.spec.models import Spec, parse_peer_name_text
 
 log = logging.getLogger(__name__)
@@ -46,13 +46,13 @@ def build_parts(spec: Spec, ctx: Context) -> list[Component]:
 def run_daemon(ctx: Context, resync_seconds: float = 30.0) -> int:
     config = DaemonConfig(ctx.spec_path, ctx.state_dir, ctx.socket_path, resync_seconds)
     try:
-        spec = load_spec(ctx.spec_path)
+        spec, _refused = load_start_spec(ctx.spec_path, ctx.state_dir)
     except WeavedError as exc:
         log.error("no valid spec to start with:\n%s", exc)
         return 1
 
     async def main() -> int:
-        daemon = Daemon(config, KernelDataplane, build_parts(spec, ctx))
+        daemon = Daemon(config, KernelDataplane, build_parts(spec, ctx), start_spec=spec)
         return await daemon.run()
 
     return asyncio.run(main())

@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 from weaved import __version__
 from weaved.daemon.component import Component
 from weaved.daemon.control import ControlServer, Handler, Request, Response
+from weaved.daemon.lastgood import last_good_path, save_last_good
 from weaved.daemon.notify import sd_notify
 from weaved.daemon.watch import watch_file
 from weaved.dataplane.base import Dataplane
@@ -29,7 +30,7 @@ from weaved.errors import WeavedError
 from weaved.model.resources import Resource, State
 from weaved.plan.changes import Plan, make_plan, merge_plans
 from weaved.plan.render import plan_json, render_plan
-from weaved.spec.loader import load_spec
+from weaved.spec.loader import parse_spec_bytes, read_spec_file
 from weaved.spec.models import Spec
 
 log = logging.getLogger(__name__)
@@ -60,9 +61,19 @@ class DaemonState:
     spec: Spec | None = None
     spec_digest: str = ""
     spec_error: str | None = None
+    # The spec in force came from the saved copy: the file was refused at start.
+    from_last_good: bool = False
     last: ConvergeRecord | None = None
     converges: int = 0
     started: float = field(default_factory=time.time)
+
+
+@dataclass(frozen=True)
+class _Loaded:
+    digest: str
+    raw: bytes
+    spec: Spec | None = None
+    error: str | None = None
 
 
 class Daemon:
@@ -71,9 +82,12 @@ class Daemon:
         config: DaemonConfig,
         dataplane_factory: Callable[[], Dataplane],
         components: list[Component] | None = None,
+        start_spec: Spec | None = None,
     ) -> None:
         self.config = config
         self.state = DaemonState()
+        # What the parts were built from; used when the file on disk is refused at start.
+        self._start_spec = start_spec
         self.components = components or []
         self.dirty = asyncio.Event()
         self.stopping = asyncio.Event()
@@ -93,29 +107,49 @@ class Daemon:
         return await asyncio.get_running_loop().run_in_executor(self._executor, run)
 
     # --- spec ---------------------------------------------------------------------------
-    def _read_spec(self) -> bool:
-        """Load the spec if its content changed; keep the last good one if it is invalid."""
-        try:
-            raw = self.config.spec_path.read_bytes()
-        except OSError as exc:
-            self.state.spec_error = f"{self.config.spec_path}: cannot read: {exc.strerror}"
-            log.error("spec unreadable, keeping the last good spec: %s", self.state.spec_error)
+    async def _read_spec(self) -> bool:
+        """Load the spec if its content changed; keep the last good one if it is invalid.
+        A refused spec is looked at again on every converge (a fixed password file, say,
+        makes it valid without any edit of the spec itself). Parsing runs off the event loop:
+        even a bounded hostile spec must not make status or DNS wait."""
+        loaded = await asyncio.to_thread(self._load_spec, self.state.spec_digest)
+        if loaded is None:
             return False
-        digest = hashlib.sha256(raw).hexdigest()
-        if digest == self.state.spec_digest:
+        first_look = loaded.digest != self.state.spec_digest
+        self.state.spec_digest = loaded.digest
+        if loaded.spec is None:
+            if first_look or loaded.error != self.state.spec_error:
+                self._refuse(loaded.error or "no valid spec")
             return False
-        self.state.spec_digest = digest
-        try:
-            spec = load_spec(self.config.spec_path)
-        except WeavedError as exc:
-            self.state.spec_error = str(exc)
-            log.error("spec invalid, keeping the last good spec in force:\n%s", exc)
-            return False
-        self.state.spec = spec
+        self.state.spec = loaded.spec
         self.state.spec_error = None
+        self.state.from_last_good = False
+        await asyncio.to_thread(save_last_good, self.config.state_dir, loaded.raw)
         for component in self.components:
-            component.spec_changed(spec)
+            component.spec_changed(loaded.spec)
         return True
+
+    def _load_spec(self, known_digest: str) -> _Loaded | None:
+        """(Worker thread.) None when the file is the spec already in force."""
+        path = self.config.spec_path
+        try:
+            raw = read_spec_file(path)
+        except WeavedError as exc:
+            return _Loaded("", b"", error=str(exc))
+        digest = hashlib.sha256(raw).hexdigest()
+        if digest == known_digest and self.state.spec_error is None:
+            return None
+        try:
+            return _Loaded(digest, raw, spec=parse_spec_bytes(raw, str(path)))
+        except WeavedError as exc:
+            return _Loaded(digest, raw, error=str(exc))
+        except Exception as exc:  # a loader bug: never "(valid)" with a spec not in force
+            log.exception("loading the spec crashed path=%s", path)
+            return _Loaded(digest, raw, error=f"{path}: internal error while loading: {exc!r}")
+
+    def _refuse(self, error: str) -> None:
+        self.state.spec_error = error
+        log.error("spec refused, the last good spec stays in force:\n%s", error)
 
     def mark_dirty(self, reason: str = "trigger") -> None:
         log.debug("reconcile requested reason=%s", reason)
@@ -138,7 +172,7 @@ class Daemon:
         return make_plan(State(desired), State(observed))
 
     async def converge(self, reason: str) -> ConvergeRecord:
-        self._read_spec()
+        await self._read_spec()
         spec = self.state.spec
         record = ConvergeRecord(time.time(), reason)
         if spec is None:
@@ -174,6 +208,9 @@ class Daemon:
                 self.state.last = ConvergeRecord(
                     time.time(), reason, error=f"internal error: {exc}"
                 )
+                self.state.converges += 1  # an attempt: start-up must not wait for success
+                async with self.converged:
+                    self.converged.notify_all()
             try:
                 await asyncio.wait_for(self.dirty.wait(), timeout=self.config.resync_seconds)
                 reason = "trigger"
@@ -205,6 +242,7 @@ class Daemon:
             "version": __version__,
             "spec": str(self.config.spec_path),
             "spec_error": self.state.spec_error,
+            "spec_from_last_good": self.state.from_last_good,
             "converges": self.state.converges,
             "problems": [p for c in self.components for p in c.problems()],
             "last": None
@@ -227,6 +265,9 @@ class Daemon:
         spec_state = (
             "valid" if self.state.spec_error is None else "INVALID (last good spec in force)"
         )
+        if self.state.spec_error is not None and self.state.from_last_good:
+            copy = last_good_path(self.config.state_dir)
+            spec_state = f"INVALID since start; running the last good spec saved in {copy}"
         lines = [
             "        Service: reconciler",
             f"           Spec: {self.config.spec_path} ({spec_state})",
@@ -265,7 +306,7 @@ class Daemon:
         return "\n\n".join(blocks) + "\n"
 
     async def _plan(self, req: Request) -> Response:
-        spec = self._spec_for(req)
+        spec = await self._spec_for(req)
         facts = self.runtime_facts()
         planned = await self.on_dataplane(lambda dp: plan_spec(spec, dp, facts))
         plan = merge_plans(planned.plan, self.components_plan(spec))
@@ -301,8 +342,8 @@ class Daemon:
         asyncio.get_running_loop().call_later(0.05, self.stopping.set)
         return Response(200, {"ok": True})
 
-    def _spec_for(self, _req: Request) -> Spec:
-        self._read_spec()
+    async def _spec_for(self, _req: Request) -> Spec:
+        await self._read_spec()
         if self.state.spec_error is not None:
             raise WeavedError(self.state.spec_error)
         if self.state.spec is None:
@@ -311,7 +352,10 @@ class Daemon:
 
     # --- lifecycle ----------------------------------------------------------------------
     async def run(self) -> int:
-        self._read_spec()
+        await self._read_spec()
+        if self.state.spec is None and self._start_spec is not None:
+            self.state.spec = self._start_spec  # the saved last good spec (see lastgood)
+            self.state.from_last_good = True
         if self.state.spec is None:
             log.error("no valid spec to start with:\n%s", self.state.spec_error)
             return 1
@@ -323,27 +367,17 @@ class Daemon:
         control = ControlServer(self.config.socket_path, self._routes())
         tasks: list[asyncio.Task[Any]] = []
         try:
-            for component in self.components:
-                await component.start(self)
-            await control.start()
-            tasks.append(asyncio.create_task(self._reconcile_loop(), name="reconcile"))
-            tasks.append(
-                asyncio.create_task(
-                    watch_file(
-                        self.config.spec_path, lambda: self.mark_dirty("spec edit"), self.stopping
-                    ),
-                    name="watch",
-                )
-            )
-            async with self.converged:
-                await self.converged.wait_for(lambda: self.state.converges > 0)
-            sd_notify("READY=1")
-            log.info(
-                "weaved daemon ready spec=%s socket=%s",
-                self.config.spec_path,
-                self.config.socket_path,
-            )
-            await self.stopping.wait()
+            # SIGTERM must stop us whatever start-up is waiting for (a part starting, a first
+            # converge that keeps failing): serving races the stop signal.
+            serving = asyncio.create_task(self._serve(control, tasks), name="serve")
+            stop = asyncio.create_task(self.stopping.wait(), name="stop")
+            await asyncio.wait({serving, stop}, return_when=asyncio.FIRST_COMPLETED)
+            stop.cancel()
+            if not serving.done():
+                serving.cancel()
+            await asyncio.gather(serving, return_exceptions=True)
+            if not serving.cancelled() and (error := serving.exception()) is not None:
+                raise error
         finally:
             sd_notify("STOPPING=1")
             for task in tasks:
@@ -355,6 +389,32 @@ class Daemon:
             self._executor.shutdown(wait=True)
         log.info("weaved daemon stopped")
         return 0
+
+    async def _serve(self, control: ControlServer, tasks: list[asyncio.Task[Any]]) -> None:
+        for component in self.components:
+            await component.start(self)
+        await control.start()
+        tasks.append(asyncio.create_task(self._reconcile_loop(), name="reconcile"))
+        tasks.append(
+            asyncio.create_task(
+                watch_file(
+                    self.config.spec_path, lambda: self.mark_dirty("spec edit"), self.stopping
+                ),
+                name="watch",
+            )
+        )
+        await self._first_converge()
+        sd_notify("READY=1")
+        log.info(
+            "weaved daemon ready spec=%s socket=%s",
+            self.config.spec_path,
+            self.config.socket_path,
+        )
+        await self.stopping.wait()
+
+    async def _first_converge(self) -> None:
+        async with self.converged:
+            await self.converged.wait_for(lambda: self.state.converges > 0)
 
 
 async def _quietly(awaitable: Awaitable[None]) -> None:
