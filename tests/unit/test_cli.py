@@ -65,7 +65,8 @@ def test_dns_args_with_a_container_name(tmp_path: Path, capsys: pytest.CaptureFi
 
 
 @pytest.mark.parametrize(
-    "argv", [["bogus"], ["plan", "--nope"], ["status", "nosuchsection"], ["daemon", "--resync", "x"]]
+    "argv",
+    [["bogus"], ["plan", "--nope"], ["status", "nosuchsection"], ["daemon", "--resync", "x"]],
 )
 def test_usage_errors_exit_64_not_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     """2 means "changes pending" for `plan --detailed-exitcode`; a typo must not say that."""

@@ -92,7 +92,11 @@ def test_version_required_and_only_1() -> None:
         ("expose: [{cidr: 10.2.1.1}]", "expose[0].cidr", "prefix length"),
         ("expose: [{cidr: 'net:10.99.0.0/16'}]", "expose[0].cidr", "outside ipalloc.range"),
         ("ipalloc: {init: {mode: seed}}", "ipalloc.init.mode", "needs the list 'seeds'"),
-        ("ipalloc: {init: {mode: observer, peer_count: 3}}", "ipalloc.init.peer_count", "does not apply"),
+        (
+            "ipalloc: {init: {mode: observer, peer_count: 3}}",
+            "ipalloc.init.peer_count",
+            "does not apply",
+        ),
         ("peer: {name: '00:00:00:00:00:00'}", "peer.name", "reserved"),
         ("peer: {name: 'zz:00:00:00:00:01'}", "peer.name", "six groups"),
         ("peers: ['bad host!']", "peers[0]", "IPv4 address or host name"),
