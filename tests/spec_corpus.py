@@ -89,6 +89,18 @@ def hostile_specs() -> dict[str, tuple[bytes, int]]:
         "octal-looking-peer": (b"version: 1\npeers: [192.0.2.012]\n", 2),
         "octet-over-255": (b"version: 1\npeers: [999.1.1.1]\n", 2),
         "short-dotted-peer": (b"version: 1\npeers: [10.1.2]\n", 2),
+        "peer-unspecified": (b"version: 1\npeers: [0.0.0.0]\n", 2),
+        "peer-broadcast": (b"version: 1\npeers: [255.255.255.255]\n", 2),
+        "peer-multicast": (b"version: 1\npeers: [224.0.0.1]\n", 2),
+        "peer-port-in-other-digits": (
+            "version: 1\npeers: ['host:\uff16\uff17\uff18\uff13']\n".encode(),
+            2,
+        ),
+        "dns-listen-multicast": (b"version: 1\ndns: {listen: '224.0.0.251:53'}\n", 2),
+        "export-to-unspecified": (
+            b"version: 1\nservices:\n  export:\n  - {name: x, port: 8080, to: '0.0.0.0:80'}\n",
+            4,
+        ),
         "range-everything": (b"version: 1\nipalloc: {range: 0.0.0.0/0}\n", 2),
         "range-loopback": (b"version: 1\nipalloc: {range: 127.0.0.0/8}\n", 2),
         "range-multicast": (b"version: 1\nipalloc: {range: 224.0.0.0/4}\n", 2),

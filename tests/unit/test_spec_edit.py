@@ -57,3 +57,10 @@ def test_file_mode_is_kept(spec: Path) -> None:
     spec.chmod(0o640)
     connect(spec, ["192.0.2.77"])
     assert spec.stat().st_mode & 0o777 == 0o640
+
+
+def test_connect_of_a_peer_spelled_differently_is_no_duplicate(tmp_path: Path) -> None:
+    path = tmp_path / "w.yaml"
+    path.write_text("version: 1\npeers: [host.example]\n")
+    spec = connect(path, ["Host.Example.", "host.example:6783"])
+    assert spec.peers == ["host.example:6783"]

@@ -64,8 +64,9 @@ def _block(seq: CommentedSeq) -> None:
 
 
 def _normal(target: str) -> str:
+    """One spelling per peer, as the spec's own check sees them (case, root dot)."""
     host, port = split_host_port(target)
-    return f"{host}:{port}"
+    return f"{host.lower().rstrip('.')}:{port}"
 
 
 def connect(path: Path, targets: Sequence[str], *, replace: bool = False) -> Spec:

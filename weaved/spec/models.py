@@ -88,9 +88,21 @@ def split_host_port(value: str, default_port: int = DEFAULT_PORT) -> tuple[str, 
     host, sep, port_text = value.rpartition(":")
     if not sep:
         return value, default_port
-    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+    if not _is_port(port_text):
         raise ValueError(f"port must be 1-65535, got {port_text!r}")
     return host, int(port_text)
+
+
+def _is_port(text: str) -> bool:
+    # ASCII only: int() also reads other scripts' digits, which no one means as a port.
+    return text.isascii() and text.isdigit() and 0 < int(text) < 65536
+
+
+def _unicast(addr: ipaddress.IPv4Address, what: str, *, any_ok: bool = False) -> None:
+    """Refuse addresses that cannot name one host: multicast, reserved/broadcast, and (unless
+    `any_ok`, for listeners) 0.0.0.0."""
+    if addr.is_multicast or addr in _RESERVED or (addr.is_unspecified and not any_ok):
+        raise ValueError(f"{addr} cannot be {what} (not the address of one host)")
 
 
 def _target(value: str) -> str:
@@ -99,7 +111,7 @@ def _target(value: str) -> str:
     and 10.1 as 10.0.0.1, which is not what anyone means."""
     host, port = split_host_port(value)
     try:
-        return f"{ipaddress.IPv4Address(host)}:{port}"
+        addr = ipaddress.IPv4Address(host)
     except ValueError as exc:
         if host.rstrip(".").rpartition(".")[2].isdigit():
             raise ValueError(f"not an IPv4 address: {exc}") from None
@@ -107,7 +119,9 @@ def _target(value: str) -> str:
             raise ValueError(
                 "a peer is an IPv4 address or host name, optionally with :port"
             ) from None
-    return f"{host.lower().rstrip('.')}:{port}"
+        return f"{host.lower().rstrip('.')}:{port}"
+    _unicast(addr, "a peer")
+    return f"{addr}:{port}"
 
 
 # What an IPAM range may not touch: these addresses mean something else to every host.
@@ -118,6 +132,9 @@ _SPECIAL_NETWORKS = {
     ipaddress.IPv4Network("224.0.0.0/4"): "multicast (224.0.0.0/4)",
     ipaddress.IPv4Network("240.0.0.0/4"): "reserved (240.0.0.0/4, with the broadcast address)",
 }
+
+
+_RESERVED = ipaddress.IPv4Network("240.0.0.0/4")
 
 
 def _pool(value: str) -> str:
@@ -152,8 +169,9 @@ def _endpoint(value: str) -> str:
         addr = ipaddress.IPv4Address(host)
     except ValueError:
         raise ValueError(f"{host!r} is not an IPv4 address") from None
-    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+    if not _is_port(port_text):
         raise ValueError(f"port must be 1-65535, got {port_text!r}")
+    _unicast(addr, "a service endpoint")
     return f"{addr}:{int(port_text)}"
 
 
@@ -170,7 +188,7 @@ def _domain(value: str) -> str:
 
 def _listen(value: str) -> str:
     host, port = split_host_port(value, 53)
-    _ipv4(host)
+    _unicast(ipaddress.IPv4Address(_ipv4(host)), "listened on or queried", any_ok=True)
     return f"{host}:{port}"
 
 
