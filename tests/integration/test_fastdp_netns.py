@@ -576,3 +576,74 @@ def test_relayed_paths_use_sleeve(tmp_path: Path) -> None:
         before = h1.vxlan_packets()
         df_transfer(h1, h3)
         assert h1.vxlan_packets() - before >= 10
+
+
+class Pinger:
+    """`ping -i 0.05` from a host's container to another's, counting what was lost."""
+
+    INTERVAL = 0.05
+
+    def __init__(self, src: Host, dst: Host) -> None:
+        self.name = f"{src.nick}→{dst.nick}"
+        self.proc = subprocess.Popen(
+            [
+                "ip", "netns", "exec", src.container.name,
+                "ping", "-n", "-i", str(self.INTERVAL), "-W", "1", dst.overlay_ip,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )  # fmt: skip
+
+    def lost_seconds(self) -> float:
+        """Stop (SIGINT: ping prints its summary) and return the loss as time."""
+        os.killpg(self.proc.pid, 2)
+        out, _ = self.proc.communicate(timeout=10)
+        for line in out.splitlines():
+            if "packets transmitted" in line:
+                sent, received = int(line.split()[0]), int(line.split()[3])
+                return (sent - received) * self.INTERVAL
+        raise AssertionError(f"{self.name}: no ping summary\n{out[-500:]}")
+
+
+def kill_and_restart(lab: Lab, host: Host, down: float) -> str:
+    """kill -9 the host's daemon, restart it after `down` seconds; returns `weaved plan`
+    as soon as the new daemon answers."""
+    assert host.proc is not None
+    os.kill(host.proc.pid, 9)
+    host.proc.wait(10)
+    time.sleep(down)
+    lab.start(host)
+    wait_for(
+        lambda: host.ns.weaved(host.spec, "status", check=False, timeout=10).returncode == 0,
+        timeout=30,
+        interval=0.1,
+    )
+    plan = host.ns.weaved(host.spec, "plan", "--detailed-exitcode", check=False, timeout=20)
+    return f"exit {plan.returncode}\n{plan.stdout}"
+
+
+def test_fastdp_flows_outlive_a_daemon_restart(lab3: Lab) -> None:
+    """kill -9 of host2's daemon: the kernel's VXLAN path needs no daemon, so host1↔host2
+    keeps flowing (≤ 1 s lost per cycle), host1↔host3 loses nothing (their link must not
+    flip to sleeve while host2's links go and come), and the restarted daemon adopts the
+    kernel: its plan is empty right away, every time."""
+    h1, h2, h3 = lab3.hosts
+    for a, b in lab3.pairs():
+        lab3.wait_using(a, b, "fastdp")
+    for a, b in lab3.pairs():
+        assert wait_for(lambda a=a, b=b: ping(a, b), timeout=10, interval=0.2) >= 0  # type: ignore[misc]
+    cycles = (10.0, 2.0, 5.0)
+    for down in cycles:
+        through, unrelated = Pinger(h1, h2), Pinger(h1, h3)
+        back, unrelated_back = Pinger(h2, h1), Pinger(h3, h1)
+        time.sleep(1.0)
+        plan = kill_and_restart(lab3, h2, down)
+        for a, b in ((h2, h1), (h2, h3), (h1, h2), (h3, h2)):
+            lab3.wait_using(a, b, "fastdp", timeout=30)
+        time.sleep(2.0)
+        lost = {p.name: p.lost_seconds() for p in (through, unrelated, back, unrelated_back)}
+        assert plan.startswith("exit 0"), f"plan right after the restart:\n{plan}"
+        assert lost[unrelated.name] == 0 and lost[unrelated_back.name] == 0, lost
+        assert lost[through.name] <= 1.0 and lost[back.name] <= 1.0, (down, lost)

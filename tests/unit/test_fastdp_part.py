@@ -9,10 +9,12 @@ from typing import Any
 from weaved.datapath.fastdp.config import OVERLAY_NAME, Timing
 from weaved.datapath.fastdp.fdb import Device, FdbRow, LinkRow
 from weaved.datapath.fastdp.frames import Heartbeat, HeartbeatKind
+from weaved.datapath.fastdp.health import PathState
 from weaved.datapath.fastdp.messages import Ack, Hello, Macs, encode_control
 from weaved.datapath.fastdp.netlink import FastdpKernel, VxlanUnsupported
 from weaved.datapath.fastdp.overlay import FastdpForwarder, FastdpOverlay
 from weaved.datapath.fastdp.part import FastdpPart
+from weaved.datapath.fastdp.retain import RETAIN_FOR
 from weaved.mesh.gossip_api import PeerName
 from weaved.mesh.overlay import ForwarderHooks, OverlayParams
 from weaved.mesh.router import MeshConfig, Router
@@ -201,8 +203,14 @@ def test_converges_and_stays_converged() -> None:
         assert make_plan(part.desired(spec), part.observed()).empty
         assert f"fdb/weave/{C2}" in part.observed().resources
 
-        # the connection goes: its entries go
+        # the connection goes while fastdp carried it: its entries stay (the peer's daemon
+        # may be restarting; the kernel still forwards), until RETAIN_FOR without a path
         fwd.stop()
+        assert part.converge(spec) == 0
+        assert f"fdb/weave/{C2}" in part.observed().resources
+        assert make_plan(part.desired(spec), part.observed()).empty
+        now = part.clock()
+        part.clock = lambda: now + RETAIN_FOR + 1
         part.converge(spec)
         assert set(part.observed().resources) == {"link/vxlan-6784"}
 
@@ -294,3 +302,108 @@ def test_a_password_removes_the_vxlan_device_and_offers_fastdp_to_no_link() -> N
         await part.stop()
 
     asyncio.run(main())
+
+
+def served(part: FastdpPart, overlay: FastdpOverlay, spec: Spec) -> FastdpForwarder:
+    """A connection to host2 that fastdp carries, converged."""
+    fwd = connect(overlay, [])
+    part.converge(spec)
+    fwd.control_message(*encode_control(Macs(frozenset({C2}))))
+    beats(fwd, 1)
+    assert fwd.control.healthy
+    part.converge(spec)
+    assert f"fdb/weave/{C2}" in part.observed().resources
+    return fwd
+
+
+def test_a_peer_reconnecting_keeps_its_entries_with_zero_writes() -> None:
+    """Its daemon restarted: the old connection went, a new one probes, then proves the
+    path. The entries that forward all along are never touched."""
+
+    async def main() -> None:
+        kernel = MemoryKernel()
+        part, overlay, spec = setup(kernel)
+        part.converge(spec)
+        served(part, overlay, spec).stop()
+        before = set(part.observed().resources)
+        assert part.converge(spec) == 0
+        fwd = connect(overlay, [])  # the new connection: probing
+        assert part.converge(spec) == 0 and set(part.observed().resources) == before
+        fwd.control_message(*encode_control(Macs(frozenset({C2}))))
+        beats(fwd, 1)
+        assert fwd.control.healthy
+        assert part.converge(spec) == 0 and set(part.observed().resources) == before
+        assert part._retained == []  # the new path took over
+        await part.stop()
+
+    asyncio.run(main())
+
+
+def test_a_restarted_daemon_adopts_the_kernel_with_an_empty_plan_and_zero_writes() -> None:
+    async def main() -> None:
+        kernel = MemoryKernel()
+        part, overlay, spec = setup(kernel)
+        part.converge(spec)
+        served(part, overlay, spec)
+        before = set(part.observed().resources)
+        await part.stop()  # kill -9 or a stop: nothing is flushed
+        assert set(part.observed().resources) == before
+
+        again, overlay2, _ = setup(kernel)  # the new daemon: no connections yet
+        assert make_plan(again.desired(spec), again.observed()).empty
+        assert again.converge(spec) == 0
+        fwd = connect(overlay2, [])
+        assert again.converge(spec) == 0
+        fwd.control_message(*encode_control(Macs(frozenset({C2}))))
+        beats(fwd, 1)
+        assert again.converge(spec) == 0 and set(again.observed().resources) == before
+        await again.stop()
+
+    asyncio.run(main())
+
+
+def test_a_path_that_fails_after_a_restart_loses_the_adopted_entries() -> None:
+    async def main() -> None:
+        kernel = MemoryKernel()
+        part, overlay, spec = setup(kernel)
+        part.converge(spec)
+        served(part, overlay, spec)
+        await part.stop()
+        again, overlay2, _ = setup(kernel)
+        again.converge(spec)
+        fwd = connect(overlay2, [])
+        await asyncio.sleep(0.3)  # no heartbeats: unhealthy, decided
+        assert fwd.control.state is PathState.UNHEALTHY
+        again.converge(spec)
+        assert set(again.observed().resources) == {
+            "link/vxlan-6784",
+            "fdb/vxlan-6784/02:00:00:00:01:02/192.0.2.12",
+        }
+        await again.stop()
+
+    asyncio.run(main())
+
+
+def test_standby_for_relayed_traffic_waits_until_the_topology_settles() -> None:
+    """A third host leaves: for a moment our view still has its link to host2, so the link
+    to host2 seems to relay. That must not flip it to sleeve and back."""
+    h3 = PeerName(0x020000000103)
+    full = {US: {H2: True, h3: True}, H2: {US: True, h3: True}, h3: {US: True, H2: True}}
+    leaving = {US: {H2: True}, H2: {US: True, h3: True}, h3: {H2: True, US: True}}
+    part, overlay, _spec = setup(MemoryKernel())
+    graph: dict[PeerName, dict[PeerName, bool]] = full
+    part.router.topology.graph = lambda: graph  # type: ignore[method-assign]
+    now = 100.0
+    part.clock = lambda: now
+    part._check_relaying()
+    assert overlay.standby_reason(H2) is None
+    graph = leaving
+    for now in (100.0, 101.0, 102.5):  # noqa: B007 (read by part.clock)
+        part._check_relaying()
+        assert overlay.standby_reason(H2) is None
+    now = 103.5  # it persists: a real partial mesh, relayed paths use sleeve
+    part._check_relaying()
+    assert overlay.standby_reason(H2) is not None
+    graph = {US: {H2: True}, H2: {US: True}}  # settled: nothing relays, at once
+    part._check_relaying()
+    assert overlay.standby_reason(H2) is None

@@ -19,6 +19,7 @@ import contextlib
 import ipaddress
 import logging
 import socket
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -45,6 +46,7 @@ from weaved.datapath.fastdp.fdb import (
     vxlan_fdb_key,
 )
 from weaved.datapath.fastdp.frames import mac_text
+from weaved.datapath.fastdp.health import PathState
 from weaved.datapath.fastdp.netlink import FastdpKernel, VxlanUnsupported
 from weaved.datapath.fastdp.overlay import (
     ENCRYPTED_MESH_REASON,
@@ -53,6 +55,7 @@ from weaved.datapath.fastdp.overlay import (
     PathView,
 )
 from weaved.datapath.fastdp.relay import relaying_neighbours
+from weaved.datapath.fastdp.retain import Retained, adopt, merge, retain_lost, settle
 from weaved.errors import ApplyError, WeavedError
 from weaved.mesh.gossip_api import PeerName
 from weaved.mesh.peername import format_peer_name
@@ -71,6 +74,10 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 RTMGRP_NEIGH = 0x4
+RELAY_SETTLE = 3.0
+"""A link must carry relayed traffic this long before fastdp stands by on it: while a peer
+leaves, the others' views of the topology disagree for a moment (a third host's old links
+still count), and a direct link must not flip to sleeve and back for that."""
 SLEEVE_MODE_REASON = "fastdp off: the spec's datapath.mode is sleeve"
 
 
@@ -119,6 +126,15 @@ class FastdpPart(Component):
         self._unsupported: str | None = None
         self._converged_paths: tuple[PeerPath, ...] | None = None
         self._graph: object = None
+        self._relaying_now: frozenset[PeerName] = frozenset()
+        self._relaying_since: dict[PeerName, float] = {}
+        # Entries kept while a peer's path is undecided (retain.py): adopted at start, or
+        # left by a connection that went while fastdp carried it.
+        self._retained: list[Retained] = []
+        self._adopted = False
+        self._last_desired = State()
+        self._served_ips: frozenset[str] = frozenset()
+        self.clock: Callable[[], float] = time.monotonic
         self._wake = asyncio.Event()
         if self.overlay is not None:
             self.overlay.selected = self._selected
@@ -181,7 +197,46 @@ class FastdpPart(Component):
         )
 
     def desired(self, spec: Spec) -> State:
-        return desired_state(self.device(spec), self.paths(), self._local)
+        self._adopt()
+        return self._desired(spec, self.device(spec))
+
+    def _desired(self, spec: Spec, device: Device | None) -> State:
+        """What the mesh asks for, plus retained entries of undecided paths."""
+        computed = desired_state(device, self.paths(), self._local)
+        if device is None:
+            self._retained = []
+            return computed
+        self._retained = settle(self._retained, self._decided_ips(), self.clock())
+        return merge(computed, self._retained)
+
+    def _decided_ips(self) -> set[str]:
+        """IPs of peers whose current fastdp path proved itself healthy or unhealthy."""
+        if self.overlay is None:
+            return set()
+        decided = (PathState.HEALTHY, PathState.UNHEALTHY)
+        return {p.ip for p in self.overlay.paths() if p.state in decided}
+
+    def _adopt(self) -> None:
+        """Once, at start: what the device holds is kept (a restart writes nothing)."""
+        if self._adopted:
+            return
+        try:
+            seen = self._observe(None)
+        except WeavedError:
+            return
+        self._adopted = True
+        self._retained = adopt(observed_state(Device(), seen.link, seen.rows), self.clock())
+        if self._retained:
+            log.info("fastdp adopted entries towards %d peers", len(self._retained))
+
+    def _retain_lost(self) -> None:
+        """Peers fastdp carried at the last converge whose path is gone or undecided now:
+        keep their entries (their daemon may be restarting; the kernel still forwards)."""
+        served = {p.ip for p in self.paths() if p.served}
+        lost = self._served_ips - served - self._decided_ips()
+        if lost:
+            self._retained = retain_lost(self._last_desired, lost, self._retained, self.clock())
+            log.info("fastdp keeps entries of undecided paths ips=%s", ",".join(sorted(lost)))
 
     def observed(self) -> State:
         try:
@@ -194,6 +249,8 @@ class FastdpPart(Component):
     def converge(self, spec: Spec) -> int:
         self.spec_changed(spec)
         self._check_relaying()
+        self._adopt()
+        self._retain_lost()
         writes = 0
         seen: _Seen | None = None
         try:
@@ -202,8 +259,7 @@ class FastdpPart(Component):
                 self._absorb(seen)
                 device = self.device(spec)
                 plan = make_plan(
-                    desired_state(device, self.paths(), self._local),
-                    observed_state(Device(), seen.link, seen.rows),
+                    self._desired(spec, device), observed_state(Device(), seen.link, seen.rows)
                 )
                 if plan.empty:
                     break
@@ -222,6 +278,8 @@ class FastdpPart(Component):
             with contextlib.suppress(WeavedError):
                 seen = self._observe(None)
         self._converged_paths = self.paths()
+        self._served_ips = frozenset(p.ip for p in self._converged_paths if p.served)
+        self._last_desired = desired_state(self.device(spec), self._converged_paths, self._local)
         self._tell_overlay(spec, seen)
         return writes
 
@@ -358,12 +416,26 @@ class FastdpPart(Component):
         )
 
     def _check_relaying(self) -> None:
-        """Links that relay other peers' traffic leave it all to sleeve (new topology only)."""
-        graph = self.router.topology.graph()
-        if graph is self._graph or self.overlay is None:
+        """Links that relay other peers' traffic leave it all to sleeve, once they did for
+        `RELAY_SETTLE` seconds; they take fastdp back at once."""
+        if self.overlay is None:
             return
-        self._graph = graph
-        self.overlay.set_relaying(relaying_neighbours(graph, self.router.us))
+        graph = self.router.topology.graph()
+        if graph is not self._graph:
+            self._graph = graph
+            self._relaying_now = relaying_neighbours(graph, self.router.us)
+        now = self.clock()
+        since = self._relaying_since
+        for peer in list(since):
+            if peer not in self._relaying_now:
+                del since[peer]
+        for peer in self._relaying_now:
+            since.setdefault(peer, now)
+        self.overlay.set_relaying(frozenset(p for p, t in since.items() if now - t >= RELAY_SETTLE))
+
+    def _retained_expired(self) -> bool:
+        now = self.clock()
+        return any(r.until <= now for r in self._retained)
 
     def _selected(self, peer: PeerName, fwd: FastdpForwarder) -> bool:
         switch = self.router.forwarder(peer)
@@ -390,6 +462,8 @@ class FastdpPart(Component):
                 self._check_relaying()
                 if self._converged_paths is not None and self.paths() != self._converged_paths:
                     self._changed("paths changed")
+                elif self._retained_expired():
+                    self._changed("retained entries expired")
         finally:
             if sock is not None:
                 loop.remove_reader(sock.fileno())
