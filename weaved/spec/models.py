@@ -343,9 +343,22 @@ class MetricsSpec(_Strict):
     listen: Annotated[str, AfterValidator(_listen)] = "127.0.0.1:6782"
 
 
+_DOCKER_URL = re.compile(
+    r"^(unix:///[^\s]+|(tcp|http|https)://[A-Za-z0-9.-]+(:[0-9]{1,5})?/?|ssh://\S+)$"
+)
+
+
+def _docker_url(value: str) -> str:
+    if not _DOCKER_URL.match(value):
+        raise ValueError(
+            "a Docker endpoint is unix:///PATH, tcp://HOST:PORT, http(s)://HOST:PORT or ssh://…"
+        )
+    return value
+
+
 class DockerSpec(_Strict):
     auto_attach: bool = Field(False, description="Attach containers as Docker starts them")
-    socket: str = "unix:///var/run/docker.sock"
+    socket: Annotated[str, AfterValidator(_docker_url)] = "unix:///var/run/docker.sock"
 
 
 class Spec(_Strict):
