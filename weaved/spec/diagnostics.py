@@ -73,8 +73,9 @@ def render_problem(problem: Problem, source: SourceText) -> str:
     where = _printable(source.filename)
     if problem.line:
         where += f":{problem.line}:{problem.col}"
-    path = _clip(format_path(problem.path), 120)
-    head = f"{where}: error: {_printable(path)}: {_printable(_clip(problem.message))}"
+    # A problem of the file as a whole (syntax, encoding, bounds) has no spec path to name.
+    path = f"{_printable(_clip(format_path(problem.path), 120))}: " if problem.path else ""
+    head = f"{where}: error: {path}{_printable(_clip(problem.message))}"
     parts = [head]
     if problem.line:
         text, caret = excerpt(source.line(problem.line), problem.col)
