@@ -42,7 +42,13 @@ if TYPE_CHECKING:
     from weaved.mesh.overlay import SwitchForwarder
     from weaved.mesh.topology import Peer
 
-__all__ = ["Connection", "ConnectionHost", "ConnectionSettings", "set_linger_zero"]
+__all__ = [
+    "Connection",
+    "ConnectionHost",
+    "ConnectionSettings",
+    "InboundBudget",
+    "set_linger_zero",
+]
 
 log = logging.getLogger(__name__)
 _limited = RateLimitedLog(log, 10.0)
@@ -50,6 +56,45 @@ _limited = RateLimitedLog(log, 10.0)
 READ_SIZE = 256 * 1024
 MAX_QUEUED_BYTES = 16 * 1024 * 1024
 """Raw messages waiting for a remote that does not read; more are dropped (and counted)."""
+LARGE_MESSAGE = 1024 * 1024
+"""Messages longer than this are read only within the router's `InboundBudget`."""
+
+
+class InboundBudget:
+    """Bytes of large incoming messages all connections may hold at once.
+
+    A 10 MiB message costs about four times that while it is framed, parsed and decoded;
+    without a shared bound, every connection of a hostile peer could hold one. A connection
+    announced a large message waits (reading nothing, so TCP pushes back) until the budget has
+    room; one message is always allowed, so nothing larger than the budget starves."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.used = 0
+        self._waiters: list[asyncio.Future[None]] = []
+
+    async def reserve(self, n: int, timeout: float) -> bool:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self.used and self.used + n > self.total:
+            fut: asyncio.Future[None] = loop.create_future()
+            self._waiters.append(fut)
+            try:
+                await asyncio.wait_for(fut, deadline - loop.time())
+            except TimeoutError:
+                return False
+            finally:
+                if fut in self._waiters:
+                    self._waiters.remove(fut)
+        self.used += n
+        return True
+
+    def release(self, n: int) -> None:
+        self.used -= n
+        waiters, self._waiters = self._waiters, []
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result(None)
 
 
 class ConnectionSettings(Protocol):
@@ -70,6 +115,7 @@ class ConnectionHost(Protocol):
     """What a connection needs from its router."""
 
     us: PeerName
+    inbound: InboundBudget
 
     def timeouts(self) -> ConnectionSettings: ...
 
@@ -143,6 +189,7 @@ class Connection:
         self._raw: deque[bytes] = deque()
         self._raw_bytes = 0
         self.dropped = 0  # messages not queued because the remote was not reading
+        self._reserved = 0  # of the host's InboundBudget, for the large message being read
         self._wake = asyncio.Event()
         self._msg_writer = MessageWriter()
         self._msg_reader = MessageReader()
@@ -214,6 +261,9 @@ class Connection:
             self._done.set_result(closed)
         for task in self._tasks:
             task.cancel()
+        if self._reserved:
+            self._host.inbound.release(self._reserved)
+            self._reserved = 0
         self._writer.transport.abort()  # linger 0: RST, no goodbye (as Weave)
         self._host.connection_ended(self, closed)
 
@@ -267,7 +317,7 @@ class Connection:
         if closed is not None:
             return closed
         _limited.info(
-            ("ready", identity.name),
+            ("ready", self.remote_addr[0]),
             "connection ready conn=%s protocol_version=%d",
             self.log_name(),
             done.version,
@@ -297,6 +347,8 @@ class Connection:
                 if pending:
                     data, pending = pending, b""
                 else:
+                    if not await self._reserve_for_large_message(read_timeout):
+                        return
                     try:
                         data = await asyncio.wait_for(self._reader.read(READ_SIZE), read_timeout)
                     except TimeoutError:
@@ -310,6 +362,9 @@ class Connection:
                         self.shutdown(Closed(CloseReason.EOF, "EOF"))
                         return
                 for body in self._msg_reader.messages(data):
+                    if self._reserved:  # the large message is complete
+                        self._host.inbound.release(self._reserved)
+                        self._reserved = 0
                     self._host.handle_message(self, parse_message(body))
                     if self._done.done():
                         return
@@ -326,6 +381,18 @@ class Connection:
             self.shutdown(Closed(CloseReason.PROTOCOL_ERROR, str(e)))
         except OSError as e:
             self.shutdown(_io_closed(e))
+
+    async def _reserve_for_large_message(self, timeout: float) -> bool:
+        need = self._msg_reader.pending_length
+        if need <= LARGE_MESSAGE or self._reserved:
+            return True
+        if await self._host.inbound.reserve(need, timeout):
+            self._reserved = need
+            return True
+        self.shutdown(
+            Closed(CloseReason.READ_TIMEOUT, "too many large messages in flight from peers")
+        )
+        return False
 
     async def _write_loop(self) -> None:
         try:

@@ -67,6 +67,14 @@ class MessageReader:
     def feed(self, data: bytes) -> None:
         self._buf += data
 
+    @property
+    def pending_length(self) -> int:
+        """The announced length of the message being received (0: none, or refused)."""
+        if len(self._buf) < _LEN.size:
+            return 0
+        (length,) = _LEN.unpack_from(self._buf)
+        return int(length) if length <= self.max_size else 0
+
     def next_message(self) -> bytes | None:
         """One message body, or None if more bytes are needed. Raises `FramingError`."""
         if len(self._buf) < _LEN.size:

@@ -217,7 +217,7 @@ class GossipHub:
             )
             if surrogates >= MAX_SURROGATE_CHANNELS:
                 raise GossipError(f"more than {MAX_SURROGATE_CHANNELS} unknown gossip channels")
-            log.info("gossip created surrogate channel channel=%s", name)
+            _limited.info(("surrogate",), "gossip created surrogate channel channel=%s", name)
             existing = Channel(name, SurrogateGossiper(self._now), self)
             self.channels[name] = existing
         return existing

@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from weaved.lograte import RateLimitedLog
 from weaved.mesh.gossip_api import PeerName
 from weaved.mesh.messages import encode_legacy_control, encode_overlay_control
 from weaved.mesh.peername import format_peer_name
@@ -37,6 +38,7 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+_limited = RateLimitedLog(log, 10.0)
 
 Address = tuple[str, int]
 
@@ -182,7 +184,8 @@ class SwitchForwarder:
 
     def control_message(self, index: int, subtag: int, body: bytes) -> None:
         if not 0 <= index < len(self.subs):
-            log.info(
+            _limited.info(
+                ("unknown-forwarder", self.remote),
                 "overlay control for unknown forwarder ignored peer=%s index=%d",
                 format_peer_name(self.remote),
                 index,
@@ -257,7 +260,8 @@ class SwitchForwarder:
         best = established[0] if established else working[0]
         if best != self.best:
             self.best = best
-            log.info(
+            _limited.info(
+                ("using", self.subs[best].name),
                 "overlay using peer=%s overlay=%s",
                 format_peer_name(self.remote),
                 self.subs[best].name,
@@ -329,7 +333,8 @@ class OverlaySwitch:
                 )
             except Exception as e:
                 switch.subs[index].reason = str(e)
-                log.info(
+                _limited.info(
+                    ("unusable", name, str(e)),
                     "overlay unusable peer=%s overlay=%s error=%s",
                     format_peer_name(params.remote),
                     name,

@@ -28,7 +28,7 @@ from weaved.errors import ProtocolError
 from weaved.lograte import RateLimitedLog
 from weaved.mesh.admission import Admission
 from weaved.mesh.backoff import RetrySchedule
-from weaved.mesh.connection import Connection, os_error_text, set_linger_zero
+from weaved.mesh.connection import Connection, InboundBudget, os_error_text, set_linger_zero
 from weaved.mesh.gossip import GOSSIP_INTERVAL, GossipHub, GossipQueue
 from weaved.mesh.gossip_api import GossipData, Gossiper, GossipSender, PeerName, PeerView
 from weaved.mesh.handshake import RemoteIdentity, check_remote
@@ -84,6 +84,8 @@ NAME_COLLISION_FIX = (
     "each host needs its own: set `peer.name` in one host's spec, or give a cloned machine a "
     "new /etc/machine-id, then restart weaved there"
 )
+INBOUND_LARGE_BYTES = 16 * 1024 * 1024
+"""Large incoming messages (over 1 MiB) all connections may hold at once (connection.py)."""
 LOG_INTERVAL = 10.0
 """Per-connection and per-attempt lines: one per cause in this many seconds, with a count."""
 
@@ -186,6 +188,7 @@ class Router:
         self.termination_count = 0
         self.listen_port = config.port
         self.admission = Admission()
+        self.inbound = InboundBudget(INBOUND_LARGE_BYTES)
         self._limited = RateLimitedLog(log, LOG_INTERVAL)
         # remote address -> nickname of a peer that uses our name with another UID
         self.name_collisions: dict[str, str] = {}
@@ -576,7 +579,7 @@ class Router:
         )
         self._routes = None
         self._limited.info(
-            ("added", name),
+            ("added", conn.remote_addr[0]),
             "connection added%s conn=%s",
             " (new peer)" if new_peer else "",
             conn.log_name(),
@@ -602,10 +605,12 @@ class Router:
             if conn.forwarder is not None and conn.forwarder.legacy:
                 conn.forwarder.control_message(0, msg.tag, msg.body)
         elif isinstance(msg, Blank):
-            self._limited.info(("blank", conn), "ignoring blank msg conn=%s", conn.log_name())
+            self._limited.info(
+                ("blank", conn.remote_addr[0]), "ignoring blank msg conn=%s", conn.log_name()
+            )
         elif isinstance(msg, UnknownTag):
             self._limited.info(
-                ("tag", conn),
+                ("tag", conn.remote_addr[0]),
                 "ignoring unknown protocol tag conn=%s tag=%d",
                 conn.log_name(),
                 msg.tag,
@@ -629,9 +634,8 @@ class Router:
             self.maker.connection_ended(
                 address, True, closed.detail, now, retry=closed.reason not in NEVER_RETRY
             )
-        who = conn.remote.name if conn.remote is not None else conn.remote_addr[0]
         self._limited.info(
-            ("ended", who, closed.reason),
+            ("ended", conn.remote_addr[0], closed.reason),
             "connection shutting down conn=%s reason=%s detail=%s",
             conn.log_name(),
             closed.reason,
@@ -676,7 +680,7 @@ class Router:
         self.topology.set_local_established(conn.remote.name)
         self._routes = None
         self._limited.info(
-            ("established", conn.remote.name),
+            ("established", conn.remote_addr[0]),
             "connection fully established conn=%s",
             conn.log_name(),
         )
@@ -690,7 +694,9 @@ class Router:
             return
         del self.connections[name]
         self.topology.delete_local_connection(name)
-        self._limited.info(("deleted", name), "connection deleted conn=%s", conn.log_name())
+        self._limited.info(
+            ("deleted", conn.remote_addr[0]), "connection deleted conn=%s", conn.log_name()
+        )
         # Collect first, so we never gossip unreachable peers (that can loop).
         self._removed(self.topology.garbage_collect())
         self.topology.reassign_short_id_if_lost()
@@ -699,7 +705,9 @@ class Router:
 
     def _removed(self, peers: list[Peer]) -> None:
         for peer in peers:
-            log.info("Removed unreachable peer peer=%s", self._peer_str(peer))
+            self._limited.info(
+                ("removed",), "Removed unreachable peer peer=%s", self._peer_str(peer)
+            )
             for callback in self._peer_removed:
                 try:
                     callback(peer.name)

@@ -158,6 +158,7 @@ class _PayloadCodec:
 
     _MAX_RECORDS = 16384
     _MAX_PAYLOADS = 512
+    _MAX_PAYLOAD_BYTES = 1 << 20  # the cache's keys in total (its decoded rows are ~10x that)
 
     def __init__(self) -> None:
         enc = gob.Encoder()
@@ -172,6 +173,7 @@ class _PayloadCodec:
         self._enc = enc  # both types defined: from now on it emits values only
         self._records: dict[tuple[object, ...], tuple[bytes, bytes]] = {}
         self._payloads: OrderedDict[bytes, _Decoded] = OrderedDict()
+        self._payload_bytes = 0
 
     def _record(self, peer: Peer) -> tuple[bytes, bytes]:
         key = (
@@ -210,9 +212,15 @@ class _PayloadCodec:
             self._payloads.move_to_end(payload)
             return rows
         rows = _decode_rows(payload)
+        if len(payload) > self._MAX_PAYLOAD_BYTES // 8:
+            return rows  # a huge update is not worth keeping (and a peer could send many)
         self._payloads[payload] = rows
-        if len(self._payloads) > self._MAX_PAYLOADS:
-            self._payloads.popitem(last=False)
+        self._payload_bytes += len(payload)
+        while len(self._payloads) > self._MAX_PAYLOADS or (
+            self._payload_bytes > self._MAX_PAYLOAD_BYTES
+        ):
+            old, _ = self._payloads.popitem(last=False)
+            self._payload_bytes -= len(old)
         return rows
 
 
