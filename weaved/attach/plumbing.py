@@ -19,7 +19,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
@@ -440,13 +440,16 @@ def detach(target: Target, addresses: Sequence[ipaddress.IPv4Interface] | None =
     return Detached(target, removed, veth_removed, remaining)
 
 
-def detach_all() -> list[str]:
-    """Delete every `vethwepl*` veth on this host (for `reset`): returns the names removed."""
+def detach_all(names: Collection[str] | None = None) -> list[str]:
+    """Delete every `vethwepl*` veth on this host, or only those of `names` (for `reset`, the
+    recorded ones: a look-alike nobody recorded is not ours); returns the names removed."""
     ipr = IPRoute()
     gone = []
     try:
         for link in ipr.get_links():
             name = str(link.get_attr("IFLA_IFNAME"))
+            if names is not None and name not in names:
+                continue
             if name.startswith(VETH_PREFIX) and _kind(link) == "veth":
                 try:
                     ipr.link("del", index=link["index"])

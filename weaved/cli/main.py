@@ -68,7 +68,7 @@ def cmd_plan(args: argparse.Namespace, ctx: Context) -> int:
 
         spec = load_spec(ctx.spec_path)
         require_root("weaved plan", "it reads nftables and netlink state")
-        planned = plan_spec(spec, KernelDataplane())
+        planned = plan_spec(spec, KernelDataplane(ctx.state_dir))
         text, data = render_plan(planned.plan), plan_json(planned.plan)
     _print(json.dumps(data, indent=2) if args.json else text)
     if args.detailed_exitcode and not data["in_sync"]:
@@ -90,7 +90,7 @@ def cmd_apply(_args: argparse.Namespace, ctx: Context) -> int:
 
         spec = load_spec(ctx.spec_path)
         require_root("weaved apply")
-        applied = apply_spec(spec, KernelDataplane())
+        applied = apply_spec(spec, KernelDataplane(ctx.state_dir))
         changes, writes = len(applied.planned.plan.changes), applied.report.writes
         text = render_plan(applied.planned.plan) if changes else ""
     if changes == 0:
@@ -111,9 +111,6 @@ def _wait_gone(socket_path: Path, timeout: float = 15.0) -> None:
 
 
 def cmd_reset(_args: argparse.Namespace, ctx: Context) -> int:
-    from weaved.dataplane.kernel import KernelDataplane
-    from weaved.engine.reconcile import reset
-
     require_root("weaved reset")
     client = _daemon_for(ctx) or (
         Client(str(ctx.socket_path)) if ctx.socket_path.exists() else None
@@ -122,16 +119,16 @@ def cmd_reset(_args: argparse.Namespace, ctx: Context) -> int:
         client.call("POST", "/shutdown", {"leave": True})
         _wait_gone(ctx.socket_path)
         _print("Stopped the weaved daemon; its IPAM space went to a live peer.")
-    from weaved.attach import detach_all
-    from weaved.datapath.fastdp.netlink import remove_fastdp
+    from weaved.cli.reset import run_reset
 
-    veths = detach_all()
-    remove_fastdp()
-    report = reset(KernelDataplane())
+    done = run_reset(ctx.state_dir)
     _print(
-        f"Removed every object weaved owned ({report.writes + len(veths)} kernel writes,"
-        f" {len(veths)} container interfaces)."
+        f"Removed every object weaved owned ({done.writes + len(done.veths)} kernel writes,"
+        f" {len(done.veths)} container interfaces, {len(done.resolv_confs)} resolv.conf files);"
+        " restored the settings it had changed."
     )
+    for what in done.left_alone:
+        _print(f"Left alone: {what}.")
     return 0
 
 

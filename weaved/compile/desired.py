@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from weaved.compile.facts import Facts
 from weaved.compile.firewall import firewall_compat, nft_resources
+from weaved.compile.host import check_bridge_is_ours, port_resources, sysctl_resources
 from weaved.errors import ConflictError
 from weaved.model.resources import (
     ADDR_LABEL,
@@ -103,11 +104,16 @@ def _addresses(addresses: list[ipaddress.IPv4Interface]) -> Iterator[Resource]:
 
 def compile_spec(spec: Spec, facts: Facts) -> Compiled:
     """The desired host state for `spec`; raises ConflictError for host conflicts."""
+    check_bridge_is_ours(facts)
     check_range_overlap(spec, facts)
     addresses, deferred = exposed_networks(spec, facts)
+    ports, missing = port_resources(facts)
+    deferred += [Deferred(what, why) for what, why in missing]
     resources = [
         _bridge(spec, facts),
+        *ports,
         *_addresses(addresses),
+        *sysctl_resources(spec),  # before the firewall: its guard rule leads its chain
         *nft_resources(spec, facts, addresses),
         *firewall_compat(facts),
     ]

@@ -6,6 +6,8 @@ import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from weaved.model.host import PortRow, WantedPort
+
 
 @dataclass(frozen=True)
 class HostRoute:
@@ -26,3 +28,9 @@ class Facts:
     foreign_forward_drop: bool = False
     # Extra subnets in use by attached containers (for isolation), from the data plane
     container_subnets: tuple[ipaddress.IPv4Network, ...] = ()
+    # Links the daemon's parts own that must be ports of the bridge (sleeve's TAP, containers)
+    wanted_ports: tuple[WantedPort, ...] = ()
+    # Those links as they are now (absent: the link does not exist)
+    port_rows: Mapping[str, PortRow] = field(default_factory=dict)
+    # A link named like the bridge that weaved cannot prove to be its own: "" if none
+    foreign_bridge: str = ""

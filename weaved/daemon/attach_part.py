@@ -58,6 +58,7 @@ from weaved.integrations.docker_events import (
     watch_docker_events,
 )
 from weaved.ipam.address import CIDR
+from weaved.model.host import CONTAINER_FLAGS, WantedPort
 from weaved.spec.models import Spec
 
 if TYPE_CHECKING:
@@ -183,10 +184,44 @@ class AttachPart(Component):
                 elif a.state is AttachmentState.ORPHANED:
                     await self._daemon.on_dataplane(_detach_job(a.target))
                     self._forget(a.target, died=True)
+                elif (again := await self._replug(a)) is not None:
+                    self.known[key] = again
                 else:
                     self._forget(a.target, died=True)
             self._save()
         self._daemon.mark_dirty("attachments")
+
+    async def _replug(self, gone: Attachment) -> Attachment | None:
+        """A container whose host-side veth vanished while its namespace lives is plugged in
+        again with the addresses it had (the pair is recreated, as attach does); None when the
+        namespace is gone too (the container is released)."""
+        assert self._daemon is not None
+        previous = self.known.get(gone.target.key)
+        if previous is None or not previous.addresses:
+            return None
+        mtu, multicast = self.spec.mtu, previous.multicast_route
+        try:
+            again = await self._daemon.on_dataplane(
+                lambda _dp: attach(
+                    previous.target, previous.addresses, mtu, multicast, tx_checksum_off=False
+                )
+            )
+        except (WeavedError, OSError) as exc:
+            log.warning(
+                "container %s lost its host veth %s and cannot be plugged in again (%s);"
+                " releasing it",
+                gone.target.label,
+                gone.veth,
+                (str(exc).splitlines() or ["?"])[0],
+            )
+            return None
+        log.warning(
+            "host veth %s of container %s was deleted: recreated with %s",
+            gone.veth,
+            gone.target.label,
+            ",".join(str(i) for i in again.addresses),
+        )
+        return again
 
     async def _claim(self, a: Attachment) -> None:
         for iface in a.addresses:
@@ -396,9 +431,14 @@ class AttachPart(Component):
     # --- facts, views, API --------------------------------------------------------------
     def facts(self, facts: RuntimeFacts) -> RuntimeFacts:
         subnets = {str(n) for a in self.known.values() for n in a.subnets}
-        return RuntimeFacts(
-            expose_allocations=facts.expose_allocations,
+        ports = tuple(
+            WantedPort(a.veth, CONTAINER_FLAGS, f"container {a.target.label}")
+            for a in self.known.values()
+        )
+        return replace(
+            facts,
             container_subnets=tuple(sorted({*facts.container_subnets, *subnets})),
+            ports=facts.ports + ports,
         )
 
     def routes(self) -> dict[tuple[str, str], Handler]:

@@ -9,6 +9,7 @@ import ipaddress
 import logging
 import socket
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -212,10 +213,7 @@ class IpamPart(Component):
         return dict(self._expose)
 
     def facts(self, facts: RuntimeFacts) -> RuntimeFacts:
-        return RuntimeFacts(
-            expose_allocations={**facts.expose_allocations, **self._expose},
-            container_subnets=facts.container_subnets,
-        )
+        return replace(facts, expose_allocations={**facts.expose_allocations, **self._expose})
 
     # --- views and API ------------------------------------------------------------------
     def default_subnet(self) -> CIDR:

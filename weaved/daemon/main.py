@@ -52,7 +52,9 @@ def run_daemon(ctx: Context, resync_seconds: float = 30.0) -> int:
         return 1
 
     async def main() -> int:
-        daemon = Daemon(config, KernelDataplane, build_parts(spec, ctx), start_spec=spec)
+        daemon = Daemon(
+            config, lambda: KernelDataplane(ctx.state_dir), build_parts(spec, ctx), start_spec=spec
+        )
         return await daemon.run()
 
     return asyncio.run(main())

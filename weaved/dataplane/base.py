@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from weaved.compile.facts import HostRoute
+from weaved.model.host import PortRow
 from weaved.model.resources import Kind, State
 from weaved.plan.changes import Plan
 
@@ -18,6 +20,12 @@ class Observation:
     host_routes: tuple[HostRoute, ...] = ()
     foreign_forward_drop: bool = False
     bridge_mac: str | None = None
+    # Links that may be bridge ports (named vethwe*): ours only if a part's record names them
+    ports: Mapping[str, PortRow] = field(default_factory=dict)
+    # Current values of the settings weaved may own (model.host.SYSCTLS)
+    sysctls: Mapping[str, str] = field(default_factory=dict)
+    # A link named like the bridge without weaved's alias: what it is ("" if none)
+    foreign_bridge: str = ""
 
 
 @dataclass

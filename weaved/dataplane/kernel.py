@@ -4,19 +4,23 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from pathlib import Path
 
 from weaved.compile.facts import HostRoute
 from weaved.dataplane.base import ApplyReport, Observation
 from weaved.dataplane.iptables import Iptables
 from weaved.dataplane.netlink import Netlink
 from weaved.dataplane.nft import Nft
+from weaved.dataplane.sysctl import Originals, read_sysctl, write_sysctl
 from weaved.errors import ApplyError, WeavedError
+from weaved.model.host import SYSCTLS, sysctl_resource
 from weaved.model.resources import BRIDGE, Kind, State
 from weaved.plan.changes import Action, Change, Plan
 
 log = logging.getLogger(__name__)
 
-NETLINK_KINDS = {Kind.LINK, Kind.ADDR, Kind.ROUTE}
+NETLINK_KINDS = {Kind.LINK, Kind.PORT, Kind.ADDR, Kind.ROUTE}
+PORT_PREFIX = "vethwe"  # sleeve's TAP and container veths: candidates, owned only by record
 NFT_KINDS = {Kind.NFT_TABLE, Kind.NFT_CHAIN, Kind.NFT_RULE}
 
 
@@ -28,17 +32,20 @@ def inverse(change: Change) -> Change:
 
 
 class KernelDataplane:
-    def __init__(self) -> None:
+    def __init__(self, state_dir: Path | None = None) -> None:
+        """`state_dir`: where the original values of changed sysctls are recorded."""
         self.netlink = Netlink()
         self.nft = Nft()
         self.iptables = Iptables()
+        self.originals = Originals(state_dir)
+        self.sysctl_writes = 0
 
     def close(self) -> None:
         self.netlink.close()
 
     @property
     def writes(self) -> int:
-        return self.netlink.writes + self.nft.writes + self.iptables.writes
+        return self.netlink.writes + self.nft.writes + self.iptables.writes + self.sysctl_writes
 
     def observe(self, kinds: frozenset[Kind] | None = None) -> Observation:
         """Everything weaved owns, or only objects of `kinds` (then host facts stay empty)."""
@@ -47,15 +54,23 @@ class KernelDataplane:
             return kinds is None or any(k in kinds for k in group)
 
         resources = []
-        bridge = self.netlink.observe_bridge() if wanted(Kind.LINK) else None
+        bridge, foreign_bridge = self.netlink.observe_bridge() if wanted(Kind.LINK) else (None, "")
         if bridge is not None:
             resources.append(bridge)
+        ports = self.netlink.observe_ports(PORT_PREFIX) if wanted(Kind.PORT) else {}
         if wanted(Kind.ADDR):
             resources += self.netlink.observe_addresses()
         host_routes: list[HostRoute] = []
         if wanted(Kind.ROUTE):
             routes, host_routes = self.netlink.observe_routes()
             resources += routes
+        sysctls: dict[str, str] = {}
+        if wanted(Kind.SYSCTL):
+            sysctls = {k: v for k in SYSCTLS if (v := read_sysctl(k)) is not None}
+            # Ours: the settings weaved changed (recorded); the rest are only facts.
+            resources += [
+                sysctl_resource(k, sysctls[k]) for k in self.originals.load() if k in sysctls
+            ]
         if wanted(*NFT_KINDS):
             resources += self.nft.observe()
         forward_drop = False
@@ -67,7 +82,32 @@ class KernelDataplane:
             tuple(host_routes),
             forward_drop,
             bridge.get("mac") if bridge is not None else None,
+            ports,
+            sysctls,
+            foreign_bridge,
         )
+
+    def _sysctl_change(self, change: Change) -> None:
+        name = change.key.split("/", 1)[1]
+        if change.action is Action.DELETE:
+            original = self.originals.load().get(name)
+            if original is not None and read_sysctl(name) not in (None, original):
+                self._write_sysctl(name, original)
+            self.originals.forget(name)  # restored, or gone with its interface
+            return
+        assert change.after is not None
+        current = read_sysctl(name)
+        if current is None:
+            raise ApplyError(f"cannot set {name}: the setting does not exist here")
+        self.originals.record(name, current)  # before the change: a crash keeps the original
+        self._write_sysctl(name, change.after.get("value"))
+
+    def _write_sysctl(self, name: str, value: str) -> None:
+        try:
+            write_sysctl(name, value)
+        except OSError as exc:
+            raise ApplyError(f"set {name}={value}: {exc.strerror}") from exc
+        self.sysctl_writes += 1
 
     def _netlink_change(self, change: Change) -> None:
         nl = self.netlink
@@ -82,6 +122,9 @@ class KernelDataplane:
                 nl.create_bridge(after)
             elif change.action is Action.DELETE:
                 nl.delete_link(BRIDGE)
+        elif change.kind is Kind.PORT:
+            if change.action is not Action.DELETE and after:  # a port is never deleted here
+                nl.set_port(change.key.split("/", 1)[1], after, before)
         elif change.kind is Kind.ADDR:
             if change.action in (Action.DELETE, Action.REPLACE):
                 nl.delete_address(change.key)
@@ -109,6 +152,11 @@ class KernelDataplane:
                     self._netlink_change(change)
                     done.append(change)
                     report.done.append(change.key)
+            for change in plan.changes:
+                if change.kind is Kind.SYSCTL:
+                    self._sysctl_change(change)
+                    done.append(change)
+                    report.done.append(change.key)
             if any(c.kind in NFT_KINDS for c in plan.changes):
                 self.nft.commit(desired)
                 report.done += [c.key for c in plan.changes if c.kind in NFT_KINDS]
@@ -127,11 +175,15 @@ class KernelDataplane:
         steps: dict[Kind, Callable[[Change], None]] = {
             Kind.IPT_RULE: self._ipt_change,
             Kind.LINK: self._netlink_change,
+            Kind.SYSCTL: self._sysctl_change,
             Kind.ADDR: self._netlink_change,
             Kind.ROUTE: self._netlink_change,
         }
         for change in reversed(done):
+            step = steps.get(change.kind)
+            if step is None:
+                continue  # a port's flags: nothing worth undoing
             try:
-                steps[change.kind](inverse(change))
+                step(inverse(change))
             except WeavedError as exc:
                 log.error("rollback step failed key=%s error=%s", change.key, exc)

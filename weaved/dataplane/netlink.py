@@ -11,9 +11,10 @@ from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.rtnl.ifaddrmsg import IFA_F_NOPREFIXROUTE
 
 from weaved.compile.facts import HostRoute
-from weaved.dataplane import sysctl
+from weaved.dataplane import brport, sysctl
 from weaved.errors import ApplyError
-from weaved.model.resources import ADDR_LABEL, BRIDGE, RTPROT_WEAVED, Kind, Resource, attrs
+from weaved.model.host import PortFlags, PortRow
+from weaved.model.resources import ADDR_LABEL, ALIAS, BRIDGE, RTPROT_WEAVED, Kind, Resource, attrs
 
 AF_INET = 2
 MAIN_TABLE = 254
@@ -35,29 +36,48 @@ class Netlink:
         found = self.ipr.link_lookup(ifname=ifname)
         return int(found[0]) if found else None
 
-    def observe_bridge(self) -> Resource | None:
+    def observe_bridge(self) -> tuple[Resource | None, str]:
+        """(our bridge, or None; what the link named like it is when it is not ours). A link
+        is ours only with the alias weaved gives its bridge: a name proves nothing."""
         idx = self.index(BRIDGE)
         if idx is None:
-            return None
+            return None, ""
         link = self.ipr.get_links(idx)[0]
         info = link.get_attr("IFLA_LINKINFO")
         kind = info.get_attr("IFLA_INFO_KIND") if info is not None else "unknown"
-        return Resource(
-            f"link/{BRIDGE}",
-            Kind.LINK,
-            attrs(
-                type=kind,
-                mtu=link.get_attr("IFLA_MTU"),
-                alias=link.get_attr("IFLA_IFALIAS") or "",
-                mac=link.get_attr("IFLA_ADDRESS"),
-                state="up" if link["flags"] & IFF_UP else "down",
-                ipv6_autoconf=sysctl.ipv6_autoconf(BRIDGE),
-                promote_secondaries=sysctl.promote_secondaries(BRIDGE),
+        alias = link.get_attr("IFLA_IFALIAS") or ""
+        if alias != ALIAS:
+            shown = f"alias {alias!r}" if alias else "no alias"
+            return None, f"a {kind} with {shown}"
+        return (
+            Resource(
+                f"link/{BRIDGE}",
+                Kind.LINK,
+                attrs(
+                    type=kind,
+                    mtu=link.get_attr("IFLA_MTU"),
+                    alias=alias,
+                    mac=link.get_attr("IFLA_ADDRESS"),
+                    state="up" if link["flags"] & IFF_UP else "down",
+                    ipv6_autoconf=sysctl.ipv6_autoconf(BRIDGE),
+                    promote_secondaries=sysctl.promote_secondaries(BRIDGE),
+                ),
             ),
+            "",
         )
 
-    def observe_addresses(self) -> list[Resource]:
+    def owned_bridge_index(self) -> int | None:
         idx = self.index(BRIDGE)
+        if idx is None:
+            return None
+        alias = self.ipr.get_links(idx)[0].get_attr("IFLA_IFALIAS") or ""
+        return idx if alias == ALIAS else None
+
+    def observe_ports(self, prefix: str) -> dict[str, PortRow]:
+        return brport.port_rows(self.ipr, prefix)
+
+    def observe_addresses(self) -> list[Resource]:
+        idx = self.owned_bridge_index()
         if idx is None:
             return []
         out = []
@@ -78,10 +98,13 @@ class Netlink:
         ours: list[Resource] = []
         foreign: list[HostRoute] = []
         names = {int(link["index"]): link.get_attr("IFLA_IFNAME") for link in self.ipr.get_links()}
+        bridge = self.owned_bridge_index()
         for msg in self._routes():
             dst = ipaddress.IPv4Network(f"{msg.get_attr('RTA_DST') or '0.0.0.0'}/{msg['dst_len']}")
-            dev = names.get(msg.get_attr("RTA_OIF") or -1, "?")
-            if msg["proto"] == RTPROT_WEAVED:
+            oif = msg.get_attr("RTA_OIF")
+            dev = names.get(oif or -1, "?")
+            # Ours: our protocol number *and* our bridge; proto 87 elsewhere is someone else's.
+            if msg["proto"] == RTPROT_WEAVED and bridge is not None and oif == bridge:
                 ours.append(
                     Resource(
                         f"route/{dst}",
@@ -217,3 +240,37 @@ class Netlink:
             # Gone already (e.g. removed with its device): the goal is reached.
             if any(r.key == have.key for r in self.observe_routes()[0]):
                 raise
+
+    # --- bridge ports ------------------------------------------------------------------------
+    def set_port(self, name: str, want: Resource, have: Resource | None) -> None:
+        """Make the existing link `name` a port of our bridge with the flags of `want`."""
+        idx = self.index(name)
+        if idx is None:
+            raise ApplyError(f"cannot configure port {name}: the link does not exist")
+        bridge = self.owned_bridge_index()
+        if bridge is None:
+            raise ApplyError(f"cannot plug {name} in: bridge {BRIDGE} does not exist")
+
+        def differs(field: str) -> bool:
+            return have is None or have.get(field) != want.get(field)
+
+        if differs("master"):
+            self._call(
+                f"set {name} master {BRIDGE}", self.ipr.link, "set", index=idx, master=bridge
+            )
+        if any(differs(f) for f in ("master", "isolated", "hairpin", "learning", "flood")):
+            flags = PortFlags(
+                isolated=want.get("isolated") == "on",
+                hairpin=want.get("hairpin") == "on",
+                learning=want.get("learning") == "on",
+                flood=want.get("flood") == "on",
+            )
+            self._call(f"set {name} port flags", brport.set_flags, self.ipr, idx, flags)
+        if differs("state"):
+            self._call(
+                f"set {name} {want.get('state')}",
+                self.ipr.link,
+                "set",
+                index=idx,
+                state=want.get("state"),
+            )

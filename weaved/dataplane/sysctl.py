@@ -1,8 +1,13 @@
-"""Per-interface sysctls under /proc/sys (per network namespace)."""
+"""sysctls under /proc/sys (per network namespace): the bridge's own, and the settings weaved
+owns (read, written, their original values recorded)."""
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
+
+from weaved.errors import ApplyError
 
 PROC = Path("/proc/sys/net")
 
@@ -54,3 +59,74 @@ def disable_ipv6_autoconf(ifname: str) -> int:
             path.write_text(want)
             writes += 1
     return writes
+
+
+# --- settings weaved owns (model.host.SYSCTLS) ------------------------------------------------
+def sysctl_path(name: str) -> Path:
+    return Path("/proc/sys") / name.replace(".", "/")
+
+
+def read_sysctl(name: str) -> str | None:
+    """The value, or None when the setting does not exist (e.g. its interface is gone)."""
+    try:
+        return sysctl_path(name).read_text().strip()
+    except OSError:
+        return None
+
+
+def write_sysctl(name: str, value: str) -> None:
+    sysctl_path(name).write_text(value)
+
+
+class Originals:
+    """The values settings had before weaved first changed them, persisted (JSON, in the state
+    directory) before each first change, so `reset` restores them even after a crash. The
+    record is also the proof of ownership: a setting weaved never changed is never restored.
+    Without a state directory the record lives in memory (tests)."""
+
+    FILE = "sysctl-originals.json"
+
+    def __init__(self, state_dir: Path | None) -> None:
+        self.path = state_dir / self.FILE if state_dir is not None else None
+        self._memory: dict[str, str] = {}
+
+    def load(self) -> dict[str, str]:
+        if self.path is None:
+            return dict(self._memory)
+        try:
+            data = json.loads(self.path.read_text())
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as exc:
+            raise ApplyError(
+                f"cannot read {self.path}: {exc}\n"
+                "  hint: it records sysctl values to restore on reset; fix or remove it"
+            ) from exc
+        return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+
+    def _store(self, values: dict[str, str]) -> None:
+        if self.path is None:
+            self._memory = dict(values)
+            return
+        if not values:
+            self.path.unlink(missing_ok=True)
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        try:
+            tmp.write_text(json.dumps(values, indent=1, sort_keys=True) + "\n")
+            os.replace(tmp, self.path)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise ApplyError(f"cannot record sysctl originals in {self.path}: {exc}") from exc
+
+    def record(self, name: str, value: str) -> None:
+        values = self.load()
+        if name not in values:
+            values[name] = value
+            self._store(values)
+
+    def forget(self, name: str) -> None:
+        values = self.load()
+        if values.pop(name, None) is not None:
+            self._store(values)

@@ -10,9 +10,11 @@ from dataclasses import dataclass, field
 
 from weaved.compile.desired import Compiled, compile_spec
 from weaved.compile.facts import Facts
+from weaved.compile.host import observed_view
 from weaved.dataplane.base import ApplyReport, Dataplane, Observation
 from weaved.engine.identity import resolve_peer_name
 from weaved.errors import ApplyError
+from weaved.model.host import WantedPort
 from weaved.model.resources import State
 from weaved.plan.changes import Plan, make_plan
 from weaved.plan.render import render_plan
@@ -27,6 +29,8 @@ class RuntimeFacts:
 
     expose_allocations: Mapping[int, str] = field(default_factory=dict)
     container_subnets: tuple[str, ...] = ()
+    # Links the parts own that must be ports of the bridge (sleeve's TAP, container veths)
+    ports: tuple[WantedPort, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -51,7 +55,14 @@ def facts_for(spec: Spec, observation: Observation, runtime: RuntimeFacts) -> Fa
         host_routes=observation.host_routes,
         foreign_forward_drop=observation.foreign_forward_drop,
         container_subnets=tuple(ipaddress.IPv4Network(s) for s in runtime.container_subnets),
+        wanted_ports=runtime.ports,
+        port_rows=observation.ports,
+        foreign_bridge=observation.foreign_bridge,
     )
+
+
+def owned(observation: Observation, desired: State) -> State:
+    return observed_view(observation.state, desired, observation.ports, observation.sysctls)
 
 
 def plan_spec(spec: Spec, dataplane: Dataplane, runtime: RuntimeFacts | None = None) -> Planned:
@@ -59,7 +70,7 @@ def plan_spec(spec: Spec, dataplane: Dataplane, runtime: RuntimeFacts | None = N
     facts = facts_for(spec, observation, runtime or RuntimeFacts())
     compiled = compile_spec(spec, facts)
     deferred = tuple((d.what, d.reason) for d in compiled.deferred)
-    plan = make_plan(compiled.state, observation.state, deferred)
+    plan = make_plan(compiled.state, owned(observation, compiled.state), deferred)
     return Planned(plan, compiled, observation, facts.peer_name)
 
 
@@ -72,8 +83,9 @@ def apply_spec(spec: Spec, dataplane: Dataplane, runtime: RuntimeFacts | None = 
         report = dataplane.execute(planned.plan, planned.compiled.state)
         # Verify: observe again what the plan touched (the rest was in sync a moment ago).
         touched = frozenset(c.kind for c in planned.plan.changes)
-        after = dataplane.observe(touched).state.by_kinds(touched)
-        residue = make_plan(planned.compiled.state.by_kinds(touched), after)
+        wanted = planned.compiled.state.by_kinds(touched)
+        after = owned(dataplane.observe(touched), wanted).by_kinds(touched)
+        residue = make_plan(wanted, after)
         if not residue.empty:
             raise ApplyError(
                 "applied, but the kernel does not match the spec afterwards:\n"
@@ -90,7 +102,8 @@ def apply_spec(spec: Spec, dataplane: Dataplane, runtime: RuntimeFacts | None = 
 
 
 def reset(dataplane: Dataplane) -> ApplyReport:
-    """Remove every object weaved owns (observe only ever reports our own)."""
+    """Remove every object weaved owns (observe only ever reports our own) and restore the
+    settings it changed."""
     observation = dataplane.observe()
     plan = make_plan(State(), observation.state)
     if plan.empty:

@@ -22,9 +22,11 @@ IPT_COMMENT = "weaved"
 
 class Kind(StrEnum):
     LINK = "link"
+    PORT = "port"  # a bridge port's master and flags (the link itself belongs to its part)
     ADDR = "addr"
     ROUTE = "route"
     FDB = "fdb"
+    SYSCTL = "sysctl"
     NFT_TABLE = "nft-table"
     NFT_CHAIN = "nft-chain"
     NFT_RULE = "nft-rule"
@@ -36,6 +38,8 @@ class Kind(StrEnum):
 # Attributes that can be changed without deleting the object; anything else means replace.
 UPDATABLE: Mapping[Kind, frozenset[str]] = {
     Kind.LINK: frozenset({"mtu", "alias", "mac", "state", "ipv6_autoconf", "promote_secondaries"}),
+    Kind.PORT: frozenset({"master", "state", "isolated", "hairpin", "learning", "flood"}),
+    Kind.SYSCTL: frozenset({"value"}),
     Kind.NFT_CHAIN: frozenset({"policy"}),
     Kind.NFT_RULE: frozenset(),
     Kind.MESH: frozenset(

@@ -19,9 +19,11 @@ class Action(StrEnum):
 # Creation order; deletion runs in reverse.
 KIND_ORDER: tuple[Kind, ...] = (
     Kind.LINK,
+    Kind.PORT,
     Kind.ADDR,
     Kind.ROUTE,
     Kind.FDB,
+    Kind.SYSCTL,
     Kind.NFT_TABLE,
     Kind.NFT_CHAIN,
     Kind.NFT_RULE,

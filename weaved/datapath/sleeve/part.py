@@ -14,12 +14,15 @@ for `report_router(status, extra)` in the mesh part's `Router` object.
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from weaved.daemon.component import Component
 from weaved.daemon.control import Handler, Request, Response
 from weaved.datapath.sleeve.datapath import SleeveDatapath
+from weaved.engine.reconcile import RuntimeFacts
 from weaved.mesh.router import Router
+from weaved.model.host import TAP_FLAGS, WantedPort
 from weaved.spec.models import Spec
 
 if TYPE_CHECKING:
@@ -51,6 +54,14 @@ class SleeveDatapathPart(Component):
     async def stop(self) -> None:
         if self.datapath is not None:
             await self.datapath.stop()
+
+    def facts(self, facts: RuntimeFacts) -> RuntimeFacts:
+        # The TAP's port flags are planned and repaired with the kernel objects (isolated:
+        # frames that came over fastdp must never be flooded into sleeve, and back).
+        if self.datapath is None:
+            return facts
+        tap = WantedPort(self.datapath.tap_name, TAP_FLAGS, "sleeve TAP")
+        return replace(facts, ports=(*facts.ports, tap))
 
     def converge(self, spec: Spec) -> int:
         # The converge may just have created (or re-created) the bridge: attach at once.

@@ -7,7 +7,8 @@ offloads the kernel may hand us (TUNSETOFFLOAD: partial checksums, TCP segmentat
 switched at any time; without them the kernel finishes checksums and segments before a frame
 reaches us. The link is configured through netlink: MTU the device's maximum (as Weave's
 bridge in sleeve mode, so the bridge never drops a frame for size on our port), master
-`weave`, hairpin off, up, and no IPv6 of its own (it must not send anything by itself).
+`weave`, an isolated port with hairpin off (model.host.TAP_FLAGS), up, and no IPv6 of its
+own (it must not send anything by itself).
 
 All functions block; call them off the event loop.
 """
@@ -28,7 +29,8 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from weaved.datapath.sleeve.vnet import VNET_HDR_LEN
-from weaved.dataplane.brport import hairpin_mode
+from weaved.dataplane.brport import hairpin_mode, set_flags
+from weaved.model.host import TAP_FLAGS
 from weaved.model.resources import BRIDGE
 
 __all__ = [
@@ -170,10 +172,10 @@ def configure_link(name: str = TAP_NAME, bridge: str = BRIDGE) -> list[str]:
         bridges = ipr.link_lookup(ifname=bridge)
         if bridges and link.get_attr("IFLA_MASTER") != bridges[0]:
             ipr.link("set", index=index, master=bridges[0])
-            changes.append(f"{name}: master {bridge}")
-        if bridges and hairpin_mode(ipr, index):
-            ipr.brport("set", index=index, mode=0)
-            changes.append(f"{name}: hairpin off")
+            # The port's flags are the reconciler's (planned, shown, repaired); set here only
+            # as the TAP is plugged in, so it is never a non-isolated port, not even briefly.
+            set_flags(ipr, index, TAP_FLAGS)
+            changes.append(f"{name}: master {bridge}, isolated")
         if not link["flags"] & _IFF_UP:
             ipr.link("set", index=index, state="up")
             changes.append(f"{name}: up")
