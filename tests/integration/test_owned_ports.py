@@ -28,11 +28,11 @@ def start(ns: Netns, spec: Path, resync: str) -> subprocess.Popen[bytes]:
 
 
 @pytest.fixture
-def daemon(tmp_path: Path) -> Iterator[tuple[Netns, Path]]:
+def daemon(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[Netns, Path]]:
     spec = tmp_path / "weave.yaml"
     spec.write_text(SPEC)
     with netns("wdk-h") as ns:
-        proc = start(ns, spec, "2")
+        proc = start(ns, spec, getattr(request, "param", "2"))
         try:
             yield ns, spec
         finally:
@@ -54,6 +54,7 @@ def pings(ns: Netns, addr: str) -> bool:
     return ns.run(["ping", "-c1", "-W1", addr], check=False, timeout=10).returncode == 0
 
 
+@pytest.mark.parametrize("daemon", ["600"], indirect=True)  # fewer converges to race with
 def test_sleeve_tap_is_an_isolated_port_planned_and_repaired(daemon: tuple[Netns, Path]) -> None:
     ns, spec = daemon
     wait_for(lambda: port(ns, "vethwe-tap").get("master") == "weave", timeout=10)
@@ -62,7 +63,7 @@ def test_sleeve_tap_is_an_isolated_port_planned_and_repaired(daemon: tuple[Netns
     assert ns.weaved(spec, "plan", "--detailed-exitcode").returncode == 0
 
     # The daemon converges every few seconds (and repairs): catch the drift in a plan first.
-    for _attempt in range(5):
+    for _attempt in range(10):
         ns.run(["bridge", "link", "set", "dev", "vethwe-tap", "isolated", "off"])
         text = ns.weaved(spec, "plan").stdout
         if "port/vethwe-tap" in text:
