@@ -36,7 +36,13 @@ __all__ = [
 
 
 class TopologyError(ProtocolError):
-    """A topology payload that does not decode."""
+    """A topology payload that does not decode (or would grow the table beyond its bounds)."""
+
+
+MAX_PEERS = 4096
+"""Peers one topology may know: short IDs have 12 bits, so no real mesh is larger. Without a
+bound, a peer could gossip any number of invented peers that vouch for each other."""
+MAX_NICKNAME = 255  # a host name; Weave's nicknames are host names
 
 
 @dataclass
@@ -330,6 +336,12 @@ class Topology:
 
     def apply_update(self, payload: bytes) -> UpdateResult:
         decoded = decode_topology(payload)
+        unknown = {p.name for p, _ in decoded} | {c.remote for _, cs in decoded for c in cs}
+        unknown -= self.peers.keys()
+        if len(self.peers) + len(unknown) > MAX_PEERS:
+            raise TopologyError(f"topology update would make more than {MAX_PEERS} peers")
+        if any(len(p.nickname) > MAX_NICKNAME for p, _ in decoded):
+            raise TopologyError(f"topology update with a nickname over {MAX_NICKNAME} characters")
         new_names: set[PeerName] = set()
         for peer, _ in decoded:
             if peer.name not in self.peers:
