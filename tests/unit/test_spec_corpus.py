@@ -153,3 +153,21 @@ def test_cli_validate_under_a_memory_limit(tmp_path: Path) -> None:
         refused = "not a regular file" in proc.stderr or "at most" in proc.stderr
         assert located or refused, (name, proc.stderr[-2000:])
         assert "Traceback" not in proc.stderr and len(proc.stderr) < 5000, name
+
+
+@pytest.mark.skipif(shutil.which("prlimit") is None, reason="prlimit (util-linux) is missing")
+@pytest.mark.parametrize("command", ["plan", "apply"])
+def test_cli_plan_and_apply_refuse_before_touching_anything(tmp_path: Path, command: str) -> None:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    fifo = tmp_path / "fifo.yaml"
+    os.mkfifo(fifo)
+    files = {"fifo": fifo}
+    for name in ("billion-laughs", "flow-nesting-100000"):
+        files[name] = tmp_path / f"{name}.yaml"
+        files[name].write_bytes(CORPUS[name][0])
+    for name, path in files.items():
+        argv = ["prlimit", "--as=1073741824", sys.executable, "-m", "weaved", command]
+        argv += ["-f", str(path), "--socket", str(tmp_path / "none.sock")]
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=20, env=env)
+        assert proc.returncode == 1, (name, proc.returncode, proc.stderr[-2000:])
+        assert f"{path}" in proc.stderr and "Traceback" not in proc.stderr, name
