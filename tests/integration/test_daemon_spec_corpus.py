@@ -111,5 +111,10 @@ def test_restart_with_a_bad_spec_on_disk_starts_from_the_last_good_one(tmp_path:
             wait_for(lambda: mtu(ns) == 1350, timeout=10)
             assert "(valid)" in ns.weaved(spec, "status").stdout
             assert status(client)["spec_error"] is None
+            copy = tmp_path / "state" / "last-good-spec.yaml"
+            assert copy.read_bytes() == good(1350)
+            ns.weaved(spec, "reset")  # leaves the network: nothing to fall back on any more
+            proc.wait(timeout=15)
+            assert not copy.exists()
         finally:
             assert stop_process(proc) == 0, log.read_text()[-3000:]

@@ -120,8 +120,10 @@ def cmd_reset(_args: argparse.Namespace, ctx: Context) -> int:
         _wait_gone(ctx.socket_path)
         _print("Stopped the weaved daemon; its IPAM space went to a live peer.")
     from weaved.cli.reset import run_reset
+    from weaved.daemon.lastgood import last_good_path
 
     done = run_reset(ctx.state_dir)
+    last_good_path(ctx.state_dir).unlink(missing_ok=True)  # a reset host starts from its file
     _print(
         f"Removed every object weaved owned ({done.writes + len(done.veths)} kernel writes,"
         f" {len(done.veths)} container interfaces, {len(done.resolv_confs)} resolv.conf files);"
