@@ -258,3 +258,27 @@ def test_upstream_timeout_gives_servfail(netns: Netns) -> None:
     r = netns.dig("slow.test")
     assert r.status == "SERVFAIL", r.raw
     assert time.monotonic() - start < 4
+
+
+FLOOD_TCP = """
+import socket, sys, time
+socks = []
+for _ in range(int(sys.argv[2])):
+    s = socket.create_connection((sys.argv[1], 53), timeout=2)
+    socks.append(s)
+print("ready", flush=True)
+time.sleep(float(sys.argv[3]))
+"""
+
+
+def test_idle_tcp_clients_are_capped_and_queries_still_answered(
+    netns: Netns, tmp_path: Path
+) -> None:
+    """500 idle TCP connections must not take 500 descriptors (nor stop answering)."""
+    server_pid = netns.procs[-1].pid
+    (tmp_path / "flood.py").write_text(FLOOD_TCP)
+    netns.start(sys.executable, str(tmp_path / "flood.py"), SERVER, "500", "8", what="tcp flood")
+    fds = len(os.listdir(f"/proc/{server_pid}/fd"))
+    assert fds < 200, fds
+    assert netns.dig("+tcp", "c1.weave.local").status == "NOERROR"
+    assert netns.dig("c1.weave.local").status == "NOERROR"

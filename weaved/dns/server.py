@@ -40,6 +40,7 @@ _BATCH = 64
 _MAX_UDP_QUERY = 4096  # bigger UDP queries do not exist; a 64 KiB buffer per read is slow
 _MAX_FORWARDS = 1024
 _TCP_IDLE = 10.0
+_MAX_TCP_CLIENTS = 128  # each holds a descriptor for up to _TCP_IDLE; a new one evicts the oldest
 _RCVBUF = 4 << 20
 _IP_FREEBIND = getattr(socket, "IP_FREEBIND", 15)
 _SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
@@ -241,6 +242,7 @@ class DnsServer:
         self._tcp: asyncio.Server | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pending: set[asyncio.Task[None]] = set()
+        self._tcp_clients: dict[asyncio.StreamWriter, None] = {}  # oldest first
         self.queries = 0
         """UDP queries answered locally or forwarded (a cheap counter for metrics)."""
 
@@ -342,6 +344,11 @@ class DnsServer:
     # -- TCP -------------------------------------------------------------------------------
 
     async def _serve_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if len(self._tcp_clients) >= _MAX_TCP_CLIENTS:
+            oldest = next(iter(self._tcp_clients))
+            del self._tcp_clients[oldest]
+            oldest.transport.abort()
+        self._tcp_clients[writer] = None
         try:
             while True:
                 async with asyncio.timeout(_TCP_IDLE):
@@ -359,6 +366,7 @@ class DnsServer:
         except Exception:
             log.exception("dns tcp connection failed (a weaved bug)")
         finally:
+            self._tcp_clients.pop(writer, None)
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
