@@ -9,13 +9,16 @@ the `weaved-vxlan` overlay wired in), one container each (`weaved attach`).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -216,3 +219,60 @@ def test_fallback_to_sleeve_with_the_reason_and_back(lab: Lab) -> None:
     df_transfer(lab, 2, 3)
     assert vxlan_packets(lab, 2) - before >= 10
     assert took < FALLBACK_WITHIN
+
+
+def lost_seconds(proc: subprocess.Popen[str], interval: float) -> float:
+    """Stop a running `ping -i interval` (SIGINT: its summary) and return the loss as time."""
+    os.killpg(proc.pid, signal.SIGINT)
+    out, _ = proc.communicate(timeout=10)
+    for line in out.splitlines():
+        if "packets transmitted" in line:
+            return (int(line.split()[0]) - int(line.split()[3])) * interval
+    raise AssertionError(f"no ping summary:\n{out[-500:]}")
+
+
+def test_flows_outlive_kill_9_of_a_daemon(lab: Lab) -> None:
+    """`kill -9` of host2's `weaved daemon`, restarted after 10 s, twice: the kernel keeps
+    forwarding host1↔host2 (≤ 1 s lost), host1↔host3 loses nothing, and the new daemon's
+    plan is empty as soon as it answers."""
+    wait_for(lambda: all_using(lab, "fastdp"), timeout=60, interval=0.5)
+    for a, b in pairs():
+        wait_for(functools.partial(ping, lab, a, b), timeout=20, interval=0.5)
+    interval = 0.05
+    for _cycle in range(2):
+        pingers = {
+            (a, b): subprocess.Popen(
+                [
+                    "ip",
+                    "netns",
+                    "exec",
+                    container(lab, a),
+                    "ping",
+                    "-n",
+                    "-i",
+                    str(interval),
+                    "-W",
+                    "1",
+                    address(b),
+                ],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                start_new_session=True,
+            )
+            for a, b in ((1, 2), (2, 1), (1, 3), (3, 1))
+        }
+        time.sleep(1.0)
+        host2 = lab.host("host2")
+        os.kill(host2.pid, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(host2.pid, 0)
+        time.sleep(10.0)
+        lab.start_host("host2")
+        plan = lab.exec("host2", ["weaved", "plan", "--detailed-exitcode"], capture=True)
+        wait_for(lambda: all_using(lab, "fastdp"), timeout=60, interval=0.5)
+        time.sleep(2.0)
+        lost = {pair: lost_seconds(proc, interval) for pair, proc in pingers.items()}
+        assert plan.returncode == 0, f"plan right after the restart:\n{plan.stdout}"
+        assert lost[(1, 3)] == 0 and lost[(3, 1)] == 0, lost
+        assert lost[(1, 2)] <= 1.0 and lost[(2, 1)] <= 1.0, lost
