@@ -17,7 +17,7 @@ import pytest
 from tests.spec_corpus import GOOD, hostile_specs
 from weaved.dataplane.fake import FakeDataplane
 from weaved.engine.reconcile import apply_spec, plan_spec
-from weaved.errors import SpecError
+from weaved.errors import Bug, SpecError
 from weaved.spec.diagnostics import SpecProblems
 from weaved.spec.loader import load_spec, parse_spec_bytes
 
@@ -220,3 +220,14 @@ def test_mutated_examples_are_refused_with_a_location_or_converge() -> None:
         assert plan_spec(spec, dataplane).plan.empty, raw
         accepted += 1
     assert accepted > 20  # the mutations leave enough specs valid to mean something
+
+
+def test_a_crash_inside_the_loader_is_an_error_not_a_traceback(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def explode(*_args: object, **_kw: object) -> None:
+        raise KeyError("bug")
+
+    monkeypatch.setattr("weaved.spec.loader.check_spec", explode)
+    with pytest.raises(Bug, match=r"w\.yaml: internal error while loading the spec: KeyError"):
+        parse_spec_bytes(b"version: 1\n", "w.yaml")

@@ -69,4 +69,3 @@ def set_flags(ipr: Any, index: int, flags: PortFlags) -> None:
         learning=int(flags.learning),
         unicast_flood=int(flags.flood),
     )
-

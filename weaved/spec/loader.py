@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
-from weaved.errors import SpecError
+from weaved.errors import Bug, SpecError
 from weaved.spec.checks import CHECK_DEPENDS, check_spec
 from weaved.spec.diagnostics import Problem, SourceText, SpecPath, SpecProblems
 from weaved.spec.guard import (
@@ -26,6 +27,7 @@ from weaved.spec.guard import (
 )
 from weaved.spec.models import Spec
 
+log = logging.getLogger(__name__)
 Positions = dict[SpecPath, tuple[int, int]]
 
 _HINTS = {
@@ -148,7 +150,22 @@ def _load_located(text: str, source: SourceText, scan: Scan) -> CommentedMap:
 
 
 def parse_spec_text(text: str, filename: str = "<spec>", *, check_files: bool = True) -> Spec:
-    """Parse and validate; raises SpecProblems listing every problem with its location."""
+    """Parse and validate; raises SpecProblems listing every problem with its location.
+    Nothing else escapes: should a check or loader still fail on some input, that is a
+    weaved bug, reported as one (the traceback is logged at debug level)."""
+    try:
+        return _parse_spec_text(text, filename, check_files)
+    except SpecError:
+        raise
+    except Exception as exc:
+        log.debug("loading the spec crashed", exc_info=True)
+        raise Bug(
+            f"{filename}: internal error while loading the spec: {exc!r}\n"
+            "  hint: this is a weaved bug; please report it with the spec file"
+        ) from None
+
+
+def _parse_spec_text(text: str, filename: str, check_files: bool) -> Spec:
     source = SourceText(filename, text)
     scan, refused = prescan(text)
     if refused:
