@@ -91,6 +91,7 @@ def run_reset(state_dir: Path) -> ResetReport:
         if foreign:
             report.left_alone.append(f"weave ({foreign}: not created by weaved)")
         report.writes = reset(dataplane).writes
+        dataplane.originals.forget_vanished()  # the bridge's settings went with the bridge
     finally:
         dataplane.close()
     return report

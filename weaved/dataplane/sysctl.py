@@ -130,3 +130,12 @@ class Originals:
         values = self.load()
         if values.pop(name, None) is not None:
             self._store(values)
+
+    def forget_vanished(self) -> list[str]:
+        """Drop the originals of settings that no longer exist (an interface's, gone with it:
+        a new interface starts from the kernel's default, recorded again if changed)."""
+        values = self.load()
+        gone = [name for name in values if read_sysctl(name) is None]
+        if gone:
+            self._store({k: v for k, v in values.items() if k not in gone})
+        return gone
