@@ -102,6 +102,7 @@ def hostile_specs() -> dict[str, tuple[bytes, int]]:
             4,
         ),
         "docker-socket-not-a-url": (b"version: 1\ndocker: {socket: /var/run/docker.sock}\n", 2),
+        "mtu-below-ipv6-minimum": (b"version: 1\ndatapath: {mtu: 576}\n", 2),
         "range-everything": (b"version: 1\nipalloc: {range: 0.0.0.0/0}\n", 2),
         "range-loopback": (b"version: 1\nipalloc: {range: 127.0.0.0/8}\n", 2),
         "range-multicast": (b"version: 1\nipalloc: {range: 224.0.0.0/4}\n", 2),

@@ -225,8 +225,13 @@ class DatapathMode(StrEnum):
 
 class DatapathSpec(_Strict):
     mode: Annotated[DatapathMode, Field(strict=False)] = DatapathMode.AUTO
+    # At least 1280: below IPv6's minimum the kernel drops IPv6 from the bridge, and with it
+    # the per-link settings weaved owns there.
     mtu: int | None = Field(
-        None, ge=576, le=65535, description="Overlay MTU; default 1376 or derived from the underlay"
+        None,
+        ge=1280,
+        le=65535,
+        description="Overlay MTU (1280-65535); default 1376 or derived from the underlay",
     )
 
 
