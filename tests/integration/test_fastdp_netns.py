@@ -127,7 +127,13 @@ class Host:
         return str(info["address"])
 
 
-def spec_text(index: int, targets: list[str], password: Path | None, discovery: bool = True) -> str:
+def spec_text(
+    index: int,
+    targets: list[str],
+    password: Path | None,
+    discovery: bool = True,
+    trusted: bool = False,
+) -> str:
     lines = [
         "version: 1",
         f'peer: {{name: "02:00:00:00:0a:0{index}", nickname: host{index}}}',
@@ -138,6 +144,8 @@ def spec_text(index: int, targets: list[str], password: Path | None, discovery: 
     ]
     if password is not None:
         lines.append(f"password_file: {password}")
+    if trusted:
+        lines.append("trusted_subnets: [192.0.2.0/24]")
     return "\n".join(lines) + "\n"
 
 
@@ -150,13 +158,16 @@ class Lab:
         sleeve: bool,
         *,
         line: bool = False,
+        trusted: bool = False,
     ) -> None:
-        """`line`: host i dials host i-1 only and discovery is off (relayed paths)."""
+        """`line`: host i dials host i-1 only and discovery is off (relayed paths);
+        `trusted`: every host trusts the underlay (unencrypted data plane with a password)."""
         self.tmp = tmp
         self.count = count
         self.password = password
         self.sleeve = sleeve
         self.line = line
+        self.trusted = trusted
         self.tag = secrets.token_hex(2)
         self.underlay = Netns(f"wfdu{self.tag}")
         self.hosts: list[Host] = []
@@ -187,7 +198,9 @@ class Lab:
             dial = f"192.0.2.{10 + i - 1}" if self.line else "192.0.2.11"
             targets = [dial] if i > 1 else []
             spec = d / "weave.yaml"
-            spec.write_text(spec_text(i, targets, self.password, discovery=not self.line))
+            spec.write_text(
+                spec_text(i, targets, self.password, not self.line, trusted=self.trusted)
+            )
             self.hosts.append(Host(i, ns, ctr, spec))
         for host in self.hosts:
             self.start(host)
@@ -478,7 +491,7 @@ print(" ".join(sorted(got)), flush=True)
 
 INJECTOR = r"""
 import socket, struct, sys
-target, their_mac, our_name, their_name, their_ip = sys.argv[1:6]
+target, their_mac, our_name, their_name, their_ip, source = sys.argv[1:7]
 
 def csum(data):
     if len(data) % 2:
@@ -498,6 +511,7 @@ def frame(payload):
 
 us, them = (bytes.fromhex(n.replace(":", "")) for n in (our_name, their_name))
 out = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+out.bind((source, 0))
 for i in range(3):
     vxlan = struct.pack(">II", 0x08000000, 6784 << 8) + frame(b"injected-via-vxlan")
     out.sendto(vxlan, (target, 6784))
@@ -507,17 +521,24 @@ print("sent", flush=True)
 """
 
 
-def test_encrypted_network_has_no_unauthenticated_way_in(tmp_path: Path) -> None:
+@pytest.mark.parametrize("trusted", [False, True], ids=["encrypted", "trusted-subnets"])
+def test_encrypted_network_has_no_unauthenticated_way_in(tmp_path: Path, trusted: bool) -> None:
     """With a password: no VXLAN device at all (it accepts frames from anyone on the
-    underlay), and an unencrypted sleeve datagram in host1's name is not delivered; only
-    the real, encrypted traffic reaches host2's container."""
+    underlay), and an unencrypted sleeve datagram in host1's name is not delivered (it does
+    not open; on a link left unencrypted by trusted subnets, it comes from an address that
+    is not host1's); only the real traffic reaches host2's container."""
     password = tmp_path / "password"
     password.write_text("a fine secret\n")
     password.chmod(0o600)
-    with Lab(tmp_path, 2, password, sleeve=sleeve_datapath_available()) as lab:
+    with Lab(tmp_path, 2, password, sleeve=sleeve_datapath_available(), trusted=trusted) as lab:
         h1, h2 = lab.hosts
         lab.wait_using(h1, h2, "sleeve")
-        assert "fallback=fastdp off: encryption is on" in h1.connections()["host2"]
+        line = h1.connections()["host2"]
+        assert "fallback=fastdp off: encryption is on" in line, line
+        assert line.split()[3] == ("unencrypted" if trusted else "encrypted"), line
+        attacker = "192.0.2.99" if trusted else h1.address
+        if trusted:
+            h1.ns.ip("addr", "add", f"{attacker}/24", "dev", "eth0")
         for host in lab.hosts:
             assert host.ns.ip("link", "show", "vxlan-6784", check=False).returncode != 0
             plan = host.ns.weaved(host.spec, "plan", "--detailed-exitcode", check=False)
@@ -535,7 +556,7 @@ def test_encrypted_network_has_no_unauthenticated_way_in(tmp_path: Path) -> None
             h1.ns.run(
                 [
                     sys.executable, "-c", INJECTOR, h2.address, h2.container_mac(),
-                    "02:00:00:00:0a:01", "02:00:00:00:0a:02", h2.overlay_ip,
+                    "02:00:00:00:0a:01", "02:00:00:00:0a:02", h2.overlay_ip, attacker,
                 ]
             )  # fmt: skip
             if lab.sleeve:  # the real path still delivers
@@ -549,7 +570,11 @@ def test_encrypted_network_has_no_unauthenticated_way_in(tmp_path: Path) -> None
                 stop_process(counter, timeout=5)
         assert out.split() == (["real"] if lab.sleeve else []), out
         if lab.sleeve:
-            assert h2.report()["Sleeve"]["Counters"]["decrypt_failed"] >= 3
+            counters = h2.report()["Sleeve"]["Counters"]
+            if trusted:
+                assert counters["drops"]["unbound_source"] >= 3, counters
+            else:
+                assert counters["decrypt_failed"] >= 3, counters
 
 
 def test_relayed_paths_use_sleeve(tmp_path: Path) -> None:

@@ -333,7 +333,7 @@ def test_a_peer_reconnecting_keeps_its_entries_with_zero_writes() -> None:
         beats(fwd, 1)
         assert fwd.control.healthy
         assert part.converge(spec) == 0 and set(part.observed().resources) == before
-        assert part._retained == []  # the new path took over
+        assert part.retention.kept == []  # the new path took over
         await part.stop()
 
     asyncio.run(main())

@@ -8,6 +8,7 @@ import socket
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -87,6 +88,7 @@ class FakeTopology:
 
 class FakeRouter:
     us = A
+    config = SimpleNamespace(password=None)
 
     def __init__(self) -> None:
         self.sleeve = SleeveOverlay("127.0.0.1", 0)
@@ -457,3 +459,29 @@ def test_received_non_df_frame_over_the_bridge_mtu_is_injected_in_fragments(
     assert len(frames) == 3 and all(len(f) <= 1376 + 14 for f in frames)
     assert sum(len(f) - 14 - 20 for f in frames) == 3000 - 20
     assert w.stats.too_big_fragmented == 1 and w.stats.drops["too_big_for_bridge"] == 1
+
+
+def test_with_a_password_an_unencrypted_link_takes_data_only_from_its_peer_address(
+    dp: SleeveDatapath,
+) -> None:
+    """Trusted subnets leave a link unencrypted even with a password; a frame in that
+    peer's name from another address is then not delivered (heartbeats still are: they
+    carry the connection's UID and may move the address)."""
+    from_b = FakeForwarder(B)  # unencrypted, its UDP address ADDR
+    receive_from(dp, from_b)
+    dp.switch.macs.add_forced(MAC_A, a, 0.0)
+    dp.encrypted_mesh = True
+    w = worker(dp)
+    frame = eth(MAC_A, MAC_B, bytes(28))
+    w.received(b + record(b, a, frame), ("192.0.2.99", 6783), 1.0)
+    w.received(b + record(b, a, heartbeat_frame(7)), ("192.0.2.99", 6783), 1.0)
+    w.out.flush()
+    assert injected(dp) == [] and w.stats.drops["unbound_source"] == 1
+    assert from_b.specials == [(SpecialKind.HEARTBEAT, heartbeat_frame(7))]
+    w.received(b + record(b, a, frame), ADDR, 1.0)
+    w.out.flush()
+    assert injected(dp) == [ZERO_VNET + frame]
+    dp.encrypted_mesh = False  # no password: Weave's rule, any source address
+    w.received(b + record(b, a, frame), ("192.0.2.99", 6783), 1.0)
+    w.out.flush()
+    assert injected(dp) == [ZERO_VNET + frame]

@@ -26,10 +26,10 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from weaved.daemon.component import Component
 from weaved.daemon.control import Handler, Request, Response
+from weaved.datapath.fastdp import views
 from weaved.datapath.fastdp.config import (
     DEFAULT_UNDERLAY_MTU,
     DEVICE,
-    DISPLAY_NAME,
     OVERLAY_NAME,
     VNI,
     Timing,
@@ -54,11 +54,10 @@ from weaved.datapath.fastdp.overlay import (
     FastdpOverlay,
     PathView,
 )
-from weaved.datapath.fastdp.relay import relaying_neighbours
-from weaved.datapath.fastdp.retain import Retained, adopt, merge, retain_lost, settle
+from weaved.datapath.fastdp.relay import RelaySettle, relaying_neighbours
+from weaved.datapath.fastdp.retain import Retention
 from weaved.errors import ApplyError, WeavedError
 from weaved.mesh.gossip_api import PeerName
-from weaved.mesh.peername import format_peer_name
 from weaved.mesh.router import Router
 from weaved.mesh.targets import split_target
 from weaved.model.resources import BRIDGE, State
@@ -74,10 +73,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 RTMGRP_NEIGH = 0x4
-RELAY_SETTLE = 3.0
-"""A link must carry relayed traffic this long before fastdp stands by on it: while a peer
-leaves, the others' views of the topology disagree for a moment (a third host's old links
-still count), and a direct link must not flip to sleeve and back for that."""
 SLEEVE_MODE_REASON = "fastdp off: the spec's datapath.mode is sleeve"
 
 
@@ -127,13 +122,10 @@ class FastdpPart(Component):
         self._converged_paths: tuple[PeerPath, ...] | None = None
         self._graph: object = None
         self._relaying_now: frozenset[PeerName] = frozenset()
-        self._relaying_since: dict[PeerName, float] = {}
+        self._relay_settle = RelaySettle()
         # Entries kept while a peer's path is undecided (retain.py): adopted at start, or
         # left by a connection that went while fastdp carried it.
-        self._retained: list[Retained] = []
-        self._adopted = False
-        self._last_desired = State()
-        self._served_ips: frozenset[str] = frozenset()
+        self.retention = Retention()
         self.clock: Callable[[], float] = time.monotonic
         self._wake = asyncio.Event()
         if self.overlay is not None:
@@ -203,11 +195,7 @@ class FastdpPart(Component):
     def _desired(self, spec: Spec, device: Device | None) -> State:
         """What the mesh asks for, plus retained entries of undecided paths."""
         computed = desired_state(device, self.paths(), self._local)
-        if device is None:
-            self._retained = []
-            return computed
-        self._retained = settle(self._retained, self._decided_ips(), self.clock())
-        return merge(computed, self._retained)
+        return self.retention.desired(computed, self._decided_ips(), self.clock())
 
     def _decided_ips(self) -> set[str]:
         """IPs of peers whose current fastdp path proved itself healthy or unhealthy."""
@@ -218,24 +206,22 @@ class FastdpPart(Component):
 
     def _adopt(self) -> None:
         """Once, at start: what the device holds is kept (a restart writes nothing)."""
-        if self._adopted:
+        if self.retention.adopted:
             return
         try:
             seen = self._observe(None)
         except WeavedError:
             return
-        self._adopted = True
-        self._retained = adopt(observed_state(Device(), seen.link, seen.rows), self.clock())
-        if self._retained:
-            log.info("fastdp adopted entries towards %d peers", len(self._retained))
+        peers = self.retention.adopt(observed_state(Device(), seen.link, seen.rows), self.clock())
+        if peers:
+            log.info("fastdp adopted the entries towards %d peers", peers)
 
     def _retain_lost(self) -> None:
         """Peers fastdp carried at the last converge whose path is gone or undecided now:
         keep their entries (their daemon may be restarting; the kernel still forwards)."""
         served = {p.ip for p in self.paths() if p.served}
-        lost = self._served_ips - served - self._decided_ips()
+        lost = self.retention.lose(served, self._decided_ips(), self.clock())
         if lost:
-            self._retained = retain_lost(self._last_desired, lost, self._retained, self.clock())
             log.info("fastdp keeps entries of undecided paths ips=%s", ",".join(sorted(lost)))
 
     def observed(self) -> State:
@@ -278,8 +264,10 @@ class FastdpPart(Component):
             with contextlib.suppress(WeavedError):
                 seen = self._observe(None)
         self._converged_paths = self.paths()
-        self._served_ips = frozenset(p.ip for p in self._converged_paths if p.served)
-        self._last_desired = desired_state(self.device(spec), self._converged_paths, self._local)
+        self.retention.converged(
+            desired_state(self.device(spec), self._converged_paths, self._local),
+            {p.ip for p in self._converged_paths if p.served},
+        )
         self._tell_overlay(spec, seen)
         return writes
 
@@ -287,33 +275,15 @@ class FastdpPart(Component):
     def status_section(self) -> str | None:
         if self.overlay is None:
             return None
-        device = self.device(self.spec)
-        paths = self.overlay.paths()
-        served = sum(1 for p in paths if p.served)
-        lines = ["        Service: fastdp"]
-        if device is not None:
-            lines.append(
-                f"         Device: {device.name} (VXLAN id {device.vni}, UDP {device.port}, "
-                f"MTU {device.mtu}, underlay MTU {self._underlay_mtu})"
-            )
-        lines.append(f"    Connections: {served} fastdp, {len(paths) - served} sleeve")
-        problem = self._blocked_reason(self.spec)
-        if problem:
-            lines.append(f"        Problem: {problem}")
-        return "\n".join(lines)
+        return views.status_section(*self._view())
 
     def report(self) -> tuple[str, Any]:
-        device = self.device(self.spec)
-        return "FastDP", {
-            "Enabled": device is not None,
-            "Device": device.name if device else None,
-            "VNI": device.vni if device else None,
-            "Port": device.port if device else None,
-            "MTU": device.mtu if device else None,
-            "UnderlayMTU": self._underlay_mtu,
-            "Problem": self._blocked_reason(self.spec),
-            "Paths": [_path_json(p) for p in (self.overlay.paths() if self.overlay else [])],
-        }
+        return "FastDP", views.report_json(*self._view())
+
+    def _view(self) -> tuple[Device | None, list[PathView], int, str | None]:
+        paths = self.overlay.paths() if self.overlay else []
+        problem = self._blocked_reason(self.spec)
+        return self.device(self.spec), paths, self._underlay_mtu, problem
 
     def routes(self) -> dict[tuple[str, str], Handler]:
         async def text(_r: Request) -> Response:
@@ -322,16 +292,9 @@ class FastdpPart(Component):
         return {("GET", "/status/fastdp"): text}
 
     def render_paths(self) -> str:
-        """`weaved status fastdp`: one line per peer with a fastdp forwarder."""
         if self.overlay is None:
             return "fastdp is not configured\n"
-        out = []
-        for p in self.overlay.paths():
-            used = DISPLAY_NAME if p.served else "sleeve"
-            state = p.state.value + (f" ({p.reason})" if p.reason else "")
-            peer = f"{format_peer_name(p.peer)}({p.nickname})"
-            out.append(f"{peer:<28} {p.ip:<15} {used:<6} {state} macs={len(p.macs)}\n")
-        return "".join(out)
+        return views.render_paths(self.overlay.paths())
 
     # --- kernel calls on the worker thread --------------------------------------------------
     def _on_worker(self, fn: Callable[[FastdpKernel], T]) -> T:
@@ -424,18 +387,7 @@ class FastdpPart(Component):
         if graph is not self._graph:
             self._graph = graph
             self._relaying_now = relaying_neighbours(graph, self.router.us)
-        now = self.clock()
-        since = self._relaying_since
-        for peer in list(since):
-            if peer not in self._relaying_now:
-                del since[peer]
-        for peer in self._relaying_now:
-            since.setdefault(peer, now)
-        self.overlay.set_relaying(frozenset(p for p, t in since.items() if now - t >= RELAY_SETTLE))
-
-    def _retained_expired(self) -> bool:
-        now = self.clock()
-        return any(r.until <= now for r in self._retained)
+        self.overlay.set_relaying(self._relay_settle.update(self._relaying_now, self.clock()))
 
     def _selected(self, peer: PeerName, fwd: FastdpForwarder) -> bool:
         switch = self.router.forwarder(peer)
@@ -462,7 +414,7 @@ class FastdpPart(Component):
                 self._check_relaying()
                 if self._converged_paths is not None and self.paths() != self._converged_paths:
                     self._changed("paths changed")
-                elif self._retained_expired():
+                elif self.retention.expired(self.clock()):
                     self._changed("retained entries expired")
         finally:
             if sock is not None:
@@ -510,16 +462,3 @@ def _neigh_events() -> socket.socket | None:
         log.info("fastdp: no netlink events, polling only error=%s", exc)
         return None
     return sock
-
-
-def _path_json(p: PathView) -> dict[str, Any]:
-    return {
-        "Peer": format_peer_name(p.peer),
-        "NickName": p.nickname,
-        "Address": p.ip,
-        "Port": p.port,
-        "State": p.state.value,
-        "Using": DISPLAY_NAME if p.served else "sleeve",
-        "Reason": p.reason,
-        "MACs": sorted(p.macs),
-    }

@@ -18,7 +18,12 @@ from __future__ import annotations
 from weaved.mesh.gossip_api import PeerName
 from weaved.mesh.routes import Graph
 
-__all__ = ["relaying_neighbours", "tree"]
+__all__ = ["RELAY_SETTLE", "RelaySettle", "relaying_neighbours", "tree"]
+
+RELAY_SETTLE = 3.0
+"""A link must carry relayed traffic this long before fastdp stands by on it: while a peer
+leaves, the others' views of the topology disagree for a moment (the leaving peer's links
+still count), and a direct link must not flip to sleeve and back for that."""
 
 
 def tree(graph: Graph, source: PeerName) -> dict[PeerName, PeerName]:
@@ -56,3 +61,21 @@ def relaying_neighbours(graph: Graph, us: PeerName) -> frozenset[PeerName]:
             if not direct_only:
                 found.add(other)
     return frozenset(found)
+
+
+class RelaySettle:
+    """Neighbours whose link has relayed for `RELAY_SETTLE` seconds; one that stops
+    relaying leaves at once."""
+
+    def __init__(self, settle: float = RELAY_SETTLE) -> None:
+        self.settle = settle
+        self._since: dict[PeerName, float] = {}
+
+    def update(self, relaying: frozenset[PeerName], now: float) -> frozenset[PeerName]:
+        since = self._since
+        for peer in list(since):
+            if peer not in relaying:
+                del since[peer]
+        for peer in relaying:
+            since.setdefault(peer, now)
+        return frozenset(p for p, t in since.items() if now - t >= self.settle)

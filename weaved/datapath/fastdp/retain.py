@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from weaved.datapath.fastdp.frames import FLOOD_MAC
 from weaved.model.resources import Resource, State
 
-__all__ = ["RETAIN_FOR", "Retained", "adopt", "merge", "retain_lost", "settle"]
+__all__ = ["RETAIN_FOR", "Retained", "Retention", "adopt", "merge", "retain_lost", "settle"]
 
 RETAIN_FOR = 60.0
 """How long entries towards a peer stay without any connection to it (a daemon restart
@@ -106,3 +106,42 @@ def merge(desired: State, kept: Iterable[Retained]) -> State:
                 continue  # the MAC is somewhere else now
             out.setdefault(key, res)
     return State(out)
+
+
+class Retention:
+    """The part's bookkeeping of retained entries across converges (time is an argument)."""
+
+    def __init__(self) -> None:
+        self.kept: list[Retained] = []
+        self.adopted = False
+        self._last_desired = State()
+        self._served: frozenset[str] = frozenset()
+
+    def adopt(self, observed: State, now: float) -> int:
+        """Once, at start: keep what the device holds. Returns the number of peer IPs."""
+        self.adopted = True
+        self.kept = adopt(observed, now)
+        return len(self.kept)
+
+    def lose(self, served: set[str], decided: set[str], now: float) -> frozenset[str]:
+        """IPs served at the last converge whose path is gone or undecided now keep their
+        entries; returns them."""
+        lost = self._served - served - decided
+        if lost:
+            self.kept = retain_lost(self._last_desired, lost, self.kept, now)
+        return lost
+
+    def desired(self, computed: State, decided: set[str], now: float) -> State:
+        """`computed` plus what is still retained (nothing when the device is off)."""
+        if not computed.resources:
+            self.kept = []
+            return computed
+        self.kept = settle(self.kept, decided, now)
+        return merge(computed, self.kept)
+
+    def converged(self, computed: State, served: set[str]) -> None:
+        self._last_desired = computed
+        self._served = frozenset(served)
+
+    def expired(self, now: float) -> bool:
+        return any(r.until <= now for r in self.kept)

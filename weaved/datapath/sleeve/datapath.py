@@ -677,6 +677,12 @@ class _Worker:
         pos = base
         offload = fwd.offload
         trusted = offload or fwd.encrypted
+        # With a password, a link left unencrypted (trusted subnets) stays bound to its peer's
+        # address: data frames in its name from anywhere else are not delivered.
+        remote = fwd.control.remote_addr
+        unbound = (
+            dp.encrypted_mesh and not fwd.encrypted and (remote is None or remote[0] != addr[0])
+        )
         us = dp.us
         switch = dp.switch
         out = self.out
@@ -702,6 +708,9 @@ class _Worker:
                     kind = classify_special(special)
                     if kind is not None:
                         fwd.special_threadsafe(kind, special, addr)
+                continue
+            if unbound:
+                stats.drops["unbound_source"] += 1
                 continue
             if offload:
                 if pos - start < OFFLOAD_PREFIX + ETH_HLEN or body[start] != OFFLOAD_MARKER:
@@ -813,6 +822,7 @@ class SleeveDatapath:
         self.idents = itertools.count(int.from_bytes(os.urandom(4), "big"))
         self.gro = False  # UDP_GRO on the socket: workers read with recvmsg and split
         self.bridge_mtu = MAX_BRIDGE_MTU  # frames to inject above it are answered (too_big)
+        self.encrypted_mesh = router.config.password is not None  # see datagram()
         self.running = False
 
     # --- lifecycle (event loop) -------------------------------------------------------------

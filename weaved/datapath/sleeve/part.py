@@ -66,6 +66,7 @@ class SleeveDatapathPart(Component):
     def converge(self, spec: Spec) -> int:
         # The converge may just have created (or re-created) the bridge: attach at once.
         if self.datapath is not None:
+            self.datapath.encrypted_mesh = spec.password_file is not None
             self.datapath.kick()
         return 0
 
