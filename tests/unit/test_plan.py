@@ -145,7 +145,7 @@ def specs(draw: st.DrawFn) -> Spec:
             "version": 1,
             "expose": unique,
             "services": {"export": rules},
-            "datapath": {"mtu": draw(st.integers(576, 9000))},
+            "datapath": {"mtu": draw(st.integers(1280, 9000))},
         }
     )
 
