@@ -57,10 +57,10 @@ def test_dns_args_with_a_container_name(tmp_path: Path, capsys: pytest.CaptureFi
     spec.write_text("version: 1\nexpose: [{cidr: 10.2.1.1/24}]\n")
     base = ["-f", str(spec), "--socket", str(tmp_path / "none.sock"), "dns-args"]
     assert main(base) == 0
-    assert capsys.readouterr().out == "--dns=10.2.1.1 --dns-search=weave.local.\n"
+    assert capsys.readouterr().out == "--dns=169.254.53.53 --dns-search=weave.local.\n"
     assert main([*base, "c2"]) == 0
     assert capsys.readouterr().out == (
-        "--dns=10.2.1.1 --hostname=c2.weave.local --dns-search=weave.local.\n"
+        "--dns=169.254.53.53 --hostname=c2.weave.local --dns-search=weave.local.\n"
     )
 
 

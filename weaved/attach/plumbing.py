@@ -47,6 +47,7 @@ from weaved.dataplane.brport import hairpin_mode
 from weaved.errors import ApplyError, ConflictError, DependencyError
 from weaved.integrations.docker_client import containers_by_pid
 from weaved.model.resources import BRIDGE
+from weaved.spec.models import DNS_LINK_ADDRESS
 
 log = logging.getLogger(__name__)
 
@@ -164,6 +165,7 @@ def _configure_side(
     multicast_route: bool,
     changes: Changes,
     tx_checksum_off: bool = True,
+    onlink_routes: Sequence[ipaddress.IPv4Network] = (),
 ) -> ContainerSide:
     """Bring ethwe to the wanted state; only what differs is written."""
     ipr = IPRoute()
@@ -229,12 +231,28 @@ def _configure_side(
                     raise AttachError(
                         f"add route {MULTICAST_NET} dev {name}: {os.strerror(exc.code)}"
                     ) from None
+        _add_onlink_routes(ipr, idx, name, onlink_routes, changes)
         after = _read_side(ipr, idx)
         if after is None:
             raise AttachError(f"{CONTAINER_IFNAME} disappeared from the container while attaching")
         return after
     finally:
         ipr.close()
+
+
+def _add_onlink_routes(
+    ipr: IPRoute, idx: int, name: str, nets: Sequence[ipaddress.IPv4Network], changes: Changes
+) -> None:
+    """Routes through ethwe for addresses on the bridge outside the container's subnets
+    (weaveDNS's link address); one already there is left as it is."""
+    for net in nets:
+        try:
+            ipr.route("add", dst=str(net), oif=idx, scope=RT_SCOPE_LINK, table=MAIN_TABLE)
+        except NetlinkError as exc:
+            if exc.code == errno.EEXIST:
+                continue
+            raise AttachError(f"add route {net} dev {name}: {os.strerror(exc.code)}") from None
+        changes.append(f"{name}: route {net} dev {name}")
 
 
 def _remove_addresses(
@@ -332,6 +350,7 @@ def attach(
     *,
     tx_checksum_off: bool = True,
     changes: Changes | None = None,
+    onlink_routes: Sequence[ipaddress.IPv4Network] = (),
 ) -> Attachment:
     """Plug `target` into the bridge with `addresses` (adding any it lacks) and return what the
     kernel then shows. `mtu` 0 = the bridge's MTU. `tx_checksum_off` False keeps the container's
@@ -386,7 +405,7 @@ def attach(
             after = run_in_netns(
                 fd,
                 lambda: _configure_side(
-                    mtu, list(addresses), multicast_route, done, tx_checksum_off
+                    mtu, list(addresses), multicast_route, done, tx_checksum_off, onlink_routes
                 ),
             )
         host_link = ipr.get_links(host_index)[0]
@@ -677,7 +696,8 @@ def _target_for(
 
 
 def observe_bridge() -> BridgeInfo | None:
-    """The bridge's MAC and every IPv4 address on it (what `weave ps` shows as weave:expose)."""
+    """The bridge's MAC and its IPv4 addresses (what `weave ps` shows as weave:expose); weaveDNS's
+    link address is not an exposed one and is left out."""
     ipr = IPRoute()
     try:
         found = ipr.link_lookup(ifname=BRIDGE)
@@ -687,6 +707,7 @@ def observe_bridge() -> BridgeInfo | None:
         addresses = tuple(
             ipaddress.IPv4Interface(f"{msg.get_attr('IFA_ADDRESS')}/{msg['prefixlen']}")
             for msg in ipr.get_addr(family=AF_INET, index=found[0])
+            if msg.get_attr("IFA_ADDRESS") != DNS_LINK_ADDRESS
         )
         return BridgeInfo(str(link.get_attr("IFLA_ADDRESS") or ""), addresses)
     finally:

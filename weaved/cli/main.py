@@ -245,19 +245,15 @@ def cmd_dns_remove(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def cmd_dns_args(args: argparse.Namespace, ctx: Context) -> int:
-    from weaved.daemon.dns_part import listen_address
+    from weaved.daemon.dns_part import nameserver
     from weaved.dns.resolvconf import dns_args
     from weaved.spec.loader import load_spec
 
     spec = load_spec(ctx.spec_path, check_files=False)
     if not spec.dns.enabled:
         return 0  # Weave's `dns-args` prints nothing without weaveDNS: `docker run $(…)` works
-    client = _daemon_for(ctx)
-    # The daemon knows addresses IPAM gave to `net:` exposes; the spec alone only literal ones.
-    listen = client.call("GET", "/dns/address")["listen"] if client else listen_address(spec, {})
-    if listen is None:
-        raise UsageError("no DNS address: expose an address with a literal CIDR or set dns.listen")
-    _print(dns_args(listen.rsplit(":", 1)[0], spec.dns.domain, name=args.name))
+    # The spec alone says it: weaveDNS's link address, or the address dns.listen names.
+    _print(dns_args(nameserver(spec), spec.dns.domain, name=args.name))
     return 0
 
 

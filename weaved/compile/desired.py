@@ -6,6 +6,7 @@ import ipaddress
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from weaved.compile.dns import dns_resources
 from weaved.compile.facts import Facts
 from weaved.compile.firewall import firewall_compat, nft_resources
 from weaved.compile.host import check_bridge_is_ours, port_resources, sysctl_resources
@@ -114,6 +115,7 @@ def compile_spec(spec: Spec, facts: Facts) -> Compiled:
         *ports,
         *_addresses(addresses),
         *sysctl_resources(spec),  # before the firewall: its guard rule leads its chain
+        *dns_resources(spec, facts, addresses),
         *nft_resources(spec, facts, addresses),
         *firewall_compat(facts),
     ]

@@ -19,6 +19,15 @@ class HostRoute:
 
 
 @dataclass(frozen=True)
+class ContainerPort:
+    """An attached container's host-side veth and the addresses it was given (anti-spoofing,
+    DNS replies)."""
+
+    veth: str
+    addresses: tuple[ipaddress.IPv4Address, ...] = ()
+
+
+@dataclass(frozen=True)
 class Facts:
     peer_name: str = "02:00:00:00:00:01"  # the bridge MAC is the peer name (Weave's convention)
     # expose index → allocated ADDR/LEN for `net:` entries (from IPAM); absent = not allocated yet
@@ -34,3 +43,5 @@ class Facts:
     port_rows: Mapping[str, PortRow] = field(default_factory=dict)
     # A link named like the bridge that weaved cannot prove to be its own: "" if none
     foreign_bridge: str = ""
+    # Containers attached on this host (from the attachment records), one entry per veth
+    container_ports: tuple[ContainerPort, ...] = ()

@@ -1,18 +1,35 @@
 """The firewall part of the desired State (pure): weaved's nftables tables, chains and rules
-(isolation, forwarding, masquerading, services) and the iptables compatibility rules."""
+(isolation, anti-spoofing, what reaches the host, forwarding, masquerading, services) and the
+iptables compatibility rules.
+
+Rule text is assembled only from values that cannot change a rule's structure: ipaddress
+objects, integers, fixed words, and interface names that pass `quote_ifname` (the spec
+validates them the same way; this is the second lock). No other text reaches a rule.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import ipaddress
-from collections.abc import Iterator
+import re
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from weaved.compile.facts import Facts
+from weaved.compile.facts import ContainerPort, Facts
 from weaved.model.resources import BRIDGE, NFT_TABLE, Kind, Resource, attrs
-from weaved.spec.models import BindRule, ExportRule, ImportRule, RouteRule, Spec
+from weaved.spec.models import (
+    DNS_LINK_ADDRESS,
+    IFNAME_RE,
+    BindRule,
+    ExportRule,
+    ImportRule,
+    RouteRule,
+    Spec,
+)
 
-MULTICAST = "224.0.0.0/4"
+MULTICAST = ipaddress.IPv4Network("224.0.0.0/4")
+CONTAINER_PORTS = "vethwepl*"  # every container's host-side veth (attach.model.VETH_PREFIX)
+_RULE_ID = re.compile(r"^[A-Za-z0-9_.:-]+$")
 
 
 @dataclass(frozen=True)
@@ -28,11 +45,28 @@ class NftChainDef:
 # Chains in the order they are created; priorities are the standard named ones.
 CHAINS = (
     NftChainDef("ip", "forward", "filter", "forward", 0),
+    NftChainDef("ip", "input", "filter", "input", 0),
     NftChainDef("ip", "prerouting", "nat", "prerouting", -100),
     NftChainDef("ip", "output", "nat", "output", -100),
     NftChainDef("ip", "postrouting", "nat", "postrouting", 100),
+    NftChainDef("bridge", "prerouting", "filter", "prerouting", -200),
+    NftChainDef("bridge", "input", "filter", "input", -200),
     NftChainDef("bridge", "forward", "filter", "forward", 0),
+    NftChainDef("bridge", "output", "filter", "output", -200),
 )
+
+
+def quote_ifname(name: str) -> str:
+    """An interface name as a quoted nft string; anything that could be more than a name (a
+    quote, a space, a brace) is refused, whatever the caller checked before."""
+    if not IFNAME_RE.match(name) and name != CONTAINER_PORTS:
+        raise ValueError(f"refusing {name!r} as an interface name in an nftables rule")
+    return f'"{name}"'
+
+
+def addr_set(items: Iterable[ipaddress.IPv4Address | ipaddress.IPv4Network]) -> str:
+    values = sorted({str(i) for i in items})
+    return values[0] if len(values) == 1 else "{ " + ", ".join(values) + " }"
 
 
 def rule_key(family: str, chain: str, rule_id: str) -> str:
@@ -49,6 +83,8 @@ def rule(family: str, chain: str, rule_id: str, body: str, note: str = "") -> Re
 
     The hash of the body travels in the rule's comment, so a restarted weaved can tell an
     unchanged rule from a hand-edited one without parsing the kernel's canonical form."""
+    if not _RULE_ID.match(rule_id.replace("/", "_")):
+        raise ValueError(f"refusing {rule_id!r} as an nftables rule id")
     return Resource(
         rule_key(family, chain, rule_id),
         Kind.NFT_RULE,
@@ -73,37 +109,167 @@ def _subnets(
     return sorted(n for n in nets if not any(n != m and m.subnet_of(n) for m in nets))
 
 
-def nft_resources(
+def _isolation(
     spec: Spec, facts: Facts, addresses: list[ipaddress.IPv4Interface]
 ) -> Iterator[Resource]:
-    yield Resource(f"nft/ip/{NFT_TABLE}", Kind.NFT_TABLE, attrs(family="ip"))
-    yield Resource(f"nft/bridge/{NFT_TABLE}", Kind.NFT_TABLE, attrs(family="bridge"))
-    for c in CHAINS:
-        yield Resource(
-            f"nft/{c.family}/{NFT_TABLE}/{c.name}",
-            Kind.NFT_CHAIN,
-            attrs(type=c.type, hook=c.hook, priority=c.priority, policy=c.policy),
-        )
     ipalloc_range = ipaddress.IPv4Network(spec.ipalloc.range)
     subnets = _subnets(spec, addresses, facts)
-    if len(subnets) > 1:
-        for net in subnets:
-            body = f"ip saddr {net} ip daddr != {net} ip daddr {ipalloc_range} drop"
-            yield rule("bridge", "forward", f"isolate-{net}", body, "isolation between subnets")
-            yield rule(
-                "ip",
-                "forward",
-                f"isolate-{net}",
-                f'iifname "{BRIDGE}" oifname "{BRIDGE}" {body}',
-                "isolation between subnets",
-            )
-    yield rule(
-        "ip", "forward", "bridge-out", f'iifname "{BRIDGE}" accept', "forwarding from the bridge"
-    )
-    yield rule(
-        "ip", "forward", "bridge-in", f'oifname "{BRIDGE}" accept', "forwarding to the bridge"
+    if len(subnets) < 2:
+        return
+    for net in subnets:
+        body = f"ip saddr {net} ip daddr != {net} ip daddr {ipalloc_range} drop"
+        yield rule("bridge", "forward", f"isolate-{net}", body, "isolation between subnets")
+        yield rule(
+            "ip",
+            "forward",
+            f"isolate-{net}",
+            f"iifname {quote_ifname(BRIDGE)} oifname {quote_ifname(BRIDGE)} {body}",
+            "isolation between subnets",
+        )
+
+
+def underlay_devices(facts: Facts) -> list[str]:
+    """Devices of the host's default routes: where the underlay (other machines) comes from."""
+    return sorted(
+        {
+            r.dev
+            for r in facts.host_routes
+            if r.dst.prefixlen == 0 and r.dev != BRIDGE and IFNAME_RE.match(r.dev)
+        }
     )
 
+
+def _forward(facts: Facts, addresses: list[ipaddress.IPv4Interface]) -> Iterator[Resource]:
+    """Routed traffic into the bridge: replies and service DNAT always; new flows only into
+    exposed subnets and never from another local bridge (Docker's docker0: a container with an
+    interface there as well as on weave must not get around isolation through the host)."""
+    br = quote_ifname(BRIDGE)
+    note = "routed traffic into the bridge"
+    yield rule("ip", "forward", "bridge-out", f"iifname {br} accept", "forwarding from the bridge")
+    yield rule(
+        "ip", "forward", "in-replies", f"oifname {br} ct state established,related accept", note
+    )
+    yield rule("ip", "forward", "in-services", f"oifname {br} ct status dnat accept", note)
+    underlay = underlay_devices(facts)
+    unless = f" iifname != {{ {', '.join(map(quote_ifname, underlay))} }}" if underlay else ""
+    yield rule(
+        "ip",
+        "forward",
+        "in-bridges",
+        f'oifname {br} meta iifkind "bridge"{unless} drop',
+        "no way around isolation through another local bridge (docker0)",
+    )
+    exposed = sorted({a.network for a in addresses})
+    if exposed:
+        yield rule(
+            "ip", "forward", "in-exposed", f"oifname {br} ip daddr {addr_set(exposed)} accept", note
+        )
+    yield rule("ip", "forward", "in-other", f"oifname {br} drop", note)
+
+
+def dns_server(spec: Spec) -> tuple[ipaddress.IPv4Address, int]:
+    """Where weaveDNS listens: `dns.listen`, by default the link address on the bridge."""
+    if spec.dns.listen:
+        host, port = spec.dns.listen.rsplit(":", 1)
+        return ipaddress.IPv4Address(host), int(port)
+    return ipaddress.IPv4Address(DNS_LINK_ADDRESS), 53
+
+
+def _input(spec: Spec, addresses: list[ipaddress.IPv4Interface]) -> Iterator[Resource]:
+    """What containers may reach on their host: never the mesh ports; DNS; replies; service
+    DNAT; the host's exposed address from its own subnet (Weave's `expose`). Nothing else."""
+    br = quote_ifname(BRIDGE)
+    note = "containers reach the host only where a feature needs it"
+    yield rule("ip", "input", "mesh-tcp", f"iifname {br} tcp dport {spec.port} drop", note)
+    yield rule(
+        "ip",
+        "input",
+        "mesh-udp",
+        f"iifname {br} udp dport {{ {spec.port}, {spec.port + 1} }} drop",
+        note,
+    )
+    yield rule("ip", "input", "replies", f"iifname {br} ct state established,related accept", note)
+    yield rule("ip", "input", "services", f"iifname {br} ct status dnat accept", note)
+    if spec.dns.enabled:
+        server, port = dns_server(spec)
+        to = "" if server.is_unspecified else f" ip daddr {server}"
+        yield rule(
+            "ip",
+            "input",
+            "dns",
+            f"iifname {br}{to} meta l4proto {{ tcp, udp }} th dport {port} accept",
+            "weaveDNS",
+        )
+    for iface in sorted(set(addresses)):
+        yield rule(
+            "ip",
+            "input",
+            f"exposed-{iface.ip}",
+            f"iifname {br} ip saddr {iface.network} ip daddr {iface.ip} accept",
+            f"containers in {iface.network} reach the exposed {iface.ip}",
+        )
+    yield rule("ip", "input", "other", f"iifname {br} drop", note)
+
+
+def _antispoof(ports: Iterable[ContainerPort]) -> Iterator[Resource]:
+    """Each container port sends only from the addresses it was given (IP and ARP sender; ARP
+    probes use 0.0.0.0), so address-based isolation means something."""
+    for port in sorted(ports, key=lambda p: p.veth):
+        iif = quote_ifname(port.veth)
+        note = f"{port.veth} sends only from its own addresses"
+        if not port.addresses:
+            yield rule(
+                "bridge",
+                "prerouting",
+                f"spoof-{port.veth}",
+                f"iifname {iif} ether type {{ ip, arp }} drop",
+                note,
+            )
+            continue
+        own = addr_set(port.addresses)
+        arp_own = addr_set([*port.addresses, ipaddress.IPv4Address(0)])
+        yield rule(
+            "bridge",
+            "prerouting",
+            f"spoof-ip-{port.veth}",
+            f"iifname {iif} ip saddr != {own} drop",
+            note,
+        )
+        yield rule(
+            "bridge",
+            "prerouting",
+            f"spoof-arp-{port.veth}",
+            f"iifname {iif} arp saddr ip != {arp_own} drop",
+            note,
+        )
+    yield rule(
+        "bridge",
+        "prerouting",
+        "vlan",
+        f"iifname {quote_ifname(CONTAINER_PORTS)} ether type {{ 8021q, 8021ad }} drop",
+        "containers send no VLAN-tagged frames (a way around the address checks)",
+    )
+
+
+def _dns_locality(spec: Spec) -> Iterator[Resource]:
+    """The DNS link address exists on every host's bridge: its traffic stays between this
+    host and its own containers, never crossing the mesh to another host's bridge."""
+    if not spec.dns.enabled:
+        return
+    dns = ipaddress.IPv4Address(DNS_LINK_ADDRESS)
+    ports = quote_ifname(CONTAINER_PORTS)
+    note = f"DNS at {dns} is local to this host"
+    for field in ("ip daddr", "arp daddr ip"):
+        rid = field.replace(" ", "-")
+        yield rule("bridge", "input", f"dns-{rid}", f"iifname != {ports} {field} {dns} drop", note)
+        yield rule("bridge", "forward", f"dns-{rid}", f"{field} {dns} drop", note)
+    for field in ("ip saddr", "arp saddr ip"):
+        rid = field.replace(" ", "-")
+        yield rule("bridge", "forward", f"dns-{rid}", f"{field} {dns} drop", note)
+        yield rule("bridge", "output", f"dns-{rid}", f"oifname != {ports} {field} {dns} drop", note)
+
+
+def _masquerade(addresses: list[ipaddress.IPv4Interface]) -> Iterator[Resource]:
     exposed_nets = sorted({a.network for a in addresses})
     if exposed_nets:
         yield rule(
@@ -118,24 +284,33 @@ def nft_resources(
             "ip",
             "postrouting",
             f"masq-{net}",
-            f'ip saddr {net} ip daddr != {net} oifname != "{BRIDGE}" masquerade',
+            f"ip saddr {net} ip daddr != {net} oifname != {quote_ifname(BRIDGE)} masquerade",
             f"masquerade traffic from exposed {net} leaving the host",
         )
 
+
+def _endpoint(text: str) -> tuple[ipaddress.IPv4Address, int]:
+    host, port = text.rsplit(":", 1)
+    return ipaddress.IPv4Address(host), int(port)
+
+
+def _services(spec: Spec) -> Iterator[Resource]:
     svc = spec.services
+    br = quote_ifname(BRIDGE)
     inbound: list[tuple[str, ExportRule | RouteRule]] = [
         *(("export", r) for r in svc.export),
         *(("route", r) for r in svc.route),
     ]
     for kind, ex in inbound:
-        to_ip, to_port = ex.to.rsplit(":", 1)
-        iif = f'iifname "{ex.in_interface}" ' if ex.in_interface else ""
-        match = f"{ex.protocol.value} dport {ex.port}"
+        to_ip, to_port = _endpoint(ex.to)
+        proto = ex.protocol.value
+        iif = f"iifname {quote_ifname(ex.in_interface)} " if ex.in_interface else ""
+        match = f"{proto} dport {int(ex.port)}"
         note = f"services.{kind} {ex.name}"
-        dnat = f"fib daddr type local {match} dnat to {ex.to}"
+        dnat = f"fib daddr type local {match} dnat to {to_ip}:{to_port}"
         yield rule("ip", "prerouting", f"{kind}-{ex.name}", iif + dnat, note)
         yield rule("ip", "output", f"{kind}-{ex.name}", dnat, note)
-        snat = f'oifname "{BRIDGE}" ip daddr {to_ip} {ex.protocol.value} dport {to_port}'
+        snat = f"oifname {br} ip daddr {to_ip} {proto} dport {to_port}"
         yield rule(
             "ip", "postrouting", f"{kind}-{ex.name}", f"{snat} ct status dnat masquerade", note
         )
@@ -144,15 +319,15 @@ def nft_resources(
         *(("bind", r) for r in svc.bind),
     ]
     for kind, im in onward:
-        ip, port = im.address.rsplit(":", 1)
-        to_ip, to_port = im.to.rsplit(":", 1)
+        ip, port = _endpoint(im.address)
+        to_ip, to_port = _endpoint(im.to)
         proto = im.protocol.value
         note = f"services.{kind} {im.name}"
         yield rule(
             "ip",
             "prerouting",
             f"{kind}-{im.name}",
-            f'iifname "{BRIDGE}" ip daddr {ip} {proto} dport {port} dnat to {im.to}',
+            f"iifname {br} ip daddr {ip} {proto} dport {port} dnat to {to_ip}:{to_port}",
             note,
         )
         yield rule(
@@ -162,6 +337,26 @@ def nft_resources(
             f"ip daddr {to_ip} {proto} dport {to_port} ct status dnat masquerade",
             note,
         )
+
+
+def nft_resources(
+    spec: Spec, facts: Facts, addresses: list[ipaddress.IPv4Interface]
+) -> Iterator[Resource]:
+    yield Resource(f"nft/ip/{NFT_TABLE}", Kind.NFT_TABLE, attrs(family="ip"))
+    yield Resource(f"nft/bridge/{NFT_TABLE}", Kind.NFT_TABLE, attrs(family="bridge"))
+    for c in CHAINS:
+        yield Resource(
+            f"nft/{c.family}/{NFT_TABLE}/{c.name}",
+            Kind.NFT_CHAIN,
+            attrs(type=c.type, hook=c.hook, priority=c.priority, policy=c.policy),
+        )
+    yield from _isolation(spec, facts, addresses)
+    yield from _forward(facts, addresses)
+    yield from _input(spec, addresses)
+    yield from _antispoof(facts.container_ports)
+    yield from _dns_locality(spec)
+    yield from _masquerade(addresses)
+    yield from _services(spec)
 
 
 def firewall_compat(facts: Facts) -> Iterator[Resource]:

@@ -36,6 +36,7 @@ from weaved.attach.cli import (
 )
 from weaved.attach.plumbing import observe_bridge
 from weaved.attach.ps import show_addrs
+from weaved.compile.dns import uses_link_address
 from weaved.daemon.component import Component
 from weaved.daemon.control import Handler, Request, Response
 from weaved.daemon.dns_part import DnsPart
@@ -59,7 +60,7 @@ from weaved.integrations.docker_events import (
 )
 from weaved.ipam.address import CIDR
 from weaved.model.host import CONTAINER_FLAGS, WantedPort
-from weaved.spec.models import Spec
+from weaved.spec.models import DNS_LINK_ADDRESS, Spec
 
 if TYPE_CHECKING:
     from weaved.daemon.service import Daemon
@@ -357,8 +358,8 @@ class AttachPart(Component):
         self.dns.service.register_container(
             target.key, [str(a.ip) for a in addresses], hostname, name
         )
-        if target.kind is TargetKind.NETNS and self.dns.listen:
-            server = self.dns.listen.rsplit(":", 1)[0]
+        server = self.dns.nameserver()
+        if target.kind is TargetKind.NETNS and server:
             write_resolv_conf(target.name, render_resolv_conf(server, self.spec.dns.domain))
 
     async def attach(self, request: AttachRequest) -> Attachment:
@@ -375,8 +376,16 @@ class AttachPart(Component):
         # Checksum offload stays on: sleeve's TAP carries partial checksums in its virtio-net
         # header (or completes them for Weave peers) and fastdp is ~3.5x faster with it.
         async with self._lock:
+            dns_route = dns_routes(self.spec)
             attached = await self._daemon.on_dataplane(
-                lambda _dp: attach(target, addresses, mtu, multicast, tx_checksum_off=False)
+                lambda _dp: attach(
+                    target,
+                    addresses,
+                    mtu,
+                    multicast,
+                    tx_checksum_off=False,
+                    onlink_routes=dns_route,
+                )
             )
             self.known[target.key] = attached
             self._save()
@@ -435,10 +444,12 @@ class AttachPart(Component):
             WantedPort(a.veth, CONTAINER_FLAGS, f"container {a.target.label}")
             for a in self.known.values()
         )
+        addresses = {a.veth: tuple(str(i.ip) for i in a.addresses) for a in self.known.values()}
         return replace(
             facts,
             container_subnets=tuple(sorted({*facts.container_subnets, *subnets})),
             ports=facts.ports + ports,
+            container_ports=tuple(sorted({**dict(facts.container_ports), **addresses}.items())),
         )
 
     def routes(self) -> dict[tuple[str, str], Handler]:
@@ -466,6 +477,13 @@ class AttachPart(Component):
             ("POST", "/detach"): do_detach,
             ("POST", "/ps"): do_ps,
         }
+
+
+def dns_routes(spec: Spec) -> tuple[ipaddress.IPv4Network, ...]:
+    """weaveDNS's link address is reached through ethwe (an on-link route in the container)."""
+    if not uses_link_address(spec):
+        return ()
+    return (ipaddress.IPv4Network(f"{DNS_LINK_ADDRESS}/32"),)
 
 
 def _docker_url_of(spec: Spec) -> str:

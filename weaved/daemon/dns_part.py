@@ -9,6 +9,7 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from weaved.compile.dns import uses_link_address
 from weaved.daemon.component import Component
 from weaved.daemon.control import Handler, Request, Response
 from weaved.daemon.ipam_part import EXPOSE_IDENT, IpamPart
@@ -16,7 +17,7 @@ from weaved.daemon.mesh_part import MeshPart
 from weaved.dns.server import DnsServer
 from weaved.dns.service import DnsConfig, DnsService, split_listen
 from weaved.errors import UsageError
-from weaved.spec.models import Spec
+from weaved.spec.models import DNS_LINK_ADDRESS, Spec
 
 if TYPE_CHECKING:
     from weaved.daemon.service import Daemon
@@ -25,14 +26,18 @@ log = logging.getLogger(__name__)
 
 
 def listen_address(spec: Spec, allocations: dict[int, str]) -> str | None:
-    """The spec's dns.listen, else the bridge's first exposed address (port 53)."""
+    """The spec's dns.listen, else weaveDNS's link address on the bridge (port 53), which
+    every attached container reaches whatever its subnet (see compile/dns.py)."""
     if spec.dns.listen:
         return spec.dns.listen
-    for index, entry in enumerate(spec.expose):
-        cidr = allocations.get(index) if entry.cidr.startswith("net:") else entry.cidr
-        if cidr:
-            return f"{ipaddress.IPv4Interface(cidr).ip}:53"
-    return None
+    return f"{DNS_LINK_ADDRESS}:53"
+
+
+def nameserver(spec: Spec) -> str:
+    """The address containers are told to use (resolv.conf, `dns-args`)."""
+    if uses_link_address(spec) or not spec.dns.listen:
+        return DNS_LINK_ADDRESS
+    return spec.dns.listen.rsplit(":", 1)[0]
 
 
 class DnsPart(Component):
@@ -65,6 +70,10 @@ class DnsPart(Component):
             self.service.upstreams.set_fixed(spec.dns.upstream)
             log.info("dns upstreams now %s", ", ".join(spec.dns.upstream) or "from resolv.conf")
         self.spec = spec
+
+    def nameserver(self) -> str | None:
+        """What containers are told to use, once the server listens (None before)."""
+        return nameserver(self.spec) if self.listen else None
 
     def converge(self, spec: Spec) -> int:
         """After each kernel converge: (re)start the server where it should listen."""
@@ -147,7 +156,7 @@ class DnsPart(Component):
             return Response(200, {"removed": len(removed)})
 
         async def address(_r: Request) -> Response:
-            return Response(200, {"listen": self.listen})
+            return Response(200, {"listen": self.listen, "nameserver": self.nameserver()})
 
         return {
             ("GET", "/dns/address"): address,

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from weaved.compile.desired import Compiled, compile_spec
-from weaved.compile.facts import Facts
+from weaved.compile.facts import ContainerPort, Facts
 from weaved.compile.host import observed_view
 from weaved.dataplane.base import ApplyReport, Dataplane, Observation
 from weaved.engine.identity import resolve_peer_name
@@ -31,6 +31,8 @@ class RuntimeFacts:
     container_subnets: tuple[str, ...] = ()
     # Links the parts own that must be ports of the bridge (sleeve's TAP, container veths)
     ports: tuple[WantedPort, ...] = ()
+    # veth → the addresses its container was given (anti-spoofing, DNS replies)
+    container_ports: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,10 @@ def facts_for(spec: Spec, observation: Observation, runtime: RuntimeFacts) -> Fa
         wanted_ports=runtime.ports,
         port_rows=observation.ports,
         foreign_bridge=observation.foreign_bridge,
+        container_ports=tuple(
+            ContainerPort(veth, tuple(ipaddress.IPv4Address(a) for a in addresses))
+            for veth, addresses in runtime.container_ports
+        ),
     )
 
 

@@ -19,6 +19,9 @@ DEFAULT_PORT = 6783
 DEFAULT_RANGE = "10.32.0.0/12"
 DEFAULT_MTU = 1376
 DEFAULT_DOMAIN = "weave.local."
+# weaveDNS for containers: one link-local address on every host's bridge, answered only on that
+# host (see compile/dns.py); containers get an on-link route to it through ethwe.
+DNS_LINK_ADDRESS = "169.254.53.53"
 
 _HOST_RE = re.compile(
     r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$"
@@ -186,6 +189,20 @@ def _domain(value: str) -> str:
     return fq.lower()
 
 
+# An interface name as the kernel accepts it (IFNAMSIZ 16 with the NUL; no "/", ":" or space),
+# narrowed to characters that mean nothing to nftables, plus nft's trailing "*" wildcard.
+IFNAME_RE = re.compile(r"^(?!\.\.?\*?$)[A-Za-z0-9_.-]{1,15}$|^[A-Za-z0-9_.-]{1,14}\*$")
+
+
+def _ifname(value: str) -> str:
+    if not IFNAME_RE.match(value):
+        raise ValueError(
+            f"{value!r} is not an interface name: 1-15 characters of letters, digits, '_', '.',"
+            " '-' (a final '*' matches every interface starting so)"
+        )
+    return value
+
+
 def _listen(value: str) -> str:
     host, port = split_host_port(value, 53)
     _unicast(ipaddress.IPv4Address(_ipv4(host)), "listened on or queried", any_ok=True)
@@ -206,6 +223,7 @@ Target = Annotated[str, AfterValidator(_target)]
 Endpoint = Annotated[str, AfterValidator(_endpoint)]
 Fqdn = Annotated[str, AfterValidator(_fqdn)]
 Port = Annotated[int, Field(ge=1, le=65535)]
+Ifname = Annotated[str, AfterValidator(_ifname)]
 
 
 class PeerSpec(_Strict):
@@ -289,7 +307,7 @@ class ExportRule(_Strict):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$")
     protocol: Annotated[Protocol, Field(strict=False)] = Protocol.TCP
     port: Port = Field(description="Port on the host")
-    in_interface: str | None = Field(None, max_length=15, description="Only from this interface")
+    in_interface: Ifname | None = Field(None, description="Only from this interface")
     to: Endpoint = Field(description="Overlay address:port")
 
 
@@ -318,7 +336,7 @@ class RouteRule(_Strict):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$")
     protocol: Annotated[Protocol, Field(strict=False)] = Protocol.TCP
     port: Port
-    in_interface: str | None = Field(None, max_length=15)
+    in_interface: Ifname | None = Field(None, description="Only from this interface")
     to: Endpoint
 
 

@@ -1,0 +1,159 @@
+"""The firewall rules compiled from a spec and the attachment facts (pure)."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pydantic import ValidationError
+
+from weaved.compile.desired import compile_spec
+from weaved.compile.facts import ContainerPort, Facts, HostRoute
+from weaved.compile.firewall import quote_ifname
+from weaved.errors import SpecError
+from weaved.model.resources import Kind, State
+from weaved.spec.loader import parse_spec_text
+from weaved.spec.models import Spec
+
+BASE = "version: 1\npeer: {name: '3e:80:e7:5a:63:a7'}\n"
+# Tokens of an nft rule: a quoted string, a set in braces, or a bare word.
+TOKEN = re.compile(r'"[^"]*"|\{[^{}]*\}|[^\s"{}]+')
+
+
+def rules(spec: Spec, facts: Facts | None = None) -> dict[str, str]:
+    state = compile_spec(spec, facts or Facts()).state
+    return {r.key: r.body for r in state.by_kind(Kind.NFT_RULE)}
+
+
+def export_with(interface: str) -> Spec:
+    return Spec.model_validate(
+        {
+            "version": 1,
+            "services": {
+                "export": [
+                    {"name": "web", "port": 8080, "to": "10.2.1.21:80", "in_interface": interface}
+                ]
+            },
+        }
+    )
+
+
+def test_the_quote_from_the_issue_is_refused_with_its_location() -> None:
+    text = BASE + "services:\n  export:\n    - {name: web, port: 8080, to: '10.2.1.21:80',"
+    text += " in_interface: 'e\" accept #'}\n"
+    with pytest.raises(SpecError) as err:
+        parse_spec_text(text, "weave.yaml")
+    message = str(err.value)
+    assert "services.export[0].in_interface" in message and "weave.yaml:5" in message
+    assert "not an interface name" in message
+
+
+@pytest.mark.parametrize("name", ["eth0", "ens3", "br-1a2b", "bond0.100", "eth*", "a" * 15])
+def test_interface_names_the_kernel_knows_are_accepted(name: str) -> None:
+    body = rules(export_with(name))["nft/ip/weaved/prerouting/export-web"]
+    assert body.startswith(f'iifname "{name}" fib daddr type local')
+
+
+@pytest.mark.parametrize("name", ["", "a" * 16, "e th", "eth0/1", "eth:0", ".", "..", '"', "*"])
+def test_names_the_kernel_refuses_are_refused(name: str) -> None:
+    with pytest.raises(ValidationError, match="not an interface name"):
+        export_with(name)
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.text(min_size=0, max_size=24))
+def test_no_interface_name_changes_a_rules_structure(name: str) -> None:
+    """Whatever the text: refused by the spec, or it is exactly one quoted token in the rule,
+    and the rule has the same tokens as with a plain name."""
+    try:
+        spec = export_with(name)
+    except ValidationError:
+        with pytest.raises(ValueError):
+            quote_ifname(name)  # the second lock refuses it as well
+        return
+    compiled = rules(spec)
+    plain = rules(export_with("eth0"))
+    assert compiled.keys() == plain.keys()
+    key = "nft/ip/weaved/prerouting/export-web"
+    assert {k: v for k, v in compiled.items() if k != key} == {
+        k: v for k, v in plain.items() if k != key
+    }
+    body = compiled[key]
+    tokens = TOKEN.findall(body)
+    assert tokens[1] == f'"{name}"', body
+    assert [*tokens[:1], '"eth0"', *tokens[2:]] == TOKEN.findall(plain[key]), body
+    # ... and the tokens are the whole rule: nothing was left outside them.
+    assert "".join(tokens).replace(" ", "") == body.replace(" ", "")
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.text(max_size=20))
+def test_quote_ifname_only_passes_plain_names(text: str) -> None:
+    try:
+        quoted = quote_ifname(text)
+    except ValueError:
+        return
+    assert re.fullmatch(r'"[A-Za-z0-9_.*-]{1,15}"', quoted)
+
+
+def port(veth: str, *addresses: str) -> ContainerPort:
+    return ContainerPort(veth, tuple(ipaddress.IPv4Address(a) for a in addresses))
+
+
+def test_each_container_port_sends_only_from_its_addresses() -> None:
+    facts = Facts(container_ports=(port("vethwepl12", "10.32.0.5", "10.40.0.9"), port("vethwepl7")))
+    got = rules(Spec(version=1), facts)
+    assert got["nft/bridge/weaved/prerouting/spoof-ip-vethwepl12"] == (
+        'iifname "vethwepl12" ip saddr != { 10.32.0.5, 10.40.0.9 } drop'
+    )
+    assert got["nft/bridge/weaved/prerouting/spoof-arp-vethwepl12"] == (
+        'iifname "vethwepl12" arp saddr ip != { 0.0.0.0, 10.32.0.5, 10.40.0.9 } drop'
+    )
+    # A port whose addresses were all detached sends no IPv4 and no ARP at all.
+    assert got["nft/bridge/weaved/prerouting/spoof-vethwepl7"] == (
+        'iifname "vethwepl7" ether type { ip, arp } drop'
+    )
+
+
+def test_mesh_ports_follow_the_spec_and_dns_is_let_in() -> None:
+    got = rules(parse_spec_text(BASE + "port: 7000\n", "w.yaml"))
+    assert got["nft/ip/weaved/input/mesh-tcp"] == 'iifname "weave" tcp dport 7000 drop'
+    assert got["nft/ip/weaved/input/mesh-udp"] == 'iifname "weave" udp dport { 7000, 7001 } drop'
+    assert got["nft/ip/weaved/input/dns"] == (
+        'iifname "weave" ip daddr 169.254.53.53 meta l4proto { tcp, udp } th dport 53 accept'
+    )
+    inputs = [k for k in got if k.startswith("nft/ip/weaved/input/")]
+    assert inputs[:2] == ["nft/ip/weaved/input/mesh-tcp", "nft/ip/weaved/input/mesh-udp"]
+    assert inputs[-1] == "nft/ip/weaved/input/other"  # whatever is not let in is dropped
+
+
+def test_other_bridges_are_kept_out_but_the_underlay_is_not() -> None:
+    default = HostRoute(ipaddress.IPv4Network("0.0.0.0/0"), "br0", "default dev br0")
+    got = rules(parse_spec_text(BASE + "expose: [{cidr: 10.2.1.1/24}]\n", "w.yaml"))
+    assert got["nft/ip/weaved/forward/in-bridges"] == 'oifname "weave" meta iifkind "bridge" drop'
+    got = rules(Spec(version=1), Facts(host_routes=(default,)))
+    assert got["nft/ip/weaved/forward/in-bridges"] == (
+        'oifname "weave" meta iifkind "bridge" iifname != { "br0" } drop'
+    )
+    assert got["nft/ip/weaved/forward/in-other"] == 'oifname "weave" drop'
+
+
+def test_dns_link_address_and_routes_back_to_containers() -> None:
+    spec = parse_spec_text(BASE + "expose: [{cidr: 10.2.1.1/24}]\n", "w.yaml")
+    facts = Facts(container_ports=(port("vethwepl1", "10.32.0.5", "10.2.1.7"),))
+    state: State = compile_spec(spec, facts).state
+    assert "addr/weave/169.254.53.53/32" in state
+    route = state.resources["route/10.32.0.5/32"]
+    assert dict(route.attrs) == {
+        "dev": "weave",
+        "proto": "87",
+        "scope": "link",
+        "src": "169.254.53.53",
+    }
+    assert "route/10.2.1.7/32" not in state  # its subnet's route is there already
+    off = compile_spec(parse_spec_text(BASE + "dns: {enabled: false}\n", "w.yaml"), facts).state
+    assert "addr/weave/169.254.53.53/32" not in off and "route/10.32.0.5/32" not in off
+    assert not [k for k in off.resources if "/dns" in k]
