@@ -57,7 +57,9 @@ def test_interface_names_the_kernel_knows_are_accepted(name: str) -> None:
     assert body.startswith(f'iifname "{name}" fib daddr type local')
 
 
-@pytest.mark.parametrize("name", ["", "a" * 16, "e th", "eth0/1", "eth:0", ".", "..", '"', "*"])
+@pytest.mark.parametrize(
+    "name", ["", "a" * 16, "e th", "eth0/1", "eth:0", ".", "..", '"', "*", "eth0\n"]
+)
 def test_names_the_kernel_refuses_are_refused(name: str) -> None:
     with pytest.raises(ValidationError, match="not an interface name"):
         export_with(name)

@@ -29,7 +29,7 @@ from weaved.spec.models import (
 
 MULTICAST = ipaddress.IPv4Network("224.0.0.0/4")
 CONTAINER_PORTS = "vethwepl*"  # every container's host-side veth (attach.model.VETH_PREFIX)
-_RULE_ID = re.compile(r"^[A-Za-z0-9_.:-]+$")
+_RULE_ID = re.compile(r"[A-Za-z0-9_.:-]+")
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,7 @@ CHAINS = (
 def quote_ifname(name: str) -> str:
     """An interface name as a quoted nft string; anything that could be more than a name (a
     quote, a space, a brace) is refused, whatever the caller checked before."""
-    if not IFNAME_RE.match(name) and name != CONTAINER_PORTS:
+    if not IFNAME_RE.fullmatch(name) and name != CONTAINER_PORTS:
         raise ValueError(f"refusing {name!r} as an interface name in an nftables rule")
     return f'"{name}"'
 
@@ -83,7 +83,7 @@ def rule(family: str, chain: str, rule_id: str, body: str, note: str = "") -> Re
 
     The hash of the body travels in the rule's comment, so a restarted weaved can tell an
     unchanged rule from a hand-edited one without parsing the kernel's canonical form."""
-    if not _RULE_ID.match(rule_id.replace("/", "_")):
+    if not _RULE_ID.fullmatch(rule_id.replace("/", "_")):
         raise ValueError(f"refusing {rule_id!r} as an nftables rule id")
     return Resource(
         rule_key(family, chain, rule_id),
@@ -134,7 +134,7 @@ def underlay_devices(facts: Facts) -> list[str]:
         {
             r.dev
             for r in facts.host_routes
-            if r.dst.prefixlen == 0 and r.dev != BRIDGE and IFNAME_RE.match(r.dev)
+            if r.dst.prefixlen == 0 and r.dev != BRIDGE and IFNAME_RE.fullmatch(r.dev)
         }
     )
 

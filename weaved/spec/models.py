@@ -191,11 +191,11 @@ def _domain(value: str) -> str:
 
 # An interface name as the kernel accepts it (IFNAMSIZ 16 with the NUL; no "/", ":" or space),
 # narrowed to characters that mean nothing to nftables, plus nft's trailing "*" wildcard.
-IFNAME_RE = re.compile(r"^(?!\.\.?\*?$)[A-Za-z0-9_.-]{1,15}$|^[A-Za-z0-9_.-]{1,14}\*$")
+IFNAME_RE = re.compile(r"(?!\.\.?\Z)[A-Za-z0-9_.-]{1,15}|[A-Za-z0-9_.-]{1,14}\*")
 
 
 def _ifname(value: str) -> str:
-    if not IFNAME_RE.match(value):
+    if not IFNAME_RE.fullmatch(value):
         raise ValueError(
             f"{value!r} is not an interface name: 1-15 characters of letters, digits, '_', '.',"
             " '-' (a final '*' matches every interface starting so)"
