@@ -92,6 +92,9 @@ def test_restart_with_a_bad_spec_on_disk_starts_from_the_last_good_one(tmp_path:
         client = Client(str(tmp_path / "weaved.sock"))
         try:
             wait_for(lambda: (tmp_path / "weaved.sock").exists(), timeout=20)
+            # Stopped as soon as the bridge appears, often inside the first converge: a stop
+            # must let that converge finish, not pull devices from under it (the rollback
+            # used to delete the bridge).
             wait_for(lambda: mtu(ns) == 1400, timeout=20)
         finally:
             assert stop_process(proc) == 0, log.read_text()[-3000:]

@@ -383,6 +383,10 @@ class Daemon:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            # A cancelled converge may still be applying on the dataplane thread: let it
+            # finish before the parts take their devices away under it (its rollback would
+            # remove the bridge).
+            await asyncio.get_running_loop().run_in_executor(self._executor, lambda: None)
             for component in reversed(self.components):
                 await _quietly(component.stop())
             await control.stop()  # last: its socket disappearing tells `reset` we are gone
