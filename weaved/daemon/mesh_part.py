@@ -8,6 +8,8 @@ plan with a note saying so, and in `weaved status` as a problem. So does a peer-
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import hashlib
 import logging
 import os
@@ -68,6 +70,15 @@ def target_key(target: str) -> str:
     return f"mesh/target/{target}"
 
 
+def _return_large_buffers_to_the_system() -> None:
+    """glibc raises its mmap threshold after a large block is freed, so later 10 MiB message
+    buffers come from the heap and their pages stay in RSS; keep it at 1 MiB (a peer's large
+    messages then cost memory only while they are read)."""
+    m_mmap_threshold = -3
+    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to do
+        ctypes.CDLL(None).mallopt(m_mmap_threshold, 1 << 20)
+
+
 SETTINGS_KEY = "mesh/settings"
 RESTART_HINT = "systemctl restart weaved"
 
@@ -111,6 +122,7 @@ class MeshPart(Component):
 
     async def start(self, daemon: Daemon) -> None:
         self._daemon = daemon
+        _return_large_buffers_to_the_system()
         await self.router.start()
 
     async def stop(self) -> None:

@@ -84,7 +84,8 @@ class MessageReader:
             raise FramingError(f"incoming message exceeds maximum size: {length} > {self.max_size}")
         if len(self._buf) < _LEN.size + length:
             return None
-        payload = bytes(self._buf[_LEN.size : _LEN.size + length])
+        with memoryview(self._buf) as view:  # one copy (a bytearray slice would be two)
+            payload = bytes(view[_LEN.size : _LEN.size + length])
         del self._buf[: _LEN.size + length]
         if self._opener is None:
             return payload

@@ -628,9 +628,9 @@ class Decoder:
     more data may be fed and `next` retried; any other GobError means the stream is unusable.
     """
 
-    def __init__(self, data: bytes = b"") -> None:
-        self._buf = bytes(data)
-        self._pos = 0
+    def __init__(self, data: bytes = b"", start: int = 0) -> None:
+        self._buf = bytes(data)  # no copy when `data` is bytes: `start` spares slicing it
+        self._pos = start
         self._defs: dict[int, dict[str, Any]] = {}
         self._types: dict[int, GobType] = {}
         self._heights: dict[int, int] = {}

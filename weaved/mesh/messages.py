@@ -161,17 +161,18 @@ def parse_message(body: bytes) -> Message:
     """Raises `MessageError` for a malformed gossip envelope."""
     if not body:
         return Blank()
-    tag, rest = body[0], body[1:]
+    tag = body[0]
     if tag == Tag.HEARTBEAT:
         return Heartbeat()
+    if tag in (Tag.GOSSIP, Tag.GOSSIP_UNICAST, Tag.GOSSIP_BROADCAST):
+        return _parse_gossip(Tag(tag), body)
+    rest = body[1:]
     if tag in (Tag.RESERVED1, Tag.RESERVED2, Tag.RESERVED3):
         return LegacyControl(tag, rest)
     if tag == Tag.OVERLAY_CONTROL:
         if len(rest) < 2:
             raise MessageError(f"overlay control message too short ({len(rest)} bytes)")
         return OverlayControl(rest[0], rest[1], rest[2:])
-    if tag in (Tag.GOSSIP, Tag.GOSSIP_UNICAST, Tag.GOSSIP_BROADCAST):
-        return _parse_gossip(Tag(tag), rest)
     return UnknownTag(tag, rest)
 
 
@@ -184,8 +185,8 @@ def _item(dec: gob.Decoder, typ: gob.GobType, what: str) -> object:
         raise MessageError(f"gossip envelope: bad {what}: {type(e).__name__}: {e}") from e
 
 
-def _parse_gossip(tag: Tag, rest: bytes) -> Message:
-    dec = gob.Decoder(rest)
+def _parse_gossip(tag: Tag, body: bytes) -> Message:
+    dec = gob.Decoder(body, start=1)  # (a 10 MiB message is not copied to drop its tag)
     channel = _item(dec, gob.STRING, "channel")
     sender = _item(dec, gob.UINT, "sender")
     if not isinstance(channel, str) or not isinstance(sender, int):
@@ -200,7 +201,7 @@ def _parse_gossip(tag: Tag, rest: bytes) -> Message:
             payload = None
         if payload is not None and not isinstance(payload, bytes):
             payload = None
-        return GossipUnicast(channel, PeerName(sender), PeerName(dest), payload, rest)
+        return GossipUnicast(channel, PeerName(sender), PeerName(dest), payload, body[1:])
     payload = _item(dec, gob.BYTES, "data")
     if not isinstance(payload, bytes):
         raise MessageError("gossip envelope: data is not []byte")
