@@ -30,6 +30,7 @@ from weaved.mesh.status_text import (
     render_status_router,
     render_targets,
     report_router,
+    target_as_given,
 )
 from weaved.model.resources import Attrs, Kind, Resource, State, attrs
 from weaved.spec.checks import read_password
@@ -187,7 +188,9 @@ class MeshPart(Component):
         wanted = tuple(spec.peers)
         if wanted == self._targets:
             return changes
-        self.router.set_targets(wanted)
+        # The spec stores `host:port`; the router gets targets as Weave's are typed (no port
+        # when it is the mesh's), so an inbound connection from a target's IP satisfies it.
+        self.router.set_targets(target_as_given(t, spec.port) for t in wanted)
         changes += len(set(wanted) ^ set(self._targets))
         log.info("mesh targets set targets=%s", ",".join(wanted) or "none")
         self._targets = wanted

@@ -300,7 +300,8 @@ class Daemon:
 
     def status_text(self) -> str:
         """`weaved status`: Weave's blocks (router, ipam, dns) and then the reconciler's."""
-        blocks = [f"        Version: weaved {__version__}"]
+        # Weave's line (scripts grep for it); weaved has no version check at all.
+        blocks = [f"        Version: weaved {__version__} (version check update disabled)"]
         blocks += [s for c in self.components if (s := c.status_section())]
         blocks.append(self.reconciler_section())
         return "\n\n".join(blocks) + "\n"
