@@ -1,0 +1,145 @@
+"""Issue 10.9, the live comparison: every `status` layout of a weaved host byte-compared with
+Weave Net 2.8.1's for the same mesh. Only what must differ is normalised: the viewer's name,
+its own connections and targets, the Version line, and the sections only weaved has
+(sleeve, fastdp, reconciler)."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from typing import Any
+
+import pytest
+
+from tests.interop.conftest import MixedFactory, MixedLab, weaved_spec
+from tests.interop.weave_host import wait_until
+
+# Every host dials the two others: the same counts on each (2 targets, 2 connections, 3 peers
+# with 6 connections); weaved's DNS listens on its exposed address.
+EXPOSE = "expose:\n  - cidr: net:default\n"
+WEAVED_ONLY_SECTIONS = ("sleeve", "fastdp", "reconciler")
+
+
+@pytest.fixture(scope="module")
+def views(mixed_lab_module: MixedFactory) -> dict[str, Any]:
+    m = mixed_lab_module(
+        {1: weaved_spec(1, [2, 3], EXPOSE), 2: weaved_spec(2, [1, 3], EXPOSE)},
+        weave_peers=(1, 2),
+    )
+    _populate(m)
+    subs = ("", "peers", "connections", "targets", "dns", "ipam")
+
+    def settled() -> bool:
+        weave = m.weave.status()
+        return (
+            "(with 6 established connections)" in weave
+            and "Entries: 3" in weave
+            and ("Entries: 3" in m.weaved("host1", "status"))
+        )
+
+    assert wait_until(settled, 60), m.weave.status() + m.weaved("host1", "status")
+    return {
+        "lab": m,
+        "weave": {s: m.weave.status(s) for s in subs},
+        "weaved": {s: m.weaved("host1", "status", *([s] if s else [])) for s in subs},
+    }
+
+
+def _populate(m: MixedLab) -> None:
+    """A container with a DNS name on weaved's host1 and on Weave's host3."""
+    lab = m.lab
+    lab.add_container("host1", f"wd-{lab.name}-c1", hostname="c1.weave.local.")
+    name3 = f"wd-{lab.name}-c3"
+    ip3 = m.weave.add_container(name3).split("/")[0]
+    m.weave.http(f"/name/{name3}/{ip3}?fqdn=c3.weave.local.", method="PUT")
+
+
+def _sections(text: str) -> str:
+    """The whole status without weaved's own sections, the viewer's name and the version."""
+    blocks = text.split("\n\n")
+    kept = [
+        b for b in blocks if not any(f"Service: {s}\n" in b + "\n" for s in WEAVED_ONLY_SECTIONS)
+    ]
+    out = "\n\n".join(kept)
+    out = re.sub(r"(?m)^        Version: .*$", "        Version: V", out)
+    return re.sub(r"(?m)^(           Name: ).*$", r"\1NAME", out)
+
+
+def test_status_whole(views: dict[str, Any]) -> None:
+    weave, weaved = views["weave"][""], views["weaved"][""]
+    assert weave.startswith("\n        Version: ") and weave.endswith("Entries: 3\n\n")
+    assert weaved.startswith("\n        Version: ") and weaved.endswith("\n\n")
+    assert "(version check update disabled)" in weaved.splitlines()[1]  # Weave's test 700
+    assert _sections(weaved) == _sections(weave)
+
+
+def test_status_peers_same_topology_same_bytes(views: dict[str, Any]) -> None:
+    """Both print the gossiped topology: the same blocks (Go prints them in map order)."""
+
+    def blocks(text: str) -> Counter[str]:
+        out: list[str] = []
+        for line in text.splitlines(True):
+            if line.startswith("   "):
+                out[-1] += line
+            else:
+                out.append(line)
+        return Counter(out)
+
+    assert not views["weaved"]["peers"].startswith("\n")
+    if blocks(views["weaved"]["peers"]) != blocks(views["weave"]["peers"]):
+        # gossip still settling when the views were taken (a connection just replaced):
+        # both must agree once it has
+        m = views["lab"]
+        assert wait_until(
+            lambda: blocks(m.weaved("host1", "status", "peers")) == blocks(m.weave.status("peers")),
+            30,
+        ), (m.weaved("host1", "status", "peers"), m.weave.status("peers"))
+
+
+def test_status_dns_same_bytes(views: dict[str, Any]) -> None:
+    weaved = views["weaved"]["dns"]
+    assert weaved == views["weave"]["dns"]
+    # Weave's test 700: `weave status dns | tr -s ' ' | cut -d ' ' -f 1` lists the names
+    names = [line.split(" ")[0] for line in weaved.splitlines()]
+    assert {"c1", "c3"} <= set(names) and "" not in names
+
+
+def test_status_ipam_same_ring(views: dict[str, Any]) -> None:
+    """The viewer's own line first (with its active count), then the others."""
+
+    def lines(text: str) -> list[str]:
+        return [re.sub(r" \(\d+ active\)$", " ", x) for x in text.splitlines()]
+
+    weave, weaved = views["weave"]["ipam"], views["weaved"]["ipam"]
+    assert weave.splitlines()[0].startswith("02:00:00:00:01:03(host3) ")
+    assert weaved.splitlines()[0].startswith("02:00:00:00:01:01(host1) ")
+    assert re.search(r"\(\d+ active\)$", weaved.splitlines()[0])
+    assert sorted(lines(weaved)) == sorted(lines(weave))
+
+
+def test_status_targets_as_given(views: dict[str, Any]) -> None:
+    assert views["weave"]["targets"] == "192.0.2.11\n192.0.2.12\n"
+    assert views["weaved"]["targets"] == "192.0.2.12\n192.0.2.13\n"
+
+
+CONNECTION = re.compile(r"^(->|<-) (\S+) +(\S+) +(\S+ \S+) ?(.*)$")
+
+
+def _go_connection_line(line: str) -> str:
+    """The line re-rendered with Weave's template (`%-21s %-11s`, info, attrs)."""
+    m = CONNECTION.match(line)
+    assert m is not None, line
+    arrow, address, state, info, attrs = m.groups()
+    return f"{arrow} {address:<21} {state:<11} {info} {attrs}"
+
+
+def test_status_connections_layout(views: dict[str, Any]) -> None:
+    weave = views["weave"]["connections"].splitlines()
+    weaved = views["weaved"]["connections"].splitlines()
+    assert len(weave) == len(weaved) == 2
+    for line in weave + weaved:
+        assert _go_connection_line(line) == line
+    # sleeve to Weave: the same overlay and the same verified MTU as Weave reports
+    to_weave = next(x for x in weaved if "(host3)" in x)
+    assert re.search(r" established sleeve 02:00:00:00:01:03\(host3\) mtu=1438$", to_weave)
+    assert all(re.search(r" established sleeve \S+ mtu=1438$", x) for x in weave)
