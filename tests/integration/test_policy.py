@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import Netns, stop_process, wait_for
+from tests.docker_image import busybox_available, import_busybox, run_container
+from tests.helpers import Dockerd, Netns, stop_process, wait_for
 
 pytestmark = [
     pytest.mark.timeout(180),
@@ -64,8 +65,8 @@ except OSError as exc:
 
 
 class Host:
-    def __init__(self, ns: Netns, spec: Path) -> None:
-        self.ns, self.spec = ns, spec
+    def __init__(self, ns: Netns, spec: Path, dockerd: Dockerd | None = None) -> None:
+        self.ns, self.spec, self.dockerd = ns, spec, dockerd
 
     def weaved(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         return self.ns.weaved(self.spec, *args, check=check)
@@ -76,6 +77,12 @@ class Host:
         stack.callback(lambda: shutil.rmtree(f"/etc/netns/{c.name}", ignore_errors=True))
         self.weaved("attach", *addresses, c.name)
         return c
+
+
+def remove_containers(dockerd: Dockerd) -> None:
+    names = dockerd.docker("ps", "-aq", check=False).stdout.split()
+    if names:
+        dockerd.docker("rm", "-f", *names, check=False)
 
 
 def py(ns: Netns, code: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -95,13 +102,18 @@ def start(tmp_path: Path) -> Iterator[object]:
     """`start(extra_spec)` → a Host whose daemon runs that spec; stopped afterwards."""
     with ExitStack() as stack:
 
-        def make(extra: str = "") -> Host:
+        def make(extra: str = "", docker: bool = False) -> Host:
             spec = tmp_path / "weave.yaml"
-            spec.write_text(SPEC + extra)
             ns = stack.enter_context(Netns("wdpolh"))
+            if docker:
+                dockerd = stack.enter_context(Dockerd(ns))
+                import_busybox(dockerd)
+                stack.callback(lambda: remove_containers(dockerd))
+                extra += f"docker: {{socket: 'unix://{dockerd.sock}'}}\n"
+            spec.write_text(SPEC + extra)
             proc = ns.popen_weaved(spec, "daemon", "--resync", "2", log=tmp_path / "daemon.log")
             stack.callback(lambda: stop_process(proc))
-            host = Host(ns, spec)
+            host = Host(ns, spec, dockerd if docker else None)
             wait_for(lambda: converged(host), timeout=30, interval=0.2)
             return host
 
@@ -196,3 +208,29 @@ def test_another_local_bridge_is_no_way_around_isolation(start: object) -> None:
         assert dual.run([*ping, "10.33.0.7"], check=False).returncode == 0
         wait_for(lambda: in_sync(host), timeout=10, interval=0.2)
         assert dual.run([*ping, "10.33.0.7"], check=False).returncode != 0
+
+
+@pytest.mark.skipif(
+    shutil.which("dockerd") is None or not busybox_available(),
+    reason="needs dockerd, the docker CLI and /bin/busybox",
+)
+def test_a_docker_container_with_ethwe_cannot_reach_other_subnets_through_docker0(
+    start: object,
+) -> None:
+    """The issue's case with a real dockerd: a container on docker0 (Docker masquerades it)
+    and on weave in 10.32/16 must not reach 10.33/16 through its host, which exposes 10.33/16."""
+    host: Host = start("expose: [{cidr: 10.33.0.1/16}]\n", docker=True)  # type: ignore[operator]
+    assert host.dockerd is not None
+    d = host.dockerd
+    run_container(d, "wdpol-dual")
+    run_container(d, "wdpol-target")
+    host.weaved("attach", "10.32.0.5/16", "wdpol-dual")
+    host.weaved("attach", "10.33.0.7/16", "wdpol-target")
+    wait_for(lambda: in_sync(host), timeout=10, interval=0.2)
+    ping = ["ping", "-c", "2", "-W", "1"]
+    assert d.docker("exec", "wdpol-target", *ping, "10.33.0.1", check=False).returncode == 0
+    assert d.docker("exec", "wdpol-dual", *ping, "10.99.0.1", check=False).returncode == 0
+    assert d.docker("exec", "wdpol-dual", *ping, "10.33.0.7", check=False).returncode != 0
+    # weaveDNS answers the Docker container over ethwe (the route attach added).
+    route = d.docker("exec", "wdpol-dual", "ip", "route", "get", "169.254.53.53").stdout
+    assert "dev ethwe" in route

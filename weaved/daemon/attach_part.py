@@ -204,7 +204,12 @@ class AttachPart(Component):
         try:
             again = await self._daemon.on_dataplane(
                 lambda _dp: attach(
-                    previous.target, previous.addresses, mtu, multicast, tx_checksum_off=False
+                    previous.target,
+                    previous.addresses,
+                    mtu,
+                    multicast,
+                    tx_checksum_off=False,
+                    onlink_routes=dns_routes(self.spec),
                 )
             )
         except (WeavedError, OSError) as exc:
