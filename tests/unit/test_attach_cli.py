@@ -8,6 +8,7 @@ import ipaddress
 import pytest
 
 from weaved.attach.cli import (
+    DEFAULT_TIMEOUT,
     AddressKind,
     AttachRequest,
     DetachRequest,
@@ -16,7 +17,9 @@ from weaved.attach.cli import (
     literal_addresses,
     parse_address,
     request_from_args,
+    timeout_of,
 )
+from weaved.attach.expose import expose_forms
 from weaved.errors import UsageError
 
 
@@ -137,3 +140,43 @@ def test_literal_addresses_refuse_ipam_forms() -> None:
     assert isinstance(req, AttachRequest)
     with pytest.raises(UsageError, match="net:default"):
         literal_addresses(req.addresses, "attach")
+
+
+@pytest.mark.parametrize("word", ["net:10.2.3.2/31", "net:10.2.3.2/32", "net:10.2.3.2/30"])
+def test_subnets_ipam_cannot_allocate_from_are_refused_at_once(word: str) -> None:
+    """Weave test 500's error conditions: host bits set, or too small (no host address)."""
+    with pytest.raises(UsageError, match=r"too small|not a subnet"):
+        parse("attach", word, "web")
+
+
+def _args(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="weaved")
+    add_attach_parsers(parser.add_subparsers(dest="command"), handler)
+    return parser.parse_args(list(argv))
+
+
+def test_timeout_before_or_among_the_words() -> None:
+    assert timeout_of(_args("attach", "web")) == DEFAULT_TIMEOUT
+    assert timeout_of(_args("attach", "--timeout", "5", "web")) == 5.0
+    args = _args("attach", "10.2.1.5/24", "--timeout", "2.5", "web")
+    assert timeout_of(args) == 2.5
+    req = request_from_args(args)
+    assert isinstance(req, AttachRequest) and req.target == "web"
+    assert timeout_of(_args("attach", "--timeout=7", "web")) == 7.0
+    for bad in ("0", "x"):
+        with pytest.raises(UsageError, match="--timeout"):
+            timeout_of(_args("attach", "--timeout", bad, "web"))
+
+
+def test_expose_forms_are_the_attach_forms() -> None:
+    """Weave test 500: `expose 10.2.1.2/24 ip:10.2.2.2/24 net:10.2.3.0/24`."""
+    words = ["10.2.1.2/24", "ip:10.2.2.2/24", "net:10.2.3.0/24", "ip:10.2.4.4"]
+    assert expose_forms(words, "10.2.0.0/16") == [
+        "10.2.1.2/24",
+        "10.2.2.2/24",
+        "net:10.2.3.0/24",
+        "10.2.4.4/16",
+    ]
+    assert expose_forms([], "10.2.0.0/16") == ["net:default"]
+    with pytest.raises(UsageError):
+        expose_forms(["web"], "10.2.0.0/16")

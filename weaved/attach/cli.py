@@ -1,34 +1,43 @@
 """`weaved attach`, `weaved detach` and `weaved ps`: Weave's argument forms, typed requests, and a
 local runner that works without a daemon when every address is given literally.
 
-    weaved attach [--no-multicast-route] [ADDR ...] TARGET
+    weaved attach [--no-multicast-route] [--timeout SECONDS] [ADDR ...] TARGET
     weaved detach [ADDR ...] TARGET
     weaved ps [TARGET | weave:expose ...]
 
     ADDR = ADDR/LEN | ip:ADDR[/LEN] | net:CIDR | net:default
 
 As in Weave, the addresses come first and TARGET last. `net:` forms and `attach` with no
-address ask IPAM for an address, so they need the daemon.
+address ask IPAM for an address, so they need the daemon. `detach` with no address removes the
+address IPAM gave the container in the default subnet (Weave's `net:default`).
 """
 
 from __future__ import annotations
 
 import argparse
 import ipaddress
+import secrets
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from weaved.attach.model import Attachment, BridgeInfo
 from weaved.attach.ps import EXPOSE_LABEL, ps_line, render_ps, show_addrs
 from weaved.context import Context, require_root
-from weaved.errors import UsageError
+from weaved.errors import DaemonError, UsageError
+
+if TYPE_CHECKING:
+    from weaved.cli.client import Client
 
 Handler = Callable[[argparse.Namespace, Context], int]
 NO_MULTICAST_FLAG = "--no-multicast-route"
+TIMEOUT_FLAG = "--timeout"
+DEFAULT_TIMEOUT = 600.0  # seconds `attach` waits for IPAM unless told otherwise
+MIN_SUBNET_PREFIX = 30  # IPAM allocates host addresses: a /31 or /32 has none
 
 
 class AddressKind(StrEnum):
@@ -61,6 +70,10 @@ def parse_address(word: str) -> AddressArg | None:
             net = ipaddress.IPv4Network(word[4:], strict=True)
         except ValueError as exc:
             raise UsageError(f"{word}: not a subnet in CIDR form ({exc})") from None
+        if net.prefixlen > MIN_SUBNET_PREFIX:
+            raise UsageError(
+                f"{word}: subnet too small to allocate from (at least /{MIN_SUBNET_PREFIX})"
+            )
         return AddressArg(AddressKind.SUBNET, f"net:{net}", network=net)
     body = word.removeprefix("ip:")
     explicit = body != word
@@ -148,9 +161,16 @@ def split_words(command: str, words: Sequence[str]) -> tuple[tuple[AddressArg, .
     addresses: list[AddressArg] = []
     no_multicast = False
     rest: list[str] = []
+    skip = False
     for word in words:
+        if skip:
+            skip = False
+            continue
         if word == NO_MULTICAST_FLAG and command == "attach":
             no_multicast = True
+            continue
+        if command == "attach" and (word == TIMEOUT_FLAG or word.startswith(TIMEOUT_FLAG + "=")):
+            skip = word == TIMEOUT_FLAG  # its value was taken by timeout_of
             continue
         if word.startswith("-") and word != "-":
             raise UsageError(f"weaved {command}: unknown option {word}")
@@ -170,6 +190,63 @@ def split_words(command: str, words: Sequence[str]) -> tuple[tuple[AddressArg, .
             "  hint: an address is ADDR/LEN, ip:ADDR, net:CIDR or net:default"
         )
     return tuple(addresses), rest[0], no_multicast
+
+
+def timeout_of(args: argparse.Namespace) -> float:
+    """`--timeout SECONDS` (before or among the words); the default otherwise."""
+    value: str | float | None = getattr(args, "timeout", None)
+    words: list[str] = list(getattr(args, "words", []))
+    for index, word in enumerate(words):
+        if word == TIMEOUT_FLAG and index + 1 < len(words):
+            value = words[index + 1]
+        elif word.startswith(TIMEOUT_FLAG + "="):
+            value = word.split("=", 1)[1]
+    if value is None:
+        return DEFAULT_TIMEOUT
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise UsageError(f"weaved attach: --timeout {value}: not a number of seconds") from None
+    if seconds <= 0:
+        raise UsageError(f"weaved attach: --timeout {value}: must be more than 0 seconds")
+    return seconds
+
+
+def call_daemon(client: Client, command: str, request: Request, timeout: float) -> str:
+    """Send the request to the daemon; while it waits for IPAM, say on stderr what for (the
+    words of `weaved status ipam`), each time that changes."""
+    if not isinstance(request, AttachRequest):
+        path = "/detach" if isinstance(request, DetachRequest) else "/ps"
+        text: str = client.call("POST", path, request.to_json(), timeout=timeout)["text"]
+        return text
+    rid = secrets.token_hex(8)
+    body = {**request.to_json(), "request_id": rid, "timeout": timeout}
+    outcome: dict[str, Any] = {}
+
+    def call() -> None:
+        try:
+            outcome["text"] = client.call("POST", "/attach", body, timeout=timeout + 30)["text"]
+        except DaemonError as exc:
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=call, name="attach-call", daemon=True)
+    worker.start()
+    said = None
+    while True:
+        worker.join(1.0)
+        if not worker.is_alive():
+            break
+        try:
+            why = client.call("POST", "/attach/wait", {"id": rid}, timeout=5).get("text")
+        except DaemonError:
+            why = None
+        if why and why != said:
+            sys.stderr.write(f"weaved {command}: {why}\n")
+            sys.stderr.flush()
+            said = why
+    if "error" in outcome:
+        raise outcome["error"]
+    return str(outcome.get("text", ""))
 
 
 def request_from_args(args: argparse.Namespace) -> Request:
@@ -215,8 +292,14 @@ def add_attach_parsers(sub: Any, handler: Handler) -> None:
     p = sub.add_parser(
         "attach",
         help="plug a container into the weave network",
-        usage="weaved attach [--no-multicast-route] [ADDR ...] TARGET",
+        usage="weaved attach [--no-multicast-route] [--timeout SECONDS] [ADDR ...] TARGET",
         description=f"ADDR: {ADDR_HELP}. With no ADDR, IPAM allocates one.\nTARGET: {TARGET_HELP}.",
+    )
+    p.add_argument(
+        TIMEOUT_FLAG,
+        dest="timeout",
+        metavar="SECONDS",
+        help=f"give up waiting for IPAM after this long (default {DEFAULT_TIMEOUT:g})",
     )
     p.add_argument(
         NO_MULTICAST_FLAG,
@@ -231,7 +314,8 @@ def add_attach_parsers(sub: Any, handler: Handler) -> None:
         "detach",
         help="remove addresses from a container (the interface goes with the last one)",
         usage="weaved detach [ADDR ...] TARGET",
-        description=f"ADDR: {ADDR_HELP}. With no ADDR, all of them.\nTARGET: {TARGET_HELP}.",
+        description=f"ADDR: {ADDR_HELP}. With no ADDR, the one IPAM gave it in the default"
+        f" subnet (net:default).\nTARGET: {TARGET_HELP}.",
     )
     p.add_argument("words", nargs=argparse.REMAINDER, metavar="[ADDR ...] TARGET")
     p.set_defaults(func=handler, attach_command="detach")

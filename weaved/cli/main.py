@@ -93,12 +93,25 @@ def cmd_apply(_args: argparse.Namespace, ctx: Context) -> int:
         applied = apply_spec(spec, KernelDataplane(ctx.state_dir))
         changes, writes = len(applied.planned.plan.changes), applied.report.writes
         text = render_plan(applied.planned.plan) if changes else ""
-    if changes == 0:
+    waiting = _expose_waiting(client)
+    if changes == 0 and waiting:
+        _print("No kernel changes yet; still waiting:\n" + waiting)
+    elif changes == 0:
         _print("Already in sync: no changes, 0 kernel writes.")
     else:
         _print(text)
         _print(f"Applied {changes} changes with {writes} kernel writes; verified in sync.")
     return 0
+
+
+def _expose_waiting(client: Client | None) -> str:
+    """`net:` expose entries still waiting for IPAM, one a line (empty when none)."""
+    if client is None:
+        return ""
+    from weaved.attach.expose import daemon_exposes
+
+    entries, _, pending = daemon_exposes(client)
+    return "".join(f"  expose[{i}] {entries[i]}: {why}\n" for i, why in sorted(pending.items()))
 
 
 def _wait_gone(socket_path: Path, timeout: float = 15.0) -> None:
@@ -121,6 +134,10 @@ def cmd_reset(_args: argparse.Namespace, ctx: Context) -> int:
         _print("Stopped the weaved daemon; its IPAM space went to a live peer.")
     from weaved.cli.reset import run_reset
     from weaved.daemon.lastgood import last_good_path
+    from weaved.ipam.persist import FILE_NAME
+
+    # As Weave's reset: a relaunched host starts IPAM afresh and cannot retake old addresses.
+    (ctx.state_dir / FILE_NAME).unlink(missing_ok=True)
 
     done = run_reset(ctx.state_dir)
     last_good_path(ctx.state_dir).unlink(missing_ok=True)  # a reset host starts from its file
@@ -139,7 +156,9 @@ def cmd_daemon(args: argparse.Namespace, ctx: Context) -> int:
     from weaved.daemon.main import run_daemon
 
     require_root("weaved daemon")
-    return run_daemon(ctx, resync_seconds=args.resync)
+    return run_daemon(
+        ctx, resync_seconds=args.resync, host_root=args.host_root, sys_root=args.sys_root
+    )
 
 
 def cmd_status(args: argparse.Namespace, ctx: Context) -> int:
@@ -174,18 +193,28 @@ def cmd_forget(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def cmd_expose(args: argparse.Namespace, ctx: Context) -> int:
+    """Weave's `expose`: edits the spec, then prints the addresses (once IPAM gave them)."""
+    from weaved.attach.expose import default_subnet_of, expose_forms, wait_for_addresses
     from weaved.spec.edit import expose
 
-    spec = expose(ctx.spec_path, args.cidrs or ["net:default"], args.hostname)
-    _print(f"{ctx.spec_path}: expose = {', '.join(e.cidr for e in spec.expose)}")
+    cidrs = expose_forms(args.cidrs, default_subnet_of(ctx.spec_path))
+    spec = expose(ctx.spec_path, cidrs, args.hostname)
+    sys.stderr.write(f"{ctx.spec_path}: expose = {', '.join(e.cidr for e in spec.expose)}\n")
+    _print(" ".join(wait_for_addresses(_daemon_for(ctx), cidrs)))
     return 0
 
 
 def cmd_hide(args: argparse.Namespace, ctx: Context) -> int:
+    from weaved.attach.expose import addresses_to_hide, default_subnet_of, expose_forms
     from weaved.spec.edit import hide
 
-    spec = hide(ctx.spec_path, args.cidrs or ["net:default"])
-    _print(f"{ctx.spec_path}: expose = {', '.join(e.cidr for e in spec.expose) or '(none)'}")
+    cidrs = expose_forms(args.cidrs, default_subnet_of(ctx.spec_path))
+    hidden = addresses_to_hide(_daemon_for(ctx), cidrs)
+    spec = hide(ctx.spec_path, cidrs)
+    sys.stderr.write(
+        f"{ctx.spec_path}: expose = {', '.join(e.cidr for e in spec.expose) or '(none)'}\n"
+    )
+    _print(" ".join(hidden))
     return 0
 
 
@@ -196,7 +225,9 @@ def cmd_rmpeer(args: argparse.Namespace, ctx: Context) -> int:
         "  run rmpeer for it on ONE host only, or addresses may be handed out twice.\n"
     )
     for peer in args.peers:
-        sys.stdout.write(client.call("POST", "/ipam/rmpeer", {"peer": peer})["text"])
+        answer = client.call("POST", "/ipam/rmpeer", {"peer": peer})
+        sys.stderr.write(answer.get("warning", ""))
+        sys.stdout.write(answer["text"])
     return 0
 
 
@@ -259,14 +290,14 @@ def cmd_dns_args(args: argparse.Namespace, ctx: Context) -> int:
 
 def cmd_attach(args: argparse.Namespace, ctx: Context) -> int:
     """attach/detach/ps: through the daemon (IPAM, DNS) when it runs, else locally."""
-    from weaved.attach.cli import request_from_args, run_local
+    from weaved.attach.cli import call_daemon, request_from_args, run_local, timeout_of
 
     client = _daemon_for(ctx)
     if client is None:
         return run_local(args, ctx)
     request = request_from_args(args)
-    path = {"attach": "/attach", "detach": "/detach", "ps": "/ps"}[args.attach_command]
-    text = client.call("POST", path, request.to_json(), timeout=600)["text"]
+    timeout = timeout_of(args) if args.attach_command == "attach" else 600.0
+    text = call_daemon(client, args.attach_command, request, timeout)
     if text:
         _print(text)
     return 0
@@ -365,6 +396,17 @@ def build_parser() -> argparse.ArgumentParser:
         default=30.0,
         metavar="SECONDS",
         help="periodic re-convergence interval (default 30)",
+    )
+    p.add_argument(
+        "--host-root",
+        metavar="DIR",
+        help="where etc/machine-id is read for the peer name (Weave's; env WEAVED_HOST_ROOT)",
+    )
+    p.add_argument(
+        "--sys-root",
+        metavar="DIR",
+        help="where class/dmi/id/product_uuid is read for the peer name (default /sys;"
+        " env WEAVED_SYS_ROOT)",
     )
     p.set_defaults(func=cmd_daemon)
 

@@ -40,7 +40,7 @@ from weaved.compile.dns import uses_link_address
 from weaved.daemon.component import Component
 from weaved.daemon.control import Handler, Request, Response
 from weaved.daemon.dns_part import DnsPart
-from weaved.daemon.ipam_part import IpamPart, subnet_for
+from weaved.daemon.ipam_part import IpamPart, Wait, subnet_for
 from weaved.dataplane.base import Dataplane
 from weaved.dns.resolvconf import render_resolv_conf
 from weaved.engine.reconcile import RuntimeFacts
@@ -59,6 +59,7 @@ from weaved.integrations.docker_events import (
     watch_docker_events,
 )
 from weaved.ipam.address import CIDR
+from weaved.ipam.errors import IpamError
 from weaved.model.host import CONTAINER_FLAGS, WantedPort
 from weaved.spec.models import DNS_LINK_ADDRESS, Spec
 
@@ -84,9 +85,19 @@ def write_resolv_conf(netns_name: str, text: str) -> None:
     if path.exists() and not path.read_text().startswith(RESOLV_MARK):
         log.info("not replacing %s: it was not written by weaved", path)
         return
-    tmp = path.with_suffix(".weaved-tmp")
-    tmp.write_text(RESOLV_MARK + text)
-    os.replace(tmp, path)
+    if path.exists() and path.read_text() == RESOLV_MARK + text:
+        return  # as wanted already: no write
+    _write_atomically(path, path.with_suffix(".weaved-tmp"), RESOLV_MARK + text)
+
+
+def _write_atomically(path: Path, tmp: Path, text: str) -> None:
+    """Replace `path`; a write that fails (a full disk) leaves no temporary file behind."""
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def remove_resolv_conf(netns_name: str) -> None:
@@ -120,6 +131,15 @@ class AttachPart(Component):
         self._events = events
         self._docker_moved = asyncio.Event()  # `docker.socket` changed: follow the new one
         self._started_at = time.time()  # starts from then on are ours to follow
+        # Containers whose addresses are claimed and names registered by this process: the
+        # periodic check only acts on what changed (a `dns-remove` sticks until re-attached).
+        self._adopted: set[str] = set()
+        # attach/detach bump the epoch and stamp the container: a resync that observed the
+        # kernel before that leaves the container alone (its view is older than the call's).
+        self._epoch = 0
+        self._touched: dict[str, int] = {}
+        self._pruned = False  # IPAM forgets containers that vanished while we were down, once
+        self._waits: dict[str, Wait] = {}  # attach request id → its place in IPAM's queue
         if dns is not None:
             dns.container_key = self.key_for
 
@@ -162,35 +182,47 @@ class AttachPart(Component):
 
     def _save(self) -> None:
         self.store.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.store.with_suffix(".tmp")
         data = {"attachments": [a.to_json() for a in self.known.values()]}
-        tmp.write_text(json.dumps(data, indent=1))
-        os.replace(tmp, self.store)
+        _write_atomically(self.store, self.store.with_suffix(".tmp"), json.dumps(data, indent=1))
+
+    def _touch(self, key: str) -> None:
+        self._epoch += 1
+        self._touched[key] = self._epoch
 
     # --- re-observation: restarts, dead containers, vanished namespaces -----------------
     async def resync(self) -> None:
-        """Compare what is attached with what we knew; nothing is recreated."""
+        """Compare what is attached with what we knew; nothing is recreated, and only what
+        changed is acted on (claims, DNS names, the saved list, a reconcile)."""
         assert self._daemon is not None
         url = self.docker_url
+        epoch = self._epoch
+        first = not self._pruned
         known = list(self.known.values())
         seen = await self._daemon.on_dataplane(lambda _dp: observe_attachments(url, known))
+        changed = False
         async with self._lock:
             for a in seen:
-                key = a.target.key
+                if self._touched.get(a.target.key, 0) > epoch:
+                    continue  # attached or detached while we looked: that call knows better
                 if a.state is AttachmentState.ATTACHED:
-                    if key not in self.known:
-                        log.info("attachment re-observed target=%s", a.target.label)
-                    await self._claim(a)
-                    self.known[key] = a
-                elif a.state is AttachmentState.ORPHANED:
+                    changed = await self._adopt(a) or changed
+                    continue
+                if a.state is AttachmentState.ORPHANED:
                     await self._daemon.on_dataplane(_detach_job(a.target))
-                    self._forget(a.target, died=True)
+                    self._forget(a.target, died=not first)
                 elif (again := await self._replug(a)) is not None:
-                    self.known[key] = again
+                    self.known[a.target.key] = again
                 else:
-                    self._forget(a.target, died=True)
-            self._save()
-        self._daemon.mark_dirty("attachments")
+                    # Gone while we were down (first look): freed now, as Weave's PruneOwned.
+                    self._forget(a.target, died=not first)
+                changed = True
+            if first:
+                self._prune(seen, epoch)
+            self._touched = {k: e for k, e in self._touched.items() if e > epoch}
+            if changed:
+                self._save()
+        if changed:
+            self._daemon.mark_dirty("attachments")
 
     async def _replug(self, gone: Attachment) -> Attachment | None:
         """A container whose host-side veth vanished while its namespace lives is plugged in
@@ -229,16 +261,49 @@ class AttachPart(Component):
         )
         return again
 
-    async def _claim(self, a: Attachment) -> None:
+    async def _adopt(self, a: Attachment) -> bool:
+        """An attachment seen alive; claims and names only when new to us or re-addressed.
+        True if anything worth saving changed."""
+        key = a.target.key
+        before = self.known.get(key)
+        self.known[key] = a
+        if key in self._adopted and before is not None and before.addresses == a.addresses:
+            return before.to_json() != a.to_json()
+        if key not in self._adopted:
+            log.info("attachment re-observed target=%s", a.target.label)
+        held = set(before.addresses) if before is not None and key in self._adopted else set()
         for iface in a.addresses:
+            if iface in held:
+                continue
             try:
-                await self.ipam.claim(a.target.key, CIDR.parse(iface.with_prefixlen))
+                # Never waits: before the ring exists it is recorded and finished later.
+                await self.ipam.claim(
+                    key, CIDR.parse(iface.with_prefixlen), no_error_on_unknown=True
+                )
             except WeavedError as exc:
                 log.error("cannot re-claim %s for %s: %s", iface, a.target.label, exc)
+        self._adopted.add(key)
+        if self.dns is not None and held:
+            self.dns.service.unregister_container(key)
         await self._register_dns(a.target, a.addresses)
+        return True
+
+    def _prune(self, seen: list[Attachment], epoch: int) -> None:
+        """Right after start: IPAM forgets containers that are not attached any more."""
+        live = {a.target.key for a in seen if a.state is AttachmentState.ATTACHED}
+        live |= {k for k, e in self._touched.items() if e > epoch}
+        gone = self.ipam.allocator.prune_owned(live, time.time())
+        self._pruned = True
+        if gone:
+            log.info(
+                "released the addresses of containers gone while weaved was down: %s",
+                " ".join(gone),
+            )
 
     def _forget(self, target: Target, *, died: bool) -> None:
-        """A container is gone: names now, addresses after Weave's grace period."""
+        """A container is gone: names now, addresses after Weave's grace period (`died`) or
+        now."""
+        self._adopted.discard(target.key)
         if self.known.pop(target.key, None) is None and not died:
             return
         if died:
@@ -320,22 +385,34 @@ class AttachPart(Component):
 
     # --- attach / detach ----------------------------------------------------------------
     async def _addresses(
-        self, target: Target, args: tuple[AddressArg, ...]
+        self, target: Target, args: tuple[AddressArg, ...], wait: Wait | None = None
     ) -> list[ipaddress.IPv4Interface]:
+        """The addresses of this call, from IPAM where needed (waiting, if it must, with
+        `wait` telling where). On failure, what this call newly took is given back."""
         out: list[ipaddress.IPv4Interface] = []
         default = subnet_for(self.spec, None)
-        for arg in args or (AddressArg(AddressKind.DEFAULT, "net:default"),):
-            if arg.kind is AddressKind.CIDR:
-                assert arg.interface is not None
-                cidr = await self.ipam.claim(target.key, CIDR.parse(arg.interface.with_prefixlen))
-            elif arg.kind is AddressKind.IP:
-                assert arg.address is not None
-                prefix = ipaddress.IPv4Network(str(default)).prefixlen
-                cidr = await self.ipam.claim(target.key, CIDR.parse(f"{arg.address}/{prefix}"))
-            else:
-                subnet = default if arg.kind is AddressKind.DEFAULT else CIDR.parse(arg.text[4:])
-                cidr = await self.ipam.allocate(target.key, subnet)
-            out.append(ipaddress.IPv4Interface(str(cidr)))
+        held = {c.addr for c in self.ipam.allocator.lookup(target.key)}
+        try:
+            for arg in args or (AddressArg(AddressKind.DEFAULT, "net:default"),):
+                if arg.kind is AddressKind.CIDR:
+                    assert arg.interface is not None
+                    cidr = CIDR.parse(arg.interface.with_prefixlen)
+                    cidr = await self.ipam.claim(target.key, cidr, wait=wait)
+                elif arg.kind is AddressKind.IP:
+                    assert arg.address is not None
+                    prefix = ipaddress.IPv4Network(str(default)).prefixlen
+                    cidr = CIDR.parse(f"{arg.address}/{prefix}")
+                    cidr = await self.ipam.claim(target.key, cidr, wait=wait)
+                else:
+                    subnet = default if arg.kind is AddressKind.DEFAULT else _subnet(arg)
+                    cidr = await self.ipam.allocate(target.key, subnet, wait=wait)
+                out.append(ipaddress.IPv4Interface(str(cidr)))
+        except BaseException:
+            for iface in out:
+                if int(iface.ip) not in held:
+                    with contextlib.suppress(IpamError):
+                        self.ipam.allocator.release_address(target.key, int(iface.ip), time.time())
+            raise
         return out
 
     async def _register_dns(
@@ -367,11 +444,16 @@ class AttachPart(Component):
         if target.kind is TargetKind.NETNS and server:
             write_resolv_conf(target.name, render_resolv_conf(server, self.spec.dns.domain))
 
-    async def attach(self, request: AttachRequest) -> Attachment:
+    async def attach(
+        self, request: AttachRequest, wait: Wait | None = None
+    ) -> tuple[Attachment, list[ipaddress.IPv4Interface]]:
+        """Plug the target in with the request's addresses; returns the attachment and the
+        addresses of this call (what `weaved attach` prints)."""
         assert self._daemon is not None
         url = self.docker_url
         target = await self._daemon.on_dataplane(lambda _dp: resolve_target(request.target, url))
-        addresses = await self._addresses(target, request.addresses)
+        self._touch(target.key)
+        addresses = await self._addresses(target, request.addresses, wait)
         multicast = (
             self.spec.multicast_route
             if request.multicast_route is None
@@ -381,6 +463,7 @@ class AttachPart(Component):
         # Checksum offload stays on: sleeve's TAP carries partial checksums in its virtio-net
         # header (or completes them for Weave peers) and fastdp is ~3.5x faster with it.
         async with self._lock:
+            self._touch(target.key)
             dns_route = dns_routes(self.spec)
             attached = await self._daemon.on_dataplane(
                 lambda _dp: attach(
@@ -393,45 +476,75 @@ class AttachPart(Component):
                 )
             )
             self.known[target.key] = attached
+            self._adopted.add(target.key)
             self._save()
         await self._register_dns(target, attached.addresses)
         self._daemon.mark_dirty("attach")
         log.info(
             "attached target=%s addresses=%s", target.label, ",".join(str(a) for a in addresses)
         )
-        return attached
+        return attached, addresses
 
     async def detach(self, request: DetachRequest) -> list[ipaddress.IPv4Interface]:
+        """Weave's detach: the addresses named (`net:` ones: the container's IPAM address in
+        that subnet), with none named the one IPAM gave it in the default subnet."""
         assert self._daemon is not None
         url = self.docker_url
         target = await self._daemon.on_dataplane(lambda _dp: resolve_target(request.target, url))
-        wanted: list[ipaddress.IPv4Interface] | None = None
-        if request.addresses:
-            held = {a.ip: a for a in self.known.get(target.key, _empty(target)).addresses}
-            wanted = []
-            for arg in request.addresses:
-                ip = arg.interface.ip if arg.interface else arg.address
-                if ip is None or ip not in held:
-                    raise UsageError(f"{arg.text} is not attached to {request.target}")
-                wanted.append(held[ip])
+        self._touch(target.key)
         async with self._lock:
+            held = _held(target, self.known)
+            wanted = [
+                self._detach_address(arg, target, held, request.target)
+                for arg in request.addresses or (AddressArg(AddressKind.DEFAULT, "net:default"),)
+            ]
+            self._touch(target.key)
             detached = await self._daemon.on_dataplane(lambda _dp: detach(target, wanted))
-            removed = list(wanted if wanted is not None else detached.removed)
-            if detached.veth_removed or not detached.remaining:
-                self._forget(target, died=False)
-            else:
+            removed = list(wanted)
+            for iface in removed:
+                with contextlib.suppress(IpamError):
+                    self.ipam.allocator.release_address(target.key, int(iface.ip), time.time())
+            if self.dns is not None:
                 for iface in removed:
-                    with contextlib.suppress(WeavedError):
-                        self.ipam.allocator.release_address(target.key, int(iface.ip), time.time())
+                    self.dns.service.dns_remove(target.key, [str(iface.ip)])
+            if detached.veth_removed or not detached.remaining:
+                self._adopted.discard(target.key)
+                self.known.pop(target.key, None)
+                if target.kind is TargetKind.NETNS:
+                    remove_resolv_conf(target.name)
+                log.info("detached target=%s (no address left)", target.label)
+            else:
                 known = self.known.get(target.key)
                 if known is not None:
                     self.known[target.key] = _with_addresses(known, detached.remaining)
-                if self.dns is not None:
-                    self.dns.service.unregister_container(target.key)
-                    await self._register_dns(target, detached.remaining)
             self._save()
         self._daemon.mark_dirty("detach")
         return removed
+
+    def _detach_address(
+        self,
+        arg: AddressArg,
+        target: Target,
+        held: dict[ipaddress.IPv4Address, ipaddress.IPv4Interface],
+        text: str,
+    ) -> ipaddress.IPv4Interface:
+        if arg.kind in (AddressKind.DEFAULT, AddressKind.SUBNET):
+            subnet = (
+                subnet_for(self.spec, None) if arg.kind is AddressKind.DEFAULT else _subnet(arg)
+            )
+            for cidr in self.ipam.allocator.lookup(target.key, subnet):
+                ip = ipaddress.IPv4Address(str(cidr).split("/")[0])
+                if ip in held:
+                    return held[ip]
+            where = "the default subnet " if arg.kind is AddressKind.DEFAULT else ""
+            raise UsageError(
+                f"{text} has no address from IPAM in {where}{subnet}\n"
+                f"  hint: name the addresses to remove: weaved detach ADDR/LEN ... {text}"
+            )
+        wanted = arg.interface.ip if arg.interface else arg.address
+        if wanted is None or wanted not in held:
+            raise UsageError(f"{arg.text} is not attached to {text}")
+        return held[wanted]
 
     def key_for(self, text: str) -> str:
         """An attached container as the user names it (name, netns, PID, short or full ID) →
@@ -459,8 +572,28 @@ class AttachPart(Component):
 
     def routes(self) -> dict[tuple[str, str], Handler]:
         async def do_attach(req: Request) -> Response:
-            attached = await self.attach(AttachRequest.from_json(req.body))
-            return Response(200, {"text": show_addrs(attached.addresses)})
+            request = AttachRequest.from_json(req.body)
+            rid = str(req.body.get("request_id") or "")
+            wait = self._waits[rid] = Wait()
+            given = req.body.get("timeout")
+            timeout = None if given is None else float(given)
+            task = asyncio.ensure_future(self.attach(request, wait))
+            try:
+                _, addresses = await asyncio.wait_for(asyncio.shield(task), timeout)
+            except TimeoutError:
+                why = self.ipam.wait_text(wait) or "still attaching"
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+                raise IpamError(
+                    f"attach {request.target}: gave up after {timeout:g} s, {why}"
+                ) from None
+            finally:
+                self._waits.pop(rid, None)
+            return Response(200, {"text": show_addrs(addresses)})
+
+        async def attach_wait(req: Request) -> Response:
+            wait = self._waits.get(str(req.body.get("id", "")))
+            return Response(200, {"text": self.ipam.wait_text(wait) if wait else None})
 
         async def do_detach(req: Request) -> Response:
             removed = await self.detach(DetachRequest.from_json(req.body))
@@ -479,6 +612,7 @@ class AttachPart(Component):
 
         return {
             ("POST", "/attach"): do_attach,
+            ("POST", "/attach/wait"): attach_wait,
             ("POST", "/detach"): do_detach,
             ("POST", "/ps"): do_ps,
         }
@@ -516,8 +650,20 @@ def _detach_job(target: Target) -> Callable[[Dataplane], Detached]:
     return lambda _dp: detach(target, None)
 
 
-def _empty(target: Target) -> Attachment:
-    return Attachment(target, target.veth)
+def _subnet(arg: AddressArg) -> CIDR:
+    """`net:CIDR` as IPAM takes it: a network address, big enough to allocate from."""
+    try:
+        return CIDR.parse_subnet(arg.text.removeprefix("net:"))
+    except ValueError as exc:
+        raise UsageError(f"{arg.text}: {exc}") from None
+
+
+def _held(
+    target: Target, known: dict[str, Attachment]
+) -> dict[ipaddress.IPv4Address, ipaddress.IPv4Interface]:
+    """The target's addresses as we last saw them (attach, detach and resync keep them)."""
+    previous = known.get(target.key)
+    return {i.ip: i for i in previous.addresses} if previous else {}
 
 
 def _with_addresses(a: Attachment, addresses: tuple[ipaddress.IPv4Interface, ...]) -> Attachment:

@@ -53,6 +53,7 @@ class DnsPart(Component):
         self._server_task: asyncio.Task[None] | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self.error: str | None = None
+        self._exposed: set[tuple[str, str]] = set()  # (fqdn, ip) registered for `expose` entries
         # Container as the user names it → the identity records are kept under (attach sets it).
         self.container_key: Callable[[str], str] = lambda text: text
 
@@ -78,6 +79,7 @@ class DnsPart(Component):
     def converge(self, spec: Spec) -> int:
         """After each kernel converge: (re)start the server where it should listen."""
         allocations = dict(self.ipam.facts_allocations()) if self.ipam else {}
+        self._sync_exposed(spec, allocations)
         want = listen_address(spec, allocations)
         if want == self.listen and self._server_task is not None and not self._server_task.done():
             return 0
@@ -88,7 +90,6 @@ class DnsPart(Component):
             self._server_task.cancel()
         self.listen = want
         self._server_task = asyncio.create_task(self._serve(want), name="dns-server")
-        self._register_exposed(spec, allocations)
         return 1
 
     async def _serve(self, listen: str) -> None:
@@ -108,14 +109,19 @@ class DnsPart(Component):
         finally:
             await server.stop()
 
-    def _register_exposed(self, spec: Spec, allocations: dict[int, str]) -> None:
+    def _sync_exposed(self, spec: Spec, allocations: dict[int, str]) -> None:
+        """The names of `expose` entries follow the spec: a new `dns_name` is registered at
+        once, one that went (hide, or a changed name) is removed; nothing else is re-sent."""
+        wanted: set[tuple[str, str]] = set()
         for index, entry in enumerate(spec.expose):
-            if entry.dns_name is None:
-                continue
             cidr = allocations.get(index) if entry.cidr.startswith("net:") else entry.cidr
-            if cidr:
-                ip = str(ipaddress.IPv4Interface(cidr).ip)
-                self.service.dns_add(entry.dns_name, EXPOSE_IDENT, [ip])
+            if entry.dns_name is not None and cidr:
+                wanted.add((entry.dns_name, str(ipaddress.IPv4Interface(cidr).ip)))
+        for name, ip in sorted(self._exposed - wanted):
+            self.service.dns_remove(EXPOSE_IDENT, [ip], name)
+        for name, ip in sorted(wanted - self._exposed):
+            self.service.dns_add(name, EXPOSE_IDENT, [ip])
+        self._exposed = wanted
 
     # --- views and API ------------------------------------------------------------------
     def status_section(self) -> str:

@@ -9,7 +9,7 @@ import ipaddress
 import logging
 import socket
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -38,6 +38,7 @@ from weaved.ipam.status import (
     ipam_status,
     report_ipam,
     status_ipam_text,
+    status_line,
     status_section,
     unreachable_share,
 )
@@ -53,6 +54,13 @@ CHANNEL = "IPallocation"
 EXPOSE_IDENT = "weave:expose"  # Weave's identifier for the host's own addresses
 TICK_SECONDS = 5.0
 HANDOFF_FLUSH_SECONDS = 0.5
+
+
+@dataclass
+class Wait:
+    """A request's place in IPAM's queue while it waits, so a caller can say what for."""
+
+    op_id: int | None = None
 
 
 def start_mode(spec: Spec) -> StartMode:
@@ -87,14 +95,17 @@ class IpamPart(Component):
             start=start_mode(spec),
         )
         state_dir.mkdir(parents=True, exist_ok=True)
+        self.store = FileStore(state_dir)
+        self._router = router
         self.allocator = Allocator(
-            config, peers=router.peer_view(), store=FileStore(state_dir), on_complete=self._complete
+            config, peers=router.peer_view(), store=self.store, on_complete=self._complete
         )
         self.gossiper = IpamGossiper(self.allocator, clock=time.time)
         self.gossiper.set_sender(router.add_channel(CHANNEL, self.gossiper))
         self._waiting: dict[int, asyncio.Future[CIDR]] = {}
         self._expose: dict[int, str] = {}  # expose index → allocated ADDR/LEN
         self._expose_tasks: dict[int, asyncio.Task[None]] = {}
+        self._expose_waits: dict[int, Wait] = {}
         self._daemon: Daemon | None = None
         self._ticker: asyncio.Task[None] | None = None
 
@@ -111,6 +122,9 @@ class IpamPart(Component):
             log.info("ipam space handed over heir=%s", format_peer_name(heir) if heir else "none")
             if heir is not None:
                 await asyncio.sleep(HANDOFF_FLUSH_SECONDS)  # let the broadcast leave
+            # As Weave's reset: a relaunched host must not take back addresses it gave away.
+            self.store.path.unlink(missing_ok=True)
+            log.info("ipam persisted data deleted path=%s", self.store.path)
         for task in [self._ticker, *self._expose_tasks.values()]:
             if task is not None:
                 task.cancel()
@@ -137,28 +151,59 @@ class IpamPart(Component):
         else:
             future.set_result(CIDR(0, 0))
 
-    async def _settle(self, result: Allocated | Claimed | Pending) -> CIDR:
+    async def _settle(self, result: Allocated | Claimed | Pending, wait: Wait | None) -> CIDR:
         if not isinstance(result, Pending):
             return result.cidr
         future: asyncio.Future[CIDR] = asyncio.get_running_loop().create_future()
         self._waiting[result.op_id] = future
+        if wait is not None:
+            wait.op_id = result.op_id
         log.info("ipam request pending op=%d reason=%s", result.op_id, result.reason.value)
         try:
             return await future
         except asyncio.CancelledError:
             self.allocator.cancel(result.op_id)
             raise
+        finally:
+            if wait is not None:
+                wait.op_id = None
 
-    async def allocate(self, ident: str, subnet: CIDR, *, is_container: bool = True) -> CIDR:
+    async def allocate(
+        self, ident: str, subnet: CIDR, *, is_container: bool = True, wait: Wait | None = None
+    ) -> CIDR:
         """Waits while there is no consensus or no space; raises IpamError."""
         return await self._settle(
-            self.allocator.allocate(ident, subnet, time.time(), is_container=is_container)
+            self.allocator.allocate(ident, subnet, time.time(), is_container=is_container), wait
         )
 
-    async def claim(self, ident: str, cidr: CIDR, *, is_container: bool = True) -> CIDR:
-        return await self._settle(
-            self.allocator.claim(ident, cidr, time.time(), is_container=is_container)
+    async def claim(
+        self,
+        ident: str,
+        cidr: CIDR,
+        *,
+        is_container: bool = True,
+        no_error_on_unknown: bool = False,
+        wait: Wait | None = None,
+    ) -> CIDR:
+        """Waits while the ring does not exist yet or another peer owns the address (unless
+        `no_error_on_unknown`: then it is recorded now and finished in the background)."""
+        result = self.allocator.claim(
+            ident,
+            cidr,
+            time.time(),
+            is_container=is_container,
+            no_error_on_unknown=no_error_on_unknown,
         )
+        return await self._settle(result, wait)
+
+    def wait_text(self, wait: Wait) -> str | None:
+        """What a waiting request waits for, with the words of `weaved status ipam`."""
+        if wait.op_id is None:
+            return None
+        detail = self.allocator.pending_detail(wait.op_id)
+        if detail is None:
+            return None
+        return f"waiting for IPAM: {detail} (Status: {status_line(self._status())})"
 
     def release(self, ident: str) -> tuple[CIDR, ...]:
         """Never blocks on consensus."""
@@ -195,15 +240,17 @@ class IpamPart(Component):
                 self.allocator.release_address(EXPOSE_IDENT, addr, time.time())
 
     async def _allocate_expose(self, index: int, target: str) -> None:
+        wait = self._expose_waits[index] = Wait()
         try:
             cidr = await self.allocate(
-                EXPOSE_IDENT, subnet_for(self.spec, target), is_container=False
+                EXPOSE_IDENT, subnet_for(self.spec, target), is_container=False, wait=wait
             )
         except IpamError as exc:
             log.error("expose[%d] %s: no address: %s", index, target, exc)
             return
         finally:
             self._expose_tasks.pop(index, None)
+            self._expose_waits.pop(index, None)
         self._expose[index] = str(cidr)
         log.info("expose[%d] %s allocated %s", index, target, cidr)
         if self._daemon is not None:
@@ -211,6 +258,14 @@ class IpamPart(Component):
 
     def facts_allocations(self) -> dict[int, str]:
         return dict(self._expose)
+
+    def expose_pending(self) -> dict[int, str]:
+        """`net:` expose entries still waiting for an address → what they wait for."""
+        out = {}
+        for index in self._expose_tasks:
+            wait = self._expose_waits.get(index)
+            out[index] = (self.wait_text(wait) if wait else None) or "waiting for IPAM"
+        return out
 
     def facts(self, facts: RuntimeFacts) -> RuntimeFacts:
         return replace(facts, expose_allocations={**facts.expose_allocations, **self._expose})
@@ -246,7 +301,33 @@ class IpamPart(Component):
             peer = str(req.body.get("peer", ""))
             if not peer:
                 raise UsageError("rmpeer needs a peer name or nickname")
+            name = self.allocator.lookup_peer(peer)
+            conn = self._router.connections.get(name)
+            if conn is not None and conn.established:
+                raise UsageError(
+                    f"peer {self.allocator.describe(name)} has an established connection to us;"
+                    " it is not dead\n  hint: stop it with `weaved reset` on that host instead"
+                )
+            warning = ""
+            if name in self.allocator.peers.reachable_peers():
+                warning = (
+                    f"warning: {self.allocator.describe(name)} still appears reachable through"
+                    " other peers; its space is taken over as asked\n"
+                )
             taken = self.allocator.rmpeer(peer, time.time())
-            return Response(200, {"taken": taken, "text": f"{taken} IPs taken over from {peer}\n"})
+            text = f"{taken} IPs taken over from {peer}\n"
+            return Response(200, {"taken": taken, "text": text, "warning": warning})
 
-        return {("GET", "/status/ipam"): status_ipam, ("POST", "/ipam/rmpeer"): rmpeer}
+        async def expose_state(_r: Request) -> Response:
+            allocations = {str(i): c for i, c in self._expose.items()}
+            pending = {str(i): t for i, t in self.expose_pending().items()}
+            entries = [e.cidr for e in self.spec.expose]
+            return Response(
+                200, {"entries": entries, "allocations": allocations, "pending": pending}
+            )
+
+        return {
+            ("GET", "/status/ipam"): status_ipam,
+            ("POST", "/ipam/rmpeer"): rmpeer,
+            ("GET", "/ipam/expose"): expose_state,
+        }

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+from pathlib import Path
 
 from weaved.context import Context
 from weaved.daemon.attach_part import AttachPart
@@ -19,16 +21,25 @@ from weaved.datapath.sleeve.part import SleeveDatapathPart
 from weaved.dataplane.kernel import KernelDataplane
 from weaved.engine.identity import resolve_peer_name
 from weaved.errors import WeavedError
-from weaved.mesh.gossip_api import PeerName
+from weaved.ipam.persist import load_persisted_peer_name
+from weaved.mesh.gossip_api import PeerName, format_peer_name
 from weaved.mesh.peername import read_system_ids
 from weaved.spec.models import Spec, parse_peer_name_text
 
 log = logging.getLogger(__name__)
 
 
-def build_parts(spec: Spec, ctx: Context) -> list[Component]:
-    """The peer's identity is fixed for the life of the process (Weave's too)."""
-    ids = read_system_ids()
+def build_parts(
+    spec: Spec, ctx: Context, host_root: Path = Path("/"), sys_root: Path = Path("/sys")
+) -> list[Component]:
+    """The peer's identity is fixed for the life of the process (Weave's too). Without the
+    bridge, the name IPAM persisted is reused when Weave's rules allow (FACTS.md §1)."""
+    persisted = load_persisted_peer_name(ctx.state_dir)
+    ids = read_system_ids(
+        host_root,
+        persisted_name=format_peer_name(persisted) if persisted is not None else None,
+        sys_root=sys_root,
+    )
     name = PeerName(parse_peer_name_text(resolve_peer_name(spec, ids.bridge_mac, ids)))
     mesh = MeshPart(spec, name)
     ipam = IpamPart(spec, mesh, ctx.state_dir)
@@ -43,7 +54,12 @@ def build_parts(spec: Spec, ctx: Context) -> list[Component]:
     return parts
 
 
-def run_daemon(ctx: Context, resync_seconds: float = 30.0) -> int:
+def run_daemon(
+    ctx: Context,
+    resync_seconds: float = 30.0,
+    host_root: str | None = None,
+    sys_root: str | None = None,
+) -> int:
     config = DaemonConfig(ctx.spec_path, ctx.state_dir, ctx.socket_path, resync_seconds)
     try:
         spec, _refused = load_start_spec(ctx.spec_path, ctx.state_dir)
@@ -52,8 +68,15 @@ def run_daemon(ctx: Context, resync_seconds: float = 30.0) -> int:
         return 1
 
     async def main() -> int:
+        roots = (
+            Path(host_root or os.environ.get("WEAVED_HOST_ROOT") or "/"),
+            Path(sys_root or os.environ.get("WEAVED_SYS_ROOT") or "/sys"),
+        )
         daemon = Daemon(
-            config, lambda: KernelDataplane(ctx.state_dir), build_parts(spec, ctx), start_spec=spec
+            config,
+            lambda: KernelDataplane(ctx.state_dir),
+            build_parts(spec, ctx, *roots),
+            start_spec=spec,
         )
         return await daemon.run()
 

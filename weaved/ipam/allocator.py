@@ -27,7 +27,6 @@ from weaved.ipam.errors import (
     CancelledError,
     IpamError,
     NotFoundError,
-    NotInitializedError,
     OutOfRangeError,
     RmpeerRefusedError,
 )
@@ -54,6 +53,10 @@ TICK_INTERVAL = 5.0
 
 CONTAINER_DIED_TIMEOUT = 30.0
 """A container reported dead keeps its addresses this long, in case it restarts."""
+
+MAX_CLAIM_TRIES = 5
+"""Tries (one per tick or ring change) before a claim on an unreachable owner's address is
+denied (Weave's maxTryCount)."""
 
 NO_CONTAINER_ID = "_"
 """Weave's "I have no unique id" identifier: the claimed address itself becomes the id."""
@@ -185,6 +188,7 @@ class _Claim(_Op):
     cidr: CIDR
     is_container: bool = True
     no_error_on_unknown: bool = False
+    tries: int = 0
 
 
 @dataclass(eq=False)
@@ -487,17 +491,13 @@ class Allocator:
 
     def rmpeer(self, peer: str | PeerName, now: float) -> int:
         """Take over the ranges of a dead peer (name or nickname); returns how many addresses
-        we gained. Refused for ourselves, unknown names and reachable peers. The caller warns
-        the operator: running rmpeer for the same peer on two hosts gives its space twice."""
+        we gained. Refused for ourselves and unknown names. Whether the peer is really gone is
+        the operator's call (Weave's too): the caller refuses peers connected to us and warns
+        that running rmpeer for the same peer on two hosts gives its space twice."""
         self.now = now
-        name = self._lookup_peer(peer)
+        name = self.lookup_peer(peer)
         if name == self.our_name:
             raise RmpeerRefusedError("cannot take over ranges from ourselves")
-        if name in self.peers.reachable_peers():
-            raise RmpeerRefusedError(
-                f"peer {self._annotate(name)} is still reachable; "
-                "stop it (weave reset) instead of removing it"
-            )
         moved = self.ring.transfer(name, self.our_name)
         if not moved:
             self._finish()
@@ -508,6 +508,31 @@ class Allocator:
         self.outbox.broadcast_state()
         self._finish()
         return gained
+
+    def describe(self, name: PeerName) -> str:
+        """A peer as Weave prints it: `NAME(nickname)`."""
+        return self._annotate(name)
+
+    def pending_detail(self, op_id: int) -> str | None:
+        """Why a pending request still waits, in words (None if it is not pending)."""
+        op = next((o for o in self._all_pending() if o.op_id == op_id), None)
+        if op is None:
+            return None
+        if isinstance(op, _Claim):
+            addr = format_ip(op.cidr.addr)
+            owner = self.ring.owner(op.cidr.addr)
+            if owner == UNKNOWN_PEER:
+                return (
+                    f"{addr} is in the range {self.universe},"
+                    " but the allocator is not initialized yet"
+                )
+            reach = "" if self.is_reachable(owner) else ", which is unreachable"
+            return f"{addr} is owned by peer {self._annotate(owner)}{reach}"
+        if isinstance(op, _Allocate):
+            if self.ring.empty():
+                return f"no address in {op.subnet} yet: the allocator is not initialized yet"
+            return f"no free address in {op.subnet} on this peer; asking other peers for space"
+        return "the allocator is not initialized yet"
 
     def paxos_status(self) -> PaxosStatus | None:
         """Consensus progress while awaiting it, else None."""
@@ -670,38 +695,31 @@ class Allocator:
 
     def _try_claim(self, op: _Claim) -> bool:
         addr = op.cidr.addr
+        op.tries += 1
         if not self.ring.contains(addr):
-            # Outside our range: the user knows what they are doing; just record it.
-            self._info("Address %s claimed by %s - not in our range", op.cidr, op.ident)
-            self._add_owned(op.ident, op.cidr, op.is_container)
-            self._answer(op, Claimed(op.cidr))
-            return True
+            return self._claim_outside(op)
         self._establish_ring()
         self.dead.pop(op.ident, None)
         owner = self.ring.owner(addr)
         if owner == UNKNOWN_PEER:
-            if op.no_error_on_unknown:
+            # No ring yet: wait for one (Weave 2.8's claim); re-claims at start do not wait.
+            if op.tries == 1:
                 self._info(
-                    "Claim %s for %s: allocator still initializing; will try later",
+                    "Claim %s for %s: is in the range %s, but the allocator is not initialized"
+                    " yet; will try later",
                     op.cidr,
                     op.ident,
+                    self.universe,
                 )
+            if op.no_error_on_unknown:
                 self._answer(op, Claimed(op.cidr))
-            else:
-                self._answer(
-                    op,
-                    NotInitializedError(
-                        f"{format_ip(addr)} is in the range {self.universe}, but the "
-                        "allocator is not initialized yet"
-                    ),
-                )
             return False
         if owner != self.our_name:
             if owner in self.peers.reachable_peers():
                 self.outbox.unicast(owner, SpaceRequest(Range(addr, addr + 1)))
             elif op.no_error_on_unknown:
                 self._answer(op, Claimed(op.cidr))
-            else:
+            elif op.tries > MAX_CLAIM_TRIES:
                 self._answer(op, self._denied(op, owner))
                 return True
             return False
@@ -721,6 +739,21 @@ class Allocator:
             self._answer(op, AddressInUseError(f"address {format_ip(addr)} already in use"))
         else:
             self._answer(op, AddressInUseError(f"address {op.cidr} is already owned by {holder}"))
+        return True
+
+    def _claim_outside(self, op: _Claim) -> bool:
+        """Outside our range: the user knows what they are doing; just record it, once."""
+        holder = self._find_owner(op.cidr.addr)
+        if holder is None:
+            self._info("Address %s claimed by %s - not in our range", op.cidr, op.ident)
+            self._add_owned(op.ident, op.cidr, op.is_container)
+        elif holder != op.ident and holder in self.dead:
+            self._remove_owned_address(holder, op.cidr.addr)
+            self._add_owned(op.ident, op.cidr, op.is_container)
+        elif holder != op.ident:
+            self._answer(op, AddressInUseError(f"address {op.cidr} already in use by {holder}"))
+            return True
+        self._answer(op, Claimed(op.cidr))
         return True
 
     def _denied(self, op: _Claim, owner: PeerName) -> AddressInUseError:
@@ -832,8 +865,21 @@ class Allocator:
 
     def _add_owned(self, ident: str, cidr: CIDR, is_container: bool) -> None:
         prev = self.owned.get(ident)
+        if prev is not None and any(c.addr == cidr.addr for c in prev.cidrs):
+            return  # held already: recording it again would only grow the state
         cidrs = (*prev.cidrs, cidr) if prev else (cidr,)
         self.owned[ident] = Owned(cidrs, is_container)
+        self._dirty = True
+
+    def _remove_owned_address(self, ident: str, addr: int) -> None:
+        owned = self.owned.get(ident)
+        if owned is None:
+            return
+        rest = tuple(c for c in owned.cidrs if c.addr != addr)
+        if rest:
+            self.owned[ident] = Owned(rest, owned.is_container)
+        else:
+            del self.owned[ident]
         self._dirty = True
 
     def _find_owner(self, addr: int) -> str | None:
@@ -880,7 +926,8 @@ class Allocator:
                     return name
         return UNKNOWN_PEER
 
-    def _lookup_peer(self, peer: str | PeerName) -> PeerName:
+    def lookup_peer(self, peer: str | PeerName) -> PeerName:
+        """A peer name or nickname → the peer's name; `RmpeerRefusedError` if unknown."""
         if isinstance(peer, int):
             return PeerName(peer)
         for name, nickname in sorted(self.nicknames.items()):

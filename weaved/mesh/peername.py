@@ -138,16 +138,21 @@ def _read(path: Path) -> bytes | None:
 
 
 def read_system_ids(
-    host_root: Path = Path("/"), bridge: str = "weave", persisted_name: str | None = None
+    host_root: Path = Path("/"),
+    bridge: str = "weave",
+    persisted_name: str | None = None,
+    sys_root: Path = Path("/sys"),
 ) -> SystemIDs:
-    """Read the inputs of `derive_peer_name` from this host (I/O)."""
+    """Read the inputs of `derive_peer_name` from this host (I/O). `sys_root` moves only the
+    uuid files (tests model a machine's product uuid with it); the bridge is always looked up
+    in this network namespace's /sys."""
     mac = _read(Path("/sys/class/net") / bridge / "address")
     return SystemIDs(
         bridge_mac=mac.decode().strip() if mac else None,
         machine_id=_read(host_root / "etc/machine-id"),
         dbus_machine_id=_read(host_root / "var/lib/dbus/machine-id"),
-        product_uuid=_read(Path("/sys/class/dmi/id/product_uuid")),
-        hypervisor_uuid=_read(Path("/sys/hypervisor/uuid")),
+        product_uuid=_read(sys_root / "class/dmi/id/product_uuid"),
+        hypervisor_uuid=_read(sys_root / "hypervisor/uuid"),
         persisted_name=persisted_name,
     )
 

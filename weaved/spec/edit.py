@@ -105,7 +105,8 @@ def forget(path: Path, targets: Sequence[str]) -> Spec:
 
 
 def expose(path: Path, cidrs: Sequence[str], dns_name: str | None = None) -> Spec:
-    """Add `expose` entries (Weave's `weave expose`); existing ones are left as they are."""
+    """Add `expose` entries (Weave's `weave expose`); an existing one only takes the new
+    `dns_name`, if one is given."""
 
     def change(doc: CommentedMap) -> None:
         entries = doc.get("expose")
@@ -116,6 +117,9 @@ def expose(path: Path, cidrs: Sequence[str], dns_name: str | None = None) -> Spe
         have = {str(e.get("cidr")) for e in entries if isinstance(e, dict)}
         for cidr in cidrs:
             if cidr in have:
+                for e in entries:
+                    if dns_name and isinstance(e, dict) and str(e.get("cidr")) == cidr:
+                        e["dns_name"] = dns_name
                 continue
             entry = CommentedMap([("cidr", cidr)])
             if dns_name:
