@@ -72,6 +72,7 @@ STORE = "attachments.json"
 NETNS_ETC = Path("/etc/netns")
 RESOLV_MARK = "# written by weaved: weaveDNS for this namespace\n"
 WATCH_SECONDS = 5.0
+FIRST_LOOK_SECONDS = 10.0  # longest an attach waits for the first look after a start
 
 # Docker's events at a URL, each (re)connection first announced by a RESYNC (see docker_events).
 EventSource = Callable[[str, float], AsyncGenerator[ContainerEvent, None]]
@@ -139,6 +140,7 @@ class AttachPart(Component):
         self._epoch = 0
         self._touched: dict[str, int] = {}
         self._pruned = False  # IPAM forgets containers that vanished while we were down, once
+        self._first_look = asyncio.Event()  # attach allocates after that (Weave: after reclaim)
         self._waits: dict[str, Wait] = {}  # attach request id → its place in IPAM's queue
         if dns is not None:
             dns.container_key = self.key_for
@@ -323,6 +325,7 @@ class AttachPart(Component):
                 await self.resync()
             except WeavedError as exc:
                 log.error("attachment resync failed: %s", exc)
+            self._first_look.set()
             await asyncio.sleep(WATCH_SECONDS)
 
     async def _docker_events(self) -> None:
@@ -453,6 +456,9 @@ class AttachPart(Component):
         url = self.docker_url
         target = await self._daemon.on_dataplane(lambda _dp: resolve_target(request.target, url))
         self._touch(target.key)
+        # After a restart, addresses of containers gone meanwhile are freed first.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._first_look.wait(), FIRST_LOOK_SECONDS)
         addresses = await self._addresses(target, request.addresses, wait)
         multicast = (
             self.spec.multicast_route

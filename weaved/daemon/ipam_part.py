@@ -268,7 +268,11 @@ class IpamPart(Component):
         return out
 
     def facts(self, facts: RuntimeFacts) -> RuntimeFacts:
-        return replace(facts, expose_allocations={**facts.expose_allocations, **self._expose})
+        return replace(
+            facts,
+            expose_allocations={**facts.expose_allocations, **self._expose},
+            peer_name=format_peer_name(self.allocator.our_name),
+        )
 
     # --- views and API ------------------------------------------------------------------
     def default_subnet(self) -> CIDR:

@@ -33,6 +33,9 @@ class RuntimeFacts:
     ports: tuple[WantedPort, ...] = ()
     # veth → the addresses its container was given (anti-spoofing, DNS replies)
     container_ports: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    # The daemon's own peer name (derived once at its start, e.g. from IPAM's persisted one):
+    # the bridge's MAC follows it when the spec names no peer.
+    peer_name: str | None = None
 
 
 @dataclass(frozen=True)
@@ -52,7 +55,11 @@ class Applied:
 
 def facts_for(spec: Spec, observation: Observation, runtime: RuntimeFacts) -> Facts:
     return Facts(
-        peer_name=resolve_peer_name(spec, observation.bridge_mac),
+        peer_name=(
+            runtime.peer_name
+            if runtime.peer_name and not spec.peer.name
+            else resolve_peer_name(spec, observation.bridge_mac)
+        ),
         expose_allocations=dict(runtime.expose_allocations),
         host_routes=observation.host_routes,
         foreign_forward_drop=observation.foreign_forward_drop,
