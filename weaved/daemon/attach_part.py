@@ -44,7 +44,7 @@ from weaved.daemon.ipam_part import IpamPart, Wait, subnet_for
 from weaved.dataplane.base import Dataplane
 from weaved.dns.resolvconf import render_resolv_conf
 from weaved.engine.reconcile import RuntimeFacts
-from weaved.errors import DependencyError, UsageError, WeavedError
+from weaved.errors import ApplyError, DependencyError, UsageError, WeavedError
 from weaved.integrations.docker_client import (
     ContainerInfo,
     connect,
@@ -185,7 +185,14 @@ class AttachPart(Component):
     def _save(self) -> None:
         self.store.parent.mkdir(parents=True, exist_ok=True)
         data = {"attachments": [a.to_json() for a in self.known.values()]}
-        _write_atomically(self.store, self.store.with_suffix(".tmp"), json.dumps(data, indent=1))
+        try:
+            text = json.dumps(data, indent=1)
+            _write_atomically(self.store, self.store.with_suffix(".tmp"), text)
+        except OSError as exc:
+            raise ApplyError(
+                f"cannot write {self.store}: {exc.strerror}\n"
+                "  hint: check free space and permissions of the state directory"
+            ) from None
 
     def _touch(self, key: str) -> None:
         self._epoch += 1
