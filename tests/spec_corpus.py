@@ -11,12 +11,12 @@ import random
 GOOD = b'version: 1\npeer: {name: "3e:80:e7:5a:63:a7"}\nexpose: [{cidr: 10.2.1.1/24}]\n'
 
 
-def _billion_laughs() -> bytes:
+def _billion_laughs(levels: int = 9) -> bytes:
     lines = ["version: 1", 'a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
-    for level in range(1, 10):
+    for level in range(1, levels + 1):
         refs = ", ".join([f"*a{level - 1}"] * 9)
         lines.append(f"a{level}: &a{level} [{refs}]")
-    lines.append("peers: *a9")
+    lines.append(f"peers: *a{levels}")
     return ("\n".join(lines) + "\n").encode()
 
 
@@ -36,6 +36,7 @@ def hostile_specs() -> dict[str, tuple[bytes, int]]:
     return {
         # Resource bombs.
         "billion-laughs": (_billion_laughs(), 0),
+        "laughs-under-the-alias-limit": (_billion_laughs(6), 0),  # 54 aliases, 4 million values
         "alias-cycle": (b"version: 1\npeers: &a [*a]\n", 0),
         "alias-of-alias-chain": (
             b"version: 1\nx0: &x0 [[[[[[[[[[1]]]]]]]]]]\n"
