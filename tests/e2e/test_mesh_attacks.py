@@ -23,6 +23,7 @@ from tests.e2e.test_mesh_lab import report, spec
 from tests.helpers import REPO, sh, wait_for
 from weaved.cli.client import Client
 from weaved.lab.lab import Lab, host_address
+from weaved.spec.models import DNS_LINK_ADDRESS
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -149,7 +150,7 @@ def test_slowloris_of_1200_connections(lab: Lab) -> None:
 
 def test_dns_qdcount_flood_leaves_real_queries_answered(lab: Lab) -> None:
     host = lab.host("host1")
-    dns = "10.2.1.1"  # host1's first exposed address
+    dns = DNS_LINK_ADDRESS  # where weaveDNS listens by default
     lab.exec("host1", ["weaved", "dns-add", "10.2.1.77", "c1", "-h", "target.weave.local"])
     argv = [sys.executable, "-m", "tests.e2e.attacker", "dnsflood", dns, "53", "15"]
     flood = subprocess.Popen(
