@@ -6,7 +6,7 @@ import pytest
 
 from weaved.compile.desired import compile_spec
 from weaved.compile.facts import Facts
-from weaved.compile.host import observed_view
+from weaved.compile.host import observed_view, without_vanished_ports
 from weaved.dataplane.fake import FakeDataplane
 from weaved.engine.reconcile import RuntimeFacts, apply_spec, plan_spec, reset
 from weaved.errors import ConflictError
@@ -122,3 +122,12 @@ def test_a_foreign_bridge_is_a_conflict_with_a_hint() -> None:
     text = str(err.value)
     assert 'a link named "weave" exists that weaved did not create' in text
     assert "hint:" in text
+
+
+def test_a_port_that_vanished_during_apply_does_not_fail_the_verification() -> None:
+    veth = WantedPort("vethwepl123", CONTAINER_FLAGS, "container c1")
+    rows = {"vethwepl123": PortRow("vethwepl123", "", True)}
+    want = compile_spec(spec(), Facts(wanted_ports=(veth,), port_rows=rows)).state
+    assert "port/vethwepl123" in want
+    assert "port/vethwepl123" not in without_vanished_ports(want, {})
+    assert without_vanished_ports(want, rows) is want

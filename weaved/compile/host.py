@@ -106,6 +106,17 @@ def observed_view(
     return State({**observed.resources, **extra})
 
 
+def without_vanished_ports(state: State, port_rows: Mapping[str, PortRow]) -> State:
+    """`state` less the ports whose link is gone (a container died meanwhile): the next plan
+    reports them; they are no reason to call an apply failed."""
+    gone = {
+        r.key for r in state.by_kind(Kind.PORT) if r.key.split("/", 1)[1] not in port_rows
+    }
+    if not gone:
+        return state
+    return State({k: r for k, r in state.resources.items() if k not in gone})
+
+
 def port_names(keys: Iterable[str]) -> list[str]:
     prefix = port_key("")
     return [k[len(prefix) :] for k in keys if k.startswith(prefix)]
@@ -118,4 +129,5 @@ __all__ = [
     "port_resources",
     "sysctl_key",
     "sysctl_resources",
+    "without_vanished_ports",
 ]

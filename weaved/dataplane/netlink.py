@@ -246,7 +246,9 @@ class Netlink:
         """Make the existing link `name` a port of our bridge with the flags of `want`."""
         idx = self.index(name)
         if idx is None:
-            raise ApplyError(f"cannot configure port {name}: the link does not exist")
+            # Gone since the observation (a container died): its part recreates or releases
+            # it; failing here would roll back the whole plan (a just re-created bridge too).
+            return
         bridge = self.owned_bridge_index()
         if bridge is None:
             raise ApplyError(f"cannot plug {name} in: bridge {BRIDGE} does not exist")

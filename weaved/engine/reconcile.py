@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from weaved.compile.desired import Compiled, compile_spec
 from weaved.compile.facts import ContainerPort, Facts
-from weaved.compile.host import observed_view
+from weaved.compile.host import observed_view, without_vanished_ports
 from weaved.dataplane.base import ApplyReport, Dataplane, Observation
 from weaved.engine.identity import resolve_peer_name
 from weaved.errors import ApplyError
@@ -96,8 +96,9 @@ def apply_spec(spec: Spec, dataplane: Dataplane, runtime: RuntimeFacts | None = 
         report = dataplane.execute(planned.plan, planned.compiled.state)
         # Verify: observe again what the plan touched (the rest was in sync a moment ago).
         touched = frozenset(c.kind for c in planned.plan.changes)
-        wanted = planned.compiled.state.by_kinds(touched)
-        after = owned(dataplane.observe(touched), wanted).by_kinds(touched)
+        fresh = dataplane.observe(touched)
+        wanted = without_vanished_ports(planned.compiled.state.by_kinds(touched), fresh.ports)
+        after = owned(fresh, wanted).by_kinds(touched)
         residue = make_plan(wanted, after)
         if not residue.empty:
             raise ApplyError(
