@@ -147,70 +147,18 @@ def prescan(text: str) -> tuple[Scan, list[Problem]]:
     scan = Scan()
     if refused := text_problems(text):
         return scan, refused
-    parser = CParser(text)
-    depth = keys = aliases = values = 0
+    counts = {"depth": 0, "keys": 0, "aliases": 0, "values": 0}
     previous = ""
     try:
-        for token in _tokens(parser):
+        for token in _tokens(CParser(text)):
             name = type(token).__name__
-            after_key, previous = previous == "KeyToken", name
             where = (token.start_mark.line + 1, token.start_mark.column + 1)
-            if name in _OPENERS:
-                depth += 1
-                if depth > MAX_DEPTH:
-                    return scan, [
-                        Problem(
-                            (),
-                            f"nested more than {MAX_DEPTH} levels deep",
-                            "a weaved spec is at most a few levels deep; is this the right file?",
-                            *where,
-                        )
-                    ]
-            elif name in _CLOSERS:
-                depth -= 1
-            elif name == "KeyToken":
-                keys += 1
-                if keys > MAX_KEYS:
-                    return scan, [Problem((), f"more than {MAX_KEYS} keys", "", *where)]
-            elif name == "TagToken":
-                return scan, [
-                    Problem(
-                        (),
-                        "YAML tags (`!…`) are not supported",
-                        "remove the tag; quote the value if it must be a string",
-                        *where,
-                    )
-                ]
-            elif name == "AliasToken":
-                aliases += 1
+            if name == "AliasToken":
                 scan.first_alias = scan.first_alias or where
-                if aliases > MAX_ALIASES:
-                    return scan, [
-                        Problem((), f"more than {MAX_ALIASES} aliases (*name)", "", *where)
-                    ]
-            elif name == "ScalarToken":
-                values += 1
-                if values > MAX_VALUES:
-                    return scan, [Problem((), f"more than {MAX_VALUES} values", "", *where)]
-                if after_key and token.plain and token.value == "<<":
-                    return scan, [
-                        Problem(
-                            (),
-                            "YAML merge keys (<<) are not supported",
-                            "write the keys out in full",
-                            *where,
-                        )
-                    ]
-                if len(token.value) > MAX_SCALAR_CHARS:
-                    return scan, [
-                        Problem(
-                            (),
-                            f"a value of {len(token.value)} characters"
-                            f" (at most {MAX_SCALAR_CHARS} are accepted)",
-                            "",
-                            *where,
-                        )
-                    ]
+            excess = _excess(name, token, counts, after_key=previous == "KeyToken")
+            if excess is not None:
+                return scan, [Problem((), excess[0], excess[1], *where)]
+            previous = name
     except MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (0, 0)
@@ -218,6 +166,43 @@ def prescan(text: str) -> tuple[Scan, list[Problem]]:
     except YAMLError as exc:
         return scan, [Problem((), f"YAML syntax: {exc}", "", 1, 1)]
     return scan, []
+
+
+def _excess(
+    name: str, token: Any, counts: dict[str, int], after_key: bool
+) -> tuple[str, str] | None:
+    """(message, hint) when `token` takes the spec past a bound or uses what is refused."""
+    if name in _OPENERS:
+        counts["depth"] += 1
+        if counts["depth"] > MAX_DEPTH:
+            return (
+                f"nested more than {MAX_DEPTH} levels deep",
+                "a weaved spec is at most a few levels deep; is this the right file?",
+            )
+    elif name in _CLOSERS:
+        counts["depth"] -= 1
+    elif name == "TagToken":
+        return "YAML tags (`!…`) are not supported", "remove the tag; quote the value if needed"
+    elif name == "KeyToken":
+        counts["keys"] += 1
+        if counts["keys"] > MAX_KEYS:
+            return f"more than {MAX_KEYS} keys", ""
+    elif name == "AliasToken":
+        counts["aliases"] += 1
+        if counts["aliases"] > MAX_ALIASES:
+            return f"more than {MAX_ALIASES} aliases (*name)", ""
+    elif name == "ScalarToken":
+        counts["values"] += 1
+        if counts["values"] > MAX_VALUES:
+            return f"more than {MAX_VALUES} values", ""
+        if after_key and token.plain and token.value == "<<":
+            return "YAML merge keys (<<) are not supported", "write the keys out in full"
+        if len(token.value) > MAX_SCALAR_CHARS:
+            return (
+                f"a value of {len(token.value)} characters (at most {MAX_SCALAR_CHARS})",
+                "",
+            )
+    return None
 
 
 _OPENERS = {
