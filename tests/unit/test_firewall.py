@@ -159,3 +159,11 @@ def test_dns_link_address_and_routes_back_to_containers() -> None:
     off = compile_spec(parse_spec_text(BASE + "dns: {enabled: false}\n", "w.yaml"), facts).state
     assert "addr/weave/169.254.53.53/32" not in off and "route/10.32.0.5/32" not in off
     assert not [k for k in off.resources if "/dns" in k]
+
+
+def test_isolated_subnets_carry_no_ipv6() -> None:
+    spec = parse_spec_text(BASE + "ipalloc: {default_subnet: 10.32.0.0/16}\n", "w.yaml")
+    one = rules(spec)
+    assert "nft/bridge/weaved/forward/isolate-ipv6" not in one  # a single subnet: IPv6 passes
+    two = rules(spec, Facts(container_subnets=(ipaddress.IPv4Network("10.33.0.0/16"),)))
+    assert two["nft/bridge/weaved/forward/isolate-ipv6"] == "ether type ip6 drop"

@@ -126,6 +126,10 @@ def _isolation(
             f"iifname {quote_ifname(BRIDGE)} oifname {quote_ifname(BRIDGE)} {body}",
             "isolation between subnets",
         )
+    # Subnets are IPv4; IPv6 (every ethwe has a link-local address) would cross them all.
+    yield rule(
+        "bridge", "forward", "isolate-ipv6", "ether type ip6 drop", "isolation between subnets"
+    )
 
 
 def underlay_devices(facts: Facts) -> list[str]:
