@@ -129,3 +129,22 @@ def test_only_the_spec_triggers_reloads_and_the_log_stays_quiet(
     os.replace(scratch, spec)
     wait_for(lambda: mtu(ns) == 1320, timeout=5)
     assert "spec file changed" in log.read_text()[before:]
+
+
+def test_idle_control_connections_log_nothing(
+    running: tuple[Netns, Path, object], tmp_path: Path
+) -> None:
+    """Issue 18.8: each idle control connection ended in a logged traceback after 10 s."""
+    log = tmp_path / "daemon.log"
+    before = log.read_text()
+    socks = []
+    for _ in range(20):
+        s = socket.socket(socket.AF_UNIX)
+        s.connect(str(tmp_path / "weaved.sock"))
+        s.sendall(b"GET /status HTTP/1.1\r\n")  # never finished
+        socks.append(s)
+    time.sleep(11)
+    for s in socks:
+        s.close()
+    new = log.read_text()[len(before) :]
+    assert "Traceback" not in new and "client_connected_cb" not in new, new[-2000:]

@@ -118,8 +118,14 @@ class ControlServer:
                     response = Response(500, {"error": f"internal error: {exc}"})
             writer.write(response.encode())
             await writer.drain()
-        except (ConnectionError, asyncio.IncompleteReadError, ValueError) as exc:
-            log.debug("control connection dropped: %s", exc)
+        except (
+            ConnectionError,
+            TimeoutError,  # an idle client: once a traceback each (issue 18.8)
+            asyncio.IncompleteReadError,
+            asyncio.LimitOverrunError,
+            ValueError,
+        ) as exc:
+            log.debug("control connection dropped: %r", exc)
         finally:
             writer.close()
 
