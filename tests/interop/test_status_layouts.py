@@ -5,6 +5,7 @@ its own connections and targets, the Version line, and the sections only weaved 
 
 from __future__ import annotations
 
+import json
 import re
 from collections import Counter
 from typing import Any
@@ -38,10 +39,14 @@ def views(mixed_lab_module: MixedFactory) -> dict[str, Any]:
         )
 
     assert wait_until(settled, 60), m.weave.status() + m.weaved("host1", "status")
+    weave_report = m.weave.exec(
+        ["curl", "-sS", "-H", "Accept: application/json", "http://127.0.0.1:6784/report"]
+    ).stdout
     return {
         "lab": m,
-        "weave": {s: m.weave.status(s) for s in subs},
-        "weaved": {s: m.weaved("host1", "status", *([s] if s else [])) for s in subs},
+        "weave": {s: m.weave.status(s) for s in subs} | {"report": weave_report},
+        "weaved": {s: m.weaved("host1", "status", *([s] if s else [])) for s in subs}
+        | {"report": m.weaved("host1", "report")},
     }
 
 
@@ -118,7 +123,8 @@ def test_status_ipam_same_ring(views: dict[str, Any]) -> None:
 
 
 def test_status_targets_as_given(views: dict[str, Any]) -> None:
-    assert views["weave"]["targets"] == "192.0.2.11\n192.0.2.12\n"
+    # Weave prints them in Go's map order
+    assert sorted(views["weave"]["targets"].splitlines(True)) == ["192.0.2.11\n", "192.0.2.12\n"]
     assert views["weaved"]["targets"] == "192.0.2.12\n192.0.2.13\n"
 
 
@@ -143,3 +149,15 @@ def test_status_connections_layout(views: dict[str, Any]) -> None:
     to_weave = next(x for x in weaved if "(host3)" in x)
     assert re.search(r" established sleeve 02:00:00:00:01:03\(host3\) mtu=1438$", to_weave)
     assert all(re.search(r" established sleeve \S+ mtu=1438$", x) for x in weave)
+
+
+def test_report_head_keys_and_layout(views: dict[str, Any]) -> None:
+    """`weave report`: Go's MarshalIndent (4 spaces) and Weave's head, so templates such as
+    `{{.VersionCheck.Enabled}}` (Weave's test 700) and the Router/IPAM/DNS objects read the
+    same; weaved adds its own objects (Reconciler, Sleeve, FastDP)."""
+    weave, weaved = json.loads(views["weave"]["report"]), json.loads(views["weaved"]["report"])
+    assert list(weaved)[:3] == list(weave)[:3] == ["Ready", "Version", "VersionCheck"]
+    assert weaved["Ready"] is True and weaved["VersionCheck"] == weave["VersionCheck"]
+    for key in ("Router", "IPAM", "DNS"):
+        assert list(weaved[key]) == list(weave[key]), key
+    assert views["weaved"]["report"].startswith('{\n    "Ready": true,\n    "Version": ')

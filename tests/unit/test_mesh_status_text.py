@@ -31,6 +31,7 @@ from weaved.mesh.status_text import (
     render_status,
     render_status_router,
     render_targets,
+    report_head,
     report_router,
 )
 
@@ -215,3 +216,12 @@ def test_cli_status_text_is_weaves_for_every_captured_output(case: str) -> None:
         body = (d / f"status-{sub}.txt").read_text()
         assert cli_status_text(body, sub) == body
         assert not body.startswith("\n")
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_report_head_is_weaves(case: str) -> None:
+    """`weave report -f '{{.VersionCheck.Enabled}}'` (Weave's test 700) reads these keys."""
+    report = json.loads((OUTPUTS / case / "report.json").read_text())
+    want = {k: report[k] for k in ("Ready", "Version", "VersionCheck")}
+    assert list(report)[:3] == list(want)
+    assert report_head(report["Version"], report["Ready"]) == want

@@ -171,8 +171,10 @@ def cmd_status(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def cmd_report(_args: argparse.Namespace, ctx: Context) -> int:
+    from weaved.mesh.status_text import go_json
+
     client = Client(str(ctx.socket_path))
-    _print(json.dumps(client.call("GET", "/report"), indent=2))
+    _print(go_json(client.call("GET", "/report")))  # Weave's layout (Go's MarshalIndent)
     return 0
 
 

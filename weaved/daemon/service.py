@@ -27,6 +27,7 @@ from weaved.daemon.watch import watch_file
 from weaved.dataplane.base import Dataplane
 from weaved.engine.reconcile import Applied, RuntimeFacts, apply_spec, plan_spec
 from weaved.errors import WeavedError
+from weaved.mesh.status_text import report_head
 from weaved.model.resources import Resource, State
 from weaved.plan.changes import Plan, make_plan, merge_plans
 from weaved.plan.render import plan_json, render_plan
@@ -328,10 +329,9 @@ class Daemon:
         )
 
     async def _report(self, _req: Request) -> Response:
-        body: dict[str, Any] = {
-            "Version": f"weaved {__version__}",
-            "Reconciler": self.status_json(),
-        }
+        # Weave's head (Ready, Version, VersionCheck), then weaved's reconciler, then the parts.
+        body = report_head(f"weaved {__version__}", ready=self.state.converges > 0)
+        body["Reconciler"] = self.status_json()
         for component in self.components:
             if (item := component.report()) is not None:
                 body[item[0]] = item[1]

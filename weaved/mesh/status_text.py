@@ -24,6 +24,7 @@ __all__ = [
     "render_status",
     "render_status_router",
     "render_targets",
+    "report_head",
     "report_router",
 ]
 
@@ -136,6 +137,21 @@ def cli_status_text(body: str, section: str | None) -> str:
     if section:
         return body
     return "\n" + body.rstrip("\n") + "\n\n"
+
+
+def report_head(version: str, ready: bool) -> dict[str, Any]:
+    """The first keys of Weave's `GET /report`, in its order: scripts read
+    `{{.VersionCheck.Enabled}}` (Weave's test 700); weaved never checks for new versions."""
+    return {
+        "Ready": ready,
+        "Version": version,
+        "VersionCheck": {
+            "Enabled": False,
+            "Success": False,
+            "NewVersion": "",
+            "NextCheckAt": "0001-01-01T00:00:00Z",
+        },
+    }
 
 
 def report_router(s: MeshStatus, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
