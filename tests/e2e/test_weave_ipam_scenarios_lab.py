@@ -291,3 +291,26 @@ def test_attach_raises_apply_error_for_bad_subnets(lab_factory: LabFactory) -> N
         with pytest.raises(ApplyError, match=r"too small|not a subnet"):
             attach(lab, "host1", f"wsie{word[-2:]}", word)
         assert time.monotonic() - started < 10
+
+
+# ---- issue 11.6/11.10: what waits for IPAM says so ------------------------------------------
+
+
+def test_expose_and_apply_say_what_an_ipam_address_waits_for(lab_factory: LabFactory) -> None:
+    """No quorum (3 peers expected, 1 here): `expose net:default` waits and says why, as
+    Weave's expose waits; `apply` does not claim to be in sync meanwhile."""
+    text = spec(1, [], "10.32.0.0/12").replace(
+        "range: 10.32.0.0/12}", "range: 10.32.0.0/12, init: {mode: consensus, peer_count: 3}}"
+    )
+    lab = lab_factory("wsi116", {1: text})
+    waiting = weaved_in(lab, "host1", "expose", "net:default")
+    time.sleep(4)
+    assert waiting.poll() is None  # still waiting for an address
+    waiting.kill()
+    _, err = waiting.communicate(timeout=10)
+    assert "net:default: waiting for IPAM" in err
+    assert "awaiting consensus (quorum: 2, known: 1)" in err
+    applied = lab.exec("host1", ["weaved", "apply"], capture=True)
+    assert applied.returncode == 0, applied.stderr
+    assert "Already in sync" not in applied.stdout
+    assert "expose[0] net:default: waiting for IPAM" in applied.stdout
