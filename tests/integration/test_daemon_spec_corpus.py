@@ -121,3 +121,27 @@ def test_restart_with_a_bad_spec_on_disk_starts_from_the_last_good_one(tmp_path:
             assert not copy.exists()
         finally:
             assert stop_process(proc) == 0, log.read_text()[-3000:]
+
+
+def test_fixing_the_password_file_clears_the_error_at_once(tmp_path: Path) -> None:
+    """Issue 18.5: the daemon watches the password file the spec names, not only the spec."""
+    spec = tmp_path / "weave.yaml"
+    spec.write_bytes(good(1400))
+    password = tmp_path / "password"
+    password.write_text("s3cret\n")
+    password.chmod(0o644)
+    log = tmp_path / "daemon.log"
+    with netns("wdspec") as ns:
+        # No periodic resync within the test: only watching can notice the fix.
+        proc = ns.popen_weaved(spec, "daemon", "--resync", "600", log=log)
+        client = Client(str(tmp_path / "weaved.sock"))
+        try:
+            wait_for(lambda: (tmp_path / "weaved.sock").exists(), timeout=20)
+            wait_for(lambda: status(client)["converges"] > 0, timeout=20)
+            replace(spec, good(1400) + f"password_file: {password}\n".encode())
+            wait_for(lambda: "readable by everyone" in (status(client)["spec_error"] or ""), 10)
+            password.chmod(0o600)
+            assert wait_for(lambda: status(client)["spec_error"] is None, timeout=10) < 3.0
+            assert "password file" in log.read_text()
+        finally:
+            assert stop_process(proc) == 0, log.read_text()[-3000:]

@@ -109,9 +109,7 @@ def observed_view(
 def without_vanished_ports(state: State, port_rows: Mapping[str, PortRow]) -> State:
     """`state` less the ports whose link is gone (a container died meanwhile): the next plan
     reports them; they are no reason to call an apply failed."""
-    gone = {
-        r.key for r in state.by_kind(Kind.PORT) if r.key.split("/", 1)[1] not in port_rows
-    }
+    gone = {r.key for r in state.by_kind(Kind.PORT) if r.key.split("/", 1)[1] not in port_rows}
     if not gone:
         return state
     return State({k: r for k, r in state.resources.items() if k not in gone})

@@ -75,6 +75,7 @@ class _Loaded:
     raw: bytes
     spec: Spec | None = None
     error: str | None = None
+    password_file: str | None = None  # named by the spec read, even when it was refused
 
 
 class Daemon:
@@ -97,6 +98,7 @@ class Daemon:
         self._dataplane_factory = dataplane_factory
         self._dataplane: Dataplane | None = None
         self.leaving = False  # set by `weaved reset`: hand our IPAM space to a live peer
+        self._password_watch: tuple[str | None, asyncio.Task[None] | None] = (None, None)
 
     # --- kernel work on the dataplane thread --------------------------------------------
     async def on_dataplane(self, fn: Callable[[Dataplane], T]) -> T:
@@ -118,6 +120,7 @@ class Daemon:
             return False
         first_look = loaded.digest != self.state.spec_digest
         self.state.spec_digest = loaded.digest
+        self._follow_password_file(loaded.password_file)
         if loaded.spec is None:
             if first_look or loaded.error != self.state.spec_error:
                 self._refuse(loaded.error or "no valid spec")
@@ -141,12 +144,33 @@ class Daemon:
         if digest == known_digest and self.state.spec_error is None:
             return None
         try:
-            return _Loaded(digest, raw, spec=parse_spec_bytes(raw, str(path)))
+            spec = parse_spec_bytes(raw, str(path))
+            return _Loaded(digest, raw, spec=spec, password_file=spec.password_file)
         except WeavedError as exc:
-            return _Loaded(digest, raw, error=str(exc))
+            return _Loaded(digest, raw, error=str(exc), password_file=_password_file_of(raw))
         except Exception as exc:  # a loader bug: never "(valid)" with a spec not in force
             log.exception("loading the spec crashed path=%s", path)
             return _Loaded(digest, raw, error=f"{path}: internal error while loading: {exc!r}")
+
+    def _follow_password_file(self, name: str | None) -> None:
+        """Watch the password file the spec names, so that fixing it (its mode, say) takes
+        effect at once rather than at the next resync."""
+        if name == self._password_watch[0]:
+            return
+        if self._password_watch[1] is not None:
+            self._password_watch[1].cancel()
+        task = None
+        if name is not None and Path(name).parent.is_dir():
+            watcher = watch_file(
+                Path(name),
+                lambda: self.mark_dirty("password file edit"),
+                self.stopping,
+                what="password file",
+            )
+            task = asyncio.create_task(
+                _quietly(watcher, "watching the password file"), name="watch-password"
+            )
+        self._password_watch = (name, task)
 
     def _refuse(self, error: str) -> None:
         self.state.spec_error = error
@@ -381,6 +405,8 @@ class Daemon:
                 raise error
         finally:
             sd_notify("STOPPING=1")
+            if self._password_watch[1] is not None:
+                tasks.append(self._password_watch[1])
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -422,8 +448,16 @@ class Daemon:
             await self.converged.wait_for(lambda: self.state.converges > 0)
 
 
-async def _quietly(awaitable: Awaitable[None]) -> None:
+async def _quietly(awaitable: Awaitable[None], what: str = "component stop") -> None:
     try:
         await awaitable
     except Exception:
-        log.exception("component stop failed")
+        log.exception("%s failed", what)
+
+
+def _password_file_of(raw: bytes) -> str | None:
+    """The password file a refused spec names, when only its files made it refused."""
+    try:
+        return parse_spec_bytes(raw, check_files=False).password_file
+    except WeavedError:
+        return None

@@ -25,7 +25,9 @@ def name_filter(target: Path) -> Callable[[Change, str], bool]:
     return wanted
 
 
-async def watch_file(path: Path, on_change: Callable[[], None], stop: asyncio.Event) -> None:
+async def watch_file(
+    path: Path, on_change: Callable[[], None], stop: asyncio.Event, what: str = "spec file"
+) -> None:
     # watchfiles logs every batch at INFO; with a log file in the watched directory that batch
     # would be our own log line, again and again.
     logging.getLogger("watchfiles").setLevel(logging.WARNING)
@@ -39,5 +41,5 @@ async def watch_file(path: Path, on_change: Callable[[], None], stop: asyncio.Ev
         recursive=False,
         rust_timeout=1000,
     ):
-        log.info("spec file changed path=%s", target)
+        log.info("%s changed path=%s", what, target)
         on_change()
