@@ -28,8 +28,8 @@ from weaved.spec.diagnostics import Problem
 MAX_SPEC_BYTES = 256 * 1024
 MAX_PASSWORD_BYTES = 64 * 1024
 MAX_DEPTH = 24  # the spec's own deepest value is 4 levels down
-MAX_KEYS = 2_000
-MAX_VALUES = 4_000  # scalars; a large real spec has a few hundred
+MAX_KEYS = 1_000
+MAX_VALUES = 2_000  # scalars; a large real spec has a few hundred
 MAX_ALIASES = 64
 MAX_SCALAR_CHARS = 4096
 MAX_EXPANDED_NODES = 10_000
