@@ -15,8 +15,13 @@ its forwarding entries: for each peer with a fastdp forwarder the peer's name �
 (heartbeats); for each peer fastdp carries ("served") also the all-zero MAC → its IP
 (flooding broadcasts and unknown unicasts to the served peers) and each MAC the peer
 announced → its IP, with a static bridge entry sending that MAC to the VXLAN port. When a
-peer stops being served its entries go, the bridge floods and learns its MACs behind the TAP,
-and sleeve carries them. `weaved plan` shows all of it (`link/vxlan-6784`, `fdb/…`).
+peer's path fails its entries go, the bridge floods and learns its MACs behind the TAP, and
+sleeve carries them. `weaved plan` shows all of it (`link/vxlan-6784`, `fdb/…`).
+
+Restarts. The kernel forwards without any daemon, so a connection that goes (the peer's
+daemon restarts) does not take its entries along, and a starting daemon adopts what the
+device holds: both are kept until that peer's path is decided again (healthy: the same
+entries, no write; unhealthy: they go) or a minute passes without a connection (`retain`).
 
 Remote MACs. Each peer announces the MACs its own bridge learnt on local ports (and the
 bridge's own MAC) to its direct neighbours in an overlay-control message on the connection
@@ -31,14 +36,17 @@ second; a path is unhealthy after 5 s without full-size heartbeats both ways (We
 60 s; `Timing` makes it configurable), and healthy again after 2 good rounds.
 
 Only direct paths. On a link that carries relayed traffic (the mesh is not a full mesh) fastdp
-stands by and sleeve carries that link's traffic, so relayed paths use sleeve end to end.
+stands by and sleeve carries that link's traffic, so relayed paths use sleeve end to end; only
+once the link relayed for 3 s, as views of a leaving peer's links differ for a moment.
 
-Encryption. The kernel here has no ESP: with a password, untrusted links do not use fastdp
-(encrypted sleeve does, and `fallback` says so); trusted links (`trusted_subnets`) may.
+Encryption. The kernel here has no ESP, and a VXLAN device accepts frames from anyone on the
+underlay: with a password there is no device at all and no link uses fastdp (sleeve does,
+encrypted or, on trusted links, plain; `fallback` says so).
 
 Modules: `config` (names, numbers, timing, MTU rule), `frames` (heartbeats), `messages`
 (control messages), `health` (per-connection state machine, injected clock), `fdb` (desired
-and observed kernel objects), `relay` (links carrying relayed traffic) — all pure; `netlink`
+and observed kernel objects), `relay` (links carrying relayed traffic), `retain` (entries that
+outlive connections), `views` (status) — all pure; `netlink`
 (kernel I/O), `overlay` (asyncio: forwarders, heartbeat sockets), `part` (the daemon
 component), `standalone` (a daemon wired with it, for tests and benchmarks).
 """
