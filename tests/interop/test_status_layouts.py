@@ -161,3 +161,59 @@ def test_report_head_keys_and_layout(views: dict[str, Any]) -> None:
     for key in ("Router", "IPAM", "DNS"):
         assert list(weaved[key]) == list(weave[key]), key
     assert views["weaved"]["report"].startswith('{\n    "Ready": true,\n    "Version": ')
+
+
+def test_after_a_weaved_peer_stops_both_report_it_alike(mixed_lab: MixedFactory) -> None:
+    """host2 (weaved) stops: the failed target line (Go's dial error and retry time), the
+    router counts, the IPAM ring with `- unreachable!` and the unreachable metrics read the
+    same on weaved's host1 and Weave's host3."""
+    m = mixed_lab(
+        {1: weaved_spec(1, [2, 3], EXPOSE), 2: weaved_spec(2, [1, 3], EXPOSE)},
+        weave_peers=(1, 2),
+    )
+    assert wait_until(lambda: "(with 6 established connections)" in m.weave.status(), 60)
+    m.lab.stop_host("host2")
+
+    def failed_line(text: str) -> str:
+        line = next((x for x in text.splitlines() if "192.0.2.12:6783" in x), "")
+        return re.sub(r", retry: .*$", ", retry: T ", line)
+
+    def settled() -> bool:
+        return all(
+            "failed      dial tcp" in failed_line(t)
+            for t in (m.weave.status("connections"), m.weaved("host1", "status", "connections"))
+        ) and "unreachable!" in m.weaved("host1", "status", "ipam")
+
+    assert wait_until(settled, 60), m.weave.status("connections")
+    weave_conn = failed_line(m.weave.status("connections"))
+    assert failed_line(m.weaved("host1", "status", "connections")) == weave_conn
+    assert weave_conn.endswith(": connect: connection refused, retry: T ")
+    assert _sections(m.weaved("host1", "status")) == _sections(m.weave.status())
+
+    def ring(text: str) -> list[str]:
+        return sorted(re.sub(r" \(\d+ active\)$", " ", x) for x in text.splitlines())
+
+    weaved_ipam = m.weaved("host1", "status", "ipam")
+    # weaved's addition, after Weave's lines and an empty line: how to reclaim the space
+    table, _, hint = weaved_ipam.partition("\n\n")
+    assert "weaved rmpeer" in hint
+    assert ring(table) == ring(m.weave.status("ipam"))
+    assert (
+        "02:00:00:00:01:02(host2)                262144 IPs (25.0% of total) - unreachable!"
+        in table
+    )
+
+    def unreachable(text: str) -> list[str]:
+        return [x for x in text.splitlines() if x.startswith("weave_ipam_unreachable")]
+
+    weaved_metrics = m.lab.exec(
+        "host1", ["curl", "-s", "http://127.0.0.1:6782/metrics"], capture=True
+    ).stdout
+    assert (
+        unreachable(weaved_metrics)
+        == unreachable(m.weave.http("/metrics").stdout)
+        == [
+            "weave_ipam_unreachable_count 1",
+            "weave_ipam_unreachable_percentage 25",
+        ]
+    )
