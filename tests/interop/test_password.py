@@ -63,3 +63,36 @@ def test_status_connections_names_the_password(
     text = line()
     assert re.search(expected, text), text
     assert "established" not in text
+
+
+def test_same_password_connects_encrypted_and_both_say_so(
+    mixed_lab: MixedFactory, tmp_path: Path
+) -> None:
+    secret = tmp_path / "password"
+    secret.write_text("shared-secret\n")
+    secret.chmod(0o600)
+    m = mixed_lab(
+        {1: weaved_spec(1, [3], f"password_file: {secret}\n")},
+        weave_peers=(),
+        weave_args=["--password", "shared-secret"],
+    )
+
+    def line(text: str) -> str:
+        return next((x for x in text.splitlines() if "established" in x), "")
+
+    assert wait_until(lambda: line(m.weaved("host1", "status", "connections")) != "", 40), (
+        m.weaved("host1", "status", "connections") + m.weave.log_text()[-2000:]
+    )
+    assert wait_until(lambda: line(m.weave.status("connections")) != "", 20)
+    ours, weaves = (
+        line(m.weaved("host1", "status", "connections")),
+        line(m.weave.status("connections")),
+    )
+    # Weave's attribute quirk (no separator) and the encrypted overlay's MTU, on both sides
+    assert re.search(r" established encrypted   sleeve 02:00:00:00:01:03\(host3\) ", ours), ours
+    assert re.search(r" established encrypted   sleeve 02:00:00:00:01:01\(host1\) ", weaves)
+    mtu = re.compile(r"encrypted=truemtu=(\d+)$")
+    assert mtu.search(ours) and mtu.search(weaves), (ours, weaves)
+    assert mtu.search(ours).group(1) == mtu.search(weaves).group(1)  # type: ignore[union-attr]
+    for text in (m.weaved("host1", "status"), m.weave.status()):
+        assert "     Encryption: enabled\n" in text
