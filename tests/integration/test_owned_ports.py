@@ -148,6 +148,9 @@ def test_a_foreign_bridge_named_weave_is_reported_never_adopted(tmp_path: Path) 
             assert "hint:" in proc.stderr
         info = json.loads(ns.ip("-d", "-j", "link", "show", "weave").stdout)[0]
         assert info["mtu"] == 1400 and not info.get("ifalias")
+        with Netns("wdk-c") as c1:  # no container is plugged into someone else's bridge
+            attach = ns.weaved(spec, "attach", "10.2.1.23/24", c1.name, check=False)
+            assert attach.returncode == 1 and "not created by weaved" in attach.stderr
         out = ns.weaved(spec, "reset").stdout
         assert "Left alone: weave (a bridge with no alias" in out
         assert ns.ip("link", "show", "weave", check=False).returncode == 0

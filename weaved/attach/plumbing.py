@@ -46,7 +46,7 @@ from weaved.attach.target import NETNS_DIR, PROC, pid_alive
 from weaved.dataplane.brport import hairpin_mode
 from weaved.errors import ApplyError, ConflictError, DependencyError
 from weaved.integrations.docker_client import containers_by_pid
-from weaved.model.resources import BRIDGE
+from weaved.model.resources import ALIAS, BRIDGE
 from weaved.spec.models import DNS_LINK_ADDRESS
 
 log = logging.getLogger(__name__)
@@ -300,6 +300,11 @@ def _bridge(ipr: IPRoute) -> Any:
     link = ipr.get_links(found[0])[0]
     if _kind(link) != "bridge":
         raise ConflictError(f'"{BRIDGE}" exists but is a {_kind(link) or "non-bridge"} device')
+    if (link.get_attr("IFLA_IFALIAS") or "") != ALIAS:  # a name proves nothing: not ours
+        raise ConflictError(
+            f'the bridge "{BRIDGE}" was not created by weaved (it has no alias {ALIAS!r}):'
+            " containers are not plugged into it\n  hint: see `weaved plan`"
+        )
     return link
 
 
