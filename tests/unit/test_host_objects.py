@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from weaved.compile.desired import compile_spec
 from weaved.compile.facts import Facts
 from weaved.compile.host import observed_view, without_vanished_ports
 from weaved.dataplane.fake import FakeDataplane
+from weaved.dataplane.sysctl import Originals
 from weaved.engine.reconcile import RuntimeFacts, apply_spec, plan_spec, reset
-from weaved.errors import ConflictError
+from weaved.errors import ApplyError, ConflictError
 from weaved.model.host import CONTAINER_FLAGS, TAP_FLAGS, PortRow, WantedPort, sysctl_resource
 from weaved.model.resources import Kind, State
 from weaved.plan.changes import Action, make_plan
@@ -131,3 +134,15 @@ def test_a_port_that_vanished_during_apply_does_not_fail_the_verification() -> N
     assert "port/vethwepl123" in want
     assert "port/vethwepl123" not in without_vanished_ports(want, {})
     assert without_vanished_ports(want, rows) is want
+
+
+def test_originals_keep_the_first_value_and_survive_a_restart(tmp_path: Path) -> None:
+    originals = Originals(tmp_path)
+    originals.record("net.ipv4.ip_forward", "0")
+    originals.record("net.ipv4.ip_forward", "1")  # a later change never overwrites it
+    assert Originals(tmp_path).load() == {"net.ipv4.ip_forward": "0"}
+    originals.forget("net.ipv4.ip_forward")
+    assert not (tmp_path / Originals.FILE).exists()
+    (tmp_path / Originals.FILE).write_text("{not json")
+    with pytest.raises(ApplyError, match="fix or remove it"):
+        Originals(tmp_path).load()
