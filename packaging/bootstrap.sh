@@ -17,6 +17,7 @@ apt_packages=(
   python3 python3-venv python3-dev python3-nftables nftables iproute2 procps kmod ethtool
   iputils-ping netcat-openbsd iptables util-linux curl
   dnsutils iperf3 busybox-static tcpdump docker.io dnsmasq dnsperf gcc
+  python3.11 binutils lintian systemd init-system-helpers man-db
 )
 missing=()
 for p in "${apt_packages[@]}"; do
@@ -34,10 +35,12 @@ if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import sys; sys.exit(
   rm -rf "$venv"
   /usr/bin/python3 -m venv "$venv"
 fi
-stamp="$venv/.installed-$(sha256sum "$here/pyproject.toml" | cut -c1-16)"
+# Exactly the pinned versions (packaging/lock.sh writes the lock from pyproject.toml).
+lock="$here/packaging/requirements-dev.lock"
+stamp="$venv/.installed-$(cat "$here/pyproject.toml" "$lock" | sha256sum | cut -c1-16)"
 if [ ! -e "$stamp" ]; then
-  "$venv/bin/pip" install -q --upgrade pip
-  "$venv/bin/pip" install -q -e "$here[dev]"
+  "$venv/bin/pip" install -q --require-hashes --no-deps -r "$lock"
+  "$venv/bin/pip" install -q --no-deps --no-build-isolation -e "$here"
   touch "$stamp"
 fi
 # libnftables' Python binding is Debian's python3-nftables: expose just that module to the venv.

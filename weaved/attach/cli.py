@@ -326,6 +326,7 @@ def add_attach_parsers(sub: Any, handler: Handler) -> None:
         usage="weaved ps [TARGET | weave:expose ...]",
     )
     p.add_argument("words", nargs="*", metavar="TARGET")
+    p.add_argument("--json", action="store_true", help="as JSON: container, mac, addresses")
     p.set_defaults(func=handler, attach_command="ps")
 
 

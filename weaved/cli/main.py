@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import ipaddress
 import json
-import logging
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -15,6 +16,7 @@ from weaved import __version__
 from weaved.cli.client import Client
 from weaved.context import Context, require_root
 from weaved.errors import DaemonError, UsageError, WeavedError
+from weaved.logs import setup_logging
 
 Command = Callable[[argparse.Namespace, Context], int]
 EXIT_CHANGES = 2
@@ -41,8 +43,15 @@ def cmd_validate(args: argparse.Namespace, ctx: Context) -> int:
     from weaved.spec.loader import load_spec
 
     path = Path(args.file) if args.file else ctx.spec_path
-    load_spec(path)
-    _print(f"{path}: valid")
+    try:
+        load_spec(path)
+    except WeavedError as exc:
+        if not args.json:
+            raise
+        _print(json.dumps({"file": str(path), "valid": False, "error": str(exc)}, indent=2))
+        return exc.exit_code
+    valid = {"file": str(path), "valid": True}
+    _print(json.dumps(valid, indent=2) if args.json else f"{path}: valid")
     return 0
 
 
@@ -161,10 +170,29 @@ def cmd_daemon(args: argparse.Namespace, ctx: Context) -> int:
     )
 
 
+# `status --json [SECTION]`: that part of the daemon's report (Weave's /report keys).
+STATUS_JSON = {
+    "peers": ("Router", "Peers"),
+    "connections": ("Router", "Connections"),
+    "targets": ("Router", "Targets"),
+    "dns": ("DNS",),
+    "ipam": ("IPAM",),
+    "fastdp": ("FastDP",),
+}
+
+
 def cmd_status(args: argparse.Namespace, ctx: Context) -> int:
     from weaved.mesh.status_text import cli_status_text
 
     client = Client(str(ctx.socket_path))
+    if args.json:
+        data = client.call("GET", "/report")
+        for key in STATUS_JSON.get(args.section or "", ()):
+            if not isinstance(data, dict) or key not in data:
+                raise DaemonError(f"no status section {args.section!r} (is that part running?)")
+            data = data[key]
+        _print(json.dumps(data, indent=2))
+        return 0
     path = "/status/text" + (f"?section={args.section}" if args.section else "")
     sys.stdout.write(cli_status_text(client.call("GET", path), args.section))
     return 0
@@ -295,14 +323,32 @@ def cmd_attach(args: argparse.Namespace, ctx: Context) -> int:
     from weaved.attach.cli import call_daemon, request_from_args, run_local, timeout_of
 
     client = _daemon_for(ctx)
+    as_json = args.attach_command == "ps" and args.json
     if client is None:
-        return run_local(args, ctx)
-    request = request_from_args(args)
-    timeout = timeout_of(args) if args.attach_command == "attach" else 600.0
-    text = call_daemon(client, args.attach_command, request, timeout)
-    if text:
+        if not as_json:
+            return run_local(args, ctx)
+        with contextlib.redirect_stdout(io.StringIO()) as out:
+            code = run_local(args, ctx)
+        text = out.getvalue()
+    else:
+        request = request_from_args(args)
+        timeout = timeout_of(args) if args.attach_command == "attach" else 600.0
+        text = call_daemon(client, args.attach_command, request, timeout)
+        code = 0
+    if as_json:
+        _print(json.dumps(ps_json(text), indent=2))
+    elif text:
         _print(text)
-    return 0
+    return code
+
+
+def ps_json(text: str) -> list[dict[str, object]]:
+    """`ps --json` from Weave's ps lines: `<container> <mac> [<cidr> ...]`."""
+    rows: list[dict[str, object]] = []
+    for line in text.splitlines():
+        if fields := line.split():
+            rows.append({"container": fields[0], "mac": fields[1], "addresses": fields[2:]})
+    return rows
 
 
 def cmd_lab(args: argparse.Namespace, _ctx: Context) -> int:
@@ -369,6 +415,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("validate", help="check a spec file (offline, no root)")
     p.add_argument("file", nargs="?", help="spec file (default: -f or /etc/weave/weave.yaml)")
+    p.add_argument("--json", action="store_true", help="the result as JSON")
     p.set_defaults(func=cmd_validate)
 
     p = sub.add_parser("schema", help="print the spec's JSON Schema")
@@ -416,6 +463,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "section", nargs="?", choices=["peers", "connections", "dns", "ipam", "targets", "fastdp"]
     )
+    p.add_argument("--json", action="store_true", help="as JSON (the report's keys)")
     p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("report", help="everything the daemon knows, as JSON")
@@ -491,11 +539,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    setup_logging(args.verbose)
     if not getattr(args, "func", None):
         parser.print_help()
         return UsageError.exit_code

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import os
 import signal
 import time
 from collections.abc import Awaitable, Callable
@@ -22,7 +23,13 @@ from weaved import __version__
 from weaved.daemon.component import Component
 from weaved.daemon.control import ControlServer, Handler, Request, Response
 from weaved.daemon.lastgood import last_good_path, save_last_good
-from weaved.daemon.notify import sd_notify
+from weaved.daemon.notify import (
+    reloading_message,
+    sd_notify,
+    status_line,
+    watchdog,
+    watchdog_interval,
+)
 from weaved.daemon.watch import watch_file
 from weaved.dataplane.base import Dataplane
 from weaved.engine.reconcile import Applied, RuntimeFacts, apply_spec, plan_spec
@@ -36,6 +43,9 @@ from weaved.spec.models import Spec
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+# `weaved daemon`'s exit status after `weaved reset` made it leave the network: the unit lists
+# it in RestartPreventExitStatus= (Restart=always brings back every other exit, SIGTERM's 0 too).
+EXIT_LEFT = 3
 
 
 @dataclass(frozen=True)
@@ -99,6 +109,8 @@ class Daemon:
         self._dataplane: Dataplane | None = None
         self.leaving = False  # set by `weaved reset`: hand our IPAM space to a live peer
         self._password_watch: tuple[str | None, asyncio.Task[None] | None] = (None, None)
+        self._reloading = False  # SIGHUP: READY=1 again once its converge is done
+        self._status = ""  # the last STATUS= sent to systemd
 
     # --- kernel work on the dataplane thread --------------------------------------------
     async def on_dataplane(self, fn: Callable[[Dataplane], T]) -> T:
@@ -216,12 +228,32 @@ class Daemon:
                 record.plan_text = render_plan(plan) if record.changes else ""
             except WeavedError as exc:
                 record.error = str(exc)
-                log.error("converge failed reason=%s error=%s", reason, exc)
+                # Once per distinct error: a failing resync every 30 s is one problem, not many.
+                previous = self.state.last.error if self.state.last else None
+                level = logging.DEBUG if previous == record.error else logging.ERROR
+                log.log(level, "converge failed reason=%s error=%s", reason, exc)
         self.state.last = record
+        self._notify(record)
         self.state.converges += 1
         async with self.converged:
             self.converged.notify_all()
         return record
+
+    def _notify(self, record: ConvergeRecord) -> None:
+        status = status_line(record.error, record.changes, record.writes, record.reason)
+        if status != self._status:
+            self._status = status
+            sd_notify(status)
+        if self._reloading:
+            self._reloading = False
+            sd_notify("READY=1")
+
+    def reload(self) -> None:
+        """SIGHUP (systemctl reload): re-read the spec and converge now."""
+        self._reloading = True
+        sd_notify(reloading_message())
+        log.info("reload requested: converging")
+        self.mark_dirty("SIGHUP")
 
     async def _reconcile_loop(self) -> None:
         reason = "start"
@@ -387,7 +419,7 @@ class Daemon:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stopping.set)
-        loop.add_signal_handler(signal.SIGHUP, lambda: self.mark_dirty("SIGHUP"))
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
         self.config.state_dir.mkdir(parents=True, exist_ok=True)
         control = ControlServer(self.config.socket_path, self._routes())
         tasks: list[asyncio.Task[Any]] = []
@@ -418,6 +450,9 @@ class Daemon:
                 await _quietly(component.stop())
             await control.stop()  # last: its socket disappearing tells `reset` we are gone
             self._executor.shutdown(wait=True)
+        if self.leaving:
+            log.info("weaved daemon stopped: left the network (weaved reset)")
+            return EXIT_LEFT
         log.info("weaved daemon stopped")
         return 0
 
@@ -436,6 +471,8 @@ class Daemon:
         )
         await self._first_converge()
         sd_notify("READY=1")
+        if (interval := watchdog_interval(os.environ, os.getpid())) is not None:
+            tasks.append(asyncio.create_task(watchdog(interval, self.stopping), name="watchdog"))
         log.info(
             "weaved daemon ready spec=%s socket=%s",
             self.config.spec_path,

@@ -106,7 +106,9 @@ def apply_spec(spec: Spec, dataplane: Dataplane, runtime: RuntimeFacts | None = 
                 + render_plan(residue)
             )
     seconds = time.monotonic() - started
-    log.info(
+    # A no-op converge (every periodic resync of a healthy host) is not news.
+    log.log(
+        logging.INFO if report.writes or not planned.plan.empty else logging.DEBUG,
         "converged changes=%d writes=%d seconds=%.3f",
         len(planned.plan.changes),
         report.writes,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -31,7 +32,8 @@ def add_lab_parser(sub: Any, handler: Callable[..., int]) -> None:
     p.add_argument("host")
     p = lab_sub.add_parser("start", help="start one host's daemon again")
     p.add_argument("host")
-    lab_sub.add_parser("list", help="hosts, addresses, daemons")
+    p = lab_sub.add_parser("list", help="hosts, addresses, daemons")
+    p.add_argument("--json", action="store_true", help="as JSON")
 
     p = lab_sub.add_parser(
         "container", help="namespace containers attached through a host's daemon"
@@ -178,6 +180,23 @@ def run_lab(args: argparse.Namespace) -> int:
         return 0
     if command == "list":
         lab_state = lab.load()
+        if args.json:
+            hosts = [] if lab_state is None else lab_state.hosts
+            rows = [
+                {
+                    "name": h.name,
+                    "address": h.address,
+                    "netns": h.netns,
+                    "pid": h.pid,
+                    "spec": str(h.spec),
+                }
+                for h in hosts
+            ]
+            sys.stdout.write(
+                json.dumps({"lab": args.name, "up": lab_state is not None, "hosts": rows}, indent=2)
+                + "\n"
+            )
+            return 0
         if lab_state is None:
             sys.stdout.write(f"lab {args.name!r} is not up\n")
             return 0
