@@ -7,6 +7,7 @@ import contextlib
 import io
 import ipaddress
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -40,24 +41,26 @@ def _daemon_for(ctx: Context) -> Client | None:
 
 # --- validate / schema -----------------------------------------------------------------
 def cmd_validate(args: argparse.Namespace, ctx: Context) -> int:
-    from weaved.spec.loader import load_spec
+    from weaved.cli.validate import run_validate
 
-    path = Path(args.file) if args.file else ctx.spec_path
-    try:
-        load_spec(path)
-    except WeavedError as exc:
-        if not args.json:
-            raise
-        _print(json.dumps({"file": str(path), "valid": False, "error": str(exc)}, indent=2))
-        return exc.exit_code
-    valid = {"file": str(path), "valid": True}
-    _print(json.dumps(valid, indent=2) if args.json else f"{path}: valid")
+    return run_validate(args, ctx.spec_path)
+
+
+def cmd_render(args: argparse.Namespace, ctx: Context) -> int:
+    from weaved.cli.validate import render_host
+
+    sys.stdout.write(render_host(Path(args.file) if args.file else ctx.spec_path, args.host))
     return 0
 
 
-def cmd_schema(_args: argparse.Namespace, _ctx: Context) -> int:
+def cmd_schema(args: argparse.Namespace, _ctx: Context) -> int:
     from weaved.spec.schema import render_schema
 
+    if args.cluster:
+        from weaved.spec.cluster import cluster_schema
+
+        _print(json.dumps(cluster_schema(), indent=2, sort_keys=True))
+        return 0
     _print(render_schema())
     return 0
 
@@ -397,6 +400,14 @@ def _global_options(parser: argparse.ArgumentParser, *, after_command: bool) -> 
             },
         ),
         (("-v", "--verbose"), {"action": "store_true", "help": "debug logging"}),
+        (
+            ("--host",),
+            {
+                "metavar": "NAME",
+                "help": "with a cluster file: this host's section (key, hostname or peer name;"
+                " default: the hostname; env WEAVED_HOST)",
+            },
+        ),
     ]
     for flags, kwargs in options:
         free = [f for f in flags if f not in parser._option_string_actions]
@@ -413,12 +424,29 @@ def build_parser() -> argparse.ArgumentParser:
     _global_options(parser, after_command=False)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    p = sub.add_parser("validate", help="check a spec file (offline, no root)")
-    p.add_argument("file", nargs="?", help="spec file (default: -f or /etc/weave/weave.yaml)")
-    p.add_argument("--json", action="store_true", help="the result as JSON")
+    p = sub.add_parser(
+        "validate", help="check spec files and that their hosts agree (offline, no root)"
+    )
+    p.add_argument(
+        "file",
+        nargs="*",
+        help="per-host spec or cluster files (default: -f or /etc/weave/weave.yaml)",
+    )
+    p.add_argument("--format", choices=["text", "json", "github"], default="text")
+    p.add_argument("--json", action="store_true", help="same as --format json")
+    p.add_argument(
+        "--skip-host-files",
+        action="store_true",
+        help="do not read files that live on the hosts only (password_file), e.g. in CI",
+    )
     p.set_defaults(func=cmd_validate)
 
+    p = sub.add_parser("render", help="print the spec a cluster file gives one host")
+    p.add_argument("file", nargs="?", help="cluster file (default: -f)")
+    p.set_defaults(func=cmd_render)
+
     p = sub.add_parser("schema", help="print the spec's JSON Schema")
+    p.add_argument("--cluster", action="store_true", help="the cluster file's schema")
     p.set_defaults(func=cmd_schema)
 
     p = sub.add_parser("plan", help="show what apply would change")
@@ -543,6 +571,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return UsageError.exit_code
+    if args.host:  # read by the spec loader wherever a cluster file is loaded (daemon too)
+        os.environ["WEAVED_HOST"] = args.host
     ctx = Context.resolve(args.spec, args.state_dir, args.socket)
     try:
         code: int = args.func(args, ctx)

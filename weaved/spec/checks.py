@@ -234,7 +234,8 @@ def _password_file(spec: Spec) -> Iterator[Problem]:
         yield Problem(
             path,
             f"cannot read {spec.password_file}: {exc.strerror}",
-            "create it with the shared password, mode 0600",
+            "create it with the shared password, mode 0600 (on a machine without the hosts'"
+            " secrets, e.g. CI: `weaved validate --skip-host-files`)",
         )
         return
     except SpecError as exc:

@@ -14,6 +14,7 @@ from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from weaved.errors import Bug, SpecError
 from weaved.spec.checks import CHECK_DEPENDS, check_spec
+from weaved.spec.cluster import is_cluster_text
 from weaved.spec.diagnostics import Problem, SourceText, SpecPath, SpecProblems
 from weaved.spec.guard import (
     MAX_SPEC_BYTES,
@@ -170,6 +171,10 @@ def _parse_spec_text(text: str, filename: str, check_files: bool) -> Spec:
     scan, refused = prescan(text)
     if refused:
         raise SpecProblems(refused, source)
+    if is_cluster_text(text):  # one file for every host: this machine's section of it
+        from weaved.spec.cluster import parse_cluster_host
+
+        return parse_cluster_host(text, source, scan, check_files)
     fast = _fast_parse(text, check_files)
     if fast is not None:
         return fast
