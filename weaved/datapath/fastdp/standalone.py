@@ -6,8 +6,8 @@ per network namespace), composed as `weaved daemon` composes its parts:
 Config keys: spec (its directory holds `state/` and `weaved.sock`), timing (heartbeat
 `Timing` fields), sleeve (run sleeve's data path too, default true), resync (seconds),
 debug (logger names at DEBUG). Parts: mesh (overlays `weaved-vxlan sleeve`), fastdp, sleeve's
-data path, and a shim that keeps sleeve's TAP an isolated bridge port (the contract between
-the two data paths, until sleeve's part does it itself). SIGTERM stops it.
+data path (which plugs its TAP in as an isolated bridge port), and a stand-in for IPAM's
+`expose` endpoint that `weaved apply` asks (this daemon runs no IPAM). SIGTERM stops it.
 """
 
 from __future__ import annotations
@@ -16,12 +16,12 @@ import asyncio
 import dataclasses
 import json
 import logging
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 from weaved.daemon.component import Component
+from weaved.daemon.control import Handler, Request, Response
 from weaved.daemon.mesh_part import MeshPart, mesh_config
 from weaved.daemon.service import Daemon, DaemonConfig
 from weaved.datapath.fastdp.config import OVERLAY_NAME, Timing
@@ -34,26 +34,19 @@ from weaved.mesh.sleeve_overlay import SleeveOverlay
 from weaved.spec.loader import load_spec
 from weaved.spec.models import Spec, parse_peer_name_text
 
-__all__ = ["TapIsolation", "build_parts", "main"]
-
-TAP = "vethwe-tap"
+__all__ = ["NoIpam", "build_parts", "main"]
 
 
-class TapIsolation(Component):
-    """Sleeve's TAP must be an isolated bridge port like `vxlan-6784`: the bridge then never
-    forwards between the two data paths (a frame goes out once, by one of them)."""
+class NoIpam(Component):
+    """`weaved apply` asks which `net:` expose entries wait for IPAM: here none can."""
 
-    name = "tap-isolation"
+    name = "no-ipam"
 
-    def converge(self, spec: Spec) -> int:
-        # `ip`, not pyroute2: this runs on the event loop, where pyroute2's loop cannot.
-        subprocess.run(
-            ["ip", "link", "set", "dev", TAP, "type", "bridge_slave", "isolated", "on"],
-            capture_output=True,
-            timeout=5,
-            check=False,
-        )
-        return 0  # not counted as a write: it only restates the contract
+    def routes(self) -> dict[tuple[str, str], Handler]:
+        async def expose(_r: Request) -> Response:
+            return Response(200, {"entries": [], "allocations": {}, "pending": {}})
+
+        return {("GET", "/ipam/expose"): expose}
 
 
 def build_parts(spec: Spec, timing: Timing, sleeve: bool = True) -> list[Component]:
@@ -71,11 +64,11 @@ def build_parts(spec: Spec, timing: Timing, sleeve: bool = True) -> list[Compone
             SleeveOverlay(config.host, config.port),
         ],
     )
-    parts: list[Component] = [mesh, FastdpPart(spec, mesh.router)]
+    parts: list[Component] = [mesh, FastdpPart(spec, mesh.router), NoIpam()]
     if sleeve:
         from weaved.datapath.sleeve.part import SleeveDatapathPart
 
-        parts += [SleeveDatapathPart(mesh), TapIsolation()]
+        parts.append(SleeveDatapathPart(mesh))
     return parts
 
 
