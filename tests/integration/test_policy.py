@@ -219,11 +219,17 @@ def test_another_local_bridge_is_no_way_around_isolation(start: object) -> None:
         assert target.run([*ping, "10.33.0.1"], check=False).returncode == 0
         assert dual.run([*ping, "172.30.0.1"], check=False).returncode == 0
         assert dual.run([*ping, "10.33.0.7"], check=False).returncode != 0
+        # Nor the other way: 10.33/16 starts nothing towards the other bridge's address of the
+        # 10.32/16 container (its own route through the host is the attacker's choice).
+        target.ip("route", "add", "172.30.0.0/24", "via", "10.33.0.1")
+        assert target.run([*ping, "172.30.0.2"], check=False).returncode != 0
         # The rule is weaved's: without it the leak is there (the test proves the path exists).
         ns.nft("delete table ip weaved")
         assert dual.run([*ping, "10.33.0.7"], check=False).returncode == 0
+        assert target.run([*ping, "172.30.0.2"], check=False).returncode == 0
         wait_for(lambda: in_sync(host), timeout=10, interval=0.2)
         assert dual.run([*ping, "10.33.0.7"], check=False).returncode != 0
+        assert target.run([*ping, "172.30.0.2"], check=False).returncode != 0
 
 
 @pytest.mark.skipif(

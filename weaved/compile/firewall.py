@@ -146,15 +146,26 @@ def underlay_devices(facts: Facts) -> list[str]:
 def _forward(facts: Facts, addresses: list[ipaddress.IPv4Interface]) -> Iterator[Resource]:
     """Routed traffic into the bridge: replies and service DNAT always; new flows only into
     exposed subnets and never from another local bridge (Docker's docker0: a container with an
-    interface there as well as on weave must not get around isolation through the host)."""
+    interface there as well as on weave must not get around isolation through the host), nor
+    new flows from the bridge to another local bridge."""
     br = quote_ifname(BRIDGE)
     note = "routed traffic into the bridge"
+    underlay = underlay_devices(facts)
+    # Nor the other way: a container starts nothing towards another bridge's containers (with
+    # br_netfilter, frames bridged on weave itself pass here as weave → weave).
+    others = ", ".join(map(quote_ifname, [BRIDGE, *underlay]))
+    yield rule(
+        "ip",
+        "forward",
+        "out-bridges",
+        f'iifname {br} meta oifkind "bridge" oifname != {{ {others} }} ct state new drop',
+        "no way around isolation through another local bridge (docker0)",
+    )
     yield rule("ip", "forward", "bridge-out", f"iifname {br} accept", "forwarding from the bridge")
     yield rule(
         "ip", "forward", "in-replies", f"oifname {br} ct state established,related accept", note
     )
     yield rule("ip", "forward", "in-services", f"oifname {br} ct status dnat accept", note)
-    underlay = underlay_devices(facts)
     unless = f" iifname != {{ {', '.join(map(quote_ifname, underlay))} }}" if underlay else ""
     yield rule(
         "ip",
