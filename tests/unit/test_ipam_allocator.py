@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from tests.wire import load_vector
 from weaved.errors import ProtocolError
-from weaved.ipam.address import CIDR, format_ip, parse_ip
+from weaved.ipam.address import CIDR, Range, format_ip, parse_ip
 from weaved.ipam.allocator import (
     Allocated,
     Claimed,
@@ -312,6 +312,22 @@ def test_claim_before_ring_waits_for_the_ring() -> None:
     assert h1.allocator.lookup("y") == [CIDR.parse("10.40.0.6/12")]
     assert h1.allocator.lookup("x") == [c]
     assert h1.allocator.pending_detail(op.op_id) is None
+
+
+def test_a_space_request_before_the_ring_is_answered_when_it_arrives() -> None:
+    """A claimer's unicast can overtake the ring broadcast (Weave test 320): the owner must not
+    drop it, or it hands the claimed address to a container of its own meanwhile."""
+    net, h1, h2 = trace_a()
+    wanted = ip("10.33.0.7")  # host2's once the ring exists
+    h2.allocator.on_space_request(PeerName(H1), Range(wanted, wanted + 1), net.now)
+    first = h1.allocator.allocate("c1", UNIVERSE, net.now)  # consensus, then the ring
+    net.run()
+    assert addr_of(completed(h1, first))
+    assert h2.allocator.ring.owner(wanted) == H1 and h1.allocator.ring.owner(wanted) == H1
+    assert addr_of(h2.allocator.allocate("c2", CIDR.parse_subnet("10.33.0.0/24"), net.now)) == (
+        "10.33.0.1/24"
+    )
+    assert h2.allocator.early_space_requests == []
 
 
 def test_claim_outside_the_range_is_recorded_once() -> None:

@@ -241,6 +241,9 @@ class Allocator:
         self.pending_primes: list[_Prime] = []
         self.pending_claims: list[_Claim] = []
         self.pending_allocates: list[_Allocate] = []
+        # Space requests that arrived before our ring (a peer's unicast can overtake the ring
+        # broadcast): answered as soon as the ring is here, before we allocate anything.
+        self.early_space_requests: list[tuple[PeerName, Range]] = []
         self.dead: dict[str, float] = {}
         self.peers = peers
         self.store = store
@@ -428,8 +431,11 @@ class Allocator:
 
     def on_space_request(self, sender: PeerName, r: Range, now: float) -> None:
         self.now = now
-        # Without a ring we cannot give anything; the requester will ask again.
-        if not self.ring.empty():
+        if self.ring.empty():
+            # Nothing to give yet; kept (once per sender and range) until the ring arrives.
+            if (sender, r) not in self.early_space_requests:
+                self.early_space_requests.append((sender, r))
+        else:
             self._donate_space(r, sender)
         self._finish()
 
@@ -804,6 +810,9 @@ class Allocator:
         self.awaiting_consensus = False
         self._dirty = True
         self.space.set_owned(self.ring.owned_ranges())
+        early, self.early_space_requests = self.early_space_requests, []
+        for sender, r in early:
+            self._donate_space(r, sender)
         self._try_pending_ops()
 
     def _update(self, sender: PeerName | None, state: IpamGossip) -> None:
