@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import REPO, netns, stop_process, wait_for
+from tests.helpers import REPO, Netns, netns, stop_process, wait_for
 
 SPEC = 'version: 1\npeer: {name: "3e:80:e7:5a:63:c9"}\nexpose: [{cidr: 10.2.1.1/24}]\n'
 
@@ -51,22 +51,26 @@ exec setpriv --no-new-privs --inh-caps=-all --bounding-set="$CAPS" -- "$@"
 """
 
 
+def sandboxed_daemon(
+    host: Netns, spec: Path, log: Path, caps: list[str]
+) -> subprocess.Popen[bytes]:
+    bounding = "-all," + ",".join(f"+{c}" for c in caps)
+    argv = [
+        *["ip", "netns", "exec", host.name, "unshare", "--mount", "--propagation", "slave"],
+        *["env", f"WORK={spec.parent}", f"CAPS={bounding}", "sh", "-c", SANDBOX, "-"],
+        *host.weaved_argv(spec, "daemon"),
+    ]
+    with open(log, "ab") as out:
+        return subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+
 def test_daemon_converges_and_attaches_under_the_unit_sandbox(tmp_path: Path) -> None:
     spec = tmp_path / "weave.yaml"
     spec.write_text(SPEC)
     Path("/etc/netns").mkdir(exist_ok=True)  # the unit's ExecStartPre=+mkdir does this
-    caps = "-all," + ",".join(f"+{c}" for c in unit_capabilities())
     log = tmp_path / "daemon.log"
     with netns("wdsbx") as host, netns("wdsbxc") as container:
-        argv = [
-            *["ip", "netns", "exec", host.name, "unshare", "--mount", "--propagation", "slave"],
-            *["env", f"WORK={tmp_path}", f"CAPS={caps}", "sh", "-c", SANDBOX, "-"],
-            *host.weaved_argv(spec, "daemon"),
-        ]
-        with open(log, "ab") as out:
-            proc = subprocess.Popen(
-                argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-            )
+        proc = sandboxed_daemon(host, spec, log, unit_capabilities())
         try:
             wait_for(lambda: "daemon ready" in log.read_text() or proc.poll() is not None, 30)
             assert proc.poll() is None, log.read_text()
@@ -110,3 +114,23 @@ CAP_NUMBERS = {
     "sys_ptrace": 19,
     "sys_admin": 21,
 }
+
+
+def test_without_sys_admin_attach_fails(tmp_path: Path) -> None:
+    """CAP_SYS_ADMIN is in the set for one reason, setns(2) into the container's namespace:
+    without it, attaching is refused (and the rest still works)."""
+    spec = tmp_path / "weave.yaml"
+    spec.write_text(SPEC)
+    log = tmp_path / "daemon.log"
+    caps = [c for c in unit_capabilities() if c != "sys_admin"]
+    with netns("wdsbx") as host, netns("wdsbxc") as container:
+        proc = sandboxed_daemon(host, spec, log, caps)
+        try:
+            wait_for(lambda: "daemon ready" in log.read_text() or proc.poll() is not None, 30)
+            assert host.weaved(spec, "plan", "--detailed-exitcode").returncode == 0
+            attach = host.weaved(spec, "attach", "10.2.1.5/24", container.name, check=False)
+            assert attach.returncode != 0 and "setns: Operation not permitted" in attach.stderr
+            assert container.ip("link", "show", "ethwe", check=False).returncode != 0
+        finally:
+            stop_process(proc)
+            shutil.rmtree(Path("/etc/netns") / container.name, ignore_errors=True)
