@@ -108,16 +108,21 @@ def port(veth: str, *addresses: str) -> ContainerPort:
 def test_each_container_port_sends_only_from_its_addresses() -> None:
     facts = Facts(container_ports=(port("vethwepl12", "10.32.0.5", "10.40.0.9"), port("vethwepl7")))
     got = rules(Spec(version=1), facts)
-    assert got["nft/bridge/weaved/prerouting/spoof-ip-vethwepl12"] == (
-        'iifname "vethwepl12" ip saddr != { 10.32.0.5, 10.40.0.9 } drop'
+    ports = 'iifname { "vethwepl12", "vethwepl7" }'
+    own = '{ "vethwepl12" . 10.32.0.5, "vethwepl12" . 10.40.0.9 }'
+    # vethwepl7 had every address detached: it is in no pair, so it sends no IPv4 and no ARP.
+    assert got["nft/bridge/weaved/prerouting/spoof-ip"] == (
+        f"{ports} iifname . ip saddr != {own} drop"
     )
-    assert got["nft/bridge/weaved/prerouting/spoof-arp-vethwepl12"] == (
-        'iifname "vethwepl12" arp saddr ip != { 0.0.0.0, 10.32.0.5, 10.40.0.9 } drop'
+    assert got["nft/bridge/weaved/prerouting/spoof-arp"] == (
+        f"{ports} arp saddr ip != 0.0.0.0 iifname . arp saddr ip != {own} drop"
     )
-    # A port whose addresses were all detached sends no IPv4 and no ARP at all.
-    assert got["nft/bridge/weaved/prerouting/spoof-vethwepl7"] == (
-        'iifname "vethwepl7" ether type { ip, arp } drop'
+    alone = rules(Spec(version=1), Facts(container_ports=(port("vethwepl7"),)))
+    assert alone["nft/bridge/weaved/prerouting/spoof-all"] == (
+        'iifname { "vethwepl7" } ether type { ip, arp } drop'
     )
+    # Ports weaved did not attach (no record) are not its to judge.
+    assert not [k for k in rules(Spec(version=1)) if "/spoof" in k]
 
 
 def test_mesh_ports_follow_the_spec_and_dns_is_let_in() -> None:

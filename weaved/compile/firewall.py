@@ -228,35 +228,23 @@ def _input(spec: Spec, addresses: list[ipaddress.IPv4Interface]) -> Iterator[Res
 
 def _antispoof(ports: Iterable[ContainerPort]) -> Iterator[Resource]:
     """Each container port sends only from the addresses it was given (IP and ARP sender; ARP
-    probes use 0.0.0.0), so address-based isolation means something."""
-    for port in sorted(ports, key=lambda p: p.veth):
-        iif = quote_ifname(port.veth)
-        note = f"{port.veth} sends only from its own addresses"
-        if not port.addresses:
+    probes use 0.0.0.0), so address-based isolation means something. One lookup in a set of
+    (port, address) pairs per frame, however many containers there are."""
+    known = sorted({p.veth for p in ports})
+    note = "containers send only from their own addresses"
+    if known:
+        iif = "iifname { " + ", ".join(map(quote_ifname, known)) + " }"
+        pairs = sorted({(p.veth, ip) for p in ports for ip in p.addresses})
+        own = "{ " + ", ".join(f"{quote_ifname(v)} . {ip}" for v, ip in pairs) + " }"
+        if pairs:
+            body = f"{iif} iifname . ip saddr != {own} drop"
+            yield rule("bridge", "prerouting", "spoof-ip", body, note)
+            body = f"{iif} arp saddr ip != 0.0.0.0 iifname . arp saddr ip != {own} drop"
+            yield rule("bridge", "prerouting", "spoof-arp", body, note)
+        else:  # every address detached: nothing to send from
             yield rule(
-                "bridge",
-                "prerouting",
-                f"spoof-{port.veth}",
-                f"iifname {iif} ether type {{ ip, arp }} drop",
-                note,
+                "bridge", "prerouting", "spoof-all", f"{iif} ether type {{ ip, arp }} drop", note
             )
-            continue
-        own = addr_set(port.addresses)
-        arp_own = addr_set([*port.addresses, ipaddress.IPv4Address(0)])
-        yield rule(
-            "bridge",
-            "prerouting",
-            f"spoof-ip-{port.veth}",
-            f"iifname {iif} ip saddr != {own} drop",
-            note,
-        )
-        yield rule(
-            "bridge",
-            "prerouting",
-            f"spoof-arp-{port.veth}",
-            f"iifname {iif} arp saddr ip != {arp_own} drop",
-            note,
-        )
     yield rule(
         "bridge",
         "prerouting",
