@@ -142,6 +142,7 @@ class AttachPart(Component):
         self._pruned = False  # IPAM forgets containers that vanished while we were down, once
         self._first_look = asyncio.Event()  # attach allocates after that (Weave: after reclaim)
         self._waits: dict[str, Wait] = {}  # attach request id → its place in IPAM's queue
+        self.also_live: Callable[[], set[str]] = set  # IPAM owners other parts keep (CNI)
         if dns is not None:
             dns.container_key = self.key_for
 
@@ -301,6 +302,7 @@ class AttachPart(Component):
         """Right after start: IPAM forgets containers that are not attached any more."""
         live = {a.target.key for a in seen if a.state is AttachmentState.ATTACHED}
         live |= {k for k, e in self._touched.items() if e > epoch}
+        live |= self.also_live()
         gone = self.ipam.allocator.prune_owned(live, time.time())
         self._pruned = True
         if gone:

@@ -7,6 +7,7 @@ import logging
 import os
 from pathlib import Path
 
+from weaved.cni.part import CniPart
 from weaved.context import Context
 from weaved.daemon.attach_part import AttachPart
 from weaved.daemon.component import Component
@@ -49,7 +50,10 @@ def build_parts(
     dns = DnsPart(spec, mesh, ipam) if spec.dns.enabled else None
     if dns is not None:
         parts.append(dns)
-    parts.append(AttachPart(spec, ctx.state_dir, ipam, dns))
+    cni = CniPart(spec, ctx.state_dir, ipam, dns)
+    attach = AttachPart(spec, ctx.state_dir, ipam, dns)
+    attach.also_live = cni.live_keys  # CNI's addresses are not pruned at start
+    parts += [cni, attach]
     parts.append(MetricsPart(spec, mesh, ipam, dns))
     return parts
 

@@ -1,0 +1,167 @@
+"""The CNI plugin driven exactly as a runtime drives it (CNI_* in the environment, the conf on
+stdin, run in the host's namespace) against a real `weaved daemon`: containers are named
+network namespaces, chained IPAM is Debian's host-local (containernetworking-plugins)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.helpers import Netns, stop_process, wait_for
+
+pytestmark = [pytest.mark.root, pytest.mark.timeout(240)]
+
+CNI_PATH = "/usr/lib/cni"
+SPEC = """version: 1
+peer: {name: "3e:80:e7:5a:63:c1"}
+ipalloc: {range: 10.32.0.0/12, default_subnet: 10.32.0.0/16}
+expose: [{cidr: "net:default"}]
+"""
+
+
+def conf(version: str = "1.0.0", **extra: Any) -> dict[str, Any]:
+    return {"cniVersion": version, "name": "weave", "type": "weave-net", **extra}
+
+
+class Host:
+    def __init__(self, ns: Netns, tmp: Path) -> None:
+        self.ns, self.tmp = ns, tmp
+        self.spec = tmp / "weave.yaml"
+        self.plugin = tmp / "bin" / "weave-net"  # the name Weave's conflists use
+        self.plugin.parent.mkdir()
+        self.plugin.write_text(f"#!{sys.executable}\nfrom weaved.cni.plugin import main\nmain()\n")
+        self.plugin.chmod(0o755)
+
+    def cni(
+        self, command: str, cid: str, netns: str | None, cfg: dict[str, Any], args: str = ""
+    ) -> tuple[int, Any]:
+        env = {
+            "PATH": os.environ["PATH"],
+            "PYTHONPATH": os.environ.get("PYTHONPATH", ""),
+            "CNI_COMMAND": command,
+            "CNI_CONTAINERID": cid,
+            "CNI_IFNAME": "eth0",
+            "CNI_PATH": CNI_PATH,
+            "CNI_ARGS": args,
+            "WEAVED_SOCKET": str(self.tmp / "weaved.sock"),
+        }
+        if netns is not None:
+            env["CNI_NETNS"] = f"/run/netns/{netns}"
+        proc = subprocess.run(
+            ["ip", "netns", "exec", self.ns.name, str(self.plugin)],
+            env=env,
+            input=json.dumps(cfg),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        return proc.returncode, json.loads(proc.stdout) if proc.stdout.strip() else None
+
+
+@pytest.fixture
+def host(tmp_path: Path) -> Iterator[Host]:
+    with Netns("wdcni") as ns:
+        h = Host(ns, tmp_path)
+        h.spec.write_text(SPEC)
+        proc = ns.popen_weaved(h.spec, "daemon", "--resync", "2", log=tmp_path / "daemon.log")
+        try:
+            wait_for(
+                lambda: "converged at" in ns.weaved(h.spec, "status", check=False).stdout,
+                timeout=30,
+            )
+            wait_for(lambda: "inet " in ns.ip("-4", "addr", "show", "weave").stdout, timeout=30)
+            h.proc = proc  # type: ignore[attr-defined]
+            yield h
+        finally:
+            stop_process(proc)
+
+
+def addr_of(result: dict[str, Any]) -> str:
+    return str(result["ips"][0]["address"]).split("/")[0]
+
+
+def test_add_ping_check_del_with_weaved_ipam(host: Host) -> None:
+    with Netns("wdcnic") as c1, Netns("wdcnic") as c2:
+        rc, r1 = host.cni("ADD", "c1aaaaaaaaaa", c1.name, conf("1.0.0"), "K8S_POD_NAME=web")
+        assert rc == 0, r1
+        rc, r2 = host.cni("ADD", "c2bbbbbbbbbb", c2.name, conf("0.3.1", hairpinMode=True))
+        assert rc == 0, r2
+        a1, a2 = addr_of(r1), addr_of(r2)
+        assert a1 != a2 and a1.startswith("10.32.") and a2.startswith("10.32.")
+        assert "version" not in r1["ips"][0] and r2["ips"][0]["version"] == "4"
+        assert r1["interfaces"][1] == {
+            "name": "eth0",
+            "mac": r1["interfaces"][1]["mac"],
+            "sandbox": f"/run/netns/{c1.name}",
+        }
+        # No routes in the conf: a default route via the bridge's (exposed) address.
+        gw = r1["ips"][0]["gateway"]
+        assert f"default via {gw} dev eth0" in c1.ip("route").stdout
+        c1.run(["ping", "-c", "2", "-W", "2", a2])
+        # The veths are weaved's bridge ports (planned, so nothing to change), hairpin as asked.
+        veth2 = r2["interfaces"][0]["name"]
+        links = json.loads(host.ns.run(["bridge", "-j", "-d", "link", "show"]).stdout)
+        assert {x["ifname"]: x.get("hairpin") for x in links}[veth2] is True
+        wait_for(
+            lambda: host.ns.weaved(host.spec, "plan", "--detailed-exitcode", check=False).returncode
+            == 0,
+            timeout=10,
+        )
+        # ADD again gives the same address; CHECK is fine; tampering makes CHECK fail.
+        rc, again = host.cni("ADD", "c1aaaaaaaaaa", c1.name, conf("1.0.0"))
+        assert rc == 0 and addr_of(again) == a1
+        assert host.cni("CHECK", "c1aaaaaaaaaa", c1.name, conf("1.0.0", prevResult=r1))[0] == 0
+        c1.ip("addr", "flush", "dev", "eth0")
+        rc, err = host.cni("CHECK", "c1aaaaaaaaaa", c1.name, conf("1.0.0", prevResult=r1))
+        assert rc == 1 and err["code"] == 5 and f"address {a1}/" in err["msg"]
+        # DEL releases: the veth goes, DEL again is fine, a new container may get the address.
+        assert host.cni("DEL", "c1aaaaaaaaaa", c1.name, conf("1.0.0"))[0] == 0
+        assert host.cni("DEL", "c1aaaaaaaaaa", c1.name, conf("1.0.0"))[0] == 0
+        assert host.cni("DEL", "c1aaaaaaaaaa", None, conf("1.0.0"))[0] == 0
+        assert "eth0" not in c1.ip("link").stdout
+        assert "vethwecni" in host.ns.ip("link").stdout  # c2's is still there
+        assert host.cni("DEL", "c2bbbbbbbbbb", c2.name, conf("0.3.1"))[0] == 0
+        assert "vethwecni" not in host.ns.ip("link").stdout
+
+
+def test_chained_host_local_ipam(host: Host, tmp_path: Path) -> None:
+    if not Path(CNI_PATH, "host-local").exists():
+        pytest.skip("needs host-local (apt-get install containernetworking-plugins)")
+    data = tmp_path / "host-local"
+    ipam = {"type": "host-local", "subnet": "10.40.7.0/24", "dataDir": str(data)}
+    cfg = conf("0.4.0", ipam=ipam)
+    with Netns("wdcnic") as c1, Netns("wdcnic") as c2:
+        rc, r1 = host.cni("ADD", "hl1", c1.name, cfg)
+        assert rc == 0, r1
+        rc, r2 = host.cni("ADD", "hl2", c2.name, cfg)
+        assert rc == 0, r2
+        assert addr_of(r1) == "10.40.7.2" and addr_of(r2) == "10.40.7.3"
+        c1.run(["ping", "-c", "2", "-W", "2", addr_of(r2)])
+        assert (data / "weave" / "10.40.7.2").exists()
+        assert host.cni("DEL", "hl1", c1.name, cfg)[0] == 0
+        assert not (data / "weave" / "10.40.7.2").exists()
+        assert host.cni("DEL", "hl2", c2.name, cfg)[0] == 0
+
+
+def test_errors_a_runtime_can_act_on(host: Host) -> None:
+    with Netns("wdcnic") as c1:
+        rc, err = host.cni("ADD", "e1", "wdcni-nosuchns", conf())
+        assert rc == 1 and err["code"] == 3 and "does not exist" in err["msg"]
+        rc, err = host.cni("ADD", "e1", c1.name, {"cniVersion": "9.9.9"})
+        assert rc == 1 and err["code"] == 1
+        rc, err = host.cni("ADD", "e1", c1.name, conf(ipam={"type": "no-such-ipam"}))
+        assert rc == 1 and err["code"] == 7 and "not found in CNI_PATH" in err["msg"]
+        rc, ver = host.cni("VERSION", "", None, conf())
+        assert rc == 0 and "1.0.0" in ver["supportedVersions"]
+        stop_process(host.proc)  # type: ignore[attr-defined]
+        rc, err = host.cni("ADD", "e1", c1.name, conf())
+        assert rc == 1 and err["code"] == 11
+        assert err["msg"] == f"weaved daemon not running at {host.tmp / 'weaved.sock'}"

@@ -1,0 +1,186 @@
+"""The CNI contract without a runtime or a daemon: environment, configuration, results and error
+objects for every command and version, and the plugin's dispatch with a fake daemon."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from typing import Any
+
+import pytest
+
+from weaved.cni.core import (
+    SUPPORTED_VERSIONS,
+    CniError,
+    Code,
+    Command,
+    Interface,
+    IpConfig,
+    Result,
+    Route,
+    parse_conf,
+    parse_env,
+    parse_ipam_result,
+    render_result,
+)
+from weaved.cni.plugin import run
+
+ENV = {
+    "CNI_COMMAND": "ADD",
+    "CNI_CONTAINERID": "abc123",
+    "CNI_NETNS": "/run/netns/x",
+    "CNI_IFNAME": "eth0",
+    "CNI_ARGS": "IgnoreUnknown=1;K8S_POD_NAME=web-0;K8S_POD_NAMESPACE=default",
+    "CNI_PATH": "/opt/cni/bin:/usr/lib/cni",
+}
+
+
+def conf(**extra: Any) -> bytes:
+    return json.dumps(
+        {"cniVersion": "1.0.0", "name": "weave", "type": "weave-net", **extra}
+    ).encode()
+
+
+def code_of(fn: Any, *args: Any) -> Code:
+    with pytest.raises(CniError) as err:
+        fn(*args)
+    return err.value.code
+
+
+def test_env_parsing() -> None:
+    inv = parse_env(ENV)
+    assert inv.command is Command.ADD and inv.arg("K8S_POD_NAME") == "web-0"
+    assert inv.path == ("/opt/cni/bin", "/usr/lib/cni")
+    assert parse_env({**ENV, "CNI_COMMAND": "DEL", "CNI_NETNS": ""}).netns == ""
+    assert parse_env({"CNI_COMMAND": "VERSION"}).command is Command.VERSION
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"CNI_COMMAND": ""},
+        {"CNI_COMMAND": "ATTACH"},
+        {"CNI_CONTAINERID": ""},
+        {"CNI_CONTAINERID": "a/b"},
+        {"CNI_IFNAME": ""},
+        {"CNI_IFNAME": "a-very-long-interface-name"},
+        {"CNI_NETNS": ""},
+        {"CNI_ARGS": "novalue"},
+    ],
+)
+def test_bad_env_is_invalid_env(change: dict[str, str]) -> None:
+    assert code_of(parse_env, {**ENV, **change}) is Code.INVALID_ENV
+
+
+def test_conf_parsing() -> None:
+    c = parse_conf(conf(hairpinMode=True, ipam={"routes": [{"dst": "10.96.0.0/12"}]}), Command.ADD)
+    assert c.hairpin and c.chained_ipam is None
+    assert c.routes == (Route(ipaddress.IPv4Network("10.96.0.0/12")),)
+    assert parse_conf(conf(ipam={"type": "host-local"}), Command.ADD).chained_ipam == "host-local"
+    assert parse_conf(conf(ipam={"type": "weave-ipam"}), Command.ADD).chained_ipam is None
+    no_version = json.dumps({"name": "weave", "type": "weave-net"}).encode()
+    assert parse_conf(no_version, Command.ADD).version == "0.3.0"
+
+
+@pytest.mark.parametrize(
+    ("data", "code"),
+    [
+        (b"", Code.DECODE_FAILURE),
+        (b"{not json", Code.DECODE_FAILURE),
+        (b"[]", Code.DECODE_FAILURE),
+        (
+            json.dumps({"cniVersion": "0.2.0", "name": "w", "type": "t"}).encode(),
+            Code.INCOMPATIBLE_VERSION,
+        ),
+        (json.dumps({"cniVersion": "1.0.0", "type": "t"}).encode(), Code.INVALID_CONFIG),
+        (json.dumps({"cniVersion": "1.0.0", "name": "w"}).encode(), Code.INVALID_CONFIG),
+        (conf(hairpinMode="yes"), Code.INVALID_CONFIG),
+        (conf(ipam=[]), Code.INVALID_CONFIG),
+        (conf(mtu=12), Code.INVALID_CONFIG),
+        (conf(ipam={"routes": [{"dst": "nonsense"}]}), Code.INVALID_CONFIG),
+        (conf(ipam={"subnet": "10.0.0.1/8"}), Code.INVALID_CONFIG),
+    ],
+)
+def test_malformed_conf(data: bytes, code: Code) -> None:
+    assert code_of(parse_conf, data, Command.ADD) is code
+
+
+def test_result_layout_per_version() -> None:
+    result = Result(
+        (Interface("vethwecni1", "aa:bb:cc:dd:ee:01"), Interface("eth0", "aa:bb", "/run/netns/x")),
+        (IpConfig(ipaddress.IPv4Interface("10.32.0.2/12"), ipaddress.IPv4Address("10.32.0.1"), 1),),
+        (Route(ipaddress.IPv4Network("0.0.0.0/0"), ipaddress.IPv4Address("10.32.0.1")),),
+    )
+    for version in SUPPORTED_VERSIONS:
+        out = render_result(result, version)
+        assert out["cniVersion"] == version
+        assert out["ips"][0]["address"] == "10.32.0.2/12"
+        assert ("version" in out["ips"][0]) == version.startswith("0.")
+        assert out["interfaces"][1]["sandbox"] == "/run/netns/x"
+        assert out["routes"] == [{"dst": "0.0.0.0/0", "gw": "10.32.0.1"}]
+
+
+def test_ipam_result() -> None:
+    raw = {
+        "cniVersion": "0.4.0",
+        "ips": [
+            {"version": "4", "address": "10.40.0.2/24", "gateway": "10.40.0.1"},
+            {"version": "6", "address": "fd00::2/64"},
+        ],
+        "routes": [{"dst": "0.0.0.0/0"}],
+    }
+    r = parse_ipam_result(json.dumps(raw).encode())
+    assert [str(i.address) for i in r.ips] == ["10.40.0.2/24"]
+    assert str(r.ips[0].gateway) == "10.40.0.1"
+    assert code_of(parse_ipam_result, b'{"ips": []}') is Code.IO_FAILURE
+
+
+class FakeDaemon:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+
+    def __call__(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        self.calls.append((path, body))
+        if path == "/cni/add":
+            return {
+                "interfaces": [
+                    {"name": "vethwecni1", "mac": "m1"},
+                    {"name": "eth0", "mac": "m2", "sandbox": body["netns"]},
+                ],
+                "ips": [{"address": "10.32.0.2/12", "gateway": "10.32.0.1", "interface": 1}],
+                "routes": [{"dst": "0.0.0.0/0", "gw": "10.32.0.1"}],
+            }
+        return {}
+
+
+@pytest.mark.parametrize("version", SUPPORTED_VERSIONS)
+def test_every_command_and_version(version: str) -> None:
+    daemon = FakeDaemon()
+    data = json.dumps({"cniVersion": version, "name": "weave", "type": "weave-net"}).encode()
+    out = run("weave-net", ENV, data, daemon)
+    assert out is not None and out["cniVersion"] == version
+    assert daemon.calls[0][1]["dns_name"] == "web-0"
+    assert run("weave-net", {**ENV, "CNI_COMMAND": "DEL"}, data, daemon) is None
+    assert daemon.calls[-1][0] == "/cni/del"
+    check_env = {**ENV, "CNI_COMMAND": "CHECK"}
+    if version.startswith("0.3"):
+        assert code_of(run, "weave-net", check_env, data, daemon) is Code.INCOMPATIBLE_VERSION
+    else:
+        assert run("weave-net", check_env, data, daemon) is None
+    answer = run("weave-net", {"CNI_COMMAND": "VERSION"}, data, daemon)
+    assert answer == {"cniVersion": version, "supportedVersions": list(SUPPORTED_VERSIONS)}
+
+
+def test_missing_chained_ipam_plugin_is_a_config_error() -> None:
+    data = conf(ipam={"type": "no-such-ipam"})
+    env = {**ENV, "CNI_PATH": "/nonexistent"}
+    assert code_of(run, "weave-net", env, data, FakeDaemon()) is Code.INVALID_CONFIG
+
+
+def test_error_object() -> None:
+    err = CniError(Code.TRY_AGAIN_LATER, "weaved daemon not running at /run/weave/weaved.sock")
+    assert err.to_json("1.0.0") == {
+        "cniVersion": "1.0.0",
+        "code": 11,
+        "msg": "weaved daemon not running at /run/weave/weaved.sock",
+    }

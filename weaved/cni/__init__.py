@@ -1,0 +1,1 @@
+"""CNI: the `weaved-cni` plugin (also `weave-net`, `weave-ipam`) and its daemon part."""

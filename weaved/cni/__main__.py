@@ -1,0 +1,3 @@
+from weaved.cni.plugin import main
+
+main()

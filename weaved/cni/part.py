@@ -1,0 +1,380 @@
+"""CNI attachments in the daemon: the `weaved-cni` plugin asks over the control socket, this
+part allocates (weaved's IPAM, keyed by the container ID as Weave's plugin does), plugs the
+veth, registers the DNS name and remembers the attachment in `<state>/cni.json`, so a restarted
+daemon re-observes (and, with an empty IPAM, re-claims) what the runtime attached.
+
+Answers are always 200 with either a result or `{"error": {code, msg}}` in CNI's terms, so the
+plugin can hand the runtime a proper CNI error object.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from weaved.cni import plumbing
+from weaved.cni.core import Code
+from weaved.daemon.component import Component
+from weaved.daemon.control import Handler, Request, Response
+from weaved.daemon.dns_part import DnsPart
+from weaved.daemon.ipam_part import IpamPart, subnet_for
+from weaved.engine.reconcile import RuntimeFacts
+from weaved.errors import DependencyError, WeavedError
+from weaved.ipam.address import CIDR
+from weaved.ipam.errors import IpamError
+from weaved.model.host import PortFlags, WantedPort
+from weaved.spec.models import Spec
+
+if TYPE_CHECKING:
+    from weaved.daemon.service import Daemon
+
+log = logging.getLogger(__name__)
+
+STORE = "cni.json"
+IPAM_TIMEOUT = 60.0  # longer than this without an address: the runtime is told to retry
+
+
+@dataclass(frozen=True)
+class CniRecord:
+    container_id: str
+    ifname: str
+    netns: str
+    veth: str
+    addresses: tuple[ipaddress.IPv4Interface, ...]
+    hairpin: bool = False
+    weaved_ipam: bool = True  # addresses from weaved's IPAM (released on DEL)
+    dns_name: str | None = None
+    mac: str = ""
+
+    @property
+    def key(self) -> str:
+        return f"{self.container_id}/{self.ifname}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "container_id": self.container_id,
+            "ifname": self.ifname,
+            "netns": self.netns,
+            "veth": self.veth,
+            "addresses": [str(a) for a in self.addresses],
+            "hairpin": self.hairpin,
+            "weaved_ipam": self.weaved_ipam,
+            "dns_name": self.dns_name,
+            "mac": self.mac,
+        }
+
+    @staticmethod
+    def from_json(d: dict[str, Any]) -> CniRecord:
+        return CniRecord(
+            str(d["container_id"]),
+            str(d["ifname"]),
+            str(d["netns"]),
+            str(d["veth"]),
+            tuple(ipaddress.IPv4Interface(a) for a in d["addresses"]),
+            bool(d.get("hairpin", False)),
+            bool(d.get("weaved_ipam", True)),
+            None if d.get("dns_name") is None else str(d["dns_name"]),
+            str(d.get("mac", "")),
+        )
+
+
+class CniFailure(Exception):
+    def __init__(self, code: Code, msg: str) -> None:
+        super().__init__(msg)
+        self.code = code
+
+
+def _err(code: Code, msg: str) -> Response:
+    return Response(200, {"error": {"code": int(code), "msg": msg}})
+
+
+def _routes(items: Any) -> list[tuple[ipaddress.IPv4Network, ipaddress.IPv4Address | None]]:
+    out = []
+    for r in items or []:
+        gw = r.get("gw")
+        out.append(
+            (ipaddress.IPv4Network(str(r["dst"])), ipaddress.IPv4Address(gw) if gw else None)
+        )
+    return out
+
+
+class CniPart(Component):
+    name = "cni"
+
+    def __init__(self, spec: Spec, state_dir: Path, ipam: IpamPart, dns: DnsPart | None) -> None:
+        self.spec = spec
+        self.ipam = ipam
+        self.dns = dns
+        self.store = state_dir / STORE
+        self.records: dict[str, CniRecord] = {}
+        self._daemon: Daemon | None = None
+        self._lock = asyncio.Lock()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # --- lifecycle ------------------------------------------------------------------------
+    async def start(self, daemon: Daemon) -> None:
+        self._daemon = daemon
+        self.records = self._load()
+        if self.records:
+            self._tasks.append(asyncio.create_task(self._reobserve(), name="cni-reobserve"))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def spec_changed(self, spec: Spec) -> None:
+        self.spec = spec
+
+    def live_keys(self) -> set[str]:
+        """IPAM identities held by CNI attachments (kept when `attach` prunes after a start)."""
+        return {r.container_id for r in self.records.values() if r.weaved_ipam}
+
+    def _load(self) -> dict[str, CniRecord]:
+        try:
+            raw = json.loads(self.store.read_text())
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as exc:
+            log.error("cannot read %s (%s); CNI attachments are forgotten", self.store, exc)
+            return {}
+        out = {}
+        for item in raw.get("attachments", []):
+            with contextlib.suppress(KeyError, ValueError, TypeError):
+                r = CniRecord.from_json(item)
+                out[r.key] = r
+        return out
+
+    def _save(self) -> None:
+        self.store.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.store.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"attachments": [r.to_json() for r in self.records.values()]}))
+        os.replace(tmp, self.store)
+
+    async def _reobserve(self) -> None:
+        """After a restart: attachments whose namespace or interface is gone are released;
+        the others' addresses are claimed again (a no-op unless IPAM's state was lost)."""
+        assert self._daemon is not None
+        for key, rec in list(self.records.items()):
+            seen = await asyncio.to_thread(plumbing.addresses_inside, rec.netns, rec.ifname)
+            if seen is None:
+                log.info("cni attachment gone while down container=%s", rec.container_id)
+                await self._release(rec)
+                self.records.pop(key, None)
+                continue
+            if rec.weaved_ipam:
+                for iface in rec.addresses:
+                    with contextlib.suppress(IpamError):
+                        await self.ipam.claim(rec.container_id, CIDR.parse(str(iface)))
+            self._register_dns(rec)
+        self._save()
+        self._daemon.mark_dirty("cni")
+
+    # --- the work -------------------------------------------------------------------------
+    def _register_dns(self, rec: CniRecord) -> None:
+        if self.dns is not None and rec.dns_name:
+            self.dns.service.register_container(
+                rec.container_id, [str(a.ip) for a in rec.addresses], None, rec.dns_name
+            )
+
+    async def _release(self, rec: CniRecord) -> None:
+        others = [
+            r for r in self.records.values() if r.container_id == rec.container_id and r != rec
+        ]
+        if rec.weaved_ipam and not any(r.weaved_ipam for r in others):
+            self.ipam.release(rec.container_id)
+        if self.dns is not None and not others:
+            self.dns.service.unregister_container(rec.container_id)
+
+    async def add(self, body: dict[str, Any]) -> dict[str, Any]:
+        assert self._daemon is not None
+        cid, ifname, netns = str(body["container_id"]), str(body["ifname"]), str(body["netns"])
+        if not os.path.exists(netns):
+            raise CniFailure(Code.UNKNOWN_CONTAINER, f"network namespace {netns} does not exist")
+        veth = plumbing.veth_for(cid, ifname)
+        key = f"{cid}/{ifname}"
+        _, _, bridge_addrs = await self._daemon.on_dataplane(_bridge)
+        given = body.get("ips")
+        allocated: list[ipaddress.IPv4Interface] = []
+        if given:
+            addresses = [ipaddress.IPv4Interface(str(a)) for a in given]
+        elif key in self.records:
+            addresses = list(self.records[key].addresses)  # ADD again: the same address
+        else:
+            subnet = (
+                CIDR.parse_subnet(str(body["subnet"]))
+                if body.get("subnet")
+                else subnet_for(self.spec, None)
+            )
+            try:
+                cidr = await asyncio.wait_for(self.ipam.allocate(cid, subnet), IPAM_TIMEOUT)
+            except TimeoutError:
+                raise CniFailure(
+                    Code.TRY_AGAIN_LATER,
+                    f"weaved IPAM gave no address in {subnet} within {IPAM_TIMEOUT:g} s"
+                    " (see `weaved status ipam`)",
+                ) from None
+            addresses = allocated = [ipaddress.IPv4Interface(str(cidr))]
+        routes = _routes(body.get("routes"))
+        gateway = None
+        for b in bridge_addrs:
+            if addresses[0].ip in b.network:
+                gateway = b.ip
+        gw_given = body.get("gateway")
+        if gw_given:
+            gateway = ipaddress.IPv4Address(str(gw_given))
+        routes = [(dst, gw or gateway) for dst, gw in routes]
+        if not routes and gateway is not None:
+            routes = [(ipaddress.IPv4Network("0.0.0.0/0"), gateway)]  # Weave: via weave:expose
+        hairpin, mtu = bool(body.get("hairpin")), int(body.get("mtu") or self.spec.mtu or 0)
+        try:
+            async with self._lock:
+                plugged = await self._daemon.on_dataplane(
+                    lambda _dp: plumbing.plug(netns, ifname, veth, addresses, routes, hairpin, mtu)
+                )
+                rec = CniRecord(
+                    cid,
+                    ifname,
+                    netns,
+                    veth,
+                    tuple(addresses),
+                    hairpin,
+                    not given,
+                    body.get("dns_name") or None,
+                    plugged.mac,
+                )
+                self.records[key] = rec
+                self._save()
+        except BaseException:
+            for iface in allocated:
+                with contextlib.suppress(IpamError):
+                    self.ipam.allocator.release_address(cid, int(iface.ip), time.time())
+            raise
+        self._register_dns(rec)
+        self._daemon.mark_dirty("cni")
+        log.info("cni add container=%s ifname=%s addresses=%s", cid, ifname, addresses)
+        return {
+            "interfaces": [
+                {"name": veth, "mac": plugged.host_mac},
+                {"name": ifname, "mac": plugged.mac, "sandbox": netns},
+            ],
+            "ips": [
+                {
+                    "address": str(a),
+                    "interface": 1,
+                    **({"gateway": str(gateway)} if gateway else {}),
+                }
+                for a in addresses
+            ],
+            "routes": [{"dst": str(d), **({"gw": str(g)} if g else {})} for d, g in routes],
+        }
+
+    async def delete(self, body: dict[str, Any]) -> dict[str, Any]:
+        assert self._daemon is not None
+        cid, ifname = str(body["container_id"]), str(body["ifname"])
+        key = f"{cid}/{ifname}"
+        rec = self.records.get(key)
+        netns = str(body.get("netns") or (rec.netns if rec else ""))
+        veth = rec.veth if rec else plumbing.veth_for(cid, ifname)
+        async with self._lock:
+            await self._daemon.on_dataplane(lambda _dp: plumbing.unplug(veth, netns, ifname))
+            if rec is not None:
+                await self._release(rec)
+                self.records.pop(key, None)
+                self._save()
+            elif not body.get("chained_ipam"):
+                self.ipam.release(cid)  # DEL after a lost record: still free the address
+        self._daemon.mark_dirty("cni")
+        log.info("cni del container=%s ifname=%s", cid, ifname)
+        return {}
+
+    async def check(self, body: dict[str, Any]) -> dict[str, Any]:
+        assert self._daemon is not None
+        key = f"{body['container_id']}/{body['ifname']}"
+        rec = self.records.get(key)
+        if rec is None:
+            raise CniFailure(Code.UNKNOWN_CONTAINER, f"weaved has no CNI attachment {key}")
+        problems = await self._daemon.on_dataplane(lambda _dp: plumbing.host_problems(rec.veth))
+        seen = await self._daemon.on_dataplane(
+            lambda _dp: plumbing.addresses_inside(rec.netns, rec.ifname)
+        )
+        if seen is None:
+            problems.append(f"{rec.ifname} or its namespace {rec.netns} is gone")
+        else:
+            problems += [
+                f"address {a} is missing on {rec.ifname}" for a in rec.addresses if a not in seen
+            ]
+        if problems:
+            raise CniFailure(Code.IO_FAILURE, "; ".join(problems))
+        return {}
+
+    async def gc(self, body: dict[str, Any]) -> dict[str, Any]:
+        valid = {f"{v.get('containerID')}/{v.get('ifname')}" for v in body.get("valid", []) or []}
+        for key, rec in list(self.records.items()):
+            if key not in valid:
+                await self.delete({"container_id": rec.container_id, "ifname": rec.ifname})
+        return {}
+
+    # --- facts and API --------------------------------------------------------------------
+    def facts(self, facts: RuntimeFacts) -> RuntimeFacts:
+        recs = list(self.records.values())
+        ports = tuple(
+            WantedPort(
+                r.veth,
+                PortFlags(isolated=False, hairpin=r.hairpin),
+                f"cni {r.container_id[:12]} {r.ifname}",
+            )
+            for r in recs
+        )
+        subnets = {str(a.network) for r in recs for a in r.addresses}
+        addresses = {r.veth: tuple(str(a.ip) for a in r.addresses) for r in recs}
+        return replace(
+            facts,
+            container_subnets=tuple(sorted({*facts.container_subnets, *subnets})),
+            ports=facts.ports + ports,
+            container_ports=tuple(sorted({**dict(facts.container_ports), **addresses}.items())),
+        )
+
+    def routes(self) -> dict[tuple[str, str], Handler]:
+        def wrap(fn: Any) -> Handler:
+            async def handle(req: Request) -> Response:
+                try:
+                    return Response(200, {"result": await fn(req.body)})
+                except CniFailure as exc:
+                    return _err(exc.code, str(exc))
+                except DependencyError as exc:
+                    return _err(Code.TRY_AGAIN_LATER, str(exc).splitlines()[0])
+                except (WeavedError, IpamError) as exc:
+                    return _err(Code.IO_FAILURE, str(exc).splitlines()[0])
+                except (KeyError, ValueError, TypeError) as exc:
+                    return _err(Code.INVALID_CONFIG, f"bad request: {exc}")
+
+            return handle
+
+        async def status(_body: dict[str, Any]) -> dict[str, Any]:
+            assert self._daemon is not None
+            await self._daemon.on_dataplane(_bridge)
+            return {}
+
+        return {
+            ("POST", "/cni/add"): wrap(self.add),
+            ("POST", "/cni/del"): wrap(self.delete),
+            ("POST", "/cni/check"): wrap(self.check),
+            ("POST", "/cni/gc"): wrap(self.gc),
+            ("POST", "/cni/status"): wrap(status),
+        }
+
+
+def _bridge(_dp: Any) -> tuple[int, int, list[ipaddress.IPv4Interface]]:
+    from pyroute2 import IPRoute
+
+    with IPRoute() as ipr:
+        return plumbing.bridge_info(ipr)

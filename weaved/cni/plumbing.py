@@ -1,0 +1,229 @@
+"""The kernel side of a CNI attachment: a veth `vethwecni<hash>` on the bridge ↔ the runtime's
+`IfName` inside the namespace the runtime made, with addresses and routes.
+
+How a restarted daemon knows these veths are its own: the record in `<state>/cni.json` names
+each one (the prefix alone proves nothing). The prefix is deliberately not `vethwepl`, which
+`weaved attach` observes as its own.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import logging
+import socket
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+from weaved.attach.netns import NetnsGone, opened, run_in_netns
+from weaved.errors import ApplyError, ConflictError, DependencyError
+from weaved.model.resources import ALIAS, BRIDGE
+
+log = logging.getLogger(__name__)
+
+VETH_PREFIX = "vethwecni"
+IFF_UP = 0x1
+
+
+def veth_for(container_id: str, ifname: str) -> str:
+    """Stable host-side name of (container, IfName): 15 characters, IFNAMSIZ's limit."""
+    digest = hashlib.sha256(f"{container_id}/{ifname}".encode()).hexdigest()
+    return VETH_PREFIX + digest[: 15 - len(VETH_PREFIX)]
+
+
+@dataclass(frozen=True)
+class Plugged:
+    veth: str
+    host_mac: str
+    mac: str  # container side
+    addresses: tuple[ipaddress.IPv4Interface, ...]
+
+
+def bridge_info(ipr: IPRoute) -> tuple[int, int, list[ipaddress.IPv4Interface]]:
+    """(index, mtu, addresses) of weaved's own bridge; DependencyError/ConflictError else."""
+    found = ipr.link_lookup(ifname=BRIDGE)
+    if not found:
+        raise DependencyError(
+            f'bridge "{BRIDGE}" not present\n  hint: is `weaved daemon` running? see `weaved plan`'
+        )
+    link = ipr.get_links(found[0])[0]
+    if (link.get_attr("IFLA_IFALIAS") or "") != ALIAS:
+        raise ConflictError(f'the bridge "{BRIDGE}" was not created by weaved')
+    addrs = [
+        ipaddress.IPv4Interface(f"{a.get_attr('IFA_ADDRESS')}/{a['prefixlen']}")
+        for a in ipr.get_addr(family=socket.AF_INET, index=found[0])
+    ]
+    return int(found[0]), int(link.get_attr("IFLA_MTU")), addrs
+
+
+def _nl(what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+    try:
+        return fn(*args, **kwargs)
+    except NetlinkError as exc:
+        raise ApplyError(f"{what}: {exc.args[1] if len(exc.args) > 1 else exc}") from None
+
+
+def _has_link(ifname: str) -> bool:
+    with IPRoute() as ipr:
+        return bool(ipr.link_lookup(ifname=ifname))
+
+
+def _inside(
+    ifname: str,
+    mtu: int,
+    addresses: Sequence[ipaddress.IPv4Interface],
+    routes: Sequence[tuple[ipaddress.IPv4Network, ipaddress.IPv4Address | None]],
+) -> str:
+    with IPRoute() as ipr:
+        found = ipr.link_lookup(ifname=ifname)
+        if not found:
+            raise ApplyError(f"{ifname} vanished from the container while it was set up")
+        index = int(found[0])
+        ipr.link("set", index=index, state="up", mtu=mtu)
+        have = {
+            (a.get_attr("IFA_ADDRESS"), a["prefixlen"])
+            for a in ipr.get_addr(family=socket.AF_INET, index=index)
+        }
+        for iface in addresses:
+            if (str(iface.ip), iface.network.prefixlen) not in have:
+                _nl(
+                    f"add {iface} to {ifname}",
+                    ipr.addr,
+                    "add",
+                    index=index,
+                    address=str(iface.ip),
+                    prefixlen=iface.network.prefixlen,
+                )
+        for dst, gw in routes:
+            spec: dict[str, Any] = {"dst": str(dst), "oif": index}
+            if gw is not None:
+                spec["gateway"] = str(gw)
+            try:
+                ipr.route("replace", **spec)
+            except NetlinkError as exc:
+                raise ApplyError(f"route {dst} via {gw} dev {ifname}: {exc}") from None
+        return str(ipr.get_links(index)[0].get_attr("IFLA_ADDRESS"))
+
+
+def plug(
+    netns: str,
+    ifname: str,
+    veth: str,
+    addresses: Sequence[ipaddress.IPv4Interface],
+    routes: Sequence[tuple[ipaddress.IPv4Network, ipaddress.IPv4Address | None]],
+    hairpin: bool,
+    mtu: int = 0,
+) -> Plugged:
+    """Create (or complete) the pair, put the host side on the bridge, configure the inside.
+    Blocking; run it on the daemon's dataplane thread."""
+    with IPRoute() as ipr:
+        bridge_index, bridge_mtu, _ = bridge_info(ipr)
+        mtu = mtu or bridge_mtu
+        with opened(netns) as fd:
+            created = False
+            if not ipr.link_lookup(ifname=veth):
+                inside_taken = run_in_netns(fd, lambda: _has_link(ifname))
+                if inside_taken:
+                    raise ConflictError(f"{ifname} already exists in {netns}")
+                _nl(
+                    f"create veth {veth} ↔ {ifname}",
+                    ipr.link,
+                    "add",
+                    ifname=veth,
+                    kind="veth",
+                    mtu=mtu,
+                    peer={"ifname": ifname, "net_ns_fd": fd, "mtu": mtu},
+                )
+                created = True
+            try:
+                index = int(ipr.link_lookup(ifname=veth)[0])
+                _nl(
+                    f"set {veth} master {BRIDGE}",
+                    ipr.link,
+                    "set",
+                    index=index,
+                    master=bridge_index,
+                    mtu=mtu,
+                )
+                _nl(f"set {veth} hairpin", ipr.brport, "set", index=index, mode=int(hairpin))
+                _nl(f"set {veth} up", ipr.link, "set", index=index, state="up")
+                mac = run_in_netns(fd, lambda: _inside(ifname, mtu, addresses, routes))
+            except BaseException:
+                if created:
+                    with_quiet_delete(ipr, veth)
+                raise
+        host_mac = str(ipr.get_links(index)[0].get_attr("IFLA_ADDRESS"))
+    log.info("cni plugged veth=%s ifname=%s netns=%s", veth, ifname, netns)
+    return Plugged(veth, host_mac, mac, tuple(addresses))
+
+
+def with_quiet_delete(ipr: IPRoute, veth: str) -> None:
+    try:
+        for index in ipr.link_lookup(ifname=veth):
+            ipr.link("del", index=index)
+    except NetlinkError as exc:
+        log.error("could not remove veth name=%s error=%s", veth, exc)
+
+
+def unplug(veth: str, netns: str, ifname: str) -> None:
+    """Remove the pair (from the host side; from inside when only the inside is left). Nothing
+    there is not an error: DEL is idempotent."""
+    with IPRoute() as ipr:
+        if ipr.link_lookup(ifname=veth):
+            with_quiet_delete(ipr, veth)
+            return
+    if not netns:
+        return
+    try:
+        with opened(netns) as fd:
+
+            def inside() -> None:
+                with IPRoute() as inner:
+                    for index in inner.link_lookup(ifname=ifname):
+                        kind = inner.get_links(index)[0].get_attr("IFLA_LINKINFO")
+                        if kind is not None and kind.get_attr("IFLA_INFO_KIND") == "veth":
+                            inner.link("del", index=index)
+
+            run_in_netns(fd, inside)
+    except NetnsGone:
+        pass
+
+
+def host_problems(veth: str) -> list[str]:
+    """What is wrong with the host side (CHECK): empty when all is well."""
+    with IPRoute() as ipr:
+        found = ipr.link_lookup(ifname=veth)
+        if not found:
+            return [f"host veth {veth} is missing"]
+        link = ipr.get_links(found[0])[0]
+        bridge = ipr.link_lookup(ifname=BRIDGE)
+        problems = []
+        if not bridge or link.get_attr("IFLA_MASTER") != bridge[0]:
+            problems.append(f"{veth} is not a port of the bridge {BRIDGE}")
+        if not link["flags"] & IFF_UP:
+            problems.append(f"{veth} is down")
+        return problems
+
+
+def addresses_inside(netns: str, ifname: str) -> list[ipaddress.IPv4Interface] | None:
+    """The IPv4 addresses on `ifname` in the namespace; None when it or the namespace is gone."""
+    try:
+        with opened(netns) as fd:
+
+            def inside() -> list[ipaddress.IPv4Interface] | None:
+                with IPRoute() as inner:
+                    idx = inner.link_lookup(ifname=ifname)
+                    if not idx:
+                        return None
+                    return [
+                        ipaddress.IPv4Interface(f"{a.get_attr('IFA_ADDRESS')}/{a['prefixlen']}")
+                        for a in inner.get_addr(family=socket.AF_INET, index=idx[0])
+                    ]
+
+            return run_in_netns(fd, inside)
+    except NetnsGone:
+        return None
