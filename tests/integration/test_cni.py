@@ -111,8 +111,10 @@ def test_add_ping_check_del_with_weaved_ipam(host: Host) -> None:
         links = json.loads(host.ns.run(["bridge", "-j", "-d", "link", "show"]).stdout)
         assert {x["ifname"]: x.get("hairpin") for x in links}[veth2] is True
         wait_for(
-            lambda: host.ns.weaved(host.spec, "plan", "--detailed-exitcode", check=False).returncode
-            == 0,
+            lambda: (
+                host.ns.weaved(host.spec, "plan", "--detailed-exitcode", check=False).returncode
+                == 0
+            ),
             timeout=10,
         )
         # ADD again gives the same address; CHECK is fine; tampering makes CHECK fail.
