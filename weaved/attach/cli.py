@@ -9,7 +9,8 @@ local runner that works without a daemon when every address is given literally.
 
 As in Weave, the addresses come first and TARGET last. `net:` forms and `attach` with no
 address ask IPAM for an address, so they need the daemon. `detach` with no address removes the
-address IPAM gave the container in the default subnet (Weave's `net:default`).
+address IPAM gave the container in the default subnet (Weave's `net:default`); run without a
+daemon, where there is no IPAM, it removes every address.
 """
 
 from __future__ import annotations
@@ -315,7 +316,7 @@ def add_attach_parsers(sub: Any, handler: Handler) -> None:
         help="remove addresses from a container (the interface goes with the last one)",
         usage="weaved detach [ADDR ...] TARGET",
         description=f"ADDR: {ADDR_HELP}. With no ADDR, the one IPAM gave it in the default"
-        f" subnet (net:default).\nTARGET: {TARGET_HELP}.",
+        f" subnet (net:default); without a daemon (no IPAM), all of them.\nTARGET: {TARGET_HELP}.",
     )
     p.add_argument("words", nargs=argparse.REMAINDER, metavar="[ADDR ...] TARGET")
     p.set_defaults(func=handler, attach_command="detach")
