@@ -172,3 +172,20 @@ def test_isolated_subnets_carry_no_ipv6() -> None:
     assert "nft/bridge/weaved/forward/isolate-ipv6" not in one  # a single subnet: IPv6 passes
     two = rules(spec, Facts(container_subnets=(ipaddress.IPv4Network("10.33.0.0/16"),)))
     assert two["nft/bridge/weaved/forward/isolate-ipv6"] == "ether type ip6 drop"
+
+
+@pytest.mark.parametrize(
+    ("dns", "told", "link"),
+    [
+        ("", "169.254.53.53", True),
+        ("dns: {listen: '0.0.0.0:53'}\n", "169.254.53.53", True),
+        ("dns: {listen: '10.2.1.1:53'}\n", "10.2.1.1", False),
+    ],
+)
+def test_what_containers_are_told(dns: str, told: str, link: bool) -> None:
+    from weaved.compile.dns import uses_link_address
+    from weaved.daemon.dns_part import listen_address, nameserver
+
+    spec = parse_spec_text(BASE + dns, "w.yaml")
+    assert nameserver(spec) == told and uses_link_address(spec) is link
+    assert listen_address(spec, {}) == (spec.dns.listen or "169.254.53.53:53")
