@@ -167,3 +167,33 @@ def test_errors_a_runtime_can_act_on(host: Host) -> None:
         rc, err = host.cni("ADD", "e1", c1.name, conf())
         assert rc == 1 and err["code"] == 11
         assert err["msg"] == f"weaved daemon not running at {host.tmp / 'weaved.sock'}"
+
+
+def restart(host: Host, *, wipe_ipam: bool = False) -> None:
+    stop_process(host.proc)  # type: ignore[attr-defined]
+    if wipe_ipam:
+        for path in (host.tmp / "state").iterdir():
+            if path.name != "cni.json" and path.is_file() and "ipam" in path.name:
+                path.unlink()
+    log = host.tmp / "daemon.log"
+    host.proc = host.ns.popen_weaved(host.spec, "daemon", "--resync", "2", log=log)  # type: ignore[attr-defined]
+    wait_for(
+        lambda: "converged at" in host.ns.weaved(host.spec, "status", check=False).stdout,
+        timeout=30,
+    )
+
+
+@pytest.mark.parametrize("wipe_ipam", [False, True], ids=["restart", "restart-empty-ipam"])
+def test_daemon_restart_keeps_cni_attachments(host: Host, wipe_ipam: bool) -> None:
+    with Netns("wdcnic") as c1, Netns("wdcnic") as c2:
+        rc, r1 = host.cni("ADD", "r1", c1.name, conf(), "K8S_POD_NAME=kept")
+        assert rc == 0, r1
+        restart(host, wipe_ipam=wipe_ipam)
+        # Re-observed, not recreated: CHECK passes, the address is still held (not reused).
+        assert host.cni("CHECK", "r1", c1.name, conf(prevResult=r1))[0] == 0
+        rc, r2 = host.cni("ADD", "r2", c2.name, conf())
+        assert rc == 0, r2
+        assert addr_of(r2) != addr_of(r1)
+        c2.run(["ping", "-c", "2", "-W", "2", addr_of(r1)])
+        assert host.cni("DEL", "r1", c1.name, conf())[0] == 0
+        assert host.cni("DEL", "r2", c2.name, conf())[0] == 0
