@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,6 +26,9 @@ from weaved.cni.core import (
     render_result,
 )
 from weaved.cni.plugin import run
+from weaved.cni.setup import CONFLIST, setup_cni
+
+REPO = Path(__file__).resolve().parents[2]
 
 ENV = {
     "CNI_COMMAND": "ADD",
@@ -184,3 +189,21 @@ def test_error_object() -> None:
         "code": 11,
         "msg": "weaved daemon not running at /run/weave/weaved.sock",
     }
+
+
+def test_example_conflist_is_what_setup_cni_installs(tmp_path: Path) -> None:
+    example = REPO / "examples" / "cni" / "10-weave.conflist"
+    assert json.loads(example.read_text()) == CONFLIST
+    first = json.dumps({"cniVersion": CONFLIST["cniVersion"], **CONFLIST["plugins"][0]})
+    assert parse_conf(first.encode(), Command.ADD).hairpin
+    plugin = tmp_path / "weaved-cni"
+    plugin.write_text("")
+    done = setup_cni(tmp_path / "net.d", tmp_path / "bin", plugin)
+    assert len(done) == 3 and os.readlink(tmp_path / "bin" / "weave-net") == str(plugin)
+    assert json.loads((tmp_path / "net.d" / "10-weave.conflist").read_text()) == CONFLIST
+    assert setup_cni(tmp_path / "net.d", tmp_path / "bin", plugin) == []  # idempotent
+    (tmp_path / "net.d" / "10-weave.conflist").write_text("{}")
+    (tmp_path / "bin" / "weave-ipam").unlink()
+    (tmp_path / "bin" / "weave-ipam").write_text("foreign")
+    done = setup_cni(tmp_path / "net.d", tmp_path / "bin", plugin)
+    assert all(line.startswith("left ") for line in done) and len(done) == 2

@@ -135,6 +135,14 @@ def _wait_gone(socket_path: Path, timeout: float = 15.0) -> None:
         time.sleep(0.05)
 
 
+def cmd_setup_cni(args: argparse.Namespace, _ctx: Context) -> int:
+    from weaved.cni.setup import plugin_executable, setup_cni
+
+    for line in setup_cni(Path(args.conf_dir), Path(args.bin_dir), plugin_executable()):
+        print(line)
+    return 0
+
+
 def cmd_reset(_args: argparse.Namespace, ctx: Context) -> int:
     require_root("weaved reset")
     client = _daemon_for(ctx) or (
@@ -463,6 +471,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("reset", help="stop the daemon and remove every object weaved owns")
     p.set_defaults(func=cmd_reset)
+
+    p = sub.add_parser("setup-cni", help="install the CNI conflist and plugin links")
+    p.add_argument("--conf-dir", default="/etc/cni/net.d", help="default: %(default)s")
+    p.add_argument("--bin-dir", default="/opt/cni/bin", help="default: %(default)s")
+    p.set_defaults(func=cmd_setup_cni)
 
     p = sub.add_parser(
         "daemon", help="run in the foreground: converge, watch the spec, serve the API"
