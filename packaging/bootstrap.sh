@@ -17,7 +17,7 @@ apt_packages=(
   python3 python3-venv python3-dev python3-nftables nftables iproute2 procps kmod ethtool
   iputils-ping netcat-openbsd iptables util-linux curl
   dnsutils iperf3 busybox-static tcpdump docker.io dnsmasq dnsperf gcc
-  python3.11 binutils lintian systemd init-system-helpers man-db
+  python3.11 binutils lintian systemd init-system-helpers man-db python3-seccomp
 )
 missing=()
 for p in "${apt_packages[@]}"; do

@@ -6,6 +6,9 @@ kernel feature systemd itself uses:
   NoNewPrivileges=yes      setpriv --no-new-privs
   ProtectSystem=strict +   a private mount namespace where every mount but /proc, /sys, /dev is
   ReadWritePaths=          read-only, except the state/runtime directory and /etc/netns
+  SystemCallFilter=,       a seccomp filter from systemd's own syscall groups
+  RestrictAddressFamilies= (`systemd-analyze syscall-filter`), EPERM otherwise
+                           (tests/seccomp_exec.py)
 Under it the daemon converges a spec (bridge, addresses, nftables, sysctls), serves its API and
 attaches a named network namespace (setns, veth, /etc/netns/NAME/resolv.conf); then traffic
 flows from that namespace to the host's overlay address.
@@ -24,7 +27,14 @@ from tests.helpers import REPO, Netns, netns, stop_process, wait_for
 
 SPEC = 'version: 1\npeer: {name: "3e:80:e7:5a:63:c9"}\nexpose: [{cidr: 10.2.1.1/24}]\n'
 
-pytestmark = pytest.mark.skipif(shutil.which("setpriv") is None, reason="setpriv missing")
+UNIT = REPO / "systemd" / "weaved.service"
+pytestmark = [
+    pytest.mark.skipif(shutil.which("setpriv") is None, reason="setpriv missing"),
+    pytest.mark.skipif(
+        subprocess.run(["/usr/bin/python3", "-c", "import seccomp"], check=False).returncode,
+        reason="python3-seccomp missing (bootstrap.sh installs it)",
+    ),
+]
 
 
 def unit_capabilities() -> list[str]:
@@ -55,9 +65,11 @@ def sandboxed_daemon(
     host: Netns, spec: Path, log: Path, caps: list[str]
 ) -> subprocess.Popen[bytes]:
     bounding = "-all," + ",".join(f"+{c}" for c in caps)
+    seccomp = ["/usr/bin/python3", str(REPO / "tests/seccomp_exec.py"), str(UNIT), "--"]
     argv = [
         *["ip", "netns", "exec", host.name, "unshare", "--mount", "--propagation", "slave"],
         *["env", f"WORK={spec.parent}", f"CAPS={bounding}", "sh", "-c", SANDBOX, "-"],
+        *seccomp,
         *host.weaved_argv(spec, "daemon"),
     ]
     with open(log, "ab") as out:
@@ -75,7 +87,7 @@ def test_daemon_converges_and_attaches_under_the_unit_sandbox(tmp_path: Path) ->
             wait_for(lambda: "daemon ready" in log.read_text() or proc.poll() is not None, 30)
             assert proc.poll() is None, log.read_text()
             status = Path(f"/proc/{proc.pid}/status").read_text()
-            assert "NoNewPrivs:\t1" in status
+            assert "NoNewPrivs:\t1" in status and "Seccomp:\t2" in status
             bounding = int(status.split("CapBnd:\t")[1].split()[0], 16)
             assert bounding == sum(1 << CAP_NUMBERS[c] for c in unit_capabilities())
 
