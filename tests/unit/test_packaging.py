@@ -105,3 +105,21 @@ def test_man_page_and_completion_come_from_the_parser() -> None:
     plan_line = next(line for line in bash.splitlines() if line.strip().startswith('"plan")'))
     assert "--json" in plan_line and "--detailed-exitcode" in plan_line
     assert "peers connections dns ipam targets" in bash
+
+
+def test_lock_files_cover_every_dependency_of_pyproject() -> None:
+    import tomllib
+
+    def name(requirement: str) -> str:
+        return re.split(r"[<>=!~\[; ]", requirement, maxsplit=1)[0].lower().replace("_", "-")
+
+    def locked(lock: str) -> set[str]:
+        text = (REPO / "packaging" / lock).read_text()
+        return {name(line) for line in text.splitlines() if line and not line.startswith("#")}
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    runtime = {name(r) for r in project["dependencies"]}
+    dev = {name(r) for r in project["optional-dependencies"]["dev"]}
+    hint = "pyproject.toml changed: run packaging/lock.sh"
+    assert runtime <= locked("requirements.lock"), hint
+    assert runtime | dev <= locked("requirements-dev.lock"), hint
