@@ -197,3 +197,83 @@ def test_daemon_restart_keeps_cni_attachments(host: Host, wipe_ipam: bool) -> No
         c2.run(["ping", "-c", "2", "-W", "2", addr_of(r1)])
         assert host.cni("DEL", "r1", c1.name, conf())[0] == 0
         assert host.cni("DEL", "r2", c2.name, conf())[0] == 0
+
+
+def run_conflist(
+    host: Host,
+    command: str,
+    cid: str,
+    netns: str,
+    conflist: dict[str, Any],
+    runtime: dict[str, Any],
+) -> dict[str, Any] | None:
+    """What libcni does with a conflist: each plugin in turn (DEL in reverse), ADD's result of
+    one as `prevResult` of the next, `runtimeConfig` for the capabilities a plugin declares."""
+    plugins = conflist["plugins"] if command == "ADD" else list(reversed(conflist["plugins"]))
+    prev: dict[str, Any] | None = None
+    for plugin in plugins:
+        cfg = {"cniVersion": conflist["cniVersion"], "name": conflist["name"], **plugin}
+        caps = plugin.get("capabilities", {})
+        cfg["runtimeConfig"] = {k: v for k, v in runtime.items() if caps.get(k)}
+        if prev is not None:
+            cfg["prevResult"] = prev
+        if plugin["type"] == "weave-net":
+            rc, out = host.cni(command, cid, netns, cfg)
+        else:
+            env = {
+                **os.environ,
+                "CNI_COMMAND": command,
+                "CNI_CONTAINERID": cid,
+                "CNI_NETNS": f"/run/netns/{netns}",
+                "CNI_IFNAME": "eth0",
+                "CNI_PATH": CNI_PATH,
+            }
+            proc = subprocess.run(
+                ["ip", "netns", "exec", host.ns.name, f"{CNI_PATH}/{plugin['type']}"],
+                env=env,
+                input=json.dumps(cfg),
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+            rc, out = proc.returncode, json.loads(proc.stdout) if proc.stdout.strip() else None
+        assert rc == 0, (plugin["type"], out)
+        if command == "ADD":
+            prev = out
+    return prev
+
+
+def test_conflist_with_portmap(host: Host) -> None:
+    if not Path(CNI_PATH, "portmap").exists():
+        pytest.skip("needs portmap (apt-get install containernetworking-plugins)")
+    from weaved.cni.setup import CONFLIST
+
+    ports = {"portMappings": [{"hostPort": 18080, "containerPort": 80, "protocol": "tcp"}]}
+    with Netns("wdcnic") as c1:
+        result = run_conflist(host, "ADD", "pm1", c1.name, CONFLIST, ports)
+        assert result is not None
+        server = subprocess.Popen(
+            ["ip", "netns", "exec", c1.name, sys.executable, "-c", SERVE_ONCE],
+            stdout=subprocess.PIPE,
+        )
+        try:
+            gw = result["ips"][0]["gateway"]  # the host's address on the bridge
+            wait_for(lambda: c1.run(["ss", "-ltn"]).stdout.count(":80 ") > 0, timeout=10)
+            got = host.ns.run(["curl", "-s", "--max-time", "5", f"http://{gw}:18080/"]).stdout
+            assert got.startswith("hello from pm1")
+        finally:
+            server.kill()
+            server.wait()
+        run_conflist(host, "DEL", "pm1", c1.name, CONFLIST, ports)
+        assert "eth0" not in c1.ip("link").stdout
+
+
+SERVE_ONCE = """
+import socket
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", 80)); s.listen(1)
+c, _ = s.accept(); c.recv(1024)
+c.sendall(b"HTTP/1.0 200 OK\\r\\nContent-Length: 14\\r\\n\\r\\nhello from pm1")
+c.close()
+"""
