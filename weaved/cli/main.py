@@ -122,7 +122,10 @@ def _expose_waiting(client: Client | None) -> str:
         return ""
     from weaved.attach.expose import daemon_exposes
 
-    entries, _, pending = daemon_exposes(client)
+    try:
+        entries, _, pending = daemon_exposes(client)
+    except DaemonError:  # a daemon without IPAM (e.g. fastdp's standalone runner)
+        return ""
     return "".join(f"  expose[{i}] {entries[i]}: {why}\n" for i, why in sorted(pending.items()))
 
 
