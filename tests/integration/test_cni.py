@@ -129,9 +129,9 @@ def test_add_ping_check_del_with_weaved_ipam(host: Host) -> None:
         assert host.cni("DEL", "c1aaaaaaaaaa", c1.name, conf("1.0.0"))[0] == 0
         assert host.cni("DEL", "c1aaaaaaaaaa", None, conf("1.0.0"))[0] == 0
         assert "eth0" not in c1.ip("link").stdout
-        assert "vethwecni" in host.ns.ip("link").stdout  # c2's is still there
+        assert "vethweplc" in host.ns.ip("link").stdout  # c2's is still there
         assert host.cni("DEL", "c2bbbbbbbbbb", c2.name, conf("0.3.1"))[0] == 0
-        assert "vethwecni" not in host.ns.ip("link").stdout
+        assert "vethweplc" not in host.ns.ip("link").stdout
 
 
 def test_chained_host_local_ipam(host: Host, tmp_path: Path) -> None:

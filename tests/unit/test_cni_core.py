@@ -112,7 +112,7 @@ def test_malformed_conf(data: bytes, code: Code) -> None:
 
 def test_result_layout_per_version() -> None:
     result = Result(
-        (Interface("vethwecni1", "aa:bb:cc:dd:ee:01"), Interface("eth0", "aa:bb", "/run/netns/x")),
+        (Interface("vethweplc1", "aa:bb:cc:dd:ee:01"), Interface("eth0", "aa:bb", "/run/netns/x")),
         (IpConfig(ipaddress.IPv4Interface("10.32.0.2/12"), ipaddress.IPv4Address("10.32.0.1"), 1),),
         (Route(ipaddress.IPv4Network("0.0.0.0/0"), ipaddress.IPv4Address("10.32.0.1")),),
     )
@@ -149,7 +149,7 @@ class FakeDaemon:
         if path == "/cni/add":
             return {
                 "interfaces": [
-                    {"name": "vethwecni1", "mac": "m1"},
+                    {"name": "vethweplc1", "mac": "m1"},
                     {"name": "eth0", "mac": "m2", "sandbox": body["netns"]},
                 ],
                 "ips": [{"address": "10.32.0.2/12", "gateway": "10.32.0.1", "interface": 1}],

@@ -57,6 +57,9 @@ RT_SCOPE_LINK = 253
 MAIN_TABLE = 254
 NSID_UNASSIGNED = {-1, 0xFFFFFFFF}
 # Weave's ARP cache settings in the container: notice a moved address within seconds.
+# CNI's veths (weaved.cni, recorded in cni.json) are containers too, for the firewall's
+# `vethwepl*` rules, but not this module's: a PID or `n…` id never starts with "c".
+CNI_VETH_PREFIX = VETH_PREFIX + "c"
 ARP_CACHE = {"base_reachable_time": "5", "delay_first_probe_time": "2", "ucast_solicit": "1"}
 Changes = list[str]
 
@@ -612,7 +615,8 @@ def observe_attachments(
         bridge_index = int(bridge_found[0]) if bridge_found else None
         for link in ipr.get_links():
             name = str(link.get_attr("IFLA_IFNAME"))
-            if name.startswith(VETH_PREFIX) and _kind(link) == "veth":
+            ours = name.startswith(VETH_PREFIX) and not name.startswith(CNI_VETH_PREFIX)
+            if ours and _kind(link) == "veth":
                 links.append(link)
         locator = _Locator(ipr)
         located = [

@@ -156,6 +156,7 @@ def _result(answer: dict[str, Any]) -> Result:
             )
             for r in answer.get("routes", [])
         ),
+        dns=dict(answer.get("dns") or {}),
     )
 
 

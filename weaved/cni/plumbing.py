@@ -1,9 +1,10 @@
-"""The kernel side of a CNI attachment: a veth `vethwecni<hash>` on the bridge ↔ the runtime's
+"""The kernel side of a CNI attachment: a veth `vethweplc<hash>` on the bridge ↔ the runtime's
 `IfName` inside the namespace the runtime made, with addresses and routes.
 
 How a restarted daemon knows these veths are its own: the record in `<state>/cni.json` names
-each one (the prefix alone proves nothing). The prefix is deliberately not `vethwepl`, which
-`weaved attach` observes as its own.
+each one (the prefix alone proves nothing). The prefix is `vethwepl` + "c", so the firewall's
+rules for containers (`vethwepl*`) apply and bridge re-creation re-plugs it, while `weaved
+attach` (whose ids are PIDs or `n…`) leaves it alone.
 """
 
 from __future__ import annotations
@@ -20,13 +21,15 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from weaved.attach.netns import NetnsGone, opened, run_in_netns
+from weaved.attach.plumbing import CNI_VETH_PREFIX
 from weaved.errors import ApplyError, ConflictError, DependencyError
 from weaved.model.resources import ALIAS, BRIDGE
 
 log = logging.getLogger(__name__)
 
-VETH_PREFIX = "vethwecni"
+VETH_PREFIX = CNI_VETH_PREFIX
 IFF_UP = 0x1
+RT_SCOPE_LINK = 253
 
 
 def veth_for(container_id: str, ifname: str) -> str:
@@ -102,6 +105,8 @@ def _inside(
             spec: dict[str, Any] = {"dst": str(dst), "oif": index}
             if gw is not None:
                 spec["gateway"] = str(gw)
+            else:
+                spec["scope"] = RT_SCOPE_LINK
             try:
                 ipr.route("replace", **spec)
             except NetlinkError as exc:
