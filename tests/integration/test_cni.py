@@ -106,6 +106,10 @@ def test_add_ping_check_del_with_weaved_ipam(host: Host) -> None:
         gw = r1["ips"][0]["gateway"]
         assert f"default via {gw} dev eth0" in c1.ip("route").stdout
         c1.run(["ping", "-c", "2", "-W", "2", a2])
+        # K8S_POD_NAME is c1's name in weaveDNS, reached at the link address the result names.
+        assert r1["dns"]["nameservers"] == ["169.254.53.53"]
+        dig = ["dig", "+short", "+time=2", "+tries=3", "@169.254.53.53", "web.weave.local"]
+        assert c2.run(dig).stdout.split() == [a1]
         # The veths are weaved's bridge ports (planned, so nothing to change), hairpin as asked.
         veth2 = r2["interfaces"][0]["name"]
         links = json.loads(host.ns.run(["bridge", "-j", "-d", "link", "show"]).stdout)

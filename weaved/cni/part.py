@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from weaved.cni import plumbing
 from weaved.cni.core import Code
+from weaved.daemon.attach_part import dns_routes
 from weaved.daemon.component import Component
 from weaved.daemon.control import Handler, Request, Response
 from weaved.daemon.dns_part import DnsPart
@@ -235,6 +236,11 @@ class CniPart(Component):
         if not routes and gateway is not None:
             routes = [(ipaddress.IPv4Network("0.0.0.0/0"), gateway)]  # Weave: via weave:expose
         hairpin, mtu = bool(body.get("hairpin")), int(body.get("mtu") or self.spec.mtu or 0)
+        server = self.dns.nameserver() if self.dns is not None else None
+        dns: dict[str, Any] = {}
+        if server:  # weaveDNS's link address, on-link through the container's interface
+            routes += [(net, None) for net in dns_routes(self.spec)]
+            dns = {"nameservers": [server], "search": [self.spec.dns.domain.rstrip(".")]}
         try:
             async with self._lock:
                 plugged = await self._daemon.on_dataplane(
@@ -275,6 +281,7 @@ class CniPart(Component):
                 for a in addresses
             ],
             "routes": [{"dst": str(d), **({"gw": str(g)} if g else {})} for d, g in routes],
+            "dns": dns,
         }
 
     async def delete(self, body: dict[str, Any]) -> dict[str, Any]:
