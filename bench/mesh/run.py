@@ -4,9 +4,13 @@ Every router listens on its own 127.1.0.x address (same port, like real peers). 
 started, then all get their targets at once: peer i dials peer i-1 and one random earlier
 peer. We time how long until every router's topology holds all N peers, and until every
 connection is established (sleeve heartbeats acknowledged). Each size is bounded by
---timeout; all routers are stopped afterwards.
+--timeout; all routers are stopped afterwards. Also printed: the process CPU time until full
+topology divided by the topology updates applied (gossip CPU per update, every router's share
+included), and how many of the peer records received had to be gob-decoded (the rest were
+known bytes). Targets (issue 16): N=100 <= 2 s, N=250 <= 8 s (Weave Net's mesh aims at "order
+of 100 peers").
 
-    sudo .venv/bin/python bench/mesh/run.py --sizes 25 50 100
+    sudo .venv/bin/python bench/mesh/run.py --sizes 25 100 250
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import random
 import resource
 import socket
@@ -21,8 +26,12 @@ import sys
 import time
 from dataclasses import dataclass
 
+from weaved.mesh import topology as topology_module
 from weaved.mesh.gossip_api import PeerName
 from weaved.mesh.router import MeshConfig, Router
+from weaved.mesh.topology import Topology, UpdateResult
+
+TARGETS = {100: 2.0, 250: 8.0}
 
 
 @dataclass
@@ -32,6 +41,10 @@ class Result:
     full_topology: float | None
     established: float | None
     started: float
+    cpu: float  # process CPU seconds until full topology (or the timeout)
+    updates: int  # topology updates applied by all routers meanwhile
+    records: int  # peer records in them
+    decoded: int  # of which gob-decoded (not seen before)
 
 
 def host(i: int) -> str:
@@ -80,6 +93,11 @@ async def run_size(n: int, overlay: str, discovery: bool, timeout: float, seed: 
     for i, r in enumerate(routers):
         r.set_targets([host(t) for t in sorted(targets[i])])
     names = {r.us for r in routers}
+    counted = _count_updates()
+    stats = topology_module._CODEC.stats
+    records0, decoded0 = stats["records"], stats["decoded"]
+    cpu0 = time.process_time()
+    cpu: float | None = None
     full: float | None = None
     est: float | None = None
     try:
@@ -89,6 +107,9 @@ async def run_size(n: int, overlay: str, discovery: bool, timeout: float, seed: 
                 len(r.topology.peers) == n and set(r.topology.peers) == names for r in routers
             ):
                 full = now
+                cpu = time.process_time() - cpu0
+                updates = counted[0]
+                records, decoded = stats["records"] - records0, stats["decoded"] - decoded0
             if est is None and all(
                 len(r.connections) >= len(targets[i])
                 and all(c.established for c in r.connections.values())
@@ -99,7 +120,25 @@ async def run_size(n: int, overlay: str, discovery: bool, timeout: float, seed: 
         conns = sum(len(r.connections) for r in routers) // 2
     finally:
         await asyncio.gather(*(r.stop() for r in routers), return_exceptions=True)
-    return Result(n, conns, full, est, started)
+    if cpu is None:
+        cpu, updates = time.process_time() - cpu0, counted[0]
+        records, decoded = stats["records"] - records0, stats["decoded"] - decoded0
+    return Result(n, conns, full, est, started, cpu, updates, records, decoded)
+
+
+_original_apply = Topology.apply_update
+
+
+def _count_updates() -> list[int]:
+    """Count Topology.apply_update calls from now on (a fresh counter per size)."""
+    counter = [0]
+
+    def counting(self: Topology, payload: bytes) -> UpdateResult:
+        counter[0] += 1
+        return _original_apply(self, payload)
+
+    Topology.apply_update = counting  # type: ignore[method-assign]
+    return counter
 
 
 def fmt(x: float | None) -> str:
@@ -110,7 +149,7 @@ async def main() -> int:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("--sizes", type=int, nargs="+", default=[25, 50, 100])
+    ap.add_argument("--sizes", type=int, nargs="+", default=[25, 100, 250])
     ap.add_argument("--overlay", choices=["sleeve", "none"], default="sleeve")
     ap.add_argument("--discovery", action="store_true", help="let peers connect to everyone")
     ap.add_argument("--timeout", type=float, default=120.0, help="per size, seconds")
@@ -121,13 +160,19 @@ async def main() -> int:
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     print(
         f"mesh join: overlay={args.overlay} discovery={args.discovery} "
-        f"python={sys.version.split()[0]}"
+        f"python={sys.version.split()[0]} cpus={os.cpu_count()} load={os.getloadavg()[0]:.1f}"
     )
-    print(f"{'N':>5} {'conns':>6} {'start':>9} {'topology':>9} {'established':>12}")
+    print(
+        f"{'N':>5} {'conns':>6} {'start':>9} {'topology':>9} {'target':>7} {'established':>12}"
+        f" {'cpu':>7} {'updates':>8} {'cpu/update':>11} {'decoded/records':>16}"
+    )
     for n in args.sizes:
         r = await run_size(n, args.overlay, args.discovery, args.timeout, args.seed)
-        times = f"{r.started:8.2f}s {fmt(r.full_topology)} {fmt(r.established):>12}"
-        print(f"{r.n:>5} {r.connections:>6} {times}")
+        target = f"{TARGETS[n]:6.1f}s" if n in TARGETS else "      -"
+        times = f"{r.started:8.2f}s {fmt(r.full_topology)} {target} {fmt(r.established):>12}"
+        per_update = 1000 * r.cpu / max(r.updates, 1)
+        cpu = f"{r.cpu:6.2f}s {r.updates:>8} {per_update:>8.3f} ms"
+        print(f"{r.n:>5} {r.connections:>6} {times} {cpu} {r.decoded:>7}/{r.records:<8}")
     return 0
 
 

@@ -969,19 +969,19 @@ def _big_gossip_state(entries: int) -> dict[str, Any]:
     }
 
 
-def test_decoding_30kb_of_ipam_gossip_is_fast() -> None:
-    data = encode_one(wt.GOSSIP_STATE, _big_gossip_state(1500))
+def test_30kb_of_ipam_gossip_decodes_to_what_was_encoded() -> None:
+    # Its speed is measured by bench/gob/run.py (a timed unit test flaked under load).
+    state = _big_gossip_state(1500)
+    data = encode_one(wt.GOSSIP_STATE, state)
     assert len(data) >= 30_000
-    best = min(_timed(lambda: decode_one(data, wt.GOSSIP_STATE)) for _ in range(5))
-    assert best < 0.010, f"{best * 1000:.1f} ms"
-    best = min(_timed(lambda: decode_one(data)) for _ in range(5))
-    assert best < 0.010, f"{best * 1000:.1f} ms"
-
-
-def _timed(fn: Any) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
+    typed = decode_one(data, wt.GOSSIP_STATE)
+    assert typed["Ring"]["Entries"] == state["Ring"]["Entries"]
+    assert typed["Nicknames"] == state["Nicknames"]
+    assert encode_one(wt.GOSSIP_STATE, typed) == data
+    generic = decode_one(data)
+    # Generic decoding has only the fields on the wire (zero values are not sent).
+    nonzero = [{k: v for k, v in e.items() if v} for e in state["Ring"]["Entries"]]
+    assert generic["Ring"]["Entries"] == nonzero
 
 
 # --------------------------------------------------------------------------- properties

@@ -52,6 +52,7 @@ __all__ = [
     "decode_all",
     "decode_one",
     "encode_one",
+    "message_spans",
     "zero_value",
 ]
 
@@ -631,6 +632,8 @@ class Decoder:
     more data may be fed and `next` retried; any other GobError means the stream is unusable.
     """
 
+    _shared_wire_dec: _Dec | None = None
+
     def __init__(self, data: bytes = b"", start: int = 0) -> None:
         self._buf = bytes(data)  # no copy when `data` is bytes: `start` spares slicing it
         self._pos = start
@@ -640,7 +643,12 @@ class Decoder:
         # (id(wire), id(expect)) -> (wire, expect, decoder); holding both keeps the ids valid.
         self._decoders: dict[tuple[int, int], tuple[GobType, GobType | None, _Dec]] = {}
         self._last_type: GobType | None = None
-        self._wire_dec = self._compile(_WIRE_TYPE, None)
+        self._sealed = False  # set while decode_value runs: no definitions may arrive
+        # The definitions' decoder is the same for every stream: compiled once, shared.
+        wire_dec = Decoder._shared_wire_dec
+        if wire_dec is None:
+            wire_dec = Decoder._shared_wire_dec = self._compile(_WIRE_TYPE, None)
+        self._wire_dec = wire_dec
 
     def feed(self, data: bytes) -> None:
         self._buf = self._buf[self._pos :] + bytes(data)
@@ -700,6 +708,29 @@ class Decoder:
             self._last_type = wire
             return value
 
+    def decode_value(self, data: bytes, start: int, end: int, expect: GobType) -> Any:
+        """The one value message `data[start:end]` (length prefix included), decoded with the
+        definitions this stream has read so far. A definition inside is refused, so a cached,
+        primed decoder keeps its types whatever a peer sends; the stream position is untouched."""
+        try:
+            head = _Reader(data, start, end)
+            length = head.uint()
+            if length == 0 or length != head.end - head.pos:
+                raise GobError("value message length does not match its span")
+            r = _Reader(data, head.pos, end)
+            type_id = r.sint()
+            if type_id < 0 or type_id in _BOOTSTRAP:
+                raise GobError(f"a value message expected, got type id {type_id}")
+            self._sealed = True
+            value, _ = self._decode_top(type_id, expect, r)
+        except RecursionError:
+            raise GobError("value nested too deeply") from None
+        finally:
+            self._sealed = False
+        if r.pos != end:
+            raise GobError("extra bytes after a value")
+        return value
+
     def _decode_top(self, type_id: int, expect: GobType | None, r: _Reader) -> tuple[Any, GobType]:
         wire = self._resolve(type_id, 0, set())
         r.depth = self._heights.get(type_id, 1)
@@ -716,6 +747,8 @@ class Decoder:
     # ---- definitions
 
     def _define(self, type_id: int, r: _Reader) -> None:
+        if self._sealed:
+            raise GobError("a type definition inside a value decoded with decode_value")
         if type_id < FIRST_USER_ID or type_id in self._defs:
             raise GobError(f"duplicate or reserved type id {type_id} defined")
         if len(self._defs) >= MAX_TYPES:
@@ -927,6 +960,36 @@ def _describe(typ: GobType) -> str:
         return typ.name
     name = getattr(typ, "name", "")
     return f"{type(typ).__name__.lower()} {name!r}" if name else type(typ).__name__.lower()
+
+
+def message_spans(data: bytes, start: int = 0) -> list[tuple[int, int, int]]:
+    """(type id, start, end) of each message of a complete stream, without decoding them
+    (a definition has a negative id); raises GobError on a truncated or malformed framing."""
+    spans: list[tuple[int, int, int]] = []
+    pos, size = start, len(data)
+    while pos < size:
+        b = data[pos]  # the length and the type id, inlined: this runs per gossiped peer
+        if b < 0x80:
+            length, body = b, pos + 1
+        else:
+            body = pos + 1 + 256 - b
+            if b < 0xF8 or body > size:
+                raise GobError("bad or truncated message length")
+            length = int.from_bytes(data[pos + 1 : body], "big")
+        end = body + length
+        if length == 0 or end > size:
+            raise GobError("empty or truncated message")
+        b = data[body]
+        if b < 0x80:
+            u = b
+        else:
+            q = body + 1 + 256 - b
+            if b < 0xF8 or q > end:
+                raise GobError("bad or truncated type id")
+            u = int.from_bytes(data[body + 1 : q], "big")
+        spans.append((~(u >> 1) if u & 1 else u >> 1, pos, end))
+        pos = end
+    return spans
 
 
 def decode_one(data: bytes, expect: GobType | None = None) -> Any:

@@ -13,6 +13,7 @@ import random
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from weaved.mesh.gossip_api import UNKNOWN_PEER, PeerName
 
@@ -50,13 +51,18 @@ def bfs(
     so far, which is exactly what broadcast hop selection needs."""
     routes: dict[PeerName, PeerName] = {start: UNKNOWN_PEER}
     level = [start]
-    while level:
+    none: Mapping[PeerName, bool] = {}
+    while level:  # _connected inlined: this runs at every topology change
         level.sort()
         following: list[PeerName] = []
         for cur in level:
             if cur == stop_at:
                 return True, routes
-            for remote in list(_connected(graph, cur, established, routes)):
+            for remote, est in graph.get(cur, none).items():
+                if remote in routes:
+                    continue
+                if established and (not est or not graph.get(remote, none).get(cur, False)):
+                    continue
                 following.append(remote)
                 routes[remote] = remote if cur == start else routes[cur]
         level = following
@@ -113,15 +119,19 @@ class Routes:
 
     us: PeerName
     graph: Graph
-    unicast: dict[PeerName, PeerName] = field(init=False)
-    unicast_all: dict[PeerName, PeerName] = field(init=False)
     _broadcast: dict[tuple[PeerName, bool], list[PeerName]] = field(
         init=False, default_factory=dict
     )
 
-    def __post_init__(self) -> None:
-        self.unicast = unicast_routes(self.graph, self.us, established=True)
-        self.unicast_all = unicast_routes(self.graph, self.us, established=False)
+    # Computed when first asked for: gossip needs only `unicast_all`, and a busy mesh
+    # replaces its Routes at every topology change.
+    @cached_property
+    def unicast(self) -> dict[PeerName, PeerName]:
+        return unicast_routes(self.graph, self.us, established=True)
+
+    @cached_property
+    def unicast_all(self) -> dict[PeerName, PeerName]:
+        return unicast_routes(self.graph, self.us, established=False)
 
     def broadcast(self, source: PeerName) -> list[PeerName]:
         return self._hops(source, True)

@@ -1,0 +1,132 @@
+"""Topology payloads decoded record by record with a cache (issue 16): same results as the
+general gob path for our framing, Weave's framing and any gob stream; an update that
+changes one peer decodes one record; definitions cannot be slipped into the primed decoder;
+an update that changes nothing does not search the graph."""
+
+from __future__ import annotations
+
+import contextlib
+import random
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tests.wire import load_vector, needs_wire
+from weaved.mesh import gob
+from weaved.mesh.gob_types import CONNECTION_SUMMARY_LIST, PEER_SUMMARY
+from weaved.mesh.gossip_api import PeerName
+from weaved.mesh.topology import (
+    ConnectionInfo,
+    Peer,
+    Topology,
+    TopologyError,
+    _decode_rows,
+    _PayloadCodec,
+)
+
+
+def _peers(n: int, changed: int = -1) -> list[Peer]:
+    out = []
+    for i in range(1, n + 1):
+        remote = PeerName(i % n + 1)
+        conns = {remote: ConnectionInfo(remote, f"10.0.0.{i}:6783", True, i != changed)}
+        out.append(Peer(PeerName(i), f"h{i}", 100 + i, 3 + (i == changed), i, True, conns))
+    return out
+
+
+def test_one_changed_peer_decodes_one_record() -> None:
+    codec = _PayloadCodec()
+    full = codec.encode(_peers(50))
+    assert codec.decode(full) == _decode_rows(full)
+    assert codec.stats["decoded"] == 50
+    assert codec.decode(full) == _decode_rows(full)
+    assert codec.stats["decoded"] == 50  # all known
+    update = codec.encode(_peers(50, changed=7))
+    assert codec.decode(update) == _decode_rows(update)
+    assert codec.stats["decoded"] == 51
+    assert codec.stats["general"] == 0
+
+
+@needs_wire
+def test_weaves_framing_takes_the_record_path_with_its_own_type_ids() -> None:
+    codec = _PayloadCodec()
+    for ex in load_vector("tcp-gossip-topology.json")["examples"]:
+        payload = bytes.fromhex(ex["data_hex"])
+        assert codec.decode(payload) == _decode_rows(payload)
+    assert codec.stats["general"] == 0
+
+
+def test_a_definition_inside_a_record_goes_down_the_general_path() -> None:
+    codec = _PayloadCodec()
+    ours = codec.encode(_peers(2))
+    spans = gob.message_spans(ours)
+    # The last CL value replaced by definitions (again) and a value.
+    _, cl_start, _ = spans[-1]
+    bad = ours[:cl_start] + gob.Encoder().encode(CONNECTION_SUMMARY_LIST, [])
+    with contextlib.suppress(TopologyError):
+        codec.decode(bad)
+    assert codec.stats["general"] >= 1
+    assert codec.decode(ours) == _decode_rows(ours)  # the primed decoder is intact
+
+
+def test_decode_value_refuses_definitions() -> None:
+    enc = gob.Encoder()
+    first = enc.encode(PEER_SUMMARY, {"NickName": "a"})
+    dec = gob.Decoder(first)
+    dec.next(PEER_SUMMARY)
+    try:
+        dec.decode_value(first, 0, len(first), PEER_SUMMARY)
+    except gob.GobError:
+        pass
+    else:
+        raise AssertionError("a definition was accepted by decode_value")
+    again = enc.encode(PEER_SUMMARY, {"NickName": "b"})
+    assert dec.decode_value(again, 0, len(again), PEER_SUMMARY)["NickName"] == "b"
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.binary(max_size=400), st.integers(0, 300))
+def test_codec_agrees_with_the_general_path_on_mangled_payloads(junk: bytes, at: int) -> None:
+    codec = _PayloadCodec()
+    good = codec.encode(_peers(3))
+    codec.decode(good)
+    payload = good[:at] + junk + good[at + len(junk) :]
+    try:
+        want: object = _decode_rows(payload)
+    except TopologyError:
+        want = TopologyError
+    try:
+        got: object = _PayloadCodec().decode(payload)
+    except TopologyError:
+        got = TopologyError
+    try:
+        warm: object = codec.decode(payload)
+    except TopologyError:
+        warm = TopologyError
+    assert got == want and warm == want
+
+
+def test_repeated_update_does_not_collect_but_a_lost_connection_does() -> None:
+    us = Topology(PeerName(1), "h1", 101, 1, random.Random(1))
+    peers = _peers(3)
+    us.apply_update(_PayloadCodec().encode(peers[1:]))  # 2 <-> 3, none to us
+    assert set(us.peers) == {1}  # unreachable from us: collected
+    # Now 2 and 3 are reachable through our own connection to 2.
+    us.add_local_connection(ConnectionInfo(PeerName(2), "10.0.0.2:6783", True, True))
+    us.apply_update(_PayloadCodec().encode(peers[1:]))
+    assert set(us.peers) == {1, 2, 3}
+    calls = []
+    original = us.garbage_collect
+
+    def counting() -> list[Peer]:
+        calls.append(1)
+        return original()
+
+    us.garbage_collect = counting  # type: ignore[method-assign]
+    result = us.apply_update(_PayloadCodec().encode(peers[1:]))
+    assert not result.improved and calls == []
+    # Peer 2 drops its connection to 3 (newer version): 3 is unreachable and goes.
+    p2 = Peer(PeerName(2), "h2", 102, 9, 2, True, {})
+    result = us.apply_update(_PayloadCodec().encode([p2]))
+    assert calls == [1] and [p.name for p in result.removed] == [3]
+    assert set(us.graph()) == {1, 2}
