@@ -71,17 +71,17 @@ def host(tmp_path: Path) -> Iterator[Host]:
     with Netns("wdcni") as ns:
         h = Host(ns, tmp_path)
         h.spec.write_text(SPEC)
-        proc = ns.popen_weaved(h.spec, "daemon", "--resync", "2", log=tmp_path / "daemon.log")
+        # restart() replaces h.proc: the one running at the end is the one stopped.
+        h.proc = ns.popen_weaved(h.spec, "daemon", "--resync", "2", log=tmp_path / "daemon.log")  # type: ignore[attr-defined]
         try:
             wait_for(
                 lambda: "converged at" in ns.weaved(h.spec, "status", check=False).stdout,
                 timeout=30,
             )
             wait_for(lambda: "inet " in ns.ip("-4", "addr", "show", "weave").stdout, timeout=30)
-            h.proc = proc  # type: ignore[attr-defined]
             yield h
         finally:
-            stop_process(proc)
+            stop_process(h.proc)  # type: ignore[attr-defined]
 
 
 def addr_of(result: dict[str, Any]) -> str:
