@@ -33,6 +33,7 @@ def conf(version: str = "1.0.0", **extra: Any) -> dict[str, Any]:
 class Host:
     def __init__(self, ns: Netns, tmp: Path) -> None:
         self.ns, self.tmp = ns, tmp
+        self.proc: subprocess.Popen[bytes] | None = None
         self.spec = tmp / "weave.yaml"
         self.plugin = tmp / "bin" / "weave-net"  # the name Weave's conflists use
         self.plugin.parent.mkdir()
@@ -71,8 +72,7 @@ def host(tmp_path: Path) -> Iterator[Host]:
     with Netns("wdcni") as ns:
         h = Host(ns, tmp_path)
         h.spec.write_text(SPEC)
-        # restart() replaces h.proc: the one running at the end is the one stopped.
-        h.proc = ns.popen_weaved(h.spec, "daemon", "--resync", "2", log=tmp_path / "daemon.log")  # type: ignore[attr-defined]
+        h.proc = ns.popen_weaved(h.spec, "daemon", "--resync", "2", log=tmp_path / "daemon.log")
         try:
             wait_for(
                 lambda: "converged at" in ns.weaved(h.spec, "status", check=False).stdout,
@@ -81,7 +81,8 @@ def host(tmp_path: Path) -> Iterator[Host]:
             wait_for(lambda: "inet " in ns.ip("-4", "addr", "show", "weave").stdout, timeout=30)
             yield h
         finally:
-            stop_process(h.proc)  # type: ignore[attr-defined]
+            if h.proc is not None:
+                stop_process(h.proc)  # the one running now (a test may have restarted it)
 
 
 def addr_of(result: dict[str, Any]) -> str:
@@ -167,20 +168,22 @@ def test_errors_a_runtime_can_act_on(host: Host) -> None:
         assert rc == 1 and err["code"] == 7 and "not found in CNI_PATH" in err["msg"]
         rc, ver = host.cni("VERSION", "", None, conf())
         assert rc == 0 and "1.0.0" in ver["supportedVersions"]
-        stop_process(host.proc)  # type: ignore[attr-defined]
+        assert host.proc is not None
+        stop_process(host.proc)
         rc, err = host.cni("ADD", "e1", c1.name, conf())
         assert rc == 1 and err["code"] == 11
         assert err["msg"] == f"weaved daemon not running at {host.tmp / 'weaved.sock'}"
 
 
 def restart(host: Host, *, wipe_ipam: bool = False) -> None:
-    stop_process(host.proc)  # type: ignore[attr-defined]
+    assert host.proc is not None
+    stop_process(host.proc)
     if wipe_ipam:
         for path in (host.tmp / "state").iterdir():
             if path.name != "cni.json" and path.is_file() and "ipam" in path.name:
                 path.unlink()
     log = host.tmp / "daemon.log"
-    host.proc = host.ns.popen_weaved(host.spec, "daemon", "--resync", "2", log=log)  # type: ignore[attr-defined]
+    host.proc = host.ns.popen_weaved(host.spec, "daemon", "--resync", "2", log=log)
     wait_for(
         lambda: "converged at" in host.ns.weaved(host.spec, "status", check=False).stdout,
         timeout=30,
@@ -281,3 +284,16 @@ c, _ = s.accept(); c.recv(1024)
 c.sendall(b"HTTP/1.0 200 OK\\r\\nContent-Length: 14\\r\\n\\r\\nhello from pm1")
 c.close()
 """
+
+
+def test_namespace_removed_without_del_is_released(host: Host) -> None:
+    with Netns("wdcnic") as c1:
+        rc, r1 = host.cni("ADD", "gone1", c1.name, conf())
+        assert rc == 0, r1
+    # The runtime lost the container without telling us: the daemon notices within seconds.
+    records = host.tmp / "state" / "cni.json"
+    wait_for(lambda: "gone1" not in records.read_text(), timeout=15)
+    with Netns("wdcnic") as c2:
+        rc, r2 = host.cni("ADD", "gone2", c2.name, conf())
+        assert rc == 0 and addr_of(r2) == addr_of(r1)  # given out again: it was released
+        assert host.cni("DEL", "gone2", c2.name, conf())[0] == 0

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 STORE = "cni.json"
+WATCH_SECONDS = 5.0
 IPAM_TIMEOUT = 60.0  # longer than this without an address: the runtime is told to retry
 
 
@@ -124,8 +125,7 @@ class CniPart(Component):
     async def start(self, daemon: Daemon) -> None:
         self._daemon = daemon
         self.records = self._load()
-        if self.records:
-            self._tasks.append(asyncio.create_task(self._reobserve(), name="cni-reobserve"))
+        self._tasks.append(asyncio.create_task(self._watch(), name="cni-watch"))
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -159,6 +159,32 @@ class CniPart(Component):
         tmp = self.store.with_suffix(".tmp")
         tmp.write_text(json.dumps({"attachments": [r.to_json() for r in self.records.values()]}))
         os.replace(tmp, self.store)
+
+    async def _watch(self) -> None:
+        """Re-observe once after start, then release attachments whose namespace the runtime
+        removed without a DEL that reached us (daemon down then, runtime crashed)."""
+        if self.records:
+            await self._reobserve()
+        while True:
+            await asyncio.sleep(WATCH_SECONDS)
+            gone = [r for r in self.records.values() if not os.path.exists(r.netns)]
+            if not gone:
+                continue
+            async with self._lock:
+                for rec in gone:
+                    if self.records.get(rec.key) != rec:
+                        continue  # DEL or ADD meanwhile
+                    log.info("cni namespace gone without DEL container=%s", rec.container_id)
+                    await self._daemon_unplug(rec)
+                    await self._release(rec)
+                    self.records.pop(rec.key, None)
+                self._save()
+            assert self._daemon is not None
+            self._daemon.mark_dirty("cni")
+
+    async def _daemon_unplug(self, rec: CniRecord) -> None:
+        assert self._daemon is not None
+        await self._daemon.on_dataplane(lambda _dp: plumbing.unplug(rec.veth, "", rec.ifname))
 
     async def _reobserve(self) -> None:
         """After a restart: attachments whose namespace or interface is gone are released;
