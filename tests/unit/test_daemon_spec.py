@@ -177,3 +177,29 @@ def test_a_bad_spec_at_restart_runs_the_last_good_one(tmp_path: Path) -> None:
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=10) == 0
+
+
+def test_dropping_the_password_file_from_the_spec_does_not_stop_the_daemon(
+    tmp_path: Path,
+) -> None:
+    """Cancelling watchfiles' awatch sets the stop event it was given: the password file's
+    watcher must never be given the daemon's own."""
+    password = tmp_path / "pw"
+    password.write_text("s3cret\n")
+    password.chmod(0o600)
+    daemon = make_daemon(tmp_path, f"version: 1\npassword_file: {password}\n")
+
+    async def scenario() -> bool:
+        assert await daemon._read_spec()
+        await asyncio.sleep(0.3)  # the watcher runs
+        daemon.config.spec_path.write_text(GOOD)
+        assert await daemon._read_spec()
+        await asyncio.sleep(1.5)
+        stopped = daemon.stopping.is_set()
+        daemon.stopping.set()
+        watch = daemon._password_watch[1]
+        if watch is not None:
+            await asyncio.gather(watch, return_exceptions=True)
+        return stopped
+
+    assert asyncio.run(scenario()) is False

@@ -88,12 +88,18 @@ def cmd_plan(args: argparse.Namespace, ctx: Context) -> int:
     return 0
 
 
-def cmd_apply(_args: argparse.Namespace, ctx: Context) -> int:
+def cmd_apply(args: argparse.Namespace, ctx: Context) -> int:
     from weaved.plan.render import render_plan
 
     client = _daemon_for(ctx)
+    if args.confirm is not None and client is None:
+        raise UsageError(
+            "apply --confirm needs the running daemon: its probes watch the mesh it runs\n"
+            "  hint: start `weaved daemon`, or set rollout.confirm in the spec"
+        )
     if client is not None:
-        answer = client.call("POST", "/apply", {})
+        body = {} if args.confirm is None else {"confirm": args.confirm}
+        answer = client.call("POST", "/apply", body, timeout=(args.confirm or 0) + 120.0)
         changes, writes, text = answer["changes"], answer["writes"], answer["text"]
     else:
         from weaved.dataplane.kernel import KernelDataplane
@@ -373,6 +379,15 @@ def cmd_lab(args: argparse.Namespace, _ctx: Context) -> int:
 
 
 # --- parser -----------------------------------------------------------------------------
+def _confirm_seconds(text: str) -> int:
+    from weaved.spec.models import seconds_of
+
+    try:
+        return seconds_of(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 class Parser(argparse.ArgumentParser):
     """Usage errors exit 64 (EX_USAGE): argparse's 2 is what `plan --detailed-exitcode` uses
     for "changes pending", and a typo must never read as that."""
@@ -470,6 +485,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_plan)
 
     p = sub.add_parser("apply", help="make the host match the spec, then verify")
+    p.add_argument(
+        "--confirm",
+        type=_confirm_seconds,
+        metavar="TIMEOUT",
+        help="a changed spec must pass its probes within TIMEOUT (60, 60s, 2m), else the"
+        " daemon goes back to the last good spec (see rollout in the spec)",
+    )
     p.set_defaults(func=cmd_apply)
 
     p = sub.add_parser("reset", help="stop the daemon and remove every object weaved owns")

@@ -101,6 +101,11 @@ class WeavedCollector:
             yield CounterMetricFamily(
                 "weaved_reconciles", "Reconciliations run.", value=state.converges
             )
+            yield CounterMetricFamily(
+                "weaved_rollbacks",
+                "Changed specs rolled back because their probes failed.",
+                value=self.daemon.rollout.rollbacks,
+            )
             yield GaugeMetricFamily(
                 "weaved_spec_valid",
                 "1 when the spec file in force is valid.",

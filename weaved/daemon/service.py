@@ -30,6 +30,7 @@ from weaved.daemon.notify import (
     watchdog,
     watchdog_interval,
 )
+from weaved.daemon.rollout import Guard, Probe, Rollout
 from weaved.daemon.watch import watch_file
 from weaved.dataplane.base import Dataplane
 from weaved.engine.reconcile import Applied, RuntimeFacts, apply_spec, plan_spec
@@ -71,6 +72,7 @@ class ConvergeRecord:
 class DaemonState:
     spec: Spec | None = None
     spec_digest: str = ""
+    spec_raw: bytes = b""  # the file content of `spec`, what a rollback goes back to
     spec_error: str | None = None
     # The spec in force came from the saved copy: the file was refused at start.
     from_last_good: bool = False
@@ -109,8 +111,14 @@ class Daemon:
         self._dataplane: Dataplane | None = None
         self.leaving = False  # set by `weaved reset`: hand our IPAM space to a live peer
         self._password_watch: tuple[str | None, asyncio.Task[None] | None] = (None, None)
+        self.rollout = Rollout(self)
+        self._applied: tuple[Spec, bytes] | None = None  # last spec applied and confirmed
+        self._confirm: float | None = None  # `weaved apply --confirm T` in progress
         self._reloading = False  # SIGHUP: READY=1 again once its converge is done
         self._status = ""  # the last STATUS= sent to systemd
+
+    def part(self, name: str) -> Component | None:
+        return next((c for c in self.components if c.name == name), None)
 
     # --- kernel work on the dataplane thread --------------------------------------------
     async def on_dataplane(self, fn: Callable[[Dataplane], T]) -> T:
@@ -138,6 +146,8 @@ class Daemon:
                 self._refuse(loaded.error or "no valid spec")
             return False
         self.state.spec = loaded.spec
+        self.state.spec_raw = loaded.raw
+        self.rollout.last = None  # a new content: whatever was rolled back is history
         self.state.spec_error = None
         self.state.from_last_good = False
         await asyncio.to_thread(save_last_good, self.config.state_dir, loaded.raw)
@@ -173,10 +183,12 @@ class Daemon:
             self._password_watch[1].cancel()
         task = None
         if name is not None and Path(name).parent.is_dir():
+            # Its own stop event: cancelling watchfiles' awatch sets the event it was given,
+            # and with the daemon's that stopped the daemon whenever password_file changed.
             watcher = watch_file(
                 Path(name),
                 lambda: self.mark_dirty("password file edit"),
-                self.stopping,
+                asyncio.Event(),
                 what="password file",
             )
             task = asyncio.create_task(
@@ -215,28 +227,52 @@ class Daemon:
         if spec is None:
             record.error = self.state.spec_error or "no valid spec"
         else:
-            facts = self.runtime_facts()
-            try:
-                applied: Applied = await self.on_dataplane(lambda dp: apply_spec(spec, dp, facts))
-                parts = self.components_plan(spec)
-                for component in self.components:
-                    record.writes += component.converge(spec)
-                plan = merge_plans(applied.planned.plan, parts)
-                record.changes = len(plan.changes)
-                record.writes += applied.report.writes
-                record.seconds = applied.seconds
-                record.plan_text = render_plan(plan) if record.changes else ""
-            except WeavedError as exc:
-                record.error = str(exc)
-                # Once per distinct error: a failing resync every 30 s is one problem, not many.
-                previous = self.state.last.error if self.state.last else None
-                level = logging.DEBUG if previous == record.error else logging.ERROR
-                log.log(level, "converge failed reason=%s error=%s", reason, exc)
+            good, good_raw = self._applied or (None, b"")
+            guard = await self.rollout.prepare(good, good_raw, spec, self._confirm)
+            await self._converge_spec(spec, record)
+            if guard is not None and record.error is None:
+                failed = await self.rollout.failing(guard.probes, guard.timeout)
+                if failed:
+                    record = await self._roll_back(guard, spec, failed)
+            if record.error is None:
+                self._applied = (self.state.spec or spec, self.state.spec_raw)
         self.state.last = record
         self._notify(record)
         self.state.converges += 1
         async with self.converged:
             self.converged.notify_all()
+        return record
+
+    async def _converge_spec(self, spec: Spec, record: ConvergeRecord) -> None:
+        facts = self.runtime_facts()
+        try:
+            applied: Applied = await self.on_dataplane(lambda dp: apply_spec(spec, dp, facts))
+            parts = self.components_plan(spec)
+            for component in self.components:
+                record.writes += component.converge(spec)
+            plan = merge_plans(applied.planned.plan, parts)
+            record.changes = len(plan.changes)
+            record.writes += applied.report.writes
+            record.seconds = applied.seconds
+            record.plan_text = render_plan(plan) if record.changes else ""
+        except WeavedError as exc:
+            record.error = str(exc)
+            # Once per distinct error: a failing resync every 30 s is one problem, not many.
+            previous = self.state.last.error if self.state.last else None
+            level = logging.DEBUG if previous == record.error else logging.ERROR
+            log.log(level, "converge failed reason=%s error=%s", record.reason, exc)
+
+    async def _roll_back(self, guard: Guard, bad: Spec, failed: list[Probe]) -> ConvergeRecord:
+        """Back to the last good spec: a converge like any other, its plan logged."""
+        self.rollout.rolled_back(guard, bad, self.state.spec_digest, failed)
+        self.state.spec, self.state.spec_raw = guard.good, guard.good_raw
+        for component in self.components:
+            component.spec_changed(guard.good)
+        if guard.good_raw:  # empty when the good spec is the saved copy itself
+            await asyncio.to_thread(save_last_good, self.config.state_dir, guard.good_raw)
+        record = ConvergeRecord(time.time(), "rollback")
+        await self._converge_spec(guard.good, record)
+        log.warning("rollback plan (%d changes):\n%s", record.changes, record.plan_text)
         return record
 
     def _notify(self, record: ConvergeRecord) -> None:
@@ -300,6 +336,7 @@ class Daemon:
             "spec": str(self.config.spec_path),
             "spec_error": self.state.spec_error,
             "spec_from_last_good": self.state.from_last_good,
+            "rollback": self.rollout.status_line(),
             "converges": self.state.converges,
             "problems": [p for c in self.components for p in c.problems()],
             "last": None
@@ -340,6 +377,8 @@ class Daemon:
                 )
         if self.state.spec_error:
             lines.append(f"      SpecError: {self.state.spec_error.splitlines()[0]}")
+        if (rollback := self.rollout.status_line()) is not None:
+            lines.append(f"       Rollback: {rollback}")
         lines += [f"        Problem: {p}" for c in self.components for p in c.problems()]
         return "\n".join(lines)
 
@@ -368,10 +407,20 @@ class Daemon:
         facts = self.runtime_facts()
         planned = await self.on_dataplane(lambda dp: plan_spec(spec, dp, facts))
         plan = merge_plans(planned.plan, self.components_plan(spec))
-        return Response(200, {"text": render_plan(plan), "json": plan_json(plan)})
+        text = render_plan(plan)
+        if self.rollout.last is not None:  # what the file on disk would change again
+            text = f"# the spec file was {self.rollout.status_line()}; it would change:\n{text}"
+        return Response(200, {"text": text, "json": plan_json(plan)})
 
-    async def _apply(self, _req: Request) -> Response:
-        record = await self.converge("apply")
+    async def _apply(self, req: Request) -> Response:
+        confirm = req.body.get("confirm")
+        self._confirm = float(confirm) if isinstance(confirm, int | float) and confirm > 0 else None
+        try:
+            record = await self.converge("apply")
+        finally:
+            self._confirm = None
+        if record.reason == "rollback":
+            return Response(409, {"error": f"{self.rollout.status_line()}"})
         if record.error:
             return Response(409, {"error": record.error})
         return Response(
@@ -405,6 +454,8 @@ class Daemon:
             raise WeavedError(self.state.spec_error)
         if self.state.spec is None:
             raise WeavedError("no valid spec loaded")
+        if self.rollout.last is not None:
+            return self.rollout.last.bad_spec
         return self.state.spec
 
     # --- lifecycle ----------------------------------------------------------------------

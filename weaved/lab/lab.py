@@ -76,6 +76,8 @@ class Host:
             "WEAVED_SPEC": str(self.spec),
             "WEAVED_SOCKET": str(self.socket),
             "WEAVED_STATE_DIR": str(self.state_dir),
+            # With a cluster file as the spec, each lab host runs its own section.
+            "WEAVED_HOST": self.name,
         }
 
 
@@ -235,6 +237,7 @@ class Lab:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
+                env={**os.environ, "WEAVED_HOST": host.name},
             )
         self._children[proc.pid] = proc
         return proc.pid

@@ -12,7 +12,7 @@ import re
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 DEFAULT_SPEC_PATH = "/etc/weave/weave.yaml"
 DEFAULT_PORT = 6783
@@ -384,6 +384,51 @@ class DockerSpec(_Strict):
     socket: Annotated[str, AfterValidator(_docker_url)] = "unix:///var/run/docker.sock"
 
 
+_DURATION = re.compile(r"^([0-9]{1,5})(s|m)?$")
+
+
+def seconds_of(value: int | str) -> int:
+    """60, "60s" or "2m" → seconds (1 s to 1 h: a rollout waits that long at most)."""
+    match = _DURATION.match(str(value))
+    if match is None:
+        raise ValueError("a duration is seconds: 60, 60s or 2m")
+    seconds = int(match.group(1)) * (60 if match.group(2) == "m" else 1)
+    if not 1 <= seconds <= 3600:
+        raise ValueError("a duration between 1s and 1h")
+    return seconds
+
+
+class ProbeSpec(_Strict):
+    """One check that the network still works after a change; exactly one key."""
+
+    ping: Annotated[str, AfterValidator(_ipv4)] | None = Field(None, description="ICMP echo")
+    tcp: Endpoint | None = Field(None, description="ADDRESS:PORT accepts a TCP connection")
+    dns: Fqdn | None = Field(None, description="the name resolves through weaveDNS")
+    command: list[Annotated[str, Field(min_length=1, max_length=4096)]] | None = Field(
+        None, min_length=1, max_length=64, description="argv; passes when it exits 0"
+    )
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> ProbeSpec:
+        given = [k for k in ("ping", "tcp", "dns", "command") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("a probe is exactly one of ping, tcp, dns, command")
+        return self
+
+
+class RolloutSpec(_Strict):
+    """Apply a changed spec with a safety net: probes must pass within `confirm`, or the
+    daemon goes back to the last good spec."""
+
+    confirm: Annotated[int | str, AfterValidator(seconds_of)] | None = Field(
+        None, description="seconds (60, 60s, 2m) the probes have to pass; unset: no safety net"
+    )
+    default_probes: bool = Field(
+        True, description="peers connected before reconnect; weaveDNS answers a name it knows"
+    )
+    probes: list[ProbeSpec] = Field(default_factory=list, max_length=64)
+
+
 class Spec(_Strict):
     """A host's whole weaved configuration (`/etc/weave/weave.yaml`)."""
 
@@ -405,6 +450,7 @@ class Spec(_Strict):
     metrics: MetricsSpec = Field(default_factory=MetricsSpec)
     docker: DockerSpec = Field(default_factory=DockerSpec)
     multicast_route: bool = Field(True, description="Add 224.0.0.0/4 via ethwe in containers")
+    rollout: RolloutSpec = Field(default_factory=RolloutSpec)
 
     @property
     def mtu(self) -> int:
