@@ -133,3 +133,17 @@ def test_cluster_schema_is_exported_and_current(capsys: pytest.CaptureFixture[st
     assert "version" not in schema["$defs"]["HostSettings"]["properties"]
     stored = Path(__file__).resolve().parents[2] / "schemas" / "cluster.schema.json"
     assert json.loads(stored.read_text()) == schema
+
+
+def test_the_readme_cluster_example_is_valid(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import re
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    found = re.search(r"## Rolling out from Git\n.*?```yaml\n(.*?)```", readme, re.S)
+    assert found is not None
+    path = tmp_path / "cluster.yaml"
+    path.write_text(found.group(1))
+    assert main(["validate", "--skip-host-files", str(path)]) == 0
+    assert "valid (2 hosts)" in capsys.readouterr().out
