@@ -345,3 +345,26 @@ def test_clear_errors(host: Netns, tmp_path: Path) -> None:
         )
         assert no_bridge.returncode == 1 and 'bridge "weave" not present' in no_bridge.stderr
         assert c1.ip("link", "show", "ethwe", check=False).returncode != 0
+
+
+def test_the_quick_check_reads_only_the_host_and_the_deep_one_finds_changes_inside(
+    host: Netns,
+) -> None:
+    """Issue 16.3: the periodic check enters no container whose veth is unchanged (one link
+    dump on a host of many containers); a change made by hand inside a container is found by
+    the deep check, and a veth deleted by hand by the quick one."""
+    with Netns("wdhs") as c1:
+        target = netns_target(c1.name)
+        attached = in_ns(host, lambda: plumbing.attach(target, [Iface("10.2.1.31/24")]))
+        assert attached.peer_index > 0
+        c1.ip("addr", "del", "10.2.1.31/24", "dev", "ethwe")
+
+        quick = in_ns(host, lambda: plumbing.observe_attachments(None, [attached], deep=False))
+        assert [a.addresses for a in quick] == [(Iface("10.2.1.31/24"),)]  # as recorded
+        deep = in_ns(host, lambda: plumbing.observe_attachments(None, [attached], deep=True))
+        assert [a.addresses for a in deep] == [()]
+        assert deep[0].state is AttachmentState.ATTACHED
+
+        host.ip("link", "del", target.veth)
+        gone = in_ns(host, lambda: plumbing.observe_attachments(None, [attached], deep=False))
+        assert [a.state for a in gone] == [AttachmentState.GONE]

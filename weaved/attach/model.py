@@ -112,6 +112,9 @@ class Attachment:
     bridged: bool = True  # the host side is a port of the weave bridge
     state: AttachmentState = AttachmentState.ATTACHED
     veth_index: int = 0  # host-side ifindex (stable while the veth lives; orders `ps`)
+    # ethwe's ifindex inside the container as last read there (not saved: after a restart
+    # every namespace is read again); 0 = never read.
+    peer_index: int = field(default=0, compare=False)
 
     @property
     def alive(self) -> bool:

@@ -436,6 +436,7 @@ def attach(
         tx_checksum=after.tx_checksum,
         bridged=host_link.get_attr("IFLA_MASTER") == bridge_index,
         veth_index=host_index,
+        peer_index=after.index,
     )
 
 
@@ -553,6 +554,15 @@ class _Locator:
     def __init__(self, ipr: IPRoute) -> None:
         self.ipr = ipr
         self._everywhere: dict[int, str] | None = None
+        self._named: dict[str, list[str]] | None = None  # veth id → named netns behind it
+
+    def _named_by_id(self) -> dict[str, list[str]]:
+        # Hashed once per observation: once per veth made a resync quadratic in containers.
+        if self._named is None:
+            self._named = {}
+            for name in _listdir(NETNS_DIR):
+                self._named.setdefault(netns_veth_id(name), []).append(name)
+        return self._named
 
     def nsid_of(self, path: str) -> int | None:
         try:
@@ -567,11 +577,10 @@ class _Locator:
             if self.nsid_of(path) == nsid:
                 return _Located(path, TargetKind.PID, veth_id, int(veth_id), True)
         else:
-            for name in _listdir(NETNS_DIR):
-                if netns_veth_id(name) == veth_id:
-                    path = str(NETNS_DIR / name)
-                    if self.nsid_of(path) == nsid:
-                        return _Located(path, TargetKind.NETNS, name, None, True)
+            for name in self._named_by_id().get(veth_id, []):
+                path = str(NETNS_DIR / name)
+                if self.nsid_of(path) == nsid:
+                    return _Located(path, TargetKind.NETNS, name, None, True)
         path_found = self._scan().get(nsid)
         if path_found is None:
             return None
@@ -598,7 +607,7 @@ class _Locator:
 
 
 def observe_attachments(
-    docker_url: str | None = None, known: Iterable[Attachment] = ()
+    docker_url: str | None = None, known: Iterable[Attachment] = (), *, deep: bool = True
 ) -> list[Attachment]:
     """Every container plugged in on this host, looked up in the kernel (host side: links named
     `vethwepl*`; container side: its `ethwe`, read inside its namespace).
@@ -607,6 +616,11 @@ def observe_attachments(
     its full ID). `known`: attachments the caller had before (e.g. from its last run); any of
     them not found again comes back with state GONE, one whose process died while its namespace
     lives on with state ORPHANED, so the caller can release their addresses.
+
+    `deep` False: a container whose host veth is the one `known` recorded (same index and
+    peer) keeps its recorded container side, its namespace not entered; the periodic check
+    of a host with many containers is then one link dump, and a deep one now and then finds
+    what was changed inside a container by hand.
     """
     ipr = IPRoute()
     links: list[Any] = []
@@ -648,8 +662,13 @@ def observe_attachments(
             veth_index=int(link["index"]),
         )
         orphaned = loc is None or not loc.exact or (loc.pid is not None and not pid_alive(loc.pid))
-        if loc is not None:
-            peer_index = link.get_attr("IFLA_LINK")
+        peer_index = link.get_attr("IFLA_LINK")
+        unchanged = (
+            previous is not None
+            and previous.veth_index == int(link["index"])
+            and previous.peer_index == peer_index
+        )
+        if loc is not None and (deep or not unchanged):
             try:
                 with opened(loc.path) as fd:
                     side = run_in_netns(fd, partial(_probe_side, peer_index))
@@ -664,6 +683,7 @@ def observe_attachments(
                     addresses=side.addresses,
                     multicast_route=side.multicast_route,
                     tx_checksum=side.tx_checksum,
+                    peer_index=peer_index,
                 )
         if orphaned:
             base = replace(base, state=AttachmentState.ORPHANED)

@@ -72,6 +72,9 @@ STORE = "attachments.json"
 NETNS_ETC = Path("/etc/netns")
 RESOLV_MARK = "# written by weaved: weaveDNS for this namespace\n"
 WATCH_SECONDS = 5.0
+# Every check sees veths come and go (one link dump); every DEEP_EVERY-th also enters each
+# container's namespace to find what was changed inside by hand (e.g. an address removed).
+DEEP_EVERY = 12
 FIRST_LOOK_SECONDS = 10.0  # longest an attach waits for the first look after a start
 
 # Docker's events at a URL, each (re)connection first announced by a RESYNC (see docker_events).
@@ -200,15 +203,19 @@ class AttachPart(Component):
         self._touched[key] = self._epoch
 
     # --- re-observation: restarts, dead containers, vanished namespaces -----------------
-    async def resync(self) -> None:
+    async def resync(self, *, deep: bool = True) -> None:
         """Compare what is attached with what we knew; nothing is recreated, and only what
-        changed is acted on (claims, DNS names, the saved list, a reconcile)."""
+        changed is acted on (claims, DNS names, the saved list, a reconcile). Not `deep`:
+        containers whose veth is unchanged are not looked into (see observe_attachments)."""
         assert self._daemon is not None
         url = self.docker_url
         epoch = self._epoch
         first = not self._pruned
         known = list(self.known.values())
-        seen = await self._daemon.on_dataplane(lambda _dp: observe_attachments(url, known))
+        deep = deep or first
+        seen = await self._daemon.on_dataplane(
+            lambda _dp: observe_attachments(url, known, deep=deep)
+        )
         changed = False
         async with self._lock:
             for a in seen:
@@ -329,12 +336,14 @@ class AttachPart(Component):
 
     async def _watch_namespaces(self) -> None:
         await asyncio.sleep(0)
+        checks = 0
         while True:
             try:
-                await self.resync()
+                await self.resync(deep=checks % DEEP_EVERY == 0)
             except WeavedError as exc:
                 log.error("attachment resync failed: %s", exc)
             self._first_look.set()
+            checks += 1
             await asyncio.sleep(WATCH_SECONDS)
 
     async def _docker_events(self) -> None:

@@ -62,10 +62,14 @@ class FastdpKernel:
         return int(found[0]) if found else None
 
     def _name(self, index: int | None) -> str:
+        # An ioctl, not a netlink message to decode: the bridge table names one port per
+        # container, and decoding each port's whole link message was the daemon's top cost.
         if not index:
             return ""
-        links = self.ipr.get_links(index)
-        return str(links[0].get_attr("IFLA_IFNAME")) if links else ""
+        try:
+            return socket.if_indextoname(index)
+        except OSError:
+            return ""
 
     def observe_link(self, device: Device) -> LinkRow | None:
         idx = self.index(device.name)
