@@ -43,8 +43,8 @@ grep '^setuptools==' "$here/packaging/requirements-dev.lock" > "$work/backend.lo
 "${pip[@]}" --no-deps --no-build-isolation "$work/src"
 "$venv/bin/python" -m pip uninstall -q -y setuptools pip
 # Only the interpreter links and our entry point; pip wrote the staging path into it.
-find "$venv/bin" -mindepth 1 ! -name 'python*' ! -name weaved -delete
-sed -i "1s|^#!.*|#!/opt/weaved/venv/bin/python$pyver|" "$venv/bin/weaved"
+find "$venv/bin" -mindepth 1 ! -name 'python*' ! -name weaved ! -name weaved-cni -delete
+sed -i "1s|^#!.*|#!/opt/weaved/venv/bin/python$pyver|" "$venv/bin/weaved" "$venv/bin/weaved-cni"
 # RECORD lists the console scripts (staging-path shebangs) and direct_url.json (the staging
 # path): drop those lines.
 find "$site" -path '*.dist-info/RECORD' -exec sed -i -e '\|^\.\./\.\./\.\./bin/|d' -e '/direct_url.json,/d' {} +
@@ -74,6 +74,10 @@ install -d "$root/usr/bin" "$root/lib/systemd/system" "$root/usr/share/weaved" \
   "$root/usr/share/bash-completion/completions" "$root/etc/iproute2/rt_protos.d" \
   "$root/usr/share/lintian/overrides" "$root/DEBIAN"
 ln -s /opt/weaved/venv/bin/weaved "$root/usr/bin/weaved"
+# The CNI plugin under Weave's names in Debian's CNI plugin directory (podman, cri-o look
+# there); `weaved setup-cni` links it into /opt/cni/bin for kubelet and containerd.
+install -d "$root/usr/lib/cni"
+for name in weave-net weave-ipam; do ln -s /opt/weaved/venv/bin/weaved-cni "$root/usr/lib/cni/$name"; done
 install -m 0644 "$here/systemd/weaved.service" "$root/lib/systemd/system/weaved.service"
 cp -r "$here/examples" "$root/usr/share/weaved/examples"
 cp -r "$here/schemas" "$root/usr/share/weaved/schemas"
