@@ -29,6 +29,7 @@ from weaved.spec.models import (
 
 MULTICAST = ipaddress.IPv4Network("224.0.0.0/4")
 CONTAINER_PORTS = "vethwepl*"  # every container's host-side veth (attach.model.VETH_PREFIX)
+PLUGIN_PORTS = "vethwl*"  # the Docker plugin's host-side veths (docker.core.HOST_PREFIX)
 _RULE_ID = re.compile(r"[A-Za-z0-9_.:-]+")
 
 
@@ -59,7 +60,7 @@ CHAINS = (
 def quote_ifname(name: str) -> str:
     """An interface name as a quoted nft string; anything that could be more than a name (a
     quote, a space, a brace) is refused, whatever the caller checked before."""
-    if not IFNAME_RE.fullmatch(name) and name != CONTAINER_PORTS:
+    if not IFNAME_RE.fullmatch(name) and name not in (CONTAINER_PORTS, PLUGIN_PORTS):
         raise ValueError(f"refusing {name!r} as an interface name in an nftables rule")
     return f'"{name}"'
 
@@ -261,15 +262,28 @@ def _dns_locality(spec: Spec) -> Iterator[Resource]:
         return
     dns = ipaddress.IPv4Address(DNS_LINK_ADDRESS)
     ports = quote_ifname(CONTAINER_PORTS)
+    plugin = quote_ifname(PLUGIN_PORTS)
     note = f"DNS at {dns} is local to this host"
     for field in ("ip daddr", "arp daddr ip"):
         rid = field.replace(" ", "-")
-        yield rule("bridge", "input", f"dns-{rid}", f"iifname != {ports} {field} {dns} drop", note)
+        yield rule(
+            "bridge",
+            "input",
+            f"dns-{rid}",
+            f"iifname != {ports} iifname != {plugin} {field} {dns} drop",
+            note,
+        )
         yield rule("bridge", "forward", f"dns-{rid}", f"{field} {dns} drop", note)
     for field in ("ip saddr", "arp saddr ip"):
         rid = field.replace(" ", "-")
         yield rule("bridge", "forward", f"dns-{rid}", f"{field} {dns} drop", note)
-        yield rule("bridge", "output", f"dns-{rid}", f"oifname != {ports} {field} {dns} drop", note)
+        yield rule(
+            "bridge",
+            "output",
+            f"dns-{rid}",
+            f"oifname != {ports} oifname != {plugin} {field} {dns} drop",
+            note,
+        )
 
 
 def _masquerade(addresses: list[ipaddress.IPv4Interface]) -> Iterator[Resource]:

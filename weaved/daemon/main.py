@@ -20,6 +20,7 @@ from weaved.daemon.service import Daemon, DaemonConfig
 from weaved.datapath.fastdp.part import FastdpPart
 from weaved.datapath.sleeve.part import SleeveDatapathPart
 from weaved.dataplane.kernel import KernelDataplane
+from weaved.docker.part import DockerPluginPart
 from weaved.engine.identity import resolve_peer_name
 from weaved.errors import WeavedError
 from weaved.ipam.persist import load_persisted_peer_name
@@ -52,8 +53,10 @@ def build_parts(
         parts.append(dns)
     cni = CniPart(spec, ctx.state_dir, ipam, dns)
     attach = AttachPart(spec, ctx.state_dir, ipam, dns)
-    attach.also_live = cni.live_keys  # CNI's addresses are not pruned at start
-    parts += [cni, attach]
+    plugin = DockerPluginPart(spec, ctx.state_dir, ipam, dns)
+    # CNI's and the Docker plugin's addresses are not pruned at start
+    attach.also_live = lambda: cni.live_keys() | plugin.live_keys()
+    parts += [cni, plugin, attach]
     parts.append(MetricsPart(spec, mesh, ipam, dns))
     return parts
 

@@ -379,9 +379,33 @@ def _docker_url(value: str) -> str:
     return value
 
 
+def _plugin_socket(value: str) -> str:
+    if not (value.startswith("/") and value.endswith(".sock") and len(value) < 100):
+        raise ValueError(
+            "the plugin socket is an absolute path ending in .sock (its name: the driver's)"
+        )
+    return value
+
+
+class DockerPluginSpec(_Strict):
+    """Docker's network and IPAM driver (libnetwork's remote protocol), as Weave's `weavemesh`."""
+
+    enabled: bool = Field(False, description="Serve the Docker network plugin (--net=weave)")
+    socket: Annotated[str, AfterValidator(_plugin_socket)] = Field(
+        "/run/docker/plugins/weavemesh.sock",
+        description="Where dockerd finds the plugin; the file's name is the driver's name",
+    )
+    network: str = Field(
+        "weave",
+        pattern=r"^([A-Za-z0-9][A-Za-z0-9_.-]{0,62})?$",
+        description="Docker network created (and re-created) on the default subnet; '' for none",
+    )
+
+
 class DockerSpec(_Strict):
     auto_attach: bool = Field(False, description="Attach containers as Docker starts them")
     socket: Annotated[str, AfterValidator(_docker_url)] = "unix:///var/run/docker.sock"
+    plugin: DockerPluginSpec = Field(default_factory=DockerPluginSpec)
 
 
 _DURATION = re.compile(r"^([0-9]{1,5})(s|m)?$")

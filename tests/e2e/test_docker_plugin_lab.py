@@ -1,0 +1,171 @@
+"""Docker's network plugin served by `weaved daemon` (`docker.plugin`), as Weave users run
+containers: two lab hosts, each with its own private dockerd; the daemon creates the network
+`weave` (driver `weavemesh`, Weave's name) in its dockerd, `docker run --net=weave` gets an
+address from weaved's IPAM and an `ethwe` interface on the bridge, containers on two hosts
+ping each other by address and by weaveDNS name, and `docker network create -d … --subnet`
+with `--ip` gives the address asked for.
+
+dockerd looks for plugins in the global /run/docker/plugins: each host's plugin socket has a
+name of this lab's own (so its driver is `wmpl<host>`), and tests running at the same time do
+not meet.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import shutil
+import subprocess
+from collections.abc import Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass
+
+import pytest
+
+from tests.docker_image import busybox_available, import_busybox, run_container
+from tests.helpers import Dockerd, wait_for
+from weaved.lab.lab import Lab, examples_dir
+
+pytestmark = [
+    pytest.mark.timeout(300),
+    pytest.mark.docker,
+    pytest.mark.skipif(
+        shutil.which("dockerd") is None or not busybox_available() or examples_dir() is None,
+        reason="needs dockerd, the docker CLI, /bin/busybox and examples/lab",
+    ),
+]
+
+HOSTS = ("host1", "host2")
+SUBNET = ipaddress.IPv4Network("10.32.0.0/12")  # examples/lab: ipalloc.range
+LAB = "dplug"
+
+
+@dataclass(frozen=True)
+class HostNetns:
+    name: str
+
+
+def driver_of(host: str) -> str:
+    return f"wm{LAB}{host[-1]}"
+
+
+class PluginLab:
+    def __init__(self, lab: Lab, dockerds: dict[str, Dockerd]) -> None:
+        self.lab = lab
+        self.dockerds = dockerds
+
+    def docker(self, host: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return self.dockerds[host].docker(*args, check=check, timeout=90)
+
+    def weaved(self, host: str, *args: str) -> str:
+        proc = self.lab.exec(host, ["weaved", *args], capture=True, timeout=60)
+        assert proc.returncode == 0, proc
+        return proc.stdout
+
+    def run(self, host: str, name: str, *args: str) -> str:
+        """`docker run -d --name NAME $(weaved dns-args) ARGS… busybox sleep`; its address."""
+        dns_args = self.weaved(host, "dns-args").split()
+        run_container(self.dockerds[host], name, *dns_args, *args)
+        return self.address(host, name)
+
+    def address(self, host: str, name: str) -> str:
+        out = self.docker(host, "exec", name, "ip", "-4", "-o", "addr", "show", "ethwe0").stdout
+        return out.split("inet ", 1)[1].split()[0]
+
+    def in_container(self, host: str, name: str, *argv: str) -> subprocess.CompletedProcess[str]:
+        return self.docker(host, "exec", name, *argv, check=False)
+
+
+def _weave_network(dockerd: Dockerd) -> bool:
+    out = dockerd.docker("network", "ls", "--format", "{{.Name}} {{.Driver}}", check=False)
+    return any(line.split()[0] == "weave" for line in out.stdout.splitlines() if line.split())
+
+
+def _remove_all(dockerd: Dockerd) -> None:
+    ids = dockerd.docker("ps", "-aq", check=False).stdout.split()
+    if ids:
+        dockerd.docker("rm", "-f", *ids, check=False)
+
+
+@pytest.fixture(scope="module")
+def plab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PluginLab]:
+    lab = Lab(LAB)
+    examples = examples_dir()
+    assert examples is not None
+    specs = tmp_path_factory.mktemp("specs")
+    dockerds = {h: Dockerd(HostNetns(f"wd-{lab.name}-h{h[-1]}")) for h in HOSTS}
+    for host, dockerd in dockerds.items():
+        text = (examples / "lab" / f"{host}.yaml").read_text()
+        text += (
+            f"docker:\n  socket: unix://{dockerd.sock}\n  plugin:\n    enabled: true\n"
+            f"    socket: /run/docker/plugins/{driver_of(host)}.sock\n"
+        )
+        (specs / f"{host}.yaml").write_text(text)
+    with ExitStack() as stack:
+        stack.callback(lab.down)
+        lab.up(len(HOSTS), spec_dir=specs, resync=2.0)
+        for dockerd in dockerds.values():
+            stack.enter_context(dockerd)
+            stack.callback(_remove_all, dockerd)
+            import_busybox(dockerd)
+        assert lab.wait_mesh(), "the lab hosts did not find each other"
+        for dockerd in dockerds.values():
+            wait_for(lambda d=dockerd: _weave_network(d), timeout=30, interval=0.5)
+        yield PluginLab(lab, dockerds)
+
+
+def test_network_weave_is_there_with_weaves_driver(plab: PluginLab) -> None:
+    for host in HOSTS:
+        out = plab.docker(host, "network", "ls", "--format", "{{.Name}} {{.Driver}}").stdout
+        assert f"weave {driver_of(host)}" in out.splitlines()
+        subnet = plab.docker(
+            host, "network", "inspect", "weave", "--format", "{{(index .IPAM.Config 0).Subnet}}"
+        ).stdout.strip()
+        assert subnet == str(SUBNET)
+
+
+def test_net_weave_containers_ping_across_hosts_by_address_and_name(plab: PluginLab) -> None:
+    a = plab.run("host1", "wpl-a", "--net=weave")
+    b = plab.run("host2", "wpl-b", "--net=weave")
+    for cidr in (a, b):
+        assert ipaddress.IPv4Interface(cidr).network == SUBNET
+    assert a != b
+    ip_a, ip_b = a.split("/")[0], b.split("/")[0]
+    for host, name, dst in (("host1", "wpl-a", ip_b), ("host2", "wpl-b", ip_a)):
+        ping = plab.in_container(host, name, "ping", "-c", "2", "-W", "2", dst)
+        assert ping.returncode == 0, ping.stdout + ping.stderr
+    # The host side is a port of weaved's bridge; the plan stays empty with it there.
+    assert plab.lab.wait_in_sync(), "weaved plan is not empty with a plugin endpoint"
+
+    def by_name(host: str, name: str, other: str, ip: str) -> bool:
+        out = plab.in_container(host, name, "ping", "-c", "1", "-W", "2", f"{other}.weave.local")
+        return out.returncode == 0 and f"({ip})" in out.stdout
+
+    wait_for(lambda: by_name("host1", "wpl-a", "wpl-b", ip_b), timeout=30, interval=0.5)
+    wait_for(lambda: by_name("host2", "wpl-b", "wpl-a", ip_a), timeout=30, interval=0.5)
+
+
+def test_own_network_with_subnet_and_ip_and_release_on_rm(plab: PluginLab) -> None:
+    d = driver_of("host1")
+    plab.docker(
+        "host1", "network", "create", "-d", d, "--ipam-driver", d,
+        "--subnet", "10.32.5.0/24", "wplnet",
+    )  # fmt: skip
+    try:
+        got = plab.run("host1", "wpl-ip", "--net=wplnet", "--ip", "10.32.5.7")
+        assert got == "10.32.5.7/24"
+        other = plab.run("host1", "wpl-other", "--net=wplnet")
+        assert ipaddress.IPv4Interface(other).network == ipaddress.IPv4Network("10.32.5.0/24")
+        assert other != got
+        # `docker rm -f` gives the address back: asking for it again works.
+        plab.docker("host1", "rm", "-f", "wpl-ip")
+        again = plab.run("host1", "wpl-ip2", "--net=wplnet", "--ip", "10.32.5.7")
+        assert again == "10.32.5.7/24"
+    finally:
+        plab.docker("host1", "rm", "-f", "wpl-ip", "wpl-ip2", "wpl-other", check=False)
+        plab.docker("host1", "network", "rm", "wplnet", check=False)
+
+
+def test_deleted_weave_network_comes_back(plab: PluginLab) -> None:
+    plab.docker("host2", "rm", "-f", "wpl-b", check=False)
+    plab.docker("host2", "network", "rm", "weave")
+    wait_for(lambda: _weave_network(plab.dockerds["host2"]), timeout=20, interval=0.5)

@@ -1,0 +1,1 @@
+"""Docker network plugin (`--net=weave`): libnetwork remote network and IPAM drivers."""
