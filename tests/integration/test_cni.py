@@ -297,3 +297,55 @@ def test_namespace_removed_without_del_is_released(host: Host) -> None:
         rc, r2 = host.cni("ADD", "gone2", c2.name, conf())
         assert rc == 0 and addr_of(r2) == addr_of(r1)  # given out again: it was released
         assert host.cni("DEL", "gone2", c2.name, conf())[0] == 0
+
+
+def test_weave_ipam_under_the_standard_bridge_plugin(host: Host) -> None:
+    """`weave-ipam` as another plugin's IPAM: Debian's `bridge` runs it from CNI_PATH."""
+    if not Path(CNI_PATH, "bridge").exists():
+        pytest.skip("needs bridge (apt-get install containernetworking-plugins)")
+    ipam_plugin = host.plugin.parent / "weave-ipam"
+    ipam_plugin.symlink_to(host.plugin)
+    cfg = {
+        "cniVersion": "1.0.0",
+        "name": "br",
+        "type": "bridge",
+        "bridge": "cnibr0",
+        "ipam": {"type": "weave-ipam", "subnet": "10.33.0.0/16"},
+    }
+    env = {
+        **os.environ,
+        "CNI_IFNAME": "eth0",
+        "CNI_PATH": f"{ipam_plugin.parent}:{CNI_PATH}",
+        "WEAVED_SOCKET": str(host.tmp / "weaved.sock"),
+    }
+
+    def bridge(command: str, cid: str, ns: str) -> tuple[int, Any]:
+        run_env = {**env, "CNI_COMMAND": command, "CNI_CONTAINERID": cid}
+        run_env["CNI_NETNS"] = f"/run/netns/{ns}"
+        proc = subprocess.run(
+            ["ip", "netns", "exec", host.ns.name, f"{CNI_PATH}/bridge"],
+            env=run_env,
+            input=json.dumps(cfg),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        return proc.returncode, json.loads(proc.stdout) if proc.stdout.strip() else None
+
+    with Netns("wdcnic") as c1, Netns("wdcnic") as c2:
+        rc, r1 = bridge("ADD", "bi1", c1.name)
+        assert rc == 0, r1
+        rc, r2 = bridge("ADD", "bi2", c2.name)
+        assert rc == 0, r2
+        a1, a2 = addr_of(r1), addr_of(r2)
+        assert a1 != a2 and a1.startswith("10.33.") and a2.startswith("10.33.")
+        c1.run(["ping", "-c", "2", "-W", "2", a2])
+        assert "vethweplc" not in host.ns.ip("link").stdout  # the interface is bridge's
+        assert bridge("DEL", "bi1", c1.name)[0] == 0
+        assert bridge("DEL", "bi1", c1.name)[0] == 0
+        rc, r3 = bridge("ADD", "bi3", c1.name)
+        assert rc == 0 and addr_of(r3) == a1  # released by DEL, given out again
+        assert bridge("DEL", "bi3", c1.name)[0] == 0
+        assert bridge("DEL", "bi2", c2.name)[0] == 0
+    host.ns.ip("link", "del", "cnibr0", check=False)

@@ -184,7 +184,8 @@ class CniPart(Component):
 
     async def _daemon_unplug(self, rec: CniRecord) -> None:
         assert self._daemon is not None
-        await self._daemon.on_dataplane(lambda _dp: plumbing.unplug(rec.veth, "", rec.ifname))
+        if rec.veth:
+            await self._daemon.on_dataplane(lambda _dp: plumbing.unplug(rec.veth, "", rec.ifname))
 
     async def _reobserve(self) -> None:
         """After a restart: attachments whose namespace or interface is gone are released;
@@ -267,6 +268,20 @@ class CniPart(Component):
         if server:  # weaveDNS's link address, on-link through the container's interface
             routes += [(net, None) for net in dns_routes(self.spec)]
             dns = {"nameservers": [server], "search": [self.spec.dns.domain.rstrip(".")]}
+        if body.get("ipam_only"):  # `weave-ipam` for another plugin's interface: no veth
+            rec = CniRecord(cid, ifname, netns, "", tuple(addresses), dns_name=body.get("dns_name"))
+            async with self._lock:
+                self.records[key] = rec
+                self._save()
+            self._register_dns(rec)
+            return {
+                "ips": [
+                    {"address": str(a), **({"gateway": str(gateway)} if gateway else {})}
+                    for a in addresses
+                ],
+                "routes": [{"dst": str(d), **({"gw": str(g)} if g else {})} for d, g in routes],
+                "dns": dns,
+            }
         try:
             async with self._lock:
                 plugged = await self._daemon.on_dataplane(
@@ -317,8 +332,11 @@ class CniPart(Component):
         rec = self.records.get(key)
         netns = str(body.get("netns") or (rec.netns if rec else ""))
         veth = rec.veth if rec else plumbing.veth_for(cid, ifname)
+        if body.get("ipam_only"):
+            veth = ""  # the interface is another plugin's
         async with self._lock:
-            await self._daemon.on_dataplane(lambda _dp: plumbing.unplug(veth, netns, ifname))
+            if veth:
+                await self._daemon.on_dataplane(lambda _dp: plumbing.unplug(veth, netns, ifname))
             if rec is not None:
                 await self._release(rec)
                 self.records.pop(key, None)
@@ -335,7 +353,11 @@ class CniPart(Component):
         rec = self.records.get(key)
         if rec is None:
             raise CniFailure(Code.UNKNOWN_CONTAINER, f"weaved has no CNI attachment {key}")
-        problems = await self._daemon.on_dataplane(lambda _dp: plumbing.host_problems(rec.veth))
+        problems = (
+            await self._daemon.on_dataplane(lambda _dp: plumbing.host_problems(rec.veth))
+            if rec.veth
+            else []
+        )
         seen = await self._daemon.on_dataplane(
             lambda _dp: plumbing.addresses_inside(rec.netns, rec.ifname)
         )
@@ -358,7 +380,7 @@ class CniPart(Component):
 
     # --- facts and API --------------------------------------------------------------------
     def facts(self, facts: RuntimeFacts) -> RuntimeFacts:
-        recs = list(self.records.values())
+        recs = [r for r in self.records.values() if r.veth]  # IPAM-only: no port of ours
         ports = tuple(
             WantedPort(
                 r.veth,

@@ -193,15 +193,27 @@ def run(role: str, env: dict[str, str], stdin: bytes, call: Caller) -> dict[str,
 def _ipam_role(
     inv: Invocation, conf: NetConf, call: Caller, base: dict[str, Any]
 ) -> dict[str, Any] | None:
-    """`weave-ipam` on its own (another plugin makes the interface): addresses only. Weave's
-    plugin does this through the same IPAM, so we ask the daemon for an address without a veth:
-    not supported yet, said plainly."""
-    del inv, call, base
-    raise CniError(
-        Code.UNSUPPORTED_FIELD,
-        "weave-ipam as a standalone IPAM plugin is not supported by weaved",
-        f'use "type": "weave-net" (weaved\'s IPAM is its default) in network {conf.name!r}',
-    )
+    """`weave-ipam` as the IPAM plugin of another interface plugin (bridge, macvlan, …): an
+    address from weaved's IPAM for the container, held until DEL; no veth of ours."""
+    ipam_base = {**base, "ipam_only": True}
+    if inv.command is Command.ADD:
+        answer = call(
+            "/cni/add",
+            {
+                **ipam_base,
+                "subnet": conf.subnet,
+                "routes": [r.to_json() for r in conf.routes],
+                "dns_name": dns_name(inv),
+            },
+        )
+        return render_result(_result({"interfaces": [], **answer}), conf.version)
+    if inv.command is Command.DEL:
+        call("/cni/del", ipam_base)
+        return None
+    if inv.command is Command.CHECK:
+        call("/cni/check", base)
+        return None
+    return None  # STATUS, GC: nothing of its own to report or collect
 
 
 def main() -> None:
