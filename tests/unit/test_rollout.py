@@ -101,3 +101,36 @@ def test_failing_probes_are_reported_after_the_timeout(tmp_path: Path) -> None:
 
 def _with_confirm() -> Spec:
     return parse_spec_text("version: 1\nrollout: {confirm: 1}\n")
+
+
+def test_a_rolled_back_file_stays_out_of_force_across_a_restart(tmp_path: Path) -> None:
+    import hashlib
+
+    from weaved.daemon.rollout import RECORD
+
+    first = daemon(tmp_path)
+    assert asyncio.run(first._read_spec())  # the good file, saved as the last good spec
+    good = first.state.spec
+    bad_text = "version: 1\nrollout: {confirm: 1}\nconn_limit: 3\n"
+    first.config.spec_path.write_text(bad_text)
+    guard = asyncio.run(first.rollout.prepare(good, b"", _with_confirm(), None))
+    assert guard is not None
+    digest = hashlib.sha256(bad_text.encode()).hexdigest()
+    first.rollout.rolled_back(guard, _with_confirm(), digest, [Probe("peer", "x")])
+    assert (tmp_path / "state" / RECORD).exists()
+
+    restarted = daemon_keeping(tmp_path)
+    assert not asyncio.run(restarted._read_spec())  # valid, but not taken into force
+    assert restarted.state.spec is None and restarted.state.spec_error is None
+    assert (restarted.rollout.status_line() or "").endswith("peer x connected: failed")
+    copy, raw = restarted._saved_copy()
+    assert copy == good and raw == b"version: 1\n"
+
+    restarted.config.spec_path.write_text("version: 1\nconn_limit: 4\n")  # a new content
+    assert asyncio.run(restarted._read_spec())
+    assert restarted.rollout.last is None and not (tmp_path / "state" / RECORD).exists()
+
+
+def daemon_keeping(tmp_path: Path) -> Daemon:
+    config = DaemonConfig(tmp_path / "weave.yaml", tmp_path / "state", tmp_path / "s.sock")
+    return Daemon(config, FakeDataplane)

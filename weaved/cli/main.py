@@ -163,6 +163,7 @@ def cmd_reset(_args: argparse.Namespace, ctx: Context) -> int:
         _print("Stopped the weaved daemon; its IPAM space went to a live peer.")
     from weaved.cli.reset import run_reset
     from weaved.daemon.lastgood import last_good_path
+    from weaved.daemon.rollout import RECORD as ROLLED_BACK
     from weaved.ipam.persist import FILE_NAME
 
     # As Weave's reset: a relaunched host starts IPAM afresh and cannot retake old addresses.
@@ -170,6 +171,7 @@ def cmd_reset(_args: argparse.Namespace, ctx: Context) -> int:
 
     done = run_reset(ctx.state_dir)
     last_good_path(ctx.state_dir).unlink(missing_ok=True)  # a reset host starts from its file
+    (ctx.state_dir / ROLLED_BACK).unlink(missing_ok=True)  # and takes it into force
     _print(
         f"Removed every object weaved owned ({done.writes + len(done.veths)} kernel writes,"
         f" {len(done.veths)} container interfaces, {len(done.resolv_confs)} resolv.conf files);"

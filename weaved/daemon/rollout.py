@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from weaved.mesh.gossip_api import format_peer_name
@@ -24,6 +26,7 @@ if TYPE_CHECKING:
     from weaved.daemon.service import Daemon
 
 log = logging.getLogger(__name__)
+RECORD = "rolled-back.json"  # in the state dir: a restart keeps the refused file out of force
 PROBE_SECONDS = 2.0  # one attempt of one probe
 ROUND_PAUSE = 0.5
 
@@ -81,6 +84,33 @@ class Rollout:
         self.daemon = daemon
         self.rollbacks = 0
         self.last: Rollback | None = None
+        self._record = daemon.config.state_dir / RECORD
+        self._kept: dict[str, object] = _read_record(self._record)
+
+    # --- the refused file, across restarts ------------------------------------------------
+    def refuses(self, digest: str, spec: Spec) -> bool:
+        """Whether `digest` is the content rolled back before (this run or a previous one);
+        then it is remembered as in force nowhere, with `spec` what it would be."""
+        if self.last is not None and self.last.digest == digest:
+            return True
+        if self._kept.get("digest") != digest:
+            return False
+        at = self._kept.get("at")
+        why = str(self._kept.get("why", ""))
+        self.last = Rollback(at if isinstance(at, float) else time.time(), why, digest, spec)
+        log.warning(
+            "the spec file is the one rolled back before (%s); the last good spec stays in force"
+            " until the file changes",
+            why,
+        )
+        return True
+
+    def lift(self) -> None:
+        """A new content of the file: what was rolled back is history."""
+        self.last = None
+        if self._kept:
+            self._kept = {}
+            self._record.unlink(missing_ok=True)
 
     # --- probes -------------------------------------------------------------------------
     def _connected_peers(self) -> set[str]:
@@ -208,6 +238,11 @@ class Rollout:
         why = "; ".join(f"{p.describe()}: failed" for p in failed)
         self.rollbacks += 1
         self.last = Rollback(time.time(), why, digest, bad)
+        self._kept = {"digest": digest, "why": why, "at": self.last.at}
+        try:
+            self._record.write_text(json.dumps(self._kept) + "\n")
+        except OSError as exc:  # costs only the memory of it across a restart
+            log.warning("cannot record the rollback path=%s error=%s", self._record, exc.strerror)
         log.warning(
             "ROLLED BACK to the last good spec after %ss because %s; the spec file stays on"
             " disk but not in force until it changes",
@@ -220,3 +255,11 @@ class Rollout:
             return None
         stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.last.at))
         return f"rolled back at {stamp} because {self.last.why}"
+
+
+def _read_record(path: Path) -> dict[str, object]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) and isinstance(data.get("digest"), str) else {}

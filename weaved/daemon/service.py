@@ -145,9 +145,12 @@ class Daemon:
             if first_look or loaded.error != self.state.spec_error:
                 self._refuse(loaded.error or "no valid spec")
             return False
+        if self.rollout.refuses(loaded.digest, loaded.spec):
+            self.state.spec_error = None
+            return False  # rolled back: not in force until the file changes
         self.state.spec = loaded.spec
         self.state.spec_raw = loaded.raw
-        self.rollout.last = None  # a new content: whatever was rolled back is history
+        self.rollout.lift()  # a new content: whatever was rolled back is history
         self.state.spec_error = None
         self.state.from_last_good = False
         await asyncio.to_thread(save_last_good, self.config.state_dir, loaded.raw)
@@ -461,6 +464,9 @@ class Daemon:
     # --- lifecycle ----------------------------------------------------------------------
     async def run(self) -> int:
         await self._read_spec()
+        if self.state.spec is None and self.rollout.last is not None:
+            # The file is one rolled back before the restart: start from the good copy.
+            self.state.spec, self.state.spec_raw = await asyncio.to_thread(self._saved_copy)
         if self.state.spec is None and self._start_spec is not None:
             self.state.spec = self._start_spec  # the saved last good spec (see lastgood)
             self.state.from_last_good = True
@@ -506,6 +512,15 @@ class Daemon:
             return EXIT_LEFT
         log.info("weaved daemon stopped")
         return 0
+
+    def _saved_copy(self) -> tuple[Spec | None, bytes]:
+        path = last_good_path(self.config.state_dir)
+        try:
+            raw = read_spec_file(path)
+            return parse_spec_bytes(raw, str(path)), raw
+        except WeavedError as exc:
+            log.error("the saved last good spec is unusable path=%s:\n%s", path, exc)
+            return None, b""
 
     async def _serve(self, control: ControlServer, tasks: list[asyncio.Task[Any]]) -> None:
         for component in self.components:
