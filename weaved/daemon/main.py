@@ -23,6 +23,7 @@ from weaved.dataplane.kernel import KernelDataplane
 from weaved.docker.part import DockerPluginPart
 from weaved.engine.identity import resolve_peer_name
 from weaved.errors import WeavedError
+from weaved.httpapi.part import HttpApiPart
 from weaved.ipam.persist import load_persisted_peer_name
 from weaved.mesh.gossip_api import PeerName, format_peer_name
 from weaved.mesh.peername import read_system_ids
@@ -58,6 +59,7 @@ def build_parts(
     attach.also_live = lambda: cni.live_keys() | plugin.live_keys()
     parts += [cni, plugin, attach]
     parts.append(MetricsPart(spec, mesh, ipam, dns))
+    parts.append(HttpApiPart(spec, ipam, dns))
     return parts
 
 

@@ -329,6 +329,10 @@ class Daemon:
             routes.update(component.routes())
         return routes
 
+    def control_routes(self) -> dict[tuple[str, str], Handler]:
+        """The control API's handlers (Weave's HTTP API serves some of them again)."""
+        return self._routes()
+
     async def _ping(self, _req: Request) -> Response:
         return Response(200, {"ok": True, "spec": str(self.config.spec_path)})
 

@@ -361,6 +361,13 @@ class DnsSpec(_Strict):
     )
 
 
+class HttpApiSpec(_Strict):
+    """Weave's HTTP API (status, report, /ip, /name): any local user can reach it."""
+
+    enabled: bool = Field(False, description="Serve Weave's HTTP API (read-write)")
+    listen: Annotated[str, AfterValidator(_listen)] = "127.0.0.1:6784"
+
+
 class MetricsSpec(_Strict):
     enabled: bool = True
     listen: Annotated[str, AfterValidator(_listen)] = "127.0.0.1:6782"
@@ -472,6 +479,7 @@ class Spec(_Strict):
     services: ServicesSpec = Field(default_factory=ServicesSpec)
     dns: DnsSpec = Field(default_factory=DnsSpec)
     metrics: MetricsSpec = Field(default_factory=MetricsSpec)
+    http_api: HttpApiSpec = Field(default_factory=HttpApiSpec)
     docker: DockerSpec = Field(default_factory=DockerSpec)
     multicast_route: bool = Field(True, description="Add 224.0.0.0/4 via ethwe in containers")
     rollout: RolloutSpec = Field(default_factory=RolloutSpec)
