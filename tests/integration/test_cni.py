@@ -349,3 +349,60 @@ def test_weave_ipam_under_the_standard_bridge_plugin(host: Host) -> None:
         assert bridge("DEL", "bi3", c1.name)[0] == 0
         assert bridge("DEL", "bi2", c2.name)[0] == 0
     host.ns.ip("link", "del", "cnibr0", check=False)
+
+
+def test_weave_830_cni_plugin(host: Host) -> None:
+    """Weave's test/830_cni_plugin_test.sh: confs without cniVersion, CNI_NETNS as
+    /proc/PID/ns/net, `weave-ipam` with a route; a container removed without DEL frees its
+    address for the next one, and traffic to that address reaches the new container."""
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(ns: Netns) -> str:
+        proc = subprocess.Popen(["ip", "netns", "exec", ns.name, "sleep", "300"])
+        procs[ns.name] = proc
+        wait_for(lambda: Path(f"/proc/{proc.pid}/ns/net").exists(), timeout=5)
+        return f"/proc/{proc.pid}/ns/net"
+
+    def connect(cid: str, netns_path: str, cfg: dict[str, Any]) -> str:
+        env = {
+            **os.environ,
+            "CNI_VERSION": "1",
+            "CNI_COMMAND": "ADD",
+            "CNI_CONTAINERID": cid,
+            "CNI_IFNAME": "eth0",
+            "CNI_NETNS": netns_path,
+            "CNI_PATH": CNI_PATH,
+            "WEAVED_SOCKET": str(host.tmp / "weaved.sock"),
+        }
+        proc = subprocess.run(
+            ["ip", "netns", "exec", host.ns.name, str(host.plugin)],
+            env=env,
+            input=json.dumps(cfg),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        return addr_of(json.loads(proc.stdout))
+
+    plain = {"name": "weave", "type": "weave-net"}
+    routed = {**plain, "ipam": {"type": "weave-ipam", "routes": [{"dst": "10.32.0.0/12"}]}}
+    try:
+        with Netns("wdcnic") as c1, Netns("wdcnic") as c2, Netns("wdcnic") as c3:
+            c1ip = connect("c1", start(c1), plain)
+            c2ip = connect("c2", start(c2), routed)
+            assert "10.32.0.0/12 via" in c2.ip("route").stdout
+            c1.run(["ping", "-c", "2", "-W", "2", c2ip])
+            c2.run(["ping", "-c", "2", "-W", "2", c1ip])
+            # `docker rm -f c2`: the process goes, no DEL is sent.
+            procs[c2.name].kill()
+            procs[c2.name].wait()
+            c2.ip("link", "del", "eth0", check=False)
+            records = host.tmp / "state" / "cni.json"
+            wait_for(lambda: '"c2"' not in records.read_text(), timeout=15)
+            assert connect("c3", start(c3), plain) == c2ip
+            c1.run(["ping", "-c", "2", "-W", "2", c2ip])
+    finally:
+        for proc in procs.values():
+            proc.kill()
+            proc.wait()

@@ -9,19 +9,22 @@ attach` (whose ids are PIDs or `n…`) leaves it alone.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import ipaddress
 import logging
 import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
+from weaved.attach import arp
 from weaved.attach.netns import NetnsGone, opened, run_in_netns
-from weaved.attach.plumbing import CNI_VETH_PREFIX
+from weaved.attach.plumbing import ARP_CACHE, CNI_VETH_PREFIX
 from weaved.errors import ApplyError, ConflictError, DependencyError
 from weaved.model.resources import ALIAS, BRIDGE
 
@@ -111,7 +114,18 @@ def _inside(
                 ipr.route("replace", **spec)
             except NetlinkError as exc:
                 raise ApplyError(f"route {dst} via {gw} dev {ifname}: {exc}") from None
-        return str(ipr.get_links(index)[0].get_attr("IFLA_ADDRESS"))
+        mac = str(ipr.get_links(index)[0].get_attr("IFLA_ADDRESS"))
+    # Weave's ARP settings, and an announcement per address: peers that cached a previous
+    # holder's MAC for a reused address learn the new one at once.
+    for key, value in ARP_CACHE.items():
+        with contextlib.suppress(OSError):
+            Path(f"/proc/sys/net/ipv4/neigh/{ifname}/{key}").write_text(value)
+    for iface in addresses:
+        try:
+            arp.announce(ifname, mac, iface.ip)
+        except OSError as exc:
+            log.warning("gratuitous ARP failed ifname=%s ip=%s error=%s", ifname, iface.ip, exc)
+    return mac
 
 
 def plug(
