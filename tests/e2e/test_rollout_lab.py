@@ -136,3 +136,31 @@ def test_range_on_one_host_is_refused_by_validate_with_both_places(tmp_path: Pat
     assert line.startswith(f"::error file={path},line={range_line},col=22,")
     assert "ipalloc.range is 10.40.0.0/16 on host2 but 10.32.0.0/12 on host1" in line
     assert f"{path}:{host1_line}:3" in line
+
+
+def test_apply_confirm_takes_back_an_edit_the_daemon_applied_without_a_net(
+    lab_factory: Any, tmp_path: Path
+) -> None:
+    from tests.e2e.test_mesh_lab import spec
+
+    lab = lab_factory("gitops-ac", {1: spec(1, []), 2: spec(2, [1])})
+    wait_for(lambda: established(lab, "host2") == {"host1"}, timeout=30, interval=0.5)
+    password = tmp_path / "password"
+    password.write_text("only-on-host2\n")
+    os.chmod(password, 0o600)
+    publish_to(lab, "host2", spec(2, [1]) + f"password_file: {password}\n")
+    wait_for(lambda: "Encryption: enabled" in status(lab, "host2"), timeout=10, interval=0.3)
+    started = time.monotonic()
+    proc = lab.exec("host2", ["weaved", "apply", "--confirm", "4s"], capture=True)
+    assert proc.returncode == 1 and "rolled back at" in proc.stderr, proc.stderr
+    assert "peer 02:00:00:00:01:01 connected: failed" in proc.stderr
+    assert time.monotonic() - started < 15
+    assert "Encryption: disabled" in status(lab, "host2")
+    wait_for(lambda: established(lab, "host2") == {"host1"}, timeout=30, interval=0.5)
+
+
+def publish_to(lab: Lab, host: str, text: str) -> None:
+    path = lab.host(host).spec
+    tmp = path.with_suffix(".new")
+    tmp.write_text(text)
+    os.replace(tmp, path)

@@ -134,3 +134,18 @@ def test_a_rolled_back_file_stays_out_of_force_across_a_restart(tmp_path: Path) 
 def daemon_keeping(tmp_path: Path) -> Daemon:
     config = DaemonConfig(tmp_path / "weave.yaml", tmp_path / "state", tmp_path / "s.sock")
     return Daemon(config, FakeDataplane)
+
+
+def test_apply_confirm_checks_a_change_the_daemon_applied_without_a_net(
+    tmp_path: Path,
+) -> None:
+    rollout = Rollout(daemon(tmp_path))
+    old = parse_spec_text("version: 1\n")
+    new = parse_spec_text("version: 1\nrollout: {probes: [{command: ['false']}]}\nconn_limit: 5\n")
+    assert asyncio.run(rollout.prepare(old, b"old", new, None)) is None  # no confirm set
+    assert rollout.unguarded(old, b"old", new, None) is None  # remembered, nothing to run
+    assert rollout.unguarded(new, b"new", new, None) is None  # a resync: still nothing
+    guard = rollout.unguarded(new, b"new", new, 4)  # `weaved apply --confirm 4`
+    assert guard is not None and guard.good is old and guard.good_raw == b"old"
+    assert guard.timeout == 4 and [p.kind for p in guard.probes] == ["command"]
+    assert rollout.unguarded(new, b"new", new, 4) is None  # checked once

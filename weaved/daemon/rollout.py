@@ -86,6 +86,8 @@ class Rollout:
         self.last: Rollback | None = None
         self._record = daemon.config.state_dir / RECORD
         self._kept: dict[str, object] = _read_record(self._record)
+        # the spec last applied without a net, and the guard `apply --confirm` would run
+        self._unconfirmed: tuple[Spec, Guard] | None = None
 
     # --- the refused file, across restarts ------------------------------------------------
     def refuses(self, digest: str, spec: Spec) -> bool:
@@ -225,6 +227,7 @@ class Rollout:
         timeout = confirm or new.rollout.confirm
         if good is None or good == new or not timeout:
             return None
+        self._unconfirmed = None
         wanted = (self.default_probes() if new.rollout.default_probes else []) + spec_probes(new)
         probes = await self.select(wanted)
         log.info(
@@ -233,6 +236,24 @@ class Rollout:
             "; ".join(p.describe() for p in probes) or "none that pass now",
         )
         return Guard(good, good_raw, tuple(probes), float(timeout))
+
+    def unguarded(
+        self, good: Spec | None, good_raw: bytes, new: Spec, confirm: float | None
+    ) -> Guard | None:
+        """A change applied without a net is remembered with the peers connected before it,
+        so that a later `weaved apply --confirm T` (the daemon picked the edit up first) can
+        still hold it to its probes; that call returns the guard to run."""
+        if good is not None and good != new:
+            peers = [Probe("peer", name) for name in sorted(self._connected_peers())]
+            probes = tuple(peers + spec_probes(new))
+            self._unconfirmed = (new, Guard(good, good_raw, probes, 0))
+            return None
+        held = self._unconfirmed
+        if confirm and held is not None and held[0] == new:
+            self._unconfirmed = None
+            log.info("rollout: confirming the spec in force within %ss", confirm)
+            return Guard(held[1].good, held[1].good_raw, held[1].probes, float(confirm))
+        return None
 
     def rolled_back(self, guard: Guard, bad: Spec, digest: str, failed: list[Probe]) -> None:
         why = "; ".join(f"{p.describe()}: failed" for p in failed)

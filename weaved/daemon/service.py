@@ -232,6 +232,8 @@ class Daemon:
         else:
             good, good_raw = self._applied or (None, b"")
             guard = await self.rollout.prepare(good, good_raw, spec, self._confirm)
+            if guard is None:  # applied without a net: what `apply --confirm` can still check
+                guard = self.rollout.unguarded(good, good_raw, spec, self._confirm)
             await self._converge_spec(spec, record)
             if guard is not None and record.error is None:
                 failed = await self.rollout.failing(guard.probes, guard.timeout)
