@@ -62,6 +62,10 @@ def test_status_report_and_sections(api: Netns) -> None:
     assert code == 200 and "Router" in json.loads(body)
     assert curl(api, "GET", "/ipinfo/defaultsubnet") == (200, "10.32.0.0/12")
     assert curl(api, "GET", "/nonsense")[0] == 404
+    code, body = curl(api, "GET", "/metrics")
+    assert code == 200 and "weaved_spec_valid 1" in body
+    code, body = curl(api, "DELETE", "/peer/02:00:00:00:00:99")
+    assert code in (200, 400), body
 
 
 def test_ip_allocate_lookup_claim_free_as_weaves_cni_plugin_does(api: Netns) -> None:
@@ -91,3 +95,18 @@ def test_names_put_and_delete(api: Netns) -> None:
     assert "web" in status and "10.32.0.9" in status, status
     assert curl(api, "DELETE", "/name/c9/10.32.0.9", "-d", "fqdn=web.weave.local")[0] == 204
     assert "10.32.0.9" not in curl(api, "GET", "/status/dns")[1]
+
+
+def test_delete_peer_leaves_the_network_as_weave_reset(tmp_path: Path) -> None:
+    spec = tmp_path / "weave.yaml"
+    spec.write_text(SPEC)
+    with netns() as ns:
+        ns.ip("link", "set", "lo", "up")
+        proc = ns.popen_weaved(spec, "daemon", log=tmp_path / "daemon.log")
+        try:
+            wait_for(lambda: curl(ns, "GET", "/status")[0] == 200, timeout=30, interval=0.2)
+            assert curl(ns, "DELETE", "/peer")[0] == 204
+            wait_for(lambda: proc.poll() is not None, timeout=20, interval=0.2)
+            assert proc.returncode == 3  # EXIT_LEFT: systemd does not bring it back
+        finally:
+            stop_process(proc)

@@ -58,8 +58,10 @@ def build_parts(
     # CNI's and the Docker plugin's addresses are not pruned at start
     attach.also_live = lambda: cni.live_keys() | plugin.live_keys()
     parts += [cni, plugin, attach]
-    parts.append(MetricsPart(spec, mesh, ipam, dns))
-    parts.append(HttpApiPart(spec, ipam, dns))
+    metrics = MetricsPart(spec, mesh, ipam, dns)
+    http_api = HttpApiPart(spec, ipam, dns)
+    http_api.metrics = metrics
+    parts += [metrics, http_api]
     return parts
 
 

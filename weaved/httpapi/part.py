@@ -3,8 +3,10 @@ and Weave's own CNI plugin call on Weave's router, with Weave 2.8.1's text forms
 codes. Any local user can reach it (as with Weave), hence opt-in.
 
 Served: GET /status, /status/<section>, /report, /ip, /ip/<id>[/<ip>/<len>], /ipinfo/defaultsubnet,
-/domain, /dns-address; POST /ip/<id>[/<ip>/<len>]; PUT /ip/<id>/<ip>/<len>; DELETE
-/ip/<id>[/<ip>]; PUT /name/<id>/<ip>; DELETE /name[/<id>[/<ip>]].
+/domain, /dns-address, /metrics; POST /ip/<id>[/<ip>/<len>]; PUT /ip/<id>/<ip>/<len>; DELETE
+/ip/<id>[/<ip>]; PUT /name/<id>/<ip>; DELETE /name[/<id>[/<ip>]]; DELETE /peer/<name> (rmpeer),
+DELETE /peer (reset). Not served: /connect, /forget, /expose (targets and exposed addresses
+come from the spec).
 """
 
 from __future__ import annotations
@@ -22,6 +24,9 @@ from weaved.daemon.component import Component
 from weaved.daemon.control import Request, Response
 from weaved.daemon.dns_part import DnsPart
 from weaved.daemon.ipam_part import IpamPart
+from weaved.daemon.metrics_part import MetricsPart
+from weaved.daemon.metrics_text import render_metrics
+from weaved.errors import WeavedError
 from weaved.httpapi.http import HttpRequest, match, read_request
 from weaved.ipam.address import CIDR
 from weaved.ipam.errors import CancelledError, IpamError
@@ -71,7 +76,11 @@ class HttpApiPart(Component):
             ("DELETE", "/name/{container}/{ip}", self._name_delete),
             ("DELETE", "/name/{container}", self._name_delete),
             ("DELETE", "/name", self._name_delete),
+            ("DELETE", "/peer/{name}", self._rmpeer),
+            ("DELETE", "/peer", self._leave),
+            ("GET", "/metrics", self._metrics),
         ]
+        self.metrics: MetricsPart | None = None  # /metrics as on the status port
 
     async def start(self, daemon: Daemon) -> None:
         self._daemon = daemon
@@ -136,6 +145,29 @@ class HttpApiPart(Component):
         handler = self._daemon.control_routes()[("GET", "/report")]
         report = await handler(Request("GET", "/report", {}, {}))
         return Response(200, json.dumps(report.body, indent=4) + "\n")
+
+    async def _metrics(self, _r: HttpRequest, _v: dict[str, str]) -> Response:
+        if self.metrics is None:
+            return Response(404, "404 page not found\n")
+        return Response(200, render_metrics(self.metrics.registry.collect()))
+
+    async def _rmpeer(self, _r: HttpRequest, v: dict[str, str]) -> Response:
+        """Weave's `rmpeer`: take over a dead peer's ranges; "N IPs taken over from NAME"."""
+        assert self._daemon is not None
+        handler = self._daemon.control_routes()[("POST", "/ipam/rmpeer")]
+        try:
+            answer = await handler(Request("POST", "/ipam/rmpeer", {}, {"peer": v["name"]}))
+        except WeavedError as exc:
+            return _bad(str(exc).splitlines()[0])
+        return Response(200, str(answer.body["text"]))
+
+    async def _leave(self, _r: HttpRequest, _v: dict[str, str]) -> Response:
+        """Weave's `reset`: hand our space to a live peer; the daemon then stops for good, as
+        `weaved reset` does (Weave's reset stopped its container right after)."""
+        assert self._daemon is not None
+        handler = self._daemon.control_routes()[("POST", "/shutdown")]
+        await handler(Request("POST", "/shutdown", {}, {"leave": True}))
+        return Response(204, "")
 
     # --- IPAM -----------------------------------------------------------------------------
     def _default(self) -> CIDR:
