@@ -254,3 +254,20 @@ def test_a_tombstone_from_the_origin_beats_every_older_copy(mesh_copies: list[En
         if e.live and e.hostname.lower() == "a.weave.local." and e.key != dead[0].key
     ]
     assert other.get(dead[0].key) == dead[0]
+
+
+def test_a_peer_cannot_grow_the_zone_beyond_its_cap() -> None:
+    z = Zone(US, max_per_origin=3)
+    flood = [Entry(f"c{i}", THEM, A1 + i, f"n{i}.weave.local.") for i in range(10)]
+    got = z.receive(NOW, flood, NOW, known)
+    assert len(got.new) == 3 and len(got.relay) == 3  # refused ones are not passed on
+    assert z.count_of(THEM) == 3 and z.refused == 7 and len(z) == 3
+    # Entries already held still take updates (a tombstone from their origin).
+    dead = Entry("c0", THEM, A1, "n0.weave.local.", version=1, tombstone=NOW)
+    assert z.merge([dead]) == [dead]
+    # Our own names are never capped, and a peer's count drops when it goes.
+    for i in range(5):
+        z.add(f"ours{i}.weave.local.", f"o{i}", US, A2 + i)
+    assert z.count_of(US) == 5
+    assert z.peer_gone(THEM) == 3 and z.count_of(THEM) == 0
+    assert len(z.merge(flood[5:])) == 3

@@ -23,6 +23,12 @@ TOMBSTONE_TIMEOUT = 30 * 60
 GOSSIP_WINDOW = TOMBSTONE_TIMEOUT // 2
 """Largest accepted |sender timestamp - our clock| in seconds (Weave's `gossipWindow`)."""
 
+MAX_ENTRIES_PER_ORIGIN = 10_000
+"""Entries (tombstones included) another peer may have in our table: a thousand containers
+with a few names each fit; a fake or broken peer cannot grow the zone (our memory) without
+bound. New entries beyond it are refused (not stored, not relayed); updates of entries
+already held still apply."""
+
 EntryKey = tuple[str, PeerName, str, int]
 """(Hostname, Origin, ContainerID, Addr): identity of an entry, and its order on the wire."""
 
@@ -104,8 +110,12 @@ class Zone:
     `subscribe` run after every change (the DNS answer cache uses this to drop stale answers).
     """
 
-    def __init__(self, our_name: PeerName) -> None:
+    def __init__(self, our_name: PeerName, max_per_origin: int = MAX_ENTRIES_PER_ORIGIN) -> None:
         self.our_name = our_name
+        self.max_per_origin = max_per_origin
+        self.refused = 0
+        """New entries refused because their origin had `max_per_origin` already."""
+        self._per_origin: dict[PeerName, int] = {}
         self._entries: dict[EntryKey, Entry] = {}
         self._by_name: dict[str, dict[EntryKey, Entry]] = {}
         self._listeners: list[Callable[[], None]] = []
@@ -145,11 +155,18 @@ class Zone:
         self._listeners.append(listener)
 
     def _put(self, entry: Entry) -> None:
+        if entry.key not in self._entries:
+            self._per_origin[entry.origin] = self._per_origin.get(entry.origin, 0) + 1
         self._entries[entry.key] = entry
         self._by_name.setdefault(entry.hostname.lower(), {})[entry.key] = entry
 
     def _drop(self, key: EntryKey) -> None:
         del self._entries[key]
+        left = self._per_origin[key[1]] - 1
+        if left:
+            self._per_origin[key[1]] = left
+        else:
+            del self._per_origin[key[1]]
         lname = key[0].lower()
         group = self._by_name[lname]
         del group[key]
@@ -251,12 +268,24 @@ class Zone:
         changed: list[Entry] = []
         for entry in incoming:
             old = self._entries.get(entry.key)
-            if old is None or supersedes(entry, old):
-                self._put(entry)
-                changed.append(entry)
+            if old is None:
+                if (
+                    entry.origin != self.our_name
+                    and self._per_origin.get(entry.origin, 0) >= self.max_per_origin
+                ):
+                    self.refused += 1
+                    continue
+            elif not supersedes(entry, old):
+                continue
+            self._put(entry)
+            changed.append(entry)
         if changed:
             self._changed()
         return changed
+
+    def count_of(self, origin: PeerName) -> int:
+        """Entries of `origin` in the table, tombstones included."""
+        return self._per_origin.get(origin, 0)
 
     def receive(
         self,
@@ -295,4 +324,6 @@ class Zone:
                     overridden.append(e)
             relay.append(e)
         new = self.merge(relay)
+        if self.refused:  # what we refused to hold we do not pass on either
+            relay = [e for e in relay if e.key in self._entries]
         return Received(new, relay, overridden)
