@@ -823,7 +823,10 @@ class Router:
 
     async def _maker_loop(self) -> None:
         assert self._maker_wake is not None
-        while True:
+        # Not `while True`: Python 3.11's wait_for swallows a cancel that races the event being
+        # set, and stop() then waited for this task forever (seen restarting peers in
+        # bench/memory).
+        while self._running:
             self._maker_wake.clear()
             now = self._now()
             live = [

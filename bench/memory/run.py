@@ -1,0 +1,235 @@
+"""Memory of a daemon's mesh and weaveDNS state with 250 peers and 5 000 DNS names, and its
+slope over a churn of peer restarts.
+
+The process measured (the "target") runs what the daemon runs for these: a mesh Router with
+the sleeve overlay and a DnsService on the `nameserver` channel (the kernel parts, which hold
+nothing per peer, are left out so no root is needed). This process runs N fake peers
+(real routers on loopback, the real protocol), each registering names/N DNS names; peer 0
+dials the target, the others form a mesh among themselves. Printed: the target's RSS once
+it holds every peer and every name (target: <= 80 MB), then during --churn seconds of peer
+restarts (a random fake peer is stopped and started again with a new UID and its names) the
+RSS every few seconds and its least-squares slope in MB/min (target: flat).
+
+    .venv/bin/python bench/memory/run.py [--peers 250] [--names 5000] [--churn 120]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import random
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from weaved.dns.service import DnsConfig, DnsService
+from weaved.mesh.gossip_api import PeerName
+from weaved.mesh.router import MeshConfig, Router
+
+TARGET_HOST = "127.5.0.1"
+RSS_TARGET_MB = 80.0
+
+
+def fake_host(i: int) -> str:
+    return f"127.6.{i // 250}.{i % 250 + 1}"
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+async def target_main(port: int) -> None:
+    """The measured process: prints `peers names` every 0.5 s until stdin closes."""
+    router = Router(
+        MeshConfig(
+            name=PeerName(0x0B00_0000_0001),
+            nickname="target",
+            host=TARGET_HOST,
+            port=port,
+            overlays=("sleeve",),
+        )
+    )
+    dns = DnsService(
+        DnsConfig(listen=f"{TARGET_HOST}:{port + 1}", resolv_conf="/dev/null"),
+        router.peer_view(),
+    )
+    dns.join_mesh(router)
+    await router.start()
+    server = asyncio.create_task(dns.run())
+    loop = asyncio.get_running_loop()
+    eof = loop.run_in_executor(None, sys.stdin.read)
+    while not eof.done():
+        live = sum(1 for e in dns.zone.entries() if e.live)
+        print(json.dumps({"peers": len(router.topology.peers), "names": live}), flush=True)
+        await asyncio.wait([eof], timeout=0.5)
+    server.cancel()
+    await router.stop()
+
+
+class FakePeer:
+    def __init__(self, i: int, port: int, names: int, rng: random.Random) -> None:
+        self.i, self.port, self.names, self.rng = i, port, names, rng
+        self.router: Router | None = None
+
+    async def start(self, targets: list[str]) -> None:
+        self.router = Router(
+            MeshConfig(
+                name=PeerName(0x0A00_0000_0000 + self.i + 1),
+                nickname=f"fake{self.i}",
+                host=fake_host(self.i),
+                port=self.port,
+                overlays=("sleeve",),
+                seed=self.rng.getrandbits(32),
+            )
+        )
+        dns = DnsService(
+            DnsConfig(listen="127.0.0.1:1", resolv_conf="/dev/null"), self.router.peer_view()
+        )
+        dns.join_mesh(self.router)
+        await self.router.start()
+        for k in range(self.names):
+            n = self.i * self.names + k
+            dns.gossiper.add(
+                f"c{n}.weave.local.", f"cid{n}", f"10.{40 + n // 65536}.{n // 256 % 256}.{n % 256}"
+            )
+        self.router.set_targets(targets)
+
+    async def stop(self) -> bool:
+        """False if the router did not stop within 10 s (it is then abandoned)."""
+        if self.router is None:
+            return True
+        task = asyncio.create_task(self.router.stop())
+        done, _ = await asyncio.wait([task], timeout=10)
+        self.router = None
+        return bool(done)
+
+
+async def driver(args: argparse.Namespace) -> int:
+    rng = random.Random(args.seed)
+    port = rng.randrange(20000, 40000)
+    target = subprocess.Popen(
+        [sys.executable, __file__, "--target", str(port)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert target.stdout is not None and target.stdin is not None
+    latest = {"peers": 0, "names": 0}
+
+    async def read_target() -> None:
+        loop = asyncio.get_running_loop()
+        assert target.stdout is not None
+        while True:
+            line = await loop.run_in_executor(None, target.stdout.readline)
+            if not line:
+                return
+            latest.update(json.loads(line))
+
+    reader = asyncio.create_task(read_target())
+    per_peer = args.names // args.peers
+    fakes = [FakePeer(i, port, per_peer, rng) for i in range(args.peers)]
+    targets = {
+        i: [fake_host(i - 1), fake_host(rng.randrange(i))] if i else [f"{TARGET_HOST}"]
+        for i in range(args.peers)
+    }
+    try:
+        await asyncio.sleep(1.0)
+        rss0 = rss_mb(target.pid)
+        t0 = time.monotonic()
+        await asyncio.gather(*(f.start(targets[f.i]) for f in fakes))
+        want_peers, want_names = args.peers + 1, per_peer * args.peers
+        while time.monotonic() - t0 < args.timeout and (
+            latest["peers"] < want_peers or latest["names"] < want_names
+        ):
+            await asyncio.sleep(0.5)
+        full = time.monotonic() - t0
+        await asyncio.sleep(2.0)
+        rss1 = rss_mb(target.pid)
+        print(f"target idle: RSS {rss0:.1f} MB")
+        print(
+            f"target with {latest['peers'] - 1} peers and {latest['names']} names "
+            f"(after {full:.1f} s): RSS {rss1:.1f} MB (target <= {RSS_TARGET_MB:.0f} MB)"
+        )
+        samples: list[tuple[float, float]] = []
+        restarts = hung = 0
+        c0 = time.monotonic()
+        next_sample = c0
+        while time.monotonic() - c0 < args.churn:
+            f = fakes[rng.randrange(1, args.peers)]
+            if not await f.stop():
+                hung += 1
+            await asyncio.sleep(args.restart_gap)
+            await f.start(targets[f.i])
+            restarts += 1
+            if time.monotonic() >= next_sample:
+                samples.append((time.monotonic() - c0, rss_mb(target.pid)))
+                next_sample += args.sample
+        samples.append((time.monotonic() - c0, rss_mb(target.pid)))
+        print(
+            f"churn: {restarts} peer restarts ({hung} did not stop within 10 s) in "
+            f"{args.churn:.0f} s; RSS MB at t(s): "
+            + " ".join(f"{t:.0f}:{r:.1f}" for t, r in samples)
+        )
+        print(
+            f"churn: RSS slope {slope(samples) * 60:+.2f} MB/min "
+            f"(first {samples[0][1]:.1f}, last {samples[-1][1]:.1f}, target flat)"
+        )
+    finally:
+        await asyncio.gather(*(f.stop() for f in fakes), return_exceptions=True)
+        target.stdin.close()
+        try:
+            target.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            target.kill()
+            target.wait()
+        reader.cancel()
+    return 0
+
+
+def slope(samples: list[tuple[float, float]]) -> float:
+    """Least-squares MB per second."""
+    if len(samples) < 2:
+        return 0.0
+    n = len(samples)
+    mt = sum(t for t, _ in samples) / n
+    mr = sum(r for _, r in samples) / n
+    var = sum((t - mt) ** 2 for t, _ in samples)
+    return sum((t - mt) * (r - mr) for t, r in samples) / var if var else 0.0
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--peers", type=int, default=250)
+    ap.add_argument("--names", type=int, default=5000)
+    ap.add_argument("--churn", type=float, default=120.0, help="seconds of peer restarts")
+    ap.add_argument("--restart-gap", type=float, default=0.5, help="seconds a peer stays down")
+    ap.add_argument("--sample", type=float, default=10.0, help="seconds between RSS samples")
+    ap.add_argument("--timeout", type=float, default=300.0)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--target", type=int, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.CRITICAL)  # stopping routers by the hundred is noisy
+    if args.target is not None:
+        asyncio.run(target_main(args.target))
+        return 0
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    print(
+        f"memory: peers={args.peers} names={args.names} python={sys.version.split()[0]} "
+        f"cpus={os.cpu_count()} load={os.getloadavg()[0]:.1f}"
+    )
+    return asyncio.run(driver(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
