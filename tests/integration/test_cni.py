@@ -54,7 +54,7 @@ class Host:
             "WEAVED_SOCKET": str(self.tmp / "weaved.sock"),
         }
         if netns is not None:
-            env["CNI_NETNS"] = f"/run/netns/{netns}"
+            env["CNI_NETNS"] = netns if netns.startswith("/") else f"/run/netns/{netns}"
         proc = subprocess.run(
             ["ip", "netns", "exec", self.ns.name, str(self.plugin)],
             env=env,
@@ -166,6 +166,11 @@ def test_errors_a_runtime_can_act_on(host: Host) -> None:
         assert rc == 1 and err["code"] == 1
         rc, err = host.cni("ADD", "e1", c1.name, conf(ipam={"type": "no-such-ipam"}))
         assert rc == 1 and err["code"] == 7 and "not found in CNI_PATH" in err["msg"]
+        not_a_netns = host.tmp / "plain-file"
+        not_a_netns.write_text("")
+        rc, err = host.cni("ADD", "e1", str(not_a_netns), conf())
+        assert rc == 1 and err["code"] == 5 and str(not_a_netns) in err["msg"], err
+        assert "vethweplc" not in host.ns.ip("link").stdout  # nothing half-made is left
         rc, ver = host.cni("VERSION", "", None, conf())
         assert rc == 0 and "1.0.0" in ver["supportedVersions"]
         assert host.proc is not None

@@ -26,6 +26,8 @@ from weaved.cni.core import (
     render_result,
 )
 from weaved.cni.plugin import run
+from weaved.cni.plumbing import veth_for
+from weaved.cni.records import CniRecord, load_records, save_records
 from weaved.cni.setup import CONFLIST, setup_cni
 
 REPO = Path(__file__).resolve().parents[2]
@@ -207,3 +209,26 @@ def test_example_conflist_is_what_setup_cni_installs(tmp_path: Path) -> None:
     (tmp_path / "bin" / "weave-ipam").write_text("foreign")
     done = setup_cni(tmp_path / "net.d", tmp_path / "bin", plugin)
     assert all(line.startswith("left ") for line in done) and len(done) == 2
+
+
+def test_records_round_trip_and_veth_names(tmp_path: Path) -> None:
+    rec = CniRecord(
+        "abc",
+        "eth0",
+        "/run/netns/x",
+        veth_for("abc", "eth0"),
+        (ipaddress.IPv4Interface("10.32.0.2/12"),),
+        True,
+        True,
+        "web",
+        "aa:bb",
+    )
+    save_records(tmp_path / "cni.json", {rec.key: rec})
+    assert load_records(tmp_path / "cni.json") == {"abc/eth0": rec}
+    (tmp_path / "bad.json").write_text("{")
+    assert load_records(tmp_path / "bad.json") == {}
+    assert load_records(tmp_path / "missing.json") == {}
+    names = {veth_for(f"c{i}", "eth0") for i in range(500)}
+    assert len(names) == 500
+    assert all(len(n) == 15 and n.startswith("vethweplc") for n in names)
+    assert veth_for("abc", "eth0") != veth_for("abc", "eth1")

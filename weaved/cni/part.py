@@ -12,16 +12,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
-import json
 import logging
 import os
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from weaved.cni import plumbing
 from weaved.cni.core import Code
+from weaved.cni.records import CniRecord, load_records, save_records
 from weaved.daemon.attach_part import dns_routes
 from weaved.daemon.component import Component
 from weaved.daemon.control import Handler, Request, Response
@@ -42,50 +42,6 @@ log = logging.getLogger(__name__)
 STORE = "cni.json"
 WATCH_SECONDS = 5.0
 IPAM_TIMEOUT = 60.0  # longer than this without an address: the runtime is told to retry
-
-
-@dataclass(frozen=True)
-class CniRecord:
-    container_id: str
-    ifname: str
-    netns: str
-    veth: str
-    addresses: tuple[ipaddress.IPv4Interface, ...]
-    hairpin: bool = False
-    weaved_ipam: bool = True  # addresses from weaved's IPAM (released on DEL)
-    dns_name: str | None = None
-    mac: str = ""
-
-    @property
-    def key(self) -> str:
-        return f"{self.container_id}/{self.ifname}"
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "container_id": self.container_id,
-            "ifname": self.ifname,
-            "netns": self.netns,
-            "veth": self.veth,
-            "addresses": [str(a) for a in self.addresses],
-            "hairpin": self.hairpin,
-            "weaved_ipam": self.weaved_ipam,
-            "dns_name": self.dns_name,
-            "mac": self.mac,
-        }
-
-    @staticmethod
-    def from_json(d: dict[str, Any]) -> CniRecord:
-        return CniRecord(
-            str(d["container_id"]),
-            str(d["ifname"]),
-            str(d["netns"]),
-            str(d["veth"]),
-            tuple(ipaddress.IPv4Interface(a) for a in d["addresses"]),
-            bool(d.get("hairpin", False)),
-            bool(d.get("weaved_ipam", True)),
-            None if d.get("dns_name") is None else str(d["dns_name"]),
-            str(d.get("mac", "")),
-        )
 
 
 class CniFailure(Exception):
@@ -140,25 +96,10 @@ class CniPart(Component):
         return {r.container_id for r in self.records.values() if r.weaved_ipam}
 
     def _load(self) -> dict[str, CniRecord]:
-        try:
-            raw = json.loads(self.store.read_text())
-        except FileNotFoundError:
-            return {}
-        except (OSError, ValueError) as exc:
-            log.error("cannot read %s (%s); CNI attachments are forgotten", self.store, exc)
-            return {}
-        out = {}
-        for item in raw.get("attachments", []):
-            with contextlib.suppress(KeyError, ValueError, TypeError):
-                r = CniRecord.from_json(item)
-                out[r.key] = r
-        return out
+        return load_records(self.store)
 
     def _save(self) -> None:
-        self.store.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.store.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"attachments": [r.to_json() for r in self.records.values()]}))
-        os.replace(tmp, self.store)
+        save_records(self.store, self.records)
 
     async def _watch(self) -> None:
         """Re-observe once after start, then release attachments whose namespace the runtime
@@ -411,6 +352,9 @@ class CniPart(Component):
                     return _err(Code.IO_FAILURE, str(exc).splitlines()[0])
                 except (KeyError, ValueError, TypeError) as exc:
                     return _err(Code.INVALID_CONFIG, f"bad request: {exc}")
+                except OSError as exc:  # e.g. CNI_NETNS names a file that is no namespace
+                    netns = req.body.get("netns")
+                    return _err(Code.IO_FAILURE, f"{exc.strerror or exc} (CNI_NETNS={netns})")
 
             return handle
 
