@@ -3,7 +3,10 @@
 
 from __future__ import annotations
 
+import socket
 from typing import Any
+
+from pyroute2.netlink.exceptions import NetlinkError
 
 from weaved.model.host import PortFlags, PortRow
 
@@ -35,21 +38,33 @@ def _flag(info: Any, name: str) -> bool | None:
 
 
 def port_rows(ipr: Any, prefix: str) -> dict[str, PortRow]:
-    """Every link whose name starts with `prefix`, with its master and port flags."""
-    links = list(ipr.get_links())
-    names = {int(link["index"]): str(link.get_attr("IFLA_IFNAME")) for link in links}
-    chosen = [link for link in links if names[int(link["index"])].startswith(prefix)]
+    """Every link whose name starts with `prefix`, with its master and port flags.
+
+    Names come from if_nameindex(3) and ports from the bridge dump: a host with many
+    containers has two links per container, and decoding every link's full message (stats
+    and all) made the daemon's plan grow with them. Only a `prefix` link that is no bridge
+    port is read on its own."""
+    chosen = {index: name for index, name in socket.if_nameindex() if name.startswith(prefix)}
     if not chosen:
         return {}
-    info = _protinfo(ipr)
+    bridged = {
+        int(msg["index"]): msg
+        for msg in ipr.link("dump", family=AF_BRIDGE)
+        if int(msg["index"]) in chosen
+    }
     out: dict[str, PortRow] = {}
-    for link in chosen:
-        index = int(link["index"])
+    for index, name in chosen.items():
+        link = bridged.get(index)
+        if link is None:
+            try:
+                link = ipr.get_links(index)[0]
+            except NetlinkError:
+                continue  # gone since the names were read
         master = link.get_attr("IFLA_MASTER")
-        port = info.get(index) if master else None
-        out[names[index]] = PortRow(
-            name=names[index],
-            master=names.get(int(master), "?") if master else "",
+        port = link.get_attr("IFLA_PROTINFO") if master and index in bridged else None
+        out[name] = PortRow(
+            name=name,
+            master=_name_of(int(master)) if master else "",
             up=bool(link["flags"] & IFF_UP),
             isolated=_flag(port, "IFLA_BRPORT_ISOLATED"),
             hairpin=_flag(port, "IFLA_BRPORT_MODE"),
@@ -57,6 +72,13 @@ def port_rows(ipr: Any, prefix: str) -> dict[str, PortRow]:
             flood=_flag(port, "IFLA_BRPORT_UNICAST_FLOOD"),
         )
     return out
+
+
+def _name_of(index: int) -> str:
+    try:
+        return socket.if_indextoname(index)
+    except OSError:
+        return "?"
 
 
 def set_flags(ipr: Any, index: int, flags: PortFlags) -> None:

@@ -1,0 +1,118 @@
+"""bench/ipam: the first IP allocation in a fresh 3-peer consensus mesh, and 50 containers
+attached at once on 3 hosts, each next to a baseline from the same run.
+
+- first allocation: a lab of 3 hosts (Weave's `--ipalloc-init consensus=3`) is started and
+  host1 is asked for an address right away; printed: seconds from the moment every host
+  knows the other two (the third peer connected) until the address came back, and from the
+  daemons' start.
+- burst: 50 namespaces attached at once (17/17/16 over the hosts, 10 requests in flight per
+  host) with IPAM addresses; baseline: the same with fixed addresses (no IPAM in the way).
+
+Run as root: python bench/ipam/run.py [--containers 50]. The lab (namespaces `wd-<lab>-*`)
+is torn down at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import secrets
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from weaved.cli.client import Client
+from weaved.lab import netns
+from weaved.lab.lab import Lab, host_address, peer_name
+
+SPEC = """\
+version: 1
+peer: {{name: "{name}", nickname: host{index}}}
+peers: [{peers}]
+ipalloc:
+  range: 10.32.0.0/12
+  init: {{mode: consensus, peer_count: 3}}
+"""
+
+
+def specs(directory: Path) -> Path:
+    for index in (1, 2, 3):
+        peers = ", ".join(host_address(i) for i in (1, 2, 3) if i < index)
+        text = SPEC.format(name=peer_name(index), index=index, peers=peers)
+        (directory / f"host{index}.yaml").write_text(text)
+    return directory
+
+
+def attach(client: Client, ns: str, addresses: list[str]) -> str:
+    body = {"target": f"netns:{ns}", "addresses": addresses, "request_id": secrets.token_hex(4)}
+    text: str = client.call("POST", "/attach", body, timeout=120)["text"]
+    return text
+
+
+def burst(lab: Lab, clients: list[Client], tag: str, count: int, fixed: bool) -> float:
+    names = [f"wd-{lab.name}-{tag}{i}" for i in range(count)]
+    for name in names:
+        netns.add_netns(name)
+    jobs = [
+        (clients[i % len(clients)], name, [f"10.2.{i // 250}.{i % 250 + 1}/16"] if fixed else [])
+        for i, name in enumerate(names)
+    ]
+    start = time.perf_counter()
+    with ThreadPoolExecutor(10 * len(clients)) as pool:
+        answers = list(pool.map(lambda job: attach(*job), jobs))
+    took = time.perf_counter() - start
+    assert all(answers), "an attach printed no address"
+    return took
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--containers", type=int, default=50)
+    args = parser.parse_args()
+    lab = Lab(f"hsipam{secrets.token_hex(2)}")
+    result: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            started = time.perf_counter()
+            state = lab.up(3, spec_dir=specs(Path(tmp)), wait=60)
+            clients = [Client(str(h.socket), timeout=120) for h in state.hosts]
+            netns.add_netns(f"wd-{lab.name}-first")
+            first: dict[str, float] = {}
+
+            def first_address() -> None:
+                attach(clients[0], f"wd-{lab.name}-first", [])
+                first["at"] = time.perf_counter()
+
+            asker = threading.Thread(target=first_address)
+            asker.start()
+            if not lab.wait_mesh(60):
+                raise SystemExit("the 3 hosts did not connect within 60 s")
+            meshed = time.perf_counter()
+            asker.join(120)
+            result["first_allocation_after_third_peer_s"] = round(max(0.0, first["at"] - meshed), 3)
+            result["first_allocation_after_daemons_started_s"] = round(first["at"] - started, 3)
+            result["mesh_complete_after_daemons_started_s"] = round(meshed - started, 3)
+            fixed_s = burst(lab, clients, "f", args.containers, fixed=True)
+            ipam_s = burst(lab, clients, "i", args.containers, fixed=False)
+            result.update(
+                {
+                    "burst_containers": args.containers,
+                    "burst_all_addressed_s": round(ipam_s, 3),
+                    "baseline_burst_fixed_addresses_s": round(fixed_s, 3),
+                    "burst_vs_baseline": round(ipam_s / fixed_s, 2),
+                }
+            )
+        finally:
+            lab.down()
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
