@@ -173,11 +173,18 @@ def test_errors_a_runtime_can_act_on(host: Host) -> None:
         assert "vethweplc" not in host.ns.ip("link").stdout  # nothing half-made is left
         rc, ver = host.cni("VERSION", "", None, conf())
         assert rc == 0 and "1.0.0" in ver["supportedVersions"]
+        rc, ok = host.cni("ADD", "e2", c1.name, conf())
+        assert rc == 0, ok
         assert host.proc is not None
         stop_process(host.proc)
         rc, err = host.cni("ADD", "e1", c1.name, conf())
         assert rc == 1 and err["code"] == 11
         assert err["msg"] == f"weaved daemon not running at {host.tmp / 'weaved.sock'}"
+        # `weaved reset` removes what weaved owns, the CNI veths included.
+        assert "vethweplc" in host.ns.ip("link").stdout
+        host.ns.weaved(host.spec, "reset")
+        assert "vethweplc" not in host.ns.ip("link").stdout
+        assert not (host.tmp / "state" / "cni.json").exists()
 
 
 def restart(host: Host, *, wipe_ipam: bool = False) -> None:

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from weaved.attach import Attachment, TargetKind, detach_all
+from weaved.cni.records import STORE as CNI_STORE
+from weaved.cni.records import load_records
 from weaved.daemon.attach_part import NETNS_ETC, STORE, remove_resolv_conf
 from weaved.datapath.fastdp.netlink import remove_fastdp
 from weaved.dataplane.kernel import KernelDataplane
@@ -81,6 +83,9 @@ def run_reset(state_dir: Path) -> ResetReport:
     attachments = recorded_attachments(state_dir)
     report.veths = detach_all(names={a.veth for a in attachments})
     (state_dir / STORE).unlink(missing_ok=True)  # detached for good: nothing to repair later
+    cni = state_dir / CNI_STORE  # the CNI plugin's veths are weaved's too
+    report.veths += detach_all(names={r.veth for r in load_records(cni).values() if r.veth})
+    cni.unlink(missing_ok=True)
     report.resolv_confs = remove_resolv_confs(
         {a.target.name for a in attachments if a.target.kind is TargetKind.NETNS}
     )

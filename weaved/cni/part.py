@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from weaved.cni import plumbing
 from weaved.cni.core import Code
-from weaved.cni.records import CniRecord, load_records, save_records
+from weaved.cni.records import STORE, CniRecord, load_records, save_records
 from weaved.daemon.attach_part import dns_routes
 from weaved.daemon.component import Component
 from weaved.daemon.control import Handler, Request, Response
@@ -39,7 +39,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-STORE = "cni.json"
 WATCH_SECONDS = 5.0
 IPAM_TIMEOUT = 60.0  # longer than this without an address: the runtime is told to retry
 

@@ -13,6 +13,8 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
+STORE = "cni.json"
+
 
 @dataclass(frozen=True)
 class CniRecord:
