@@ -418,3 +418,19 @@ def test_weave_830_cni_plugin(host: Host) -> None:
         for proc in procs.values():
             proc.kill()
             proc.wait()
+
+
+def test_gc_releases_what_the_runtime_no_longer_has(host: Host) -> None:
+    with Netns("wdcnic") as c1, Netns("wdcnic") as c2:
+        assert host.cni("ADD", "keep", c1.name, conf("1.1.0"))[0] == 0
+        rc, r2 = host.cni("ADD", "stale", c2.name, conf("1.1.0"))
+        assert rc == 0, r2
+        gc = conf(
+            "1.1.0", **{"cni.dev/valid-attachments": [{"containerID": "keep", "ifname": "eth0"}]}
+        )
+        assert host.cni("GC", "", None, gc)[0] == 0
+        assert host.cni("STATUS", "", None, conf("1.1.0"))[0] == 0
+        records = (host.tmp / "state" / "cni.json").read_text()
+        assert '"keep"' in records and '"stale"' not in records
+        assert "eth0" not in c2.ip("link").stdout
+        assert host.cni("DEL", "keep", c1.name, conf("1.1.0"))[0] == 0

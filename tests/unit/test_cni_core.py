@@ -232,3 +232,15 @@ def test_records_round_trip_and_veth_names(tmp_path: Path) -> None:
     assert len(names) == 500
     assert all(len(n) == 15 and n.startswith("vethweplc") for n in names)
     assert veth_for("abc", "eth0") != veth_for("abc", "eth1")
+
+
+def test_status_and_gc_ask_the_daemon() -> None:
+    daemon = FakeDaemon()
+    data = conf(**{"cni.dev/valid-attachments": [{"containerID": "a", "ifname": "eth0"}]})
+    data_11 = data.replace(b'"1.0.0"', b'"1.1.0"')
+    assert run("weave-net", {"CNI_COMMAND": "STATUS"}, data_11, daemon) is None
+    assert run("weave-net", {"CNI_COMMAND": "GC"}, data_11, daemon) is None
+    assert daemon.calls == [
+        ("/cni/status", {}),
+        ("/cni/gc", {"valid": [{"containerID": "a", "ifname": "eth0"}]}),
+    ]
