@@ -169,3 +169,42 @@ def test_deleted_weave_network_comes_back(plab: PluginLab) -> None:
     plab.docker("host2", "rm", "-f", "wpl-b", check=False)
     plab.docker("host2", "network", "rm", "weave")
     wait_for(lambda: _weave_network(plab.dockerds["host2"]), timeout=20, interval=0.5)
+
+
+def test_restart_always_container_comes_back_on_weave_after_dockerd_restart(
+    plab: PluginLab,
+) -> None:
+    """dockerd releases its endpoints when it stops and asks again when it starts the
+    container anew: the container is back on `ethwe0` with an address of the subnet, and the
+    addresses of containers that stayed stopped were given back (not leaked)."""
+    gone = plab.run("host1", "wpl-gone", "--net=weave")  # no restart policy: stays stopped
+    before = plab.run("host1", "wpl-keep", "--net=weave", "--restart=always")
+    plab.dockerds["host1"].restart()
+
+    def back() -> bool:
+        out = plab.docker("host1", "inspect", "-f", "{{.State.Running}}", "wpl-keep", check=False)
+        return out.stdout.strip() == "true"
+
+    wait_for(back, timeout=60, interval=0.5)
+    wait_for(lambda: "ethwe0" in plab.in_container("host1", "wpl-keep", "ip", "link").stdout)
+    after = plab.address("host1", "wpl-keep")
+    assert ipaddress.IPv4Interface(after).network == SUBNET
+    # An address Docker gave back when it stopped is free again: `--ip` may ask for it.
+    (free,) = sorted({gone, before} - {after})[:1]
+    assert plab.run("host1", "wpl-reuse", "--net=weave", "--ip", free.split("/")[0]) == free
+
+
+def test_daemon_restart_keeps_plugin_endpoints(plab: PluginLab) -> None:
+    before = plab.run("host1", "wpl-dr", "--net=weave")
+    plab.lab.stop_host("host1")
+    plab.lab.start_host("host1", resync=2.0)
+    assert plab.lab.wait_mesh(), "host1 did not rejoin"
+    assert plab.lab.wait_in_sync(), "the plugin's bridge port was not re-observed"
+    # Still attached (Weave's test 810), known to weaveDNS again, and not handed to another.
+    assert plab.address("host1", "wpl-dr") == before
+    assert plab.run("host1", "wpl-fresh", "--net=weave") != before
+    status = lambda: plab.weaved("host1", "status", "dns")  # noqa: E731
+    wait_for(lambda: f"wpl-dr {before.split('/')[0]} " in " ".join(status().split()) + " ", 30)
+    plab.docker("host1", "rm", "-f", "wpl-dr")
+    again = plab.run("host1", "wpl-dr2", "--net=weave", "--ip", before.split("/")[0])
+    assert again == before
