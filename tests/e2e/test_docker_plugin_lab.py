@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from tests.docker_image import busybox_available, import_busybox, run_container
+from tests.docker_image import IMAGE, busybox_available, import_busybox, run_container
 from tests.helpers import Dockerd, wait_for
 from weaved.lab.lab import Lab, examples_dir
 
@@ -208,3 +208,18 @@ def test_daemon_restart_keeps_plugin_endpoints(plab: PluginLab) -> None:
     plab.docker("host1", "rm", "-f", "wpl-dr")
     again = plab.run("host1", "wpl-dr2", "--net=weave", "--ip", before.split("/")[0])
     assert again == before
+
+
+def test_weaved_run_starts_attaches_and_prints_the_id(plab: PluginLab) -> None:
+    """Weave's `weave run`: docker run -d with weaveDNS's flags, attach, the container ID."""
+    out = plab.weaved(
+        "host2", "run", "10.32.9.9/12", "--name", "wpl-run", IMAGE, "/bin/sleep", "600"
+    ).split()
+    assert len(out) == 1 and len(out[0]) == 64, out
+    ethwe = plab.in_container("host2", "wpl-run", "ip", "-4", "-o", "addr", "show", "ethwe")
+    assert "inet 10.32.9.9/12 " in ethwe.stdout, ethwe
+    resolv = plab.in_container("host2", "wpl-run", "cat", "/etc/resolv.conf").stdout
+    assert "nameserver 169.254.53.53" in resolv
+    for usage in (["run"], ["run", "10.32.9.10/12"]):
+        bad = plab.lab.exec("host2", ["weaved", *usage], capture=True, timeout=30)
+        assert bad.returncode == 64 and "docker run arguments missing" in bad.stderr, bad

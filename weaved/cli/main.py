@@ -8,6 +8,7 @@ import io
 import ipaddress
 import json
 import os
+import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -327,6 +328,34 @@ def cmd_dns_remove(args: argparse.Namespace, ctx: Context) -> int:
     return _dns_edit(args, ctx, "/dns/remove")
 
 
+def cmd_run(args: argparse.Namespace, ctx: Context) -> int:
+    """Weave's `weave run`: docker run -d (with weaveDNS's flags), attach, print the ID."""
+    from weaved.daemon.dns_part import nameserver
+    from weaved.dns.resolvconf import dns_args
+    from weaved.docker.run import split_run_words
+    from weaved.integrations.docker_client import docker_url
+    from weaved.spec.loader import load_spec
+
+    run = split_run_words(args.words)
+    spec = load_spec(ctx.spec_path, check_files=False)
+    extra = dns_args(nameserver(spec), spec.dns.domain).split() if run.with_dns else []
+    if not spec.dns.enabled:
+        extra = []
+    argv = ["docker", "-H", docker_url(spec.docker.socket), "run", "-d", *extra, *run.docker_args]
+    proc = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=300)
+    if proc.returncode != 0:
+        sys.stderr.write(proc.stderr)
+        return proc.returncode or 1
+    cid = proc.stdout.strip().splitlines()[-1]
+    words = [*run.addresses, *(["--no-multicast-route"] if run.no_multicast_route else []), cid]
+    attach = argparse.Namespace(attach_command="attach", words=words, no_multicast_route=False)
+    with contextlib.redirect_stdout(io.StringIO()):
+        code = cmd_attach(attach, ctx)
+    if code == 0:
+        _print(cid)
+    return code
+
+
 def cmd_dns_args(args: argparse.Namespace, ctx: Context) -> int:
     from weaved.daemon.dns_part import nameserver
     from weaved.dns.resolvconf import dns_args
@@ -581,6 +610,14 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("items", nargs="*", metavar="ADDR... [CONTAINER]")
         p.add_argument("-h", "--hostname", metavar="FQDN")
         p.set_defaults(func=func)
+
+    p = sub.add_parser(
+        "run",
+        help="docker run -d with weaveDNS's flags, then attach (Weave's `weave run`)",
+        usage="weaved run [ADDR ...] [--without-dns] [--no-multicast-route] DOCKER-RUN-ARGS ...",
+    )
+    p.add_argument("words", nargs=argparse.REMAINDER, metavar="[ADDR ...] DOCKER-RUN-ARGS")
+    p.set_defaults(func=cmd_run)
 
     p = sub.add_parser(
         "dns-args", help="the docker run arguments that point containers at weaveDNS"
