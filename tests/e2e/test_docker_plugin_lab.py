@@ -15,15 +15,18 @@ from __future__ import annotations
 import ipaddress
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
 from tests.docker_image import IMAGE, busybox_available, import_busybox, run_container
 from tests.helpers import Dockerd, wait_for
 from weaved.lab.lab import Lab, examples_dir
+from weaved.spec.edit import edit_spec
 
 pytestmark = [
     pytest.mark.timeout(300),
@@ -223,3 +226,23 @@ def test_weaved_run_starts_attaches_and_prints_the_id(plab: PluginLab) -> None:
     for usage in (["run"], ["run", "10.32.9.10/12"]):
         bad = plab.lab.exec("host2", ["weaved", *usage], capture=True, timeout=30)
         assert bad.returncode == 64 and "docker run arguments missing" in bad.stderr, bad
+
+
+def test_auto_attach_honours_weave_cidr_and_none(plab: PluginLab) -> None:
+    spec = Path(plab.lab.host("host2").spec)
+    edit_spec(spec, lambda doc: doc["docker"].__setitem__("auto_attach", True))
+    plab.weaved("host2", "apply")
+    try:
+        run_container(plab.dockerds["host2"], "wpl-cidr", "-e", "WEAVE_CIDR=10.32.8.8/12")
+        run_container(plab.dockerds["host2"], "wpl-none", "-e", "WEAVE_CIDR=none")
+
+        def ethwe(name: str) -> str:
+            cmd = ("ip", "-4", "-o", "addr", "show", "ethwe")
+            return plab.in_container("host2", name, *cmd).stdout
+
+        wait_for(lambda: "inet 10.32.8.8/12 " in ethwe("wpl-cidr"), timeout=20, interval=0.5)
+        time.sleep(2)  # what would have attached wpl-none has had its chance
+        assert "ethwe" not in plab.in_container("host2", "wpl-none", "ip", "link").stdout
+    finally:
+        edit_spec(spec, lambda doc: doc["docker"].__setitem__("auto_attach", False))
+        plab.weaved("host2", "apply")

@@ -43,6 +43,7 @@ from weaved.daemon.dns_part import DnsPart
 from weaved.daemon.ipam_part import IpamPart, Wait, subnet_for
 from weaved.dataplane.base import Dataplane
 from weaved.dns.resolvconf import render_resolv_conf
+from weaved.docker.cidr_env import container_addresses
 from weaved.engine.reconcile import RuntimeFacts
 from weaved.errors import ApplyError, DependencyError, UsageError, WeavedError
 from weaved.integrations.docker_client import (
@@ -387,7 +388,12 @@ class AttachPart(Component):
         elif event.action is EventAction.START:
             self.ipam.allocator.container_started(event.container_id)
             if self.spec.docker.auto_attach:
-                await self.attach(AttachRequest(event.container_id))
+                # WEAVE_CIDR / works.weave.cidr as Weave's proxy: addresses, or `none`.
+                wanted = await asyncio.to_thread(
+                    container_addresses, self.docker_url, event.container_id
+                )
+                if wanted is not None:
+                    await self.attach(AttachRequest(event.container_id, wanted))
 
     async def _catch_up(self, since: float) -> None:
         """Do what the `start` events missed while Docker was not followed would have done.
