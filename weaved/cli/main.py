@@ -54,6 +54,30 @@ def cmd_render(args: argparse.Namespace, ctx: Context) -> int:
     return 0
 
 
+# Weave commands weaved has no use for, each with what to do instead (exit 1, not a usage error).
+REMOVED = {
+    "env": "weaved has no Docker API proxy: set `docker.auto_attach: true` in the spec (containers"
+    " are attached as Docker starts them, WEAVE_CIDR honoured) or run them with --net=weave"
+    " (`docker.plugin`)",
+    "config": "weaved has no Docker API proxy: set `docker.auto_attach: true` in the spec"
+    " (WEAVE_CIDR honoured) or use --net=weave (`docker.plugin`)",
+    "launch": "weaved is configured by its spec: write /etc/weave/weave.yaml and start"
+    " weaved.service (or `weaved daemon`)",
+    "stop": "stop the service (`systemctl stop weaved`); `weaved reset` leaves the network and"
+    " removes what weaved owns",
+}
+
+
+def cmd_removed(args: argparse.Namespace, _ctx: Context) -> int:
+    print(f"weaved {args.removed}: {REMOVED[args.removed]}", file=sys.stderr)
+    return 1
+
+
+def cmd_version(_args: argparse.Namespace, _ctx: Context) -> int:
+    _print(f"weaved {__version__}")
+    return 0
+
+
 def cmd_schema(args: argparse.Namespace, _ctx: Context) -> int:
     from weaved.spec.schema import render_schema
 
@@ -502,6 +526,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", nargs="?", help="cluster file (default: -f)")
     p.set_defaults(func=cmd_render)
 
+    p = sub.add_parser("version", help="print the version (as `weave version`)")
+    p.set_defaults(func=cmd_version)
+    for name in REMOVED:
+        p = sub.add_parser(name, help=f"(Weave's `{name}`: says what to do with weaved)")
+        p.set_defaults(func=cmd_removed, removed=name)
+
     p = sub.add_parser("schema", help="print the spec's JSON Schema")
     p.add_argument("--cluster", action="store_true", help="the cluster file's schema")
     p.set_defaults(func=cmd_schema)
@@ -643,7 +673,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    # Weave's removed commands take any of Weave's flags (`env --restore`): the explanation,
+    # not argparse's complaint.
+    known, _ = parser.parse_known_args(argv)
+    args = known if getattr(known, "removed", None) else parser.parse_args(argv)
     setup_logging(args.verbose)
     if not getattr(args, "func", None):
         parser.print_help()
