@@ -64,6 +64,13 @@ def test_status_report_and_sections(api: Netns) -> None:
     assert curl(api, "GET", "/nonsense")[0] == 404
     code, body = curl(api, "GET", "/metrics")
     assert code == 200 and "weaved_spec_valid 1" in body
+    # Weave's status port serves the read-only part too.
+    for path in ("/status/ipam", "/status/peers"):
+        code, body = curl(api, "GET", path, "--connect-to", "127.0.0.1:6784:127.0.0.1:6782")
+        assert code == 200 and curl(api, "GET", path)[1] == body, path
+    code, body = curl(api, "GET", "/report", "--connect-to", "::127.0.0.1:6782")
+    assert code == 200 and "Router" in json.loads(body)
+    assert curl(api, "PUT", "/ip/x/10.32.0.9/12", "--connect-to", "::127.0.0.1:6782")[0] == 404
     code, body = curl(api, "DELETE", "/peer/02:00:00:00:00:99")
     assert code in (200, 400), body
 

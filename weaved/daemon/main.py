@@ -61,6 +61,7 @@ def build_parts(
     metrics = MetricsPart(spec, mesh, ipam, dns)
     http_api = HttpApiPart(spec, ipam, dns)
     http_api.metrics = metrics
+    metrics.read_only = http_api.read_only
     parts += [metrics, http_api]
     return parts
 

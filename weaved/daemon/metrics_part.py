@@ -4,15 +4,17 @@ status port (default 127.0.0.1:6782, Weave's)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from weaved.daemon.component import Component
+from weaved.daemon.control import Response
 from weaved.daemon.dns_part import DnsPart
 from weaved.daemon.ipam_part import IpamPart
 from weaved.daemon.mesh_part import MeshPart
@@ -141,6 +143,8 @@ class MetricsPart(Component):
         self.registry.register(self.collector)
         self.server: asyncio.AbstractServer | None = None
         self._daemon: Daemon | None = None
+        # /status/<section> and /report, from Weave's HTTP API part (set by the wiring)
+        self.read_only: Callable[[str], Awaitable[Response | None]] | None = None
 
     async def start(self, daemon: Daemon) -> None:
         self._daemon = daemon
@@ -170,6 +174,10 @@ class MetricsPart(Component):
             elif path == "/status" and self._daemon is not None:
                 body = self._daemon.status_text().encode()
                 ctype, code = "text/plain; charset=utf-8", 200
+            elif self.read_only is not None and (answer := await self.read_only(path)):
+                # Weave's status port also serves /status/<section> and /report (read-only).
+                text = answer.body if isinstance(answer.body, str) else json.dumps(answer.body)
+                body, ctype, code = text.encode(), "text/plain; charset=utf-8", answer.status
             else:
                 body, ctype, code = b"404 page not found\n", "text/plain; charset=utf-8", 404
             writer.write(

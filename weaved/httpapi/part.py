@@ -101,6 +101,12 @@ class HttpApiPart(Component):
             spec = spec.model_copy(update={"http_api": self.spec.http_api})
         self.spec = spec
 
+    async def read_only(self, path: str) -> Response | None:
+        """The status port's share of this API (GET /status/<section>, /report); None else."""
+        if not (path.startswith("/status/") or path == "/report"):
+            return None
+        return await self.answer(HttpRequest("GET", path, {}))
+
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             request = await read_request(reader)
