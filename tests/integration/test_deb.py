@@ -93,9 +93,14 @@ def test_payload_is_trimmed_and_bound_to_its_interpreter(deb: Path, tmp_path: Pa
         "python3",
         "python3.11",
         "weaved",
+        "weaved-cni",
     ]
     assert os.readlink(venv / "bin/python3.11") == "/usr/bin/python3.11"
-    assert (venv / "bin/weaved").read_text().startswith("#!/opt/weaved/venv/bin/python3.11\n")
+    for script in ("weaved", "weaved-cni"):
+        assert (venv / "bin" / script).read_text().startswith("#!/opt/weaved/venv/bin/python3.11\n")
+    # The CNI plugin under Weave's names, where Debian's runtimes look for plugins.
+    for name in ("weave-net", "weave-ipam"):
+        assert os.readlink(tmp_path / "usr/lib/cni" / name) == "/opt/weaved/venv/bin/weaved-cni"
     site = venv / "lib/python3.11/site-packages"
     names = {p.name.split("-")[0].lower() for p in site.iterdir()}
     assert not names & {"pip", "setuptools", "_distutils_hack", "cryptography", "wheel"}
