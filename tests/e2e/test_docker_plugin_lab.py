@@ -241,8 +241,12 @@ def test_auto_attach_honours_weave_cidr_and_none(plab: PluginLab) -> None:
             return plab.in_container("host2", name, *cmd).stdout
 
         wait_for(lambda: "inet 10.32.8.8/12 " in ethwe("wpl-cidr"), timeout=20, interval=0.5)
-        time.sleep(2)  # what would have attached wpl-none has had its chance
+        # On --net=weave the plugin did it: auto_attach adds no second interface.
+        plab.run("host2", "wpl-plug", "--net=weave")
+        time.sleep(2)  # what would have attached wpl-none and wpl-plug has had its chance
         assert "ethwe" not in plab.in_container("host2", "wpl-none", "ip", "link").stdout
+        links = plab.in_container("host2", "wpl-plug", "ip", "-o", "link").stdout
+        assert "ethwe0" in links and " ethwe@" not in links and " ethwe:" not in links
     finally:
         edit_spec(spec, lambda doc: doc["docker"].__setitem__("auto_attach", False))
         plab.weaved("host2", "apply")

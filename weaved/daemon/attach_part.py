@@ -44,6 +44,7 @@ from weaved.daemon.ipam_part import IpamPart, Wait, subnet_for
 from weaved.dataplane.base import Dataplane
 from weaved.dns.resolvconf import render_resolv_conf
 from weaved.docker.cidr_env import container_addresses
+from weaved.docker.core import plugin_name
 from weaved.engine.reconcile import RuntimeFacts
 from weaved.errors import ApplyError, DependencyError, UsageError, WeavedError
 from weaved.integrations.docker_client import (
@@ -389,8 +390,10 @@ class AttachPart(Component):
             self.ipam.allocator.container_started(event.container_id)
             if self.spec.docker.auto_attach:
                 # WEAVE_CIDR / works.weave.cidr as Weave's proxy: addresses, or `none`.
+                plugin = self.spec.docker.plugin
+                driver = plugin_name(plugin.socket) if plugin.enabled else None
                 wanted = await asyncio.to_thread(
-                    container_addresses, self.docker_url, event.container_id
+                    container_addresses, self.docker_url, event.container_id, driver
                 )
                 if wanted is not None:
                     await self.attach(AttachRequest(event.container_id, wanted))

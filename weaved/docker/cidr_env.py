@@ -46,14 +46,22 @@ def wanted_addresses(
     return tuple(out)
 
 
-def container_addresses(url: str, container_id: str) -> tuple[AddressArg, ...] | None:
-    """(Thread.) What the container asks for; the default subnet when it cannot be read."""
+def container_addresses(
+    url: str, container_id: str, plugin_driver: str | None = None
+) -> tuple[AddressArg, ...] | None:
+    """(Thread.) What the container asks for; the default subnet when it cannot be read; None
+    for a container on a network of our Docker plugin (`--net=weave`: it has ethwe0 already)."""
     try:
         client = connect(url, 5)
     except WeavedError:
         return ()
     try:
         attrs: dict[str, Any] = client.api.inspect_container(container_id)
+        networks = (attrs.get("NetworkSettings") or {}).get("Networks") or {}
+        for net in networks.values() if plugin_driver else ():
+            info = client.api.inspect_network(str(net.get("NetworkID", "")))
+            if info.get("Driver") == plugin_driver:
+                return None
     except Exception as exc:  # Docker went away or the container did: the default
         log.debug("inspect for %s failed: %s", ENV, exc)
         return ()
