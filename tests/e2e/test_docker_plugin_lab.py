@@ -250,3 +250,20 @@ def test_auto_attach_honours_weave_cidr_and_none(plab: PluginLab) -> None:
     finally:
         edit_spec(spec, lambda doc: doc["docker"].__setitem__("auto_attach", False))
         plab.weaved("host2", "apply")
+
+
+def test_with_the_daemon_down_docker_run_fails_clearly(plab: PluginLab) -> None:
+    plab.lab.stop_host("host2")
+    try:
+        start = time.monotonic()
+        out = plab.dockerds["host2"].docker(
+            "run", "-d", "--name", "wpl-down", "--net=weave", IMAGE, "/bin/sleep", "1",
+            check=False, timeout=120,
+        )  # fmt: skip
+        took = time.monotonic() - start
+        assert out.returncode != 0
+        assert driver_of("host2") in out.stderr or "plugin" in out.stderr.lower(), out.stderr
+        assert took < 90, took
+    finally:
+        plab.docker("host2", "rm", "-f", "wpl-down", check=False)
+        plab.lab.start_host("host2", resync=2.0)
