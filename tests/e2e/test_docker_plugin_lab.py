@@ -146,6 +146,22 @@ def test_net_weave_containers_ping_across_hosts_by_address_and_name(plab: Plugin
     wait_for(lambda: by_name("host1", "wpl-a", "wpl-b", ip_b), timeout=30, interval=0.5)
     wait_for(lambda: by_name("host2", "wpl-b", "wpl-a", ip_a), timeout=30, interval=0.5)
 
+    # 2 MB over TCP (busybox itself), compared by checksum.
+    want = plab.in_container("host1", "wpl-a", "busybox", "md5sum", "/bin/busybox").stdout.split()
+    plab.docker("host2", "exec", "-d", "wpl-b", "sh", "-c", "sleep 30 | nc -l -p 7000 > /tmp/got")
+
+    def sent() -> bool:
+        cmd = f"nc {ip_b} 7000 < /bin/busybox"
+        return plab.in_container("host1", "wpl-a", "sh", "-c", cmd).returncode == 0
+
+    wait_for(sent, timeout=15, interval=0.3)
+
+    def received() -> bool:
+        got = plab.in_container("host2", "wpl-b", "busybox", "md5sum", "/tmp/got").stdout.split()
+        return got[:1] == want[:1]
+
+    wait_for(received, timeout=15, interval=0.3)
+
 
 def test_own_network_with_subnet_and_ip_and_release_on_rm(plab: PluginLab) -> None:
     d = driver_of("host1")
