@@ -136,6 +136,12 @@ def test_net_weave_containers_ping_across_hosts_by_address_and_name(plab: Plugin
     for host, name, dst in (("host1", "wpl-a", ip_b), ("host2", "wpl-b", ip_a)):
         ping = plab.in_container(host, name, "ping", "-c", "2", "-W", "2", dst)
         assert ping.returncode == 0, ping.stdout + ping.stderr
+    # `weaved ps` lists them in Weave's layout: short ID, MAC, CIDR.
+    for host, name, cidr in (("host1", "wpl-a", a), ("host2", "wpl-b", b)):
+        cid = plab.docker(host, "inspect", "-f", "{{.Id}}", name).stdout.strip()
+        mac = plab.in_container(host, name, "cat", "/sys/class/net/ethwe0/address").stdout.strip()
+        line = f"{cid[:12]} {mac} {cidr}"
+        wait_for(lambda h=host, ln=line: ln in plab.weaved(h, "ps").splitlines(), timeout=15)
     # The host side is a port of weaved's bridge; the plan stays empty with it there.
     assert plab.lab.wait_in_sync(), "weaved plan is not empty with a plugin endpoint"
 

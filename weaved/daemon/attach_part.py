@@ -148,6 +148,7 @@ class AttachPart(Component):
         self._first_look = asyncio.Event()  # attach allocates after that (Weave: after reclaim)
         self._waits: dict[str, Wait] = {}  # attach request id → its place in IPAM's queue
         self.also_live: Callable[[], set[str]] = set  # IPAM owners other parts keep (CNI)
+        self.also_ps: Callable[[], str] = str  # `weaved ps` lines of other parts
         if dns is not None:
             dns.container_key = self.key_for
 
@@ -641,7 +642,10 @@ class AttachPart(Component):
             def listing() -> str:
                 return ps_text(request, observe_attachments(url, known), observe_bridge(), url)
 
-            return Response(200, {"text": await self._daemon.on_dataplane(lambda _dp: listing())})
+            text = await self._daemon.on_dataplane(lambda _dp: listing())
+            if not request.targets:
+                text += self.also_ps()  # the Docker plugin's containers (--net=weave)
+            return Response(200, {"text": text})
 
         return {
             ("POST", "/attach"): do_attach,

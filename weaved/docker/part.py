@@ -66,6 +66,7 @@ class DockerPluginPart(Component):
         self.endpoints: dict[str, Endpoint] = {}
         self.multicast: dict[str, bool] = {}  # network ID → multicast route wanted
         self.named: dict[str, str] = {}  # container ID → address registered in weaveDNS
+        self.listed: dict[str, str] = {}  # container ID → its `weaved ps` line
         self._daemon: Daemon | None = None
         self._server: ControlServer | None = None
         self._task: asyncio.Task[None] | None = None
@@ -254,6 +255,7 @@ class DockerPluginPart(Component):
         try:
             self._ensure_network(client)
             out: dict[str, tuple[str, str | None, str]] = {}
+            listed: dict[str, str] = {}
             for summary in client.api.containers():
                 nets = (summary.get("NetworkSettings") or {}).get("Networks") or {}
                 for net in nets.values():
@@ -267,6 +269,9 @@ class DockerPluginPart(Component):
                                 host = f"{host}.{cfg['Domainname']}"
                         name = str((summary.get("Names") or ["/"])[0]).lstrip("/")
                         out[cid] = (str(net["IPAddress"]), host, name)
+                        cidr = f"{net['IPAddress']}/{net.get('IPPrefixLen') or 32}"
+                        listed[cid] = f"{cid[:12]} {net.get('MacAddress') or ''} {cidr}"
+            self.listed = listed
             return out
         finally:
             client.close()
@@ -296,6 +301,10 @@ class DockerPluginPart(Component):
         for cid in [c for c in self.named if c not in seen]:
             self.dns.service.unregister_container(cid)
             del self.named[cid]
+
+    def ps_lines(self) -> str:
+        """`weaved ps` lines (Weave's layout) of running containers on our networks."""
+        return "".join(line + "\n" for line in self.listed.values())
 
     # --- facts and serving ----------------------------------------------------------------
     def facts(self, facts: RuntimeFacts) -> RuntimeFacts:
