@@ -68,6 +68,8 @@ def timed(fn: Callable[[], Any]) -> float:
 
 
 def summary(samples: list[float]) -> dict[str, float]:
+    if not samples:
+        return {}
     return {
         "p50_ms": round(pct(samples, 0.5) * 1000, 1),
         "p99_ms": round(pct(samples, 0.99) * 1000, 1),
