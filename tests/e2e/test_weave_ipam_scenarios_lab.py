@@ -123,13 +123,15 @@ def test_320_claims_wait_for_the_ring_and_out_of_range_ones_do_not(
     assert time.monotonic() - started < 10
 
     waiting = weaved_in(lab, "host1", "attach", f"{c4}/12", "wsi320c4")
-    time.sleep(2)
-    assert waiting.poll() is None  # still waiting for host2
+    # host2 starts once the attach says it waits (a fixed sleep let a loaded host start host2
+    # before the attach had even reached the daemon: then it never waited).
+    assert waiting.stderr is not None
+    said = waiting.stderr.readline()
+    assert "waiting for IPAM" in said and waiting.poll() is None  # still waiting for host2
     lab.start_host("host2")
     out, err = waiting.communicate(timeout=90)
-    assert waiting.returncode == 0, err
+    assert waiting.returncode == 0, said + err
     assert out.split() == [c4]
-    assert "waiting for IPAM" in err
 
 
 # ---- 335: rmpeer a second after a kill -9 -------------------------------------------------
