@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from watchfiles import Change
 
-from weaved.daemon.watch import name_filter, watch_file
+from weaved.daemon.watch import file_key, name_filter, poll_file, watch_file
 
 SPEC = "version: 1\n"
 
@@ -75,3 +75,27 @@ def test_only_edits_of_the_spec_trigger_reloads(
     with caplog.at_level(logging.INFO):
         asyncio.run(scenario())
     assert [r for r in caplog.records if r.name.startswith("watchfiles")] == []
+
+
+def test_a_fix_made_before_the_poll_starts_is_not_missed(tmp_path: Path) -> None:
+    """The password file: read (world-readable) with the spec, fixed before anything watches
+    it. A watch set up afterwards would never fire; a comparison with what was read does."""
+    password = tmp_path / "password"
+    password.write_text("s3cret\n")
+    password.chmod(0o644)
+    seen = file_key(password)
+    password.chmod(0o600)  # the fix, before the poll exists
+    calls: list[float] = []
+
+    async def scenario() -> None:
+        task = asyncio.create_task(poll_file(password, lambda: calls.append(1.0), seen, 0.01))
+        for _ in range(200):
+            if calls:
+                break
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)  # and nothing more while the file stays as it is
+        task.cancel()
+
+    asyncio.run(scenario())
+    assert calls == [1.0]
+    assert file_key(tmp_path / "absent") is None

@@ -31,7 +31,7 @@ from weaved.daemon.notify import (
     watchdog_interval,
 )
 from weaved.daemon.rollout import Guard, Probe, Rollout
-from weaved.daemon.watch import watch_file
+from weaved.daemon.watch import FileKey, file_key, poll_file, watch_file
 from weaved.dataplane.base import Dataplane
 from weaved.engine.reconcile import Applied, RuntimeFacts, apply_spec, plan_spec
 from weaved.errors import WeavedError
@@ -88,6 +88,7 @@ class _Loaded:
     spec: Spec | None = None
     error: str | None = None
     password_file: str | None = None  # named by the spec read, even when it was refused
+    password_key: FileKey = None  # that file as it was when the spec was read
 
 
 class Daemon:
@@ -140,7 +141,7 @@ class Daemon:
             return False
         first_look = loaded.digest != self.state.spec_digest
         self.state.spec_digest = loaded.digest
-        self._follow_password_file(loaded.password_file)
+        self._follow_password_file(loaded.password_file, loaded.password_key)
         if loaded.spec is None:
             if first_look or loaded.error != self.state.spec_error:
                 self._refuse(loaded.error or "no valid spec")
@@ -170,30 +171,27 @@ class Daemon:
             return None
         try:
             spec = parse_spec_bytes(raw, str(path))
-            return _Loaded(digest, raw, spec=spec, password_file=spec.password_file)
+            return _Loaded(digest, raw, spec=spec, password_file=spec.password_file,
+                           password_key=_key_of(spec.password_file))  # fmt: skip
         except WeavedError as exc:
-            return _Loaded(digest, raw, error=str(exc), password_file=_password_file_of(raw))
+            name = _password_file_of(raw)
+            return _Loaded(digest, raw, error=str(exc), password_file=name,
+                           password_key=_key_of(name))  # fmt: skip
         except Exception as exc:  # a loader bug: never "(valid)" with a spec not in force
             log.exception("loading the spec crashed path=%s", path)
             return _Loaded(digest, raw, error=f"{path}: internal error while loading: {exc!r}")
 
-    def _follow_password_file(self, name: str | None) -> None:
-        """Watch the password file the spec names, so that fixing it (its mode, say) takes
-        effect at once rather than at the next resync."""
+    def _follow_password_file(self, name: str | None, seen: FileKey) -> None:
+        """Follow the password file the spec names, so that fixing it (its mode, say) takes
+        effect at once rather than at the next resync; compared with the file as it was when
+        the spec was read, so a fix made in between is not missed."""
         if name == self._password_watch[0]:
             return
         if self._password_watch[1] is not None:
             self._password_watch[1].cancel()
         task = None
-        if name is not None and Path(name).parent.is_dir():
-            # Its own stop event: cancelling watchfiles' awatch sets the event it was given,
-            # and with the daemon's that stopped the daemon whenever password_file changed.
-            watcher = watch_file(
-                Path(name),
-                lambda: self.mark_dirty("password file edit"),
-                asyncio.Event(),
-                what="password file",
-            )
+        if name is not None:
+            watcher = poll_file(Path(name), lambda: self.mark_dirty("password file edit"), seen)
             task = asyncio.create_task(
                 _quietly(watcher, "watching the password file"), name="watch-password"
             )
@@ -562,6 +560,10 @@ async def _quietly(awaitable: Awaitable[None], what: str = "component stop") -> 
         await awaitable
     except Exception:
         log.exception("%s failed", what)
+
+
+def _key_of(name: str | None) -> FileKey:
+    return file_key(Path(name)) if name else None
 
 
 def _password_file_of(raw: bytes) -> str | None:

@@ -43,3 +43,31 @@ async def watch_file(
     ):
         log.info("%s changed path=%s", what, target)
         on_change()
+
+
+FileKey = tuple[int, int, int, int, int] | None
+
+
+def file_key(path: Path) -> FileKey:
+    """What a fix of a file changes (mode, owner, content, replacement); None when absent."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_mode, st.st_uid, st.st_size, st.st_mtime_ns, st.st_ino)
+
+
+async def poll_file(
+    path: Path, on_change: Callable[[], None], seen: FileKey, interval: float = 0.5
+) -> None:
+    """Call `on_change` whenever `path` differs from `seen`, the key it had when it was read.
+
+    A poll rather than inotify: a chmod made between reading the file and setting up a watch
+    would be lost to a watch, never to a comparison with what was read (and a stat is cheap)."""
+    while True:
+        now = await asyncio.to_thread(file_key, path)
+        if now != seen:
+            seen = now
+            log.info("password file changed path=%s", path)
+            on_change()
+        await asyncio.sleep(interval)

@@ -51,6 +51,9 @@ def _fdb_state(state: int) -> str:
 class FastdpKernel:
     def __init__(self, ipr: Any | None = None) -> None:
         self.ipr: Any = ipr if ipr is not None else IPRoute()
+        # if_indextoname(3) answers for this process's namespace only: a socket handed in may
+        # be another namespace's (tests use pyroute2's NetNS), whose names come from netlink.
+        self._names_by_ioctl = ipr is None
         self.writes = 0
 
     def close(self) -> None:
@@ -66,6 +69,9 @@ class FastdpKernel:
         # container, and decoding each port's whole link message was the daemon's top cost.
         if not index:
             return ""
+        if not self._names_by_ioctl:
+            links = self.ipr.get_links(index)
+            return str(links[0].get_attr("IFLA_IFNAME")) if links else ""
         try:
             return socket.if_indextoname(index)
         except OSError:
