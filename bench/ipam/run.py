@@ -27,7 +27,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from weaved.cli.client import Client
+from weaved.control import Client
 from weaved.lab import netns
 from weaved.lab.lab import Lab, host_address, peer_name
 

@@ -31,7 +31,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from tests.helpers import Netns, sh, stop_process, wait_for
-from weaved.cli.client import Client
+from weaved.control import Client
 
 SPEC = """\
 version: 1

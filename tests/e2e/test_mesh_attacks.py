@@ -21,7 +21,7 @@ import pytest
 
 from tests.e2e.test_mesh_lab import report, spec
 from tests.helpers import REPO, sh, wait_for
-from weaved.cli.client import Client
+from weaved.control import Client
 from weaved.lab.lab import Lab, host_address
 from weaved.spec.models import DNS_LINK_ADDRESS
 

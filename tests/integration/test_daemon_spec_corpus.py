@@ -15,7 +15,7 @@ import pytest
 
 from tests.helpers import Netns, netns, stop_process, wait_for
 from tests.spec_corpus import GOOD, hostile_specs
-from weaved.cli.client import Client
+from weaved.control import Client
 from weaved.daemon.service import EXIT_LEFT
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (network namespaces)")

@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
+from weaved.attach import part as attach_part
 from weaved.attach.cli import AttachRequest
-from weaved.daemon import attach_part
-from weaved.daemon.attach_part import AttachPart
+from weaved.attach.part import AttachPart
 from weaved.errors import DependencyError
 from weaved.integrations.docker_client import ContainerInfo, docker_time
 from weaved.integrations.docker_events import (

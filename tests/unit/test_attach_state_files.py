@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from weaved.daemon import attach_part
+from weaved.attach import part as attach_part
 
 
 def test_a_failed_write_leaves_no_temporary_file(

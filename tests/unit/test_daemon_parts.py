@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import asyncio
 
-from weaved.daemon.mesh_part import MeshPart
 from weaved.mesh.gossip_api import PeerName
+from weaved.mesh.part import MeshPart
 from weaved.plan.changes import Action, make_plan
 from weaved.plan.render import render_plan
 from weaved.spec.models import Spec

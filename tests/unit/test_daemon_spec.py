@@ -84,7 +84,7 @@ def test_the_last_good_spec_is_kept_and_started_from(tmp_path: Path) -> None:
 SCRIPT = """
 import asyncio, sys
 from pathlib import Path
-from weaved.daemon.component import Component
+from weaved.part import Component
 from weaved.daemon.lastgood import load_start_spec
 from weaved.daemon.service import Daemon, DaemonConfig
 from weaved.dataplane.fake import FakeDataplane
@@ -140,7 +140,7 @@ def test_sigterm_stops_the_daemon_whatever_converge_is_doing(tmp_path: Path, mod
 
 
 def test_a_bad_spec_at_restart_runs_the_last_good_one(tmp_path: Path) -> None:
-    from weaved.cli.client import Client
+    from weaved.control import Client
 
     (tmp_path / "weave.yaml").write_text(GOOD)
     daemon = make_daemon(tmp_path)

@@ -184,7 +184,7 @@ def test_isolated_subnets_carry_no_ipv6() -> None:
 )
 def test_what_containers_are_told(dns: str, told: str, link: bool) -> None:
     from weaved.compile.dns import uses_link_address
-    from weaved.daemon.dns_part import listen_address, nameserver
+    from weaved.dns.part import listen_address, nameserver
 
     spec = parse_spec_text(BASE + dns, "w.yaml")
     assert nameserver(spec) == told and uses_link_address(spec) is link

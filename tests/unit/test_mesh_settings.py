@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from weaved.daemon.mesh_part import settings_attrs
 from weaved.mesh.gossip_api import PeerName
+from weaved.mesh.part import settings_attrs
 from weaved.mesh.router import MeshConfig
 from weaved.mesh.settings import LIVE_FIELDS, RESTART_FIELDS, split_settings
 

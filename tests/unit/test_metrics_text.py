@@ -10,11 +10,11 @@ import pytest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from tests.wire import AVAILABLE, OUTPUTS, params
-from weaved.daemon.metrics_part import WeavedCollector
-from weaved.daemon.metrics_text import go_float, render_metrics
 from weaved.dns.zone import Zone, ip_to_int
 from weaved.mesh.gossip_api import PeerName
 from weaved.mesh.status import ConnectionState, LocalConnectionStatus, MeshStatus
+from weaved.metrics.part import WeavedCollector
+from weaved.metrics.text import go_float, render_metrics
 
 
 @pytest.mark.parametrize(

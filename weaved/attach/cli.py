@@ -32,7 +32,7 @@ from weaved.context import Context, require_root
 from weaved.errors import DaemonError, UsageError
 
 if TYPE_CHECKING:
-    from weaved.cli.client import Client
+    from weaved.control import Client
 
 Handler = Callable[[argparse.Namespace, Context], int]
 NO_MULTICAST_FLAG = "--no-multicast-route"

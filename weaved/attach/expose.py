@@ -14,7 +14,7 @@ from weaved.attach.cli import DEFAULT_TIMEOUT, AddressKind, parse_address
 from weaved.errors import DaemonError, UsageError
 
 if TYPE_CHECKING:
-    from weaved.cli.client import Client
+    from weaved.control import Client
 
 POLL_SECONDS = 0.3
 

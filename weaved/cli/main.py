@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import NoReturn
 
 from weaved import __version__
-from weaved.cli.client import Client
 from weaved.context import Context, require_root
+from weaved.control import Client
 from weaved.errors import DaemonError, UsageError, WeavedError
 from weaved.logs import setup_logging
 
@@ -354,7 +354,7 @@ def cmd_dns_remove(args: argparse.Namespace, ctx: Context) -> int:
 
 def cmd_run(args: argparse.Namespace, ctx: Context) -> int:
     """Weave's `weave run`: docker run -d (with weaveDNS's flags), attach, print the ID."""
-    from weaved.daemon.dns_part import nameserver
+    from weaved.dns.part import nameserver
     from weaved.dns.resolvconf import dns_args
     from weaved.docker.run import split_run_words
     from weaved.integrations.docker_client import docker_url
@@ -381,7 +381,7 @@ def cmd_run(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def cmd_dns_args(args: argparse.Namespace, ctx: Context) -> int:
-    from weaved.daemon.dns_part import nameserver
+    from weaved.dns.part import nameserver
     from weaved.dns.resolvconf import dns_args
     from weaved.spec.loader import load_spec
 

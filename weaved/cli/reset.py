@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from weaved.attach import Attachment, TargetKind, detach_all
+from weaved.attach.part import NETNS_ETC, STORE, remove_resolv_conf
 from weaved.cni.records import STORE as CNI_STORE
 from weaved.cni.records import load_records
-from weaved.daemon.attach_part import NETNS_ETC, STORE, remove_resolv_conf
 from weaved.datapath.fastdp.netlink import remove_fastdp
 from weaved.dataplane.kernel import KernelDataplane
 from weaved.engine.reconcile import reset

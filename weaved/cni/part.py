@@ -17,25 +17,22 @@ import os
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from weaved.attach.part import dns_routes
 from weaved.cni import plumbing
 from weaved.cni.core import Code
 from weaved.cni.records import STORE, CniRecord, load_records, save_records
-from weaved.daemon.attach_part import dns_routes
-from weaved.daemon.component import Component
-from weaved.daemon.control import Handler, Request, Response
-from weaved.daemon.dns_part import DnsPart
-from weaved.daemon.ipam_part import IpamPart, subnet_for
+from weaved.control import Handler, Request, Response
+from weaved.dns.part import DnsPart
 from weaved.engine.reconcile import RuntimeFacts
 from weaved.errors import DependencyError, WeavedError
 from weaved.ipam.address import CIDR
 from weaved.ipam.errors import IpamError
+from weaved.ipam.part import IpamPart, subnet_for
 from weaved.model.host import PortFlags, WantedPort
+from weaved.part import Component, Host
 from weaved.spec.models import Spec
-
-if TYPE_CHECKING:
-    from weaved.daemon.service import Daemon
 
 log = logging.getLogger(__name__)
 
@@ -72,12 +69,12 @@ class CniPart(Component):
         self.dns = dns
         self.store = state_dir / STORE
         self.records: dict[str, CniRecord] = {}
-        self._daemon: Daemon | None = None
+        self._daemon: Host | None = None
         self._lock = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
 
     # --- lifecycle ------------------------------------------------------------------------
-    async def start(self, daemon: Daemon) -> None:
+    async def start(self, daemon: Host) -> None:
         self._daemon = daemon
         self.records = self._load()
         self._tasks.append(asyncio.create_task(self._watch(), name="cni-watch"))

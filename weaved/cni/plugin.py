@@ -44,7 +44,7 @@ Caller = Callable[[str, dict[str, Any]], dict[str, Any]]
 
 def daemon_caller(socket_path: str) -> Caller:
     """POST to the daemon's /cni endpoints; CniError when it cannot be reached."""
-    from weaved.cli.client import Client
+    from weaved.control import Client
     from weaved.errors import DaemonError
 
     client = Client(socket_path, CALL_TIMEOUT)

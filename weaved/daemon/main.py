@@ -7,26 +7,26 @@ import logging
 import os
 from pathlib import Path
 
+from weaved.attach.part import AttachPart
 from weaved.cni.part import CniPart
 from weaved.context import Context
-from weaved.daemon.attach_part import AttachPart
-from weaved.daemon.component import Component
-from weaved.daemon.dns_part import DnsPart
-from weaved.daemon.ipam_part import IpamPart
 from weaved.daemon.lastgood import load_start_spec
-from weaved.daemon.mesh_part import MeshPart
-from weaved.daemon.metrics_part import MetricsPart
 from weaved.daemon.service import Daemon, DaemonConfig
 from weaved.datapath.fastdp.part import FastdpPart
 from weaved.datapath.sleeve.part import SleeveDatapathPart
 from weaved.dataplane.kernel import KernelDataplane
+from weaved.dns.part import DnsPart
 from weaved.docker.part import DockerPluginPart
 from weaved.engine.identity import resolve_peer_name
 from weaved.errors import WeavedError
 from weaved.httpapi.part import HttpApiPart
+from weaved.ipam.part import IpamPart
 from weaved.ipam.persist import load_persisted_peer_name
 from weaved.mesh.gossip_api import PeerName, format_peer_name
+from weaved.mesh.part import MeshPart
 from weaved.mesh.peername import read_system_ids
+from weaved.metrics.part import MetricsPart
+from weaved.part import Component
 from weaved.spec.models import Spec, parse_peer_name_text
 
 log = logging.getLogger(__name__)

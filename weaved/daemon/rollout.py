@@ -116,7 +116,7 @@ class Rollout:
 
     # --- probes -------------------------------------------------------------------------
     def _connected_peers(self) -> set[str]:
-        from weaved.daemon.mesh_part import MeshPart
+        from weaved.mesh.part import MeshPart
 
         mesh = self.daemon.part("mesh")
         if not isinstance(mesh, MeshPart):
@@ -129,7 +129,7 @@ class Rollout:
 
     def _dns_listen(self) -> tuple[str, list[str]] | None:
         """weaveDNS's address and the names it knows, when it serves."""
-        from weaved.daemon.dns_part import DnsPart
+        from weaved.dns.part import DnsPart
 
         dns = self.daemon.part("dns")
         if not isinstance(dns, DnsPart) or not dns.listen:

@@ -20,8 +20,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from weaved import __version__
-from weaved.daemon.component import Component
-from weaved.daemon.control import ControlServer, Handler, Request, Response
+from weaved.control import ControlServer, Handler, Request, Response
 from weaved.daemon.lastgood import last_good_path, save_last_good
 from weaved.daemon.notify import (
     reloading_message,
@@ -37,6 +36,7 @@ from weaved.engine.reconcile import Applied, RuntimeFacts, apply_spec, plan_spec
 from weaved.errors import WeavedError
 from weaved.mesh.status_text import report_head
 from weaved.model.resources import Resource, State
+from weaved.part import Component
 from weaved.plan.changes import Plan, make_plan, merge_plans
 from weaved.plan.render import plan_json, render_plan
 from weaved.spec.loader import parse_spec_bytes, read_spec_file
@@ -117,6 +117,10 @@ class Daemon:
         self._confirm: float | None = None  # `weaved apply --confirm T` in progress
         self._reloading = False  # SIGHUP: READY=1 again once its converge is done
         self._status = ""  # the last STATUS= sent to systemd
+
+    @property
+    def rollbacks(self) -> int:
+        return self.rollout.rollbacks
 
     def part(self, name: str) -> Component | None:
         return next((c for c in self.components if c.name == name), None)

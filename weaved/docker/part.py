@@ -17,17 +17,15 @@ import os
 import uuid
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import docker
 import docker.errors
 import docker.types
 
 from weaved.compile.dns import uses_link_address
-from weaved.daemon.component import Component
-from weaved.daemon.control import ControlServer, Handler, Request, Response
-from weaved.daemon.dns_part import DnsPart
-from weaved.daemon.ipam_part import IpamPart
+from weaved.control import ControlServer, Handler, Request, Response
+from weaved.dns.part import DnsPart
 from weaved.docker import core, plumbing
 from weaved.docker.core import PluginError
 from weaved.engine.reconcile import RuntimeFacts
@@ -35,11 +33,10 @@ from weaved.errors import WeavedError
 from weaved.integrations.docker_client import connect, docker_url
 from weaved.ipam.address import CIDR
 from weaved.ipam.errors import IpamError
+from weaved.ipam.part import IpamPart
 from weaved.model.host import PortFlags, WantedPort
+from weaved.part import Component, Host
 from weaved.spec.models import Spec
-
-if TYPE_CHECKING:
-    from weaved.daemon.service import Daemon
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +64,7 @@ class DockerPluginPart(Component):
         self.multicast: dict[str, bool] = {}  # network ID → multicast route wanted
         self.named: dict[str, str] = {}  # container ID → address registered in weaveDNS
         self.listed: dict[str, str] = {}  # container ID → its `weaved ps` line
-        self._daemon: Daemon | None = None
+        self._daemon: Host | None = None
         self._server: ControlServer | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -80,7 +77,7 @@ class DockerPluginPart(Component):
         return core.plugin_name(self.spec.docker.plugin.socket)
 
     # --- lifecycle ------------------------------------------------------------------------
-    async def start(self, daemon: Daemon) -> None:
+    async def start(self, daemon: Host) -> None:
         self._daemon = daemon
         if not self.enabled:
             return

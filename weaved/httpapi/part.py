@@ -18,22 +18,18 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
 
-from weaved.daemon.component import Component
-from weaved.daemon.control import Request, Response
-from weaved.daemon.dns_part import DnsPart
-from weaved.daemon.ipam_part import IpamPart
-from weaved.daemon.metrics_part import MetricsPart
-from weaved.daemon.metrics_text import render_metrics
+from weaved.control import Request, Response
+from weaved.dns.part import DnsPart
 from weaved.errors import WeavedError
 from weaved.httpapi.http import HttpRequest, match, read_request
 from weaved.ipam.address import CIDR
 from weaved.ipam.errors import CancelledError, IpamError
+from weaved.ipam.part import IpamPart
+from weaved.metrics.part import MetricsPart
+from weaved.metrics.text import render_metrics
+from weaved.part import Component, Host
 from weaved.spec.models import DNS_LINK_ADDRESS, Spec
-
-if TYPE_CHECKING:
-    from weaved.daemon.service import Daemon
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +51,7 @@ class HttpApiPart(Component):
         self.spec = spec
         self.ipam = ipam
         self.dns = dns
-        self._daemon: Daemon | None = None
+        self._daemon: Host | None = None
         self._server: asyncio.AbstractServer | None = None
         self._table: list[tuple[str, str, Route]] = [
             ("GET", "/status", self._status),
@@ -82,7 +78,7 @@ class HttpApiPart(Component):
         ]
         self.metrics: MetricsPart | None = None  # /metrics as on the status port
 
-    async def start(self, daemon: Daemon) -> None:
+    async def start(self, daemon: Host) -> None:
         self._daemon = daemon
         if not self.spec.http_api.enabled:
             return

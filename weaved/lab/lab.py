@@ -243,7 +243,7 @@ class Lab:
         return proc.pid
 
     def wait_ready(self, host: Host, timeout: float = 30.0) -> None:
-        from weaved.cli.client import Client
+        from weaved.control import Client
 
         client = Client(str(host.socket), timeout=5)
         deadline = time.monotonic() + timeout

@@ -32,7 +32,7 @@ class Kind(StrEnum):
     NFT_RULE = "nft-rule"
     IPT_RULE = "ipt-rule"
     MESH_TARGET = "mesh-target"
-    MESH = "mesh"  # the router's settings (daemon/mesh_part.py)
+    MESH = "mesh"  # the router's settings (mesh/part.py)
 
 
 # Attributes that can be changed without deleting the object; anything else means replace.

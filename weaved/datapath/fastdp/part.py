@@ -22,10 +22,9 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
-from weaved.daemon.component import Component
-from weaved.daemon.control import Handler, Request, Response
+from weaved.control import Handler, Request, Response
 from weaved.datapath.fastdp import views
 from weaved.datapath.fastdp.config import (
     DEFAULT_UNDERLAY_MTU,
@@ -61,11 +60,9 @@ from weaved.mesh.gossip_api import PeerName
 from weaved.mesh.router import Router
 from weaved.mesh.targets import split_target
 from weaved.model.resources import BRIDGE, State
+from weaved.part import Component, Host
 from weaved.plan.changes import Plan, make_plan
 from weaved.spec.models import DatapathMode, Spec
-
-if TYPE_CHECKING:
-    from weaved.daemon.service import Daemon
 
 __all__ = ["FastdpPart"]
 
@@ -114,7 +111,7 @@ class FastdpPart(Component):
         self._kernel_factory = kernel_factory
         self._kernel: FastdpKernel | None = None
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
-        self._daemon: Daemon | None = None
+        self._daemon: Host | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._underlay_mtu = DEFAULT_UNDERLAY_MTU
         self._local: frozenset[str] = frozenset()
@@ -135,7 +132,7 @@ class FastdpPart(Component):
                 self.overlay.timing = timing
 
     # --- lifecycle -------------------------------------------------------------------------
-    async def start(self, daemon: Daemon) -> None:
+    async def start(self, daemon: Host) -> None:
         self._daemon = daemon
         if self.overlay is None:
             return

@@ -20,17 +20,17 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from weaved.daemon.component import Component
-from weaved.daemon.control import Handler, Request, Response
-from weaved.daemon.mesh_part import MeshPart, mesh_config
+from weaved.control import Handler, Request, Response
 from weaved.daemon.service import Daemon, DaemonConfig
 from weaved.datapath.fastdp.config import OVERLAY_NAME, Timing
 from weaved.datapath.fastdp.overlay import FastdpOverlay
 from weaved.datapath.fastdp.part import FastdpPart
 from weaved.dataplane.kernel import KernelDataplane
 from weaved.mesh.gossip_api import PeerName
+from weaved.mesh.part import MeshPart, mesh_config
 from weaved.mesh.router import Router
 from weaved.mesh.sleeve_overlay import SleeveOverlay
+from weaved.part import Component
 from weaved.spec.loader import load_spec
 from weaved.spec.models import Spec, parse_peer_name_text
 

@@ -17,17 +17,16 @@ import logging
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from weaved.daemon.component import Component
-from weaved.daemon.control import Handler, Request, Response
+from weaved.control import Handler, Request, Response
 from weaved.datapath.sleeve.datapath import SleeveDatapath
 from weaved.engine.reconcile import RuntimeFacts
 from weaved.mesh.router import Router
 from weaved.model.host import TAP_FLAGS, WantedPort
+from weaved.part import Component, Host
 from weaved.spec.models import Spec
 
 if TYPE_CHECKING:
-    from weaved.daemon.mesh_part import MeshPart
-    from weaved.daemon.service import Daemon
+    from weaved.mesh.part import MeshPart
 
 __all__ = ["SleeveDatapathPart"]
 
@@ -47,7 +46,7 @@ class SleeveDatapathPart(Component):
             return
         self.datapath = SleeveDatapath(router, offload=offload)
 
-    async def start(self, daemon: Daemon) -> None:
+    async def start(self, daemon: Host) -> None:
         if self.datapath is not None:
             await self.datapath.start()
 

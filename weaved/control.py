@@ -1,14 +1,17 @@
-"""The local control API: a tiny HTTP/1.1 server on a root-only unix socket.
+"""The local control API: a tiny HTTP/1.1 protocol on a root-only unix socket, both sides.
 
-The CLI is its only client; requests and answers are JSON (or text/plain for Weave-style
-status). Only uid 0 may connect: the socket is mode 0600 and the peer's credentials are
-checked as well, since the socket's directory permissions are not ours to trust.
+`Request`/`Response`/`Handler` are what a part's endpoints take and give; `ControlServer` serves
+them (the daemon's control socket, and Docker's plugin socket); `Client` is the CLI's side
+(blocking). Requests and answers are JSON (or text/plain for Weave-style status). Only uid 0
+may connect: the socket is mode 0600 and the peer's credentials are checked as well, since the
+socket's directory permissions are not ours to trust.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import http.client
 import json
 import logging
 import os
@@ -20,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from weaved.errors import WeavedError
+from weaved.errors import DaemonError, WeavedError
 
 log = logging.getLogger(__name__)
 
@@ -146,3 +149,57 @@ class ControlServer:
         query = dict(urllib.parse.parse_qsl(qs))
         body = json.loads(raw) if raw else {}
         return Request(method, path, query, body if isinstance(body, dict) else {})
+
+
+# --- the client (the CLI, `weaved attach`, the CNI plugin, the lab) ----------------------
+class _UnixConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self.unix_path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        sock.connect(self.unix_path)
+        self.sock = sock
+
+
+class Client:
+    def __init__(self, socket_path: str, timeout: float = 60.0) -> None:
+        self.socket_path = socket_path
+        self.timeout = timeout
+
+    def alive(self) -> bool:
+        try:
+            self.call("GET", "/ping", timeout=2.0)
+        except DaemonError:
+            return False
+        return True
+
+    def call(
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None = None,
+        timeout: float | None = None,
+    ) -> Any:
+        conn = _UnixConnection(self.socket_path, timeout or self.timeout)
+        try:
+            payload = json.dumps(body).encode() if body is not None else None
+            headers = {"Content-Type": "application/json"} if payload else {}
+            conn.request(method, path, body=payload, headers=headers)
+            resp = conn.getresponse()
+            raw = resp.read()
+        except (OSError, http.client.HTTPException) as exc:
+            raise DaemonError(
+                f"cannot reach weaved daemon at {self.socket_path}: {exc}\n"
+                "  hint: is `weaved daemon` running (systemctl status weaved)?"
+            ) from None
+        finally:
+            conn.close()
+        ctype = resp.getheader("Content-Type", "")
+        data: Any = json.loads(raw) if ctype.startswith("application/json") else raw.decode()
+        if resp.status >= 400:
+            message = data.get("error") if isinstance(data, dict) else data
+            raise DaemonError(f"daemon: {message}")
+        return data

@@ -13,7 +13,6 @@ import time
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from weaved.attach import (
     Attachment,
@@ -37,11 +36,9 @@ from weaved.attach.cli import (
 from weaved.attach.plumbing import observe_bridge
 from weaved.attach.ps import show_addrs
 from weaved.compile.dns import uses_link_address
-from weaved.daemon.component import Component
-from weaved.daemon.control import Handler, Request, Response
-from weaved.daemon.dns_part import DnsPart
-from weaved.daemon.ipam_part import IpamPart, Wait, subnet_for
+from weaved.control import Handler, Request, Response
 from weaved.dataplane.base import Dataplane
+from weaved.dns.part import DnsPart
 from weaved.dns.resolvconf import render_resolv_conf
 from weaved.docker.cidr_env import container_addresses
 from weaved.docker.core import plugin_name
@@ -62,11 +59,10 @@ from weaved.integrations.docker_events import (
 )
 from weaved.ipam.address import CIDR
 from weaved.ipam.errors import IpamError
+from weaved.ipam.part import IpamPart, Wait, subnet_for
 from weaved.model.host import CONTAINER_FLAGS, WantedPort
+from weaved.part import Component, Host
 from weaved.spec.models import DNS_LINK_ADDRESS, Spec
-
-if TYPE_CHECKING:
-    from weaved.daemon.service import Daemon
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +127,7 @@ class AttachPart(Component):
         self.dns = dns
         self.store = state_dir / STORE
         self.known: dict[str, Attachment] = {}
-        self._daemon: Daemon | None = None
+        self._daemon: Host | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._lock = asyncio.Lock()
         self._events = events
@@ -157,7 +153,7 @@ class AttachPart(Component):
         return _docker_url_of(self.spec)
 
     # --- lifecycle ----------------------------------------------------------------------
-    async def start(self, daemon: Daemon) -> None:
+    async def start(self, daemon: Host) -> None:
         self._daemon = daemon
         self.known = self._load()
         self._tasks.append(asyncio.create_task(self._watch_namespaces(), name="attach-watch"))

@@ -8,23 +8,19 @@ import json
 import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
-from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from weaved.daemon.component import Component
-from weaved.daemon.control import Response
-from weaved.daemon.dns_part import DnsPart
-from weaved.daemon.ipam_part import IpamPart
-from weaved.daemon.mesh_part import MeshPart
-from weaved.daemon.metrics_text import CONTENT_TYPE, render_metrics
+from weaved.control import Response
+from weaved.dns.part import DnsPart
 from weaved.dns.service import split_listen
+from weaved.ipam.part import IpamPart
 from weaved.ipam.status import ipam_status, unreachable_share
+from weaved.mesh.part import MeshPart
+from weaved.metrics.text import CONTENT_TYPE, render_metrics
+from weaved.part import Component, Host
 from weaved.spec.models import Spec
-
-if TYPE_CHECKING:
-    from weaved.daemon.service import Daemon
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +32,7 @@ class WeavedCollector:
         self.mesh = mesh
         self.ipam = ipam
         self.dns = dns
-        self.daemon: Daemon | None = None
+        self.daemon: Host | None = None
 
     def collect(self) -> Iterator[Metric]:
         status = self.mesh.router.status()
@@ -106,7 +102,7 @@ class WeavedCollector:
             yield CounterMetricFamily(
                 "weaved_rollbacks",
                 "Changed specs rolled back because their probes failed.",
-                value=self.daemon.rollout.rollbacks,
+                value=self.daemon.rollbacks,
             )
             yield GaugeMetricFamily(
                 "weaved_spec_valid",
@@ -142,11 +138,11 @@ class MetricsPart(Component):
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self.collector)
         self.server: asyncio.AbstractServer | None = None
-        self._daemon: Daemon | None = None
+        self._daemon: Host | None = None
         # /status/<section> and /report, from Weave's HTTP API part (set by the wiring)
         self.read_only: Callable[[str], Awaitable[Response | None]] | None = None
 
-    async def start(self, daemon: Daemon) -> None:
+    async def start(self, daemon: Host) -> None:
         self._daemon = daemon
         self.collector.daemon = daemon
         if not self.spec.metrics.enabled:

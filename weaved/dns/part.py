@@ -7,20 +7,17 @@ import asyncio
 import ipaddress
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from weaved.compile.dns import uses_link_address
-from weaved.daemon.component import Component
-from weaved.daemon.control import Handler, Request, Response
-from weaved.daemon.ipam_part import EXPOSE_IDENT, IpamPart
-from weaved.daemon.mesh_part import MeshPart
+from weaved.control import Handler, Request, Response
 from weaved.dns.server import DnsServer
 from weaved.dns.service import DnsConfig, DnsService, split_listen
 from weaved.errors import UsageError
+from weaved.ipam.part import EXPOSE_IDENT, IpamPart
+from weaved.mesh.part import MeshPart
+from weaved.part import Component, Host
 from weaved.spec.models import DNS_LINK_ADDRESS, Spec
-
-if TYPE_CHECKING:
-    from weaved.daemon.service import Daemon
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +54,7 @@ class DnsPart(Component):
         # Container as the user names it → the identity records are kept under (attach sets it).
         self.container_key: Callable[[str], str] = lambda text: text
 
-    async def start(self, daemon: Daemon) -> None:
+    async def start(self, daemon: Host) -> None:
         self._sweeper = asyncio.create_task(self.service.gossiper.sweep(), name="dns-sweep")
 
     async def stop(self) -> None:

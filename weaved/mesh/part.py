@@ -16,10 +16,9 @@ import os
 import socket
 from collections.abc import Callable
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from weaved.daemon.component import Component
-from weaved.daemon.control import Handler, Request, Response
+from weaved.control import Handler, Request, Response
 from weaved.errors import WeavedError
 from weaved.mesh.gossip_api import PeerName, format_peer_name
 from weaved.mesh.router import NAME_COLLISION_FIX, MeshConfig, Router
@@ -33,11 +32,9 @@ from weaved.mesh.status_text import (
     target_as_given,
 )
 from weaved.model.resources import Attrs, Kind, Resource, State, attrs
+from weaved.part import Component, Host
 from weaved.spec.checks import read_password
 from weaved.spec.models import DatapathMode, Spec, parse_peer_name_text
-
-if TYPE_CHECKING:
-    from weaved.daemon.service import Daemon
 
 log = logging.getLogger(__name__)
 
@@ -117,11 +114,11 @@ class MeshPart(Component):
         self._secret = os.urandom(16)  # keys the password digest shown in plans
         self.restart_needed: tuple[str, ...] = ()
         self._targets: tuple[str, ...] = ()
-        self._daemon: Daemon | None = None
+        self._daemon: Host | None = None
         # The data plane's keys of Weave's Router report (Interface, CaptureStats, MACs).
         self.report_extra: Callable[[], dict[str, Any]] | None = None
 
-    async def start(self, daemon: Daemon) -> None:
+    async def start(self, daemon: Host) -> None:
         self._daemon = daemon
         _return_large_buffers_to_the_system()
         await self.router.start()

@@ -11,11 +11,9 @@ import socket
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from weaved.daemon.component import Component
-from weaved.daemon.control import Handler, Request, Response
-from weaved.daemon.mesh_part import MeshPart
+from weaved.control import Handler, Request, Response
 from weaved.engine.reconcile import RuntimeFacts
 from weaved.errors import UsageError
 from weaved.ipam.address import CIDR
@@ -43,10 +41,9 @@ from weaved.ipam.status import (
     unreachable_share,
 )
 from weaved.mesh.gossip_api import PeerName, format_peer_name
+from weaved.mesh.part import MeshPart
+from weaved.part import Component, Host
 from weaved.spec.models import InitMode, Spec, parse_peer_name_text
-
-if TYPE_CHECKING:
-    from weaved.daemon.service import Daemon
 
 log = logging.getLogger(__name__)
 
@@ -106,11 +103,11 @@ class IpamPart(Component):
         self._expose: dict[int, str] = {}  # expose index → allocated ADDR/LEN
         self._expose_tasks: dict[int, asyncio.Task[None]] = {}
         self._expose_waits: dict[int, Wait] = {}
-        self._daemon: Daemon | None = None
+        self._daemon: Host | None = None
         self._ticker: asyncio.Task[None] | None = None
 
     # --- lifecycle ----------------------------------------------------------------------
-    async def start(self, daemon: Daemon) -> None:
+    async def start(self, daemon: Host) -> None:
         self._daemon = daemon
         self.allocator.start(time.time())
         self._ticker = asyncio.create_task(self._tick(), name="ipam-tick")
