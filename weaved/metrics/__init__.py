@@ -1,0 +1,1 @@
+"""Prometheus metrics: Weave's families (`weave_*`) and weaved's own, on the status port."""
