@@ -17,12 +17,12 @@ from dataclasses import dataclass, field, replace
 
 import pytest
 
+from weaved.datapath.sleeve.overlay import SleeveForwarder, SleeveOverlay
+from weaved.datapath.sleeve.wire import SleeveFrame
 from weaved.mesh.gossip_api import GossipData, PeerName
 from weaved.mesh.peername import format_peer_name
 from weaved.mesh.reasons import CloseReason
 from weaved.mesh.router import MeshConfig, Router
-from weaved.mesh.sleeve_frames import SleeveFrame
-from weaved.mesh.sleeve_overlay import SleeveForwarder, SleeveOverlay
 from weaved.mesh.status import ConnectionState
 from weaved.mesh.status_text import render_connections, render_peers, render_status_router
 

@@ -7,6 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.wire import load_vector
+from weaved.datapath.sleeve.wire import SpecialKind, classify_special, heartbeat_uid, unpack_frames
 from weaved.mesh.crypto import (
     DecryptError,
     KeyPair,
@@ -19,7 +20,6 @@ from weaved.mesh.crypto import (
     tcp_nonce,
 )
 from weaved.mesh.peername import parse_peer_name, peer_name_to_bytes
-from weaved.mesh.sleeve_frames import SpecialKind, classify_special, heartbeat_uid, unpack_frames
 
 
 def test_key_agreement_vector() -> None:

@@ -11,8 +11,7 @@ import struct
 import pytest
 
 from tests.wire import VECTORS
-from weaved.mesh.gossip_api import PeerName
-from weaved.mesh.sleeve import (
+from weaved.datapath.sleeve.control import (
     DEFAULT_MTU,
     FAST_HEARTBEAT,
     HEARTBEAT_TIMEOUT,
@@ -24,7 +23,8 @@ from weaved.mesh.sleeve import (
     SendSpecial,
     SleeveControl,
 )
-from weaved.mesh.sleeve_frames import (
+from weaved.datapath.sleeve.overlay import SleeveOverlay
+from weaved.datapath.sleeve.wire import (
     FRAG_TEST_SIZE,
     PMTU_TRIGGER_SIZE,
     SleeveFrame,
@@ -34,7 +34,7 @@ from weaved.mesh.sleeve_frames import (
     pack_frames,
     unpack_frames,
 )
-from weaved.mesh.sleeve_overlay import SleeveOverlay
+from weaved.mesh.gossip_api import PeerName
 
 UID = 9051980784470965150
 PEER = ("192.0.2.1", 6783)
@@ -220,7 +220,7 @@ def test_df_twin_sends_segments_and_never_receives() -> None:
                 plain.bind(("127.0.0.1", 0))
                 plain.settimeout(2)
                 datagrams = [b"a" * 1000, b"b" * 1000, b"c" * 500]
-                sent = overlay._send_segments([datagrams], 1000, plain.getsockname(), df=True)
+                sent = overlay.send_segments([datagrams], 1000, plain.getsockname(), df=True)
                 assert sent
                 assert [plain.recv(2000) for _ in datagrams] == datagrams
         finally:

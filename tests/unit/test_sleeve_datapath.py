@@ -13,16 +13,18 @@ from typing import Any
 
 import pytest
 
-from weaved.datapath.sleeve.datapath import Link, SleeveDatapath, _Worker
+from weaved.datapath.sleeve import views
+from weaved.datapath.sleeve.datapath import Link, SleeveDatapath
 from weaved.datapath.sleeve.ethernet import checksum, ones_sum
 from weaved.datapath.sleeve.forwarding import ForwardingTable
 from weaved.datapath.sleeve.frames import Reassembly, parse_body
+from weaved.datapath.sleeve.overlay import SleeveOverlay
 from weaved.datapath.sleeve.vnet import F_NEEDS_CSUM, GSO_TCPV4, ZERO_VNET, VnetHeader
+from weaved.datapath.sleeve.wire import SpecialKind, heartbeat_frame
+from weaved.datapath.sleeve.worker import Worker
 from weaved.mesh.crypto import SleeveOpener, SleeveSealer
 from weaved.mesh.gossip_api import PeerName
 from weaved.mesh.routes import Routes
-from weaved.mesh.sleeve_frames import SpecialKind, heartbeat_frame
-from weaved.mesh.sleeve_overlay import SleeveOverlay
 
 A, B, C = PeerName(0x020000000001), PeerName(0x020000000002), PeerName(0x020000000003)
 a, b, c = (p.to_bytes(6, "big") for p in (A, B, C))
@@ -131,9 +133,9 @@ def injected(dp: SleeveDatapath) -> list[bytes]:
             return out
 
 
-def worker(dp: SleeveDatapath) -> _Worker:
-    w = _Worker(dp, "test", tap=False, udp=False)
-    dp._workers.append(w)
+def worker(dp: SleeveDatapath) -> Worker:
+    w = Worker(dp, "test", tap=False, udp=False)
+    dp.workers.append(w)
     return w
 
 
@@ -172,7 +174,7 @@ def test_received_broadcast_is_injected_and_relays_go_on(dp: SleeveDatapath) -> 
     link_to(dp, to_b)
     w = worker(dp)
     arp = eth(b"\xff" * 6, MAC_B, bytes(28))
-    w.received(b + record(b, a, arp), ADDR, 1.0)
+    w.receiver.received(b + record(b, a, arp), ADDR, 1.0)
     w.out.flush()
     assert injected(dp) == [ZERO_VNET + arp]
     assert w.stats.injected == 1 and dp.switch.macs.lookup(MAC_B) == b
@@ -184,8 +186,8 @@ def test_specials_go_to_the_control_plane(dp: SleeveDatapath) -> None:
     from_b = FakeForwarder(B)
     receive_from(dp, from_b)
     w = worker(dp)
-    w.received(b + record(b, a, heartbeat_frame(12345)), ADDR, 1.0)
-    w.received(b + record(c, a, heartbeat_frame(12345)), ADDR, 1.0)  # not from B itself
+    w.receiver.received(b + record(b, a, heartbeat_frame(12345)), ADDR, 1.0)
+    w.receiver.received(b + record(c, a, heartbeat_frame(12345)), ADDR, 1.0)  # not from B itself
     assert from_b.specials == [(SpecialKind.HEARTBEAT, heartbeat_frame(12345))]
     assert w.stats.special == 2 and injected(dp) == []
 
@@ -198,17 +200,17 @@ def test_encrypted_datagrams_replays_and_forgeries(dp: SleeveDatapath) -> None:
     w = worker(dp)
     arp = eth(b"\xff" * 6, MAC_B, bytes(28))
     datagram = sealer.seal(record(b, a, arp))
-    w.received(datagram, ADDR, 1.0)
-    w.received(datagram, ADDR, 1.0)
+    w.receiver.received(datagram, ADDR, 1.0)
+    w.receiver.received(datagram, ADDR, 1.0)
     forged = bytearray(sealer.seal(record(b, a, arp)))
     forged[-1] ^= 1
-    w.received(bytes(forged), ADDR, 1.0)
-    w.received(b"\x09" * 6 + bytes(40), ADDR, 1.0)
+    w.receiver.received(bytes(forged), ADDR, 1.0)
+    w.receiver.received(b"\x09" * 6 + bytes(40), ADDR, 1.0)
     w.out.flush()
     assert injected(dp) == [ZERO_VNET + arp]
     stats = w.stats
     assert (stats.replayed, stats.decrypt_failed, stats.unknown_sender) == (1, 1, 1)
-    assert dp.report()["Counters"]["replayed"] == 1
+    assert views.report(dp)["Counters"]["replayed"] == 1
 
 
 def test_offload_records_keep_their_header(dp: SleeveDatapath) -> None:
@@ -218,8 +220,8 @@ def test_offload_records_keep_their_header(dp: SleeveDatapath) -> None:
     dp.switch.captured(MAC_A, b"\xff" * 6, 0.0)
     frame = ipv4(3000, True, MAC_B, MAC_A, proto=6)
     vnet = VnetHeader(F_NEEDS_CSUM, GSO_TCPV4, 54, 1000, 34, 16).pack()
-    w.received(b + record(b, a, b"\x01" + vnet + frame), ADDR, 1.0)
-    w.received(b + record(b, a, frame), ADDR, 1.0)  # no marker: not accepted
+    w.receiver.received(b + record(b, a, b"\x01" + vnet + frame), ADDR, 1.0)
+    w.receiver.received(b + record(b, a, frame), ADDR, 1.0)  # no marker: not accepted
     w.out.flush()
     assert injected(dp) == [vnet + frame]
     assert w.stats.drops["bad_offload_record"] == 1
@@ -344,14 +346,14 @@ def test_segments_for_an_offload_peer_are_merged_into_one_record(dp: SleeveDatap
 def test_report_shapes(dp: SleeveDatapath) -> None:
     w = worker(dp)
     w.captured(ZERO_VNET + eth(b"\xff" * 6, MAC_A, bytes(28)), 1.0)
-    extra = dp.router_extra()
+    extra = views.router_extra(dp)
     assert extra["Interface"] == "vethwe-tap (via tap)"
     assert extra["CaptureStats"]["PacketsReceived"] == 1
     (mac,) = extra["MACs"]
     assert mac["Mac"] == "0e:00:00:00:00:01" and mac["Name"] == "02:00:00:00:00:01"
     assert mac["NickName"] == "host1"
     assert mac["LastSeen"].endswith("Z") and "T" in mac["LastSeen"]
-    assert "Service: sleeve" in dp.status_text()
+    assert "Service: sleeve" in views.status_text(dp)
 
 
 class FakeMesh:
@@ -431,8 +433,10 @@ def test_received_df_frame_over_the_bridge_mtu_is_answered_to_its_sender(
     dp.switch.macs.add_forced(MAC_A, a, 0.0)
     dp.bridge_mtu = 1376
     w = worker(dp)
-    w.received(b + record(b, a, ipv4(1376, True, MAC_B, MAC_A)), ADDR, 1.0)  # fits: injected
-    w.received(b + record(b, a, ipv4(1428, True, MAC_B, MAC_A)), ADDR, 1.0)
+    w.receiver.received(
+        b + record(b, a, ipv4(1376, True, MAC_B, MAC_A)), ADDR, 1.0
+    )  # fits: injected
+    w.receiver.received(b + record(b, a, ipv4(1428, True, MAC_B, MAC_A)), ADDR, 1.0)
     w.out.flush()
     assert [len(f) - 10 - 14 for f in injected(dp)] == [1376]
     (body,) = [body for _df, body in to_b.sent]
@@ -451,9 +455,9 @@ def test_received_non_df_frame_over_the_bridge_mtu_is_injected_in_fragments(
     dp.switch.macs.add_forced(MAC_A, a, 0.0)
     dp.bridge_mtu = 1376
     w = worker(dp)
-    w.received(b + record(b, a, ipv4(3000, False, MAC_B, MAC_A)), ADDR, 1.0)
+    w.receiver.received(b + record(b, a, ipv4(3000, False, MAC_B, MAC_A)), ADDR, 1.0)
     arp = eth(MAC_A, MAC_B, bytes(1500))  # not IPv4: cannot be helped
-    w.received(b + record(b, a, arp), ADDR, 1.0)
+    w.receiver.received(b + record(b, a, arp), ADDR, 1.0)
     w.out.flush()
     frames = [f[10:] for f in injected(dp)]
     assert len(frames) == 3 and all(len(f) <= 1376 + 14 for f in frames)
@@ -473,15 +477,15 @@ def test_with_a_password_an_unencrypted_link_takes_data_only_from_its_peer_addre
     dp.encrypted_mesh = True
     w = worker(dp)
     frame = eth(MAC_A, MAC_B, bytes(28))
-    w.received(b + record(b, a, frame), ("192.0.2.99", 6783), 1.0)
-    w.received(b + record(b, a, heartbeat_frame(7)), ("192.0.2.99", 6783), 1.0)
+    w.receiver.received(b + record(b, a, frame), ("192.0.2.99", 6783), 1.0)
+    w.receiver.received(b + record(b, a, heartbeat_frame(7)), ("192.0.2.99", 6783), 1.0)
     w.out.flush()
     assert injected(dp) == [] and w.stats.drops["unbound_source"] == 1
     assert from_b.specials == [(SpecialKind.HEARTBEAT, heartbeat_frame(7))]
-    w.received(b + record(b, a, frame), ADDR, 1.0)
+    w.receiver.received(b + record(b, a, frame), ADDR, 1.0)
     w.out.flush()
     assert injected(dp) == [ZERO_VNET + frame]
     dp.encrypted_mesh = False  # no password: Weave's rule, any source address
-    w.received(b + record(b, a, frame), ("192.0.2.99", 6783), 1.0)
+    w.receiver.received(b + record(b, a, frame), ("192.0.2.99", 6783), 1.0)
     w.out.flush()
     assert injected(dp) == [ZERO_VNET + frame]

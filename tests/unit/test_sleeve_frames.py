@@ -59,13 +59,14 @@ class Recorder:
 
 def relay_out(sender: bytes, hop: bytes, max_payload: int = 1472) -> tuple[Any, Recorder]:
     """The data path's output stage alone, with one link (to `hop`)."""
-    from weaved.datapath.sleeve.datapath import Counters, Link, _Out
+    from weaved.datapath.sleeve.counters import Counters
+    from weaved.datapath.sleeve.send import Link, Outbox
 
     fwd = Recorder(sender, hop, max_payload)
     dp = type("FakeDatapath", (), {})()
     dp.links = {hop: Link(fwd)}  # type: ignore[arg-type]
     dp.overlay = type("FakeOverlay", (), {"gso": False})()  # each datagram sent on its own
-    return _Out(dp, Counters()), fwd  # type: ignore[arg-type]
+    return Outbox(dp, Counters()), fwd  # type: ignore[arg-type]
 
 
 def names(text: str) -> bytes:

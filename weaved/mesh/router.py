@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
+from weaved.datapath.sleeve.overlay import SleeveOverlay
 from weaved.errors import ProtocolError
 from weaved.lograte import RateLimitedLog
 from weaved.mesh.admission import Admission
@@ -60,7 +61,6 @@ from weaved.mesh.peername import (
 from weaved.mesh.reasons import NEVER_RETRY, Closed, CloseReason
 from weaved.mesh.routes import Routes
 from weaved.mesh.settings import split_settings
-from weaved.mesh.sleeve_overlay import SleeveOverlay
 from weaved.mesh.status import (
     BroadcastRoute,
     ConnectionState,

@@ -25,11 +25,11 @@ from weaved.daemon.service import Daemon, DaemonConfig
 from weaved.datapath.fastdp.config import OVERLAY_NAME, Timing
 from weaved.datapath.fastdp.overlay import FastdpOverlay
 from weaved.datapath.fastdp.part import FastdpPart
+from weaved.datapath.sleeve.overlay import SleeveOverlay
 from weaved.dataplane.kernel import KernelDataplane
 from weaved.mesh.gossip_api import PeerName
 from weaved.mesh.part import MeshPart, mesh_config
 from weaved.mesh.router import Router
-from weaved.mesh.sleeve_overlay import SleeveOverlay
 from weaved.part import Component
 from weaved.spec.loader import load_spec
 from weaved.spec.models import Spec, parse_peer_name_text

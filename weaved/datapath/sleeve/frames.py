@@ -45,7 +45,7 @@ from weaved.datapath.sleeve.vnet import (
     VnetHeader,
     plain_frames,
 )
-from weaved.mesh.sleeve_frames import NAME_SIZE
+from weaved.datapath.sleeve.wire import NAME_SIZE
 
 __all__ = [
     "MAX_BATCH_FRAMES",

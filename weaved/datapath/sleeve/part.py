@@ -18,6 +18,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from weaved.control import Handler, Request, Response
+from weaved.datapath.sleeve import views
 from weaved.datapath.sleeve.datapath import SleeveDatapath
 from weaved.engine.reconcile import RuntimeFacts
 from weaved.mesh.router import Router
@@ -72,16 +73,16 @@ class SleeveDatapathPart(Component):
     def status_section(self) -> str | None:
         if self.datapath is None:
             return None
-        return self.datapath.status_text().rstrip("\n")
+        return views.status_text(self.datapath).rstrip("\n")
 
     def report(self) -> tuple[str, Any] | None:
         if self.datapath is None:
             return None
-        return "Sleeve", self.datapath.report()
+        return "Sleeve", views.report(self.datapath)
 
     def router_report_extra(self) -> dict[str, Any]:
         """`Interface`, `CaptureStats`, `MACs` for the `Router` object of the report."""
-        return self.datapath.router_extra() if self.datapath is not None else {}
+        return views.router_extra(self.datapath) if self.datapath is not None else {}
 
     def routes(self) -> dict[tuple[str, str], Handler]:
         async def status(_r: Request) -> Response:

@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from weaved.datapath.sleeve import views
 from weaved.datapath.sleeve.datapath import SleeveDatapath
 from weaved.mesh.peername import parse_peer_name
 from weaved.mesh.router import MeshConfig, Router
@@ -43,8 +44,8 @@ def _status(router: Router, datapath: SleeveDatapath) -> dict[str, Any]:
         ],
         "peers": len(st.peers),
         "unicast": {f"{r.dest:012x}": f"{r.via:012x}" for r in st.unicast_routes},
-        "datapath": datapath.report(),
-        "router_extra": datapath.router_extra(),
+        "datapath": views.report(datapath),
+        "router_extra": views.router_extra(datapath),
     }
 
 

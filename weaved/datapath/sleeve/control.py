@@ -12,7 +12,7 @@ import logging
 import struct
 from dataclasses import dataclass
 
-from weaved.mesh.sleeve_frames import (
+from weaved.datapath.sleeve.wire import (
     ETHERNET_OVERHEAD,
     FRAG_TEST_SIZE,
     PMTU_TRIGGER_SIZE,
