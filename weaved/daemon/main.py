@@ -17,7 +17,6 @@ from weaved.datapath.sleeve.part import SleeveDatapathPart
 from weaved.dataplane.kernel import KernelDataplane
 from weaved.dns.part import DnsPart
 from weaved.docker.part import DockerPluginPart
-from weaved.engine.identity import resolve_peer_name
 from weaved.errors import WeavedError
 from weaved.httpapi.part import HttpApiPart
 from weaved.ipam.part import IpamPart
@@ -27,6 +26,7 @@ from weaved.mesh.part import MeshPart
 from weaved.mesh.peername import read_system_ids
 from weaved.metrics.part import MetricsPart
 from weaved.part import Component
+from weaved.spec.identity import resolve_peer_name
 from weaved.spec.models import Spec, parse_peer_name_text
 
 log = logging.getLogger(__name__)

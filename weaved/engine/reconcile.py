@@ -12,12 +12,12 @@ from weaved.compile.desired import Compiled, compile_spec
 from weaved.compile.facts import ContainerPort, Facts
 from weaved.compile.host import observed_view, without_vanished_ports
 from weaved.dataplane.base import ApplyReport, Dataplane, Observation
-from weaved.engine.identity import resolve_peer_name
 from weaved.errors import ApplyError
 from weaved.model.host import WantedPort
 from weaved.model.resources import State
 from weaved.plan.changes import Plan, make_plan
 from weaved.plan.render import render_plan
+from weaved.spec.identity import resolve_peer_name
 from weaved.spec.models import Spec
 
 log = logging.getLogger(__name__)

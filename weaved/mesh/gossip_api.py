@@ -11,18 +11,11 @@ and is logged, never crashing the router.
 
 from __future__ import annotations
 
-from typing import NewType, Protocol
+from typing import Protocol
 
-PeerName = NewType("PeerName", int)
-"""A 48-bit peer name (Weave's `mesh.PeerName`), written like a MAC address."""
+from weaved.spec.identity import UNKNOWN_PEER, PeerName, format_peer_name
 
-UNKNOWN_PEER = PeerName(0)
-
-
-def format_peer_name(name: int) -> str:
-    """`0x3e80e75a63a7` -> `3e:80:e7:5a:63:a7`."""
-    raw = name.to_bytes(6, "big")
-    return ":".join(f"{b:02x}" for b in raw)
+__all__ = ["UNKNOWN_PEER", "GossipData", "GossipSender", "Gossiper", "PeerName", "format_peer_name"]
 
 
 class GossipData(Protocol):
