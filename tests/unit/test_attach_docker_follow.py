@@ -16,13 +16,13 @@ import pytest
 from weaved.attach import part as attach_part
 from weaved.attach.cli import AttachRequest
 from weaved.attach.part import AttachPart
+from weaved.backoff import backoff_delay
 from weaved.errors import DependencyError
 from weaved.integrations.docker_client import ContainerInfo, docker_time
 from weaved.integrations.docker_events import (
     ContainerEvent,
     DockerEventWatcher,
     EventAction,
-    backoff_delay,
     missed_starts,
 )
 from weaved.spec.models import Spec

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from weaved.mesh.backoff import INITIAL_INTERVAL, MAX_INTERVAL, RetrySchedule, TokenBucket
+from weaved.backoff import INITIAL_INTERVAL, MAX_INTERVAL, RetrySchedule, TokenBucket
 from weaved.mesh.gossip_api import PeerName
 from weaved.mesh.targets import (
     ConnectionMaker,

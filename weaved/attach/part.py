@@ -25,6 +25,7 @@ from weaved.attach import (
     observe_attachments,
     resolve_target,
 )
+from weaved.attach.cidr_env import container_addresses
 from weaved.attach.cli import (
     AddressArg,
     AddressKind,
@@ -40,8 +41,6 @@ from weaved.control import Handler, Request, Response
 from weaved.dataplane.base import Dataplane
 from weaved.dns.part import DnsPart
 from weaved.dns.resolvconf import render_resolv_conf
-from weaved.docker.cidr_env import container_addresses
-from weaved.docker.core import plugin_name
 from weaved.engine.reconcile import RuntimeFacts
 from weaved.errors import ApplyError, DependencyError, UsageError, WeavedError
 from weaved.integrations.docker_client import (
@@ -49,6 +48,7 @@ from weaved.integrations.docker_client import (
     connect,
     docker_url,
     inspect_container,
+    plugin_name,
     running_containers,
 )
 from weaved.integrations.docker_events import (

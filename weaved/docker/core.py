@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
-from pathlib import PurePosixPath
 from typing import Any
 
+from weaved.integrations.docker_client import plugin_name as plugin_name  # (attach uses it too)
 from weaved.spec.models import DNS_LINK_ADDRESS
 
 MULTICAST_OPTION = "works.weave.multicast"
@@ -24,11 +24,6 @@ HOST_PREFIX, PEER_PREFIX = "vethwl", "vethwg"  # Weave's names, so its leftovers
 
 class PluginError(Exception):
     """Answered to Docker as `{"Err": …}` with status 500 (Docker shows the text)."""
-
-
-def plugin_name(socket_path: str) -> str:
-    """`/run/docker/plugins/weavemesh.sock` → `weavemesh` (Docker's own rule)."""
-    return PurePosixPath(socket_path).name.removesuffix(".sock")
 
 
 def veth_pair(endpoint_id: str) -> tuple[str, str]:

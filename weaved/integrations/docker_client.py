@@ -9,6 +9,7 @@ import logging
 import os
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import PurePosixPath
 from typing import Any
 
 import docker
@@ -20,6 +21,11 @@ log = logging.getLogger(__name__)
 
 DEFAULT_DOCKER_URL = "unix:///var/run/docker.sock"
 API_TIMEOUT = 10.0
+
+
+def plugin_name(socket_path: str) -> str:
+    """`/run/docker/plugins/weavemesh.sock` → `weavemesh` (Docker's own rule)."""
+    return PurePosixPath(socket_path).name.removesuffix(".sock")
 
 
 class ContainerError(WeavedError):

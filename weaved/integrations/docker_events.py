@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from weaved.backoff import backoff_delay
 from weaved.integrations.docker_client import ContainerInfo, connect
 
 log = logging.getLogger(__name__)
@@ -73,12 +74,6 @@ def parse_event(raw: dict[str, Any]) -> ContainerEvent | None:
         stamp,
         int(code) if code is not None and str(code).lstrip("-").isdigit() else None,
     )
-
-
-def backoff_delay(failures: int, low: float, high: float) -> float:
-    """Seconds before the next connection attempt: `low` after a followed session ended (Docker
-    restarted: it is probably back soon), doubling with each failed attempt, at most `high`."""
-    return min(low * 2.0 ** min(max(failures - 1, 0), 32), high)
 
 
 def missed_starts(running: Iterable[ContainerInfo], since: float) -> list[ContainerInfo]:

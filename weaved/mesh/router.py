@@ -24,11 +24,11 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
+from weaved.backoff import RetrySchedule
 from weaved.datapath.sleeve.overlay import SleeveOverlay
 from weaved.errors import ProtocolError
 from weaved.lograte import RateLimitedLog
 from weaved.mesh.admission import Admission
-from weaved.mesh.backoff import RetrySchedule
 from weaved.mesh.connection import Connection, InboundBudget, os_error_text, set_linger_zero
 from weaved.mesh.gossip import GOSSIP_INTERVAL, GossipHub, GossipQueue
 from weaved.mesh.gossip_api import GossipData, Gossiper, GossipSender, PeerName, PeerView

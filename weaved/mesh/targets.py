@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from weaved.mesh.backoff import RetrySchedule
+from weaved.backoff import RetrySchedule
 from weaved.mesh.gossip_api import PeerName
 
 __all__ = [

@@ -1,7 +1,12 @@
-"""Reconnect delays for connection targets, as Weave's connection maker (FACTS.md §2.5). Pure.
+"""Retry delays, the one backoff of weaved: an interval that starts at `low` and grows by a
+factor with each failed attempt, up to `high`. Pure; time is always passed in (`now`, seconds
+on any monotonic scale).
 
-The n-th retry waits a uniform random time in [i/2, 3i/2), i = 2 s * 1.5^(n-1), capped at
-6 min. Time is always passed in (`now`, seconds on any monotonic scale).
+- `backoff_delay`: the delay after n failures in a row (Docker's event stream: 0.5 s doubling
+  up to 30 s);
+- `RetrySchedule`: Weave's connection maker for mesh targets (FACTS.md §2.5): the n-th retry
+  waits a uniform random time in [i/2, 3i/2), i = 2 s * 1.5^(n-1), capped at 6 min;
+- `TokenBucket`: Weave's accept limiter.
 """
 
 from __future__ import annotations
@@ -9,12 +14,33 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-__all__ = ["INITIAL_INTERVAL", "MAX_INTERVAL", "RESET_AFTER", "RetrySchedule", "TokenBucket"]
+__all__ = [
+    "INITIAL_INTERVAL",
+    "MAX_INTERVAL",
+    "RESET_AFTER",
+    "RetrySchedule",
+    "TokenBucket",
+    "backoff_delay",
+    "grow",
+]
 
 INITIAL_INTERVAL = 2.0
 MAX_INTERVAL = 360.0
+GROWTH = 3 / 2
 RESET_AFTER = 60.0
 """A connection that ends this long after its attempt was due is retried at once."""
+
+
+def grow(interval: float, factor: float, high: float) -> float:
+    """The interval after one more failure."""
+    return min(interval * factor, high)
+
+
+def backoff_delay(failures: int, low: float, high: float, factor: float = 2.0) -> float:
+    """Seconds before the next attempt: `low` after a session that worked ended (0 failures:
+    the other side restarted and is probably back soon) and after the first failure, then
+    `factor` times more with each further failure, at most `high`."""
+    return min(low * factor ** min(max(failures - 1, 0), 32), high)
 
 
 @dataclass
@@ -28,7 +54,7 @@ class RetrySchedule:
 
     def try_later(self, now: float, rng: random.Random) -> None:
         self.try_after = now + self.interval / 2 + rng.random() * self.interval
-        self.interval = min(self.interval * 3 / 2, MAX_INTERVAL)
+        self.interval = grow(self.interval, GROWTH, MAX_INTERVAL)
 
     def try_never(self) -> None:
         self.try_after = None

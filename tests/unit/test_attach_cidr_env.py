@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from weaved.docker.cidr_env import wanted_addresses
+from weaved.attach.cidr_env import wanted_addresses
 from weaved.errors import UsageError
 
 
