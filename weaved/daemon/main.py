@@ -62,6 +62,7 @@ def build_parts(
     metrics = MetricsPart(spec, mesh, ipam, dns)
     http_api = HttpApiPart(spec, ipam, dns)
     http_api.metrics = metrics
+    http_api.spec_path = ctx.spec_path
     metrics.read_only = http_api.read_only
     parts += [metrics, http_api]
     return parts

@@ -148,6 +148,12 @@ class IpamPart(Component):
         else:
             future.set_result(CIDR(0, 0))
 
+    async def prime(self) -> None:
+        """Wait until a ring exists, starting consensus if needed (Weave's `GET /ring`)."""
+        result = self.allocator.prime(time.time())
+        if isinstance(result, Pending):
+            await self._settle(result, None)
+
     async def _settle(self, result: Allocated | Claimed | Pending, wait: Wait | None) -> CIDR:
         if not isinstance(result, Pending):
             return result.cidr

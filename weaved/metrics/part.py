@@ -4,7 +4,6 @@ status port (default 127.0.0.1:6782, Weave's)."""
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
@@ -12,7 +11,6 @@ from collections.abc import Awaitable, Callable, Iterator
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from weaved.control import Response
 from weaved.dns.part import DnsPart
 from weaved.dns.service import split_listen
 from weaved.ipam.part import IpamPart
@@ -139,8 +137,8 @@ class MetricsPart(Component):
         self.registry.register(self.collector)
         self.server: asyncio.AbstractServer | None = None
         self._daemon: Host | None = None
-        # /status/<section> and /report, from Weave's HTTP API part (set by the wiring)
-        self.read_only: Callable[[str], Awaitable[Response | None]] | None = None
+        # the status port's other routes, from Weave's HTTP API part (set by the wiring)
+        self.read_only: Callable[[bytes], Awaitable[bytes]] | None = None
 
     async def start(self, daemon: Host) -> None:
         self._daemon = daemon
@@ -167,13 +165,11 @@ class MetricsPart(Component):
             if path == "/metrics":
                 body = render_metrics(self.registry.collect()).encode()
                 ctype, code = CONTENT_TYPE, 200
-            elif path == "/status" and self._daemon is not None:
-                body = self._daemon.status_text().encode()
-                ctype, code = "text/plain; charset=utf-8", 200
-            elif self.read_only is not None and (answer := await self.read_only(path)):
-                # Weave's status port also serves /status/<section> and /report (read-only).
-                text = answer.body if isinstance(answer.body, str) else json.dumps(answer.body)
-                body, ctype, code = text.encode(), "text/plain; charset=utf-8", answer.status
+            elif self.read_only is not None:
+                # Weave's status port also serves /status[/<section>] and /report (read-only).
+                writer.write(await self.read_only(head))
+                await writer.drain()
+                return
             else:
                 body, ctype, code = b"404 page not found\n", "text/plain; charset=utf-8", 404
             writer.write(
