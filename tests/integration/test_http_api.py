@@ -5,13 +5,19 @@ and status codes as Weave 2.8.1's (see ../shared/weave-wire/outputs/*/ for recor
 
 from __future__ import annotations
 
+import contextlib
 import json
+import re
+import shutil
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import Netns, netns, stop_process, wait_for
+from tests.docker_image import IMAGE, busybox_available, import_busybox, run_container
+from tests.helpers import Dockerd, Netns, netns, stop_process, wait_for
+from tests.wire import OUTPUTS, needs_wire
 
 SPEC = (
     'version: 1\npeer: {name: "3e:80:e7:5a:63:b8"}\nipalloc: {range: 10.32.0.0/12}\n'
@@ -24,6 +30,7 @@ def curl(ns: Netns, method: str, path: str, *extra: str) -> tuple[int, str]:
         [
             "curl",
             "-s",
+            "-g",  # no globbing: `{{.Router.Name}}` is a Go template
             "-X",
             method,
             "-o",
@@ -39,18 +46,26 @@ def curl(ns: Netns, method: str, path: str, *extra: str) -> tuple[int, str]:
     return int(code or 0), body
 
 
-@pytest.fixture
-def api(tmp_path: Path) -> Iterator[Netns]:
+@contextmanager
+def daemon(tmp_path: Path, text: str = SPEC, ns: Netns | None = None) -> Iterator[Netns]:
     spec = tmp_path / "weave.yaml"
-    spec.write_text(SPEC)
-    with netns() as ns:
-        ns.ip("link", "set", "lo", "up")
+    spec.write_text(text)
+    with contextlib.ExitStack() as stack:
+        if ns is None:
+            ns = stack.enter_context(netns("wdh"))
+            ns.ip("link", "set", "lo", "up")
         proc = ns.popen_weaved(spec, "daemon", "--resync", "2", log=tmp_path / "daemon.log")
         try:
             wait_for(lambda: curl(ns, "GET", "/status")[0] == 200, timeout=30, interval=0.2)
             yield ns
         finally:
             assert stop_process(proc) == 0, (tmp_path / "daemon.log").read_text()
+
+
+@pytest.fixture
+def api(tmp_path: Path) -> Iterator[Netns]:
+    with daemon(tmp_path) as ns:
+        yield ns
 
 
 def test_status_report_and_sections(api: Netns) -> None:
@@ -117,3 +132,186 @@ def test_delete_peer_leaves_the_network_as_weave_reset(tmp_path: Path) -> None:
             assert proc.returncode == 3  # EXIT_LEFT: systemd does not bring it back
         finally:
             stop_process(proc)
+
+
+STATUS_PORT = ("--connect-to", "::127.0.0.1:6782")
+RECORDED = sorted(OUTPUTS.glob("*/*/http-status-codes.json")) if OUTPUTS.is_dir() else []
+# Weave's recorded files: name → (method, path, headers); the codes file names GET routes.
+RECORDED_BODIES = {
+    "ipinfo-defaultsubnet.txt": "/ipinfo/defaultsubnet",
+    "ipinfo-tracker.txt": "/ipinfo/tracker",
+    "domain.txt": "/domain",
+    "dns-address.txt": "/dns-address",
+    "dns-address-port.txt": "/dns-address-port",
+}
+
+
+def _shape(text: str) -> str:
+    """A JSON body with its values' digits and addresses blurred: the form, not the network."""
+    text = re.sub(r"\d+\.\d+\.\d+\.\d+(/\d+)?", "ADDR", text)
+    text = re.sub(r'"c\d+"', '"ID"', text)
+    return re.sub(r"\d+", "N", text)
+
+
+@needs_wire
+def test_every_recorded_weave_answer_matches(tmp_path: Path) -> None:
+    """Walks Weave 2.8.1's recorded answers (`outputs/*/*/`): every route in
+    http-status-codes.json with the same code, on 6784 and (Weave serves them there too) on
+    the status port; the text bodies byte for byte where the network does not matter (range,
+    domain, DNS address), and the JSON ones (`GET /ip`, `GET /name`) in form."""
+    assert RECORDED, f"no http-status-codes.json under {OUTPUTS}"
+    spec = SPEC + "dns: {listen: '127.0.0.1:53'}\n"
+    with daemon(tmp_path, spec) as ns:
+        for recorded in RECORDED:
+            for name, code in json.loads(recorded.read_text()).items():
+                path = "/" + name.replace("-", "/", 1)
+                for extra in ((), STATUS_PORT):
+                    got, body = curl(ns, "GET", path, *extra)
+                    assert got == int(code), (recorded, path, extra, body)
+        case = OUTPUTS / "two-peers-plain" / "host1"  # allocations and names recorded
+        for file, path in RECORDED_BODIES.items():
+            assert curl(ns, "GET", path) == (200, (case / file).read_text()), path
+        assert curl(ns, "POST", "/ip/c1")[0] == 200
+        assert curl(ns, "PUT", "/name/c1/10.32.0.1", "-d", "fqdn=c1.weave.local")[0] == 204
+        code, owned = curl(ns, "GET", "/ip")
+        assert code == 200 and _shape(owned) == _shape((case / "ip.json").read_text())
+        code, names = curl(ns, "GET", "/name", "-H", "Accept: application/json")
+        first = json.loads((case / "name.json").read_text())[0]
+        assert code == 200 and _shape(json.dumps(json.loads(names)[0])) == _shape(json.dumps(first))
+        code, report = curl(ns, "GET", "/report", "-H", "Accept: application/json")
+        weave_report = json.loads((case / "report.json").read_text())
+        ours = json.loads(report)
+        assert code == 200 and list(weave_report) == [k for k in ours if k in weave_report]
+        for key in ("IPAM", "DNS"):
+            assert set(weave_report[key]) <= set(ours[key]), key
+        assert curl(ns, "GET", "/status", *STATUS_PORT) == curl(ns, "GET", "/status")
+
+
+def test_connect_forget_and_expose_edit_the_spec_and_take_effect(
+    api: Netns, tmp_path: Path
+) -> None:
+    spec = tmp_path / "weave.yaml"
+    code, body = curl(api, "POST", "/connect", "-d", "peer=192.0.2.9", "-d", "peer=192.0.2.10:6783")
+    assert (code, body) == (200, "")
+    assert "192.0.2.9" in spec.read_text() and "192.0.2.10:6783" in spec.read_text()
+    wait_for(lambda: "192.0.2.10\n" in curl(api, "GET", "/status/targets")[1], timeout=20)
+    # One bad peer: Weave's 400 and its text, the good one kept all the same.
+    code, body = curl(api, "POST", "/connect", "-d", "peer=:99", "-d", "peer=192.0.2.11")
+    assert (code, body) == (400, 'invalid peer name ":99", should be host[:port]\n')
+    assert "192.0.2.11" in spec.read_text()
+    assert curl(api, "POST", "/forget", "-d", "peer=192.0.2.9") == (200, "")
+    assert "192.0.2.9\n" not in spec.read_text() and "192.0.2.11" in spec.read_text()
+    code, _ = curl(api, "POST", "/connect", "-d", "peer=192.0.2.12", "-d", "replace=true")
+    assert code == 200 and "192.0.2.11" not in spec.read_text()
+    wait_for(lambda: "192.0.2.10" not in curl(api, "GET", "/status/targets")[1], timeout=20)
+    assert curl(api, "GET", "/connect")[0] == 405
+
+    assert curl(api, "POST", "/expose/10.32.0.200/12") == (204, "")
+    assert "10.32.0.200/12" in spec.read_text()
+    wait_for(
+        lambda: "10.32.0.200/12" in api.run(["ip", "-4", "addr", "show", "weave"]).stdout,
+        timeout=20,
+    )
+    assert curl(api, "POST", "/expose/10.32.0.300/12") == (
+        400,
+        "unable to parse ip addr: invalid CIDR address: 10.32.0.300/12\n",
+    )
+    code, body = curl(api, "POST", "/expose/10.32.0.201/12?skipNAT=maybe")
+    assert (code, body) == (
+        400,
+        'unable to parse skipNAT option: strconv.ParseBool: parsing "maybe": invalid syntax\n',
+    )
+
+
+def test_weaves_texts_for_bad_and_odd_requests(api: Netns) -> None:
+    assert curl(api, "DELETE", "/ip/nobody") == (400, "Delete: no addresses for nobody\n")
+    assert curl(api, "POST", "/ip/c5/not-an-ip/24") == (
+        400,
+        "invalid CIDR address: not-an-ip/24\n",
+    )
+    assert curl(api, "POST", "/ip/c5/10.32.5.1/24") == (
+        400,
+        "invalid subnet - bits after network prefix are not all zero: 10.32.5.1/24\n",
+    )
+    assert curl(api, "DELETE", "/ip/c5/nope") == (400, "invalid IP Address: nope\n")
+    assert curl(api, "PUT", "/name/c5/nope") == (400, "invalid IP Address: nope\n")
+    assert curl(api, "GET", "/ip/c5/10.32.0.0/12") == (200, "")
+    assert curl(api, "DELETE", "/peer/unknown") == (200, "0 IPs taken over from unknown\n")
+    assert curl(api, "GET", "/ring") == (200, "")
+    assert curl(api, "GET", "/ipinfo/tracker") == (200, "\n")
+    assert curl(api, "PUT", "/status") == (405, "")
+    assert curl(api, "GET", "/name") == (405, "")  # Weave: JSON only with Accept: application/json
+    assert curl(api, "PUT", "/name/c6/10.32.0.6", "-d", "fqdn=six.weave.local")[0] == 204
+    code, names = curl(api, "GET", "/name", "-H", "Accept: application/json")
+    assert (
+        code == 200
+        and {"ContainerID": "c6", "Addr": "10.32.0.6"}.items()
+        <= {
+            k: v for e in json.loads(names) for k, v in e.items() if e["ContainerID"] == "c6"
+        }.items()
+    )
+    # Go reads no body for DELETE: the fqdn must be in the query to narrow the deletion.
+    assert curl(api, "DELETE", "/name/c6?fqdn=other.weave.local")[0] == 204
+    assert "six" in curl(api, "GET", "/status/dns")[1]
+    assert curl(api, "DELETE", "/name/c6?fqdn=six.weave.local")[0] == 204
+    assert "six" not in curl(api, "GET", "/status/dns")[1]
+    code, text = curl(
+        api,
+        "GET",
+        "/report",
+        "-G",
+        "--data-urlencode",
+        "format={{.Router.Name}}/{{json .IPAM.Range}}",
+    )
+    assert (code, text) == (200, '3e:80:e7:5a:63:b8/"10.32.0.0/12"')
+    code, text = curl(api, "GET", "/report?format=a&format=b")
+    assert (code, text) == (400, "error: must supply one format parameter\n")
+    # The status port: read-only routes only.
+    assert curl(api, "POST", "/status", *STATUS_PORT) == (405, "")
+    assert curl(api, "POST", "/ip/c7", *STATUS_PORT)[0] == 404
+    assert curl(api, "GET", "/report?format={{.Router.Name}}", *STATUS_PORT)[1] == (
+        "3e:80:e7:5a:63:b8"
+    )
+
+
+def test_check_alive_without_docker_allocates_as_weave_does(tmp_path: Path) -> None:
+    """Weave started without a Docker client ignores check-alive."""
+    spec = SPEC + "docker: {socket: 'unix:///run/wdh-no-docker.sock'}\n"
+    with daemon(tmp_path, spec) as ns:
+        code, cidr = curl(ns, "POST", "/ip/c7?check-alive=true")
+        assert code == 200 and cidr.endswith("/12"), cidr
+        assert curl(ns, "PUT", "/ip/c8/10.32.8.8/12?check-alive=true")[0] == 204
+
+
+@pytest.mark.docker
+@pytest.mark.timeout(240)
+@pytest.mark.skipif(
+    shutil.which("dockerd") is None or not busybox_available(),
+    reason="needs dockerd, the docker CLI and /bin/busybox",
+)
+def test_check_alive_asks_docker(tmp_path: Path) -> None:
+    """A running container gets its address; a stopped or unknown one: Weave's 200 "cancelled",
+    nothing allocated; a name for a dead container is removed again."""
+    with netns("wdhd") as ns, Dockerd(ns) as dockerd:
+        ns.ip("link", "set", "lo", "up")
+        import_busybox(dockerd)
+        alive = run_container(dockerd, "alive")
+        dead = dockerd.docker("create", "--name", "dead", IMAGE, "/bin/true").stdout.strip()
+        spec = SPEC + f"docker: {{socket: 'unix://{dockerd.sock}'}}\n"
+        try:
+            with daemon(tmp_path, spec, ns) as api:
+                code, cidr = curl(api, "POST", f"/ip/{alive}?check-alive=true")
+                assert code == 200 and cidr.endswith("/12"), cidr
+                for ident in (dead, "no-such-container"):
+                    assert curl(api, "POST", f"/ip/{ident}?check-alive=true") == (200, "cancelled")
+                    assert curl(api, "GET", f"/ip/{ident}") == (200, "")
+                    assert curl(api, "PUT", f"/ip/{ident}/10.32.9.9/12?check-alive=true") == (
+                        200,
+                        "cancelled",
+                    )
+                assert curl(api, "POST", f"/ip/{dead}")[0] == 200  # without the flag: allocated
+                put = ("-d", "fqdn=dead.weave.local", "-d", "check-alive=true")
+                assert curl(api, "PUT", f"/name/{dead}/10.32.0.77", *put)[0] == 204
+                assert "dead" not in curl(api, "GET", "/status/dns")[1]
+        finally:
+            dockerd.docker("rm", "-f", alive, dead, check=False)

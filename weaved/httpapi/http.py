@@ -187,4 +187,3 @@ async def serve_connection(
         pass
     finally:
         writer.close()
-

@@ -54,9 +54,7 @@ def render_format(template: str, data: Any) -> str:
             try:
                 out.append(_go_value(_lookup(data, words[0])))
             except KeyError:
-                raise ValueError(
-                    f"template: format:1: can't evaluate field {words[0]}"
-                ) from None
+                raise ValueError(f"template: format:1: can't evaluate field {words[0]}") from None
         else:
             raise ValueError(
                 f"template: format:1: unsupported action {action.group(0)!r}"
