@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -187,10 +188,12 @@ def test_errors_a_runtime_can_act_on(host: Host) -> None:
         assert not (host.tmp / "state" / "cni.json").exists()
 
 
-def restart(host: Host, *, wipe_ipam: bool = False) -> None:
+def restart(host: Host, *, wipe_ipam: bool = False, wipe_state: bool = False) -> None:
     assert host.proc is not None
     stop_process(host.proc)
-    if wipe_ipam:
+    if wipe_state:
+        shutil.rmtree(host.tmp / "state")
+    elif wipe_ipam:
         for path in (host.tmp / "state").iterdir():
             if path.name != "cni.json" and path.is_file() and "ipam" in path.name:
                 path.unlink()
@@ -216,6 +219,52 @@ def test_daemon_restart_keeps_cni_attachments(host: Host, wipe_ipam: bool) -> No
         c2.run(["ping", "-c", "2", "-W", "2", addr_of(r1)])
         assert host.cni("DEL", "r1", c1.name, conf())[0] == 0
         assert host.cni("DEL", "r2", c2.name, conf())[0] == 0
+
+
+def test_restart_with_empty_state_reclaims_from_the_kernel(host: Host, tmp_path: Path) -> None:
+    """Weave's relaunch reclaim: the state directory (cni.json, IPAM's ring) is lost; each CNI
+    veth's alias still says whose it is, so the addresses are claimed again before any new ADD
+    is answered, the names come back, and DEL still cleans up."""
+    chained = Path(CNI_PATH, "host-local").exists()
+    hl = conf(ipam={"type": "host-local", "subnet": "10.40.7.0/24", "dataDir": str(tmp_path)})
+    with Netns("wdcnic") as c1, Netns("wdcnic") as c2, Netns("wdcnic") as c3:
+        rc, r1 = host.cni("ADD", "re1" + "a" * 61, c1.name, conf(), "K8S_POD_NAME=kept")
+        assert rc == 0, r1
+        if chained:
+            rc, r2 = host.cni("ADD", "re2", c2.name, hl)
+            assert rc == 0, r2
+        a1 = addr_of(r1)
+        restart(host, wipe_state=True)
+        assert not (host.tmp / "state" / "cni.json").exists() or "re1" in (
+            host.tmp / "state" / "cni.json"
+        ).read_text()
+        ps = host.ns.weaved(host.spec, "ps").stdout
+        assert f"re1aaaaaaaaa {r1['interfaces'][1]['mac']} {r1['ips'][0]['address']}" in ps
+        listing = host.ns.weaved(host.spec, "status", "cni").stdout
+        assert "re1aaaaaaaaa eth0 vethweplc" in listing and "dns=kept" in listing
+        assert ("re2 eth0" in listing and "ipam=chained" in listing) == chained
+        assert "Service: cni" in host.ns.weaved(host.spec, "status").stdout
+        # Not handed to someone else: the next container gets another address.
+        rc, r3 = host.cni("ADD", "re3", c3.name, conf())
+        assert rc == 0, r3
+        assert addr_of(r3) != a1
+        assert host.cni("CHECK", "re1" + "a" * 61, c1.name, conf(prevResult=r1))[0] == 0
+        dig = ["dig", "+short", "+time=2", "+tries=3", "@169.254.53.53", "kept.weave.local"]
+        assert c3.run(dig).stdout.split() == [a1]
+        c3.run(["ping", "-c", "2", "-W", "2", a1])
+        # DEL cleans up as before: the veth goes and the address is free again.
+        assert host.cni("DEL", "re1" + "a" * 61, c1.name, conf())[0] == 0
+        assert "eth0" not in c1.ip("link").stdout
+        assert "re1aaaaaaaaa" not in host.ns.weaved(host.spec, "ps").stdout
+        if chained:
+            assert host.cni("DEL", "re2", c2.name, hl)[0] == 0
+            assert not (tmp_path / "weave" / addr_of(r2)).exists()
+        with Netns("wdcnic") as c4:
+            rc, r4 = host.cni("ADD", "re4", c4.name, conf())
+            assert rc == 0 and addr_of(r4) == a1, r4  # released by DEL, given out again
+            assert host.cni("DEL", "re4", c4.name, conf())[0] == 0
+        assert host.cni("DEL", "re3", c3.name, conf())[0] == 0
+        assert "vethweplc" not in host.ns.ip("link").stdout
 
 
 def run_conflist(

@@ -225,6 +225,7 @@ STATUS_JSON = {
     "dns": ("DNS",),
     "ipam": ("IPAM",),
     "fastdp": ("FastDP",),
+    "cni": ("CNI",),
 }
 
 
@@ -588,7 +589,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("status", help="status in Weave's layout")
     p.add_argument(
-        "section", nargs="?", choices=["peers", "connections", "dns", "ipam", "targets", "fastdp"]
+        "section",
+        nargs="?",
+        choices=["peers", "connections", "dns", "ipam", "targets", "fastdp", "cni"],
     )
     p.add_argument("--json", action="store_true", help="as JSON (the report's keys)")
     p.set_defaults(func=cmd_status)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from weaved.attach import Attachment, TargetKind, detach_all
 from weaved.attach.part import NETNS_ETC, STORE, remove_resolv_conf
+from weaved.cni.plumbing import observe_veths as observe_cni_veths
 from weaved.cni.records import STORE as CNI_STORE
 from weaved.cni.records import load_records
 from weaved.datapath.fastdp.netlink import remove_fastdp
@@ -84,7 +85,8 @@ def run_reset(state_dir: Path) -> ResetReport:
     report.veths = detach_all(names={a.veth for a in attachments})
     (state_dir / STORE).unlink(missing_ok=True)  # detached for good: nothing to repair later
     cni = state_dir / CNI_STORE  # the CNI plugin's veths are weaved's too
-    report.veths += detach_all(names={r.veth for r in load_records(cni).values() if r.veth})
+    recorded = {r.veth for r in load_records(cni).values() if r.veth} | set(observe_cni_veths())
+    report.veths += detach_all(names=recorded)  # also those whose alias records them
     cni.unlink(missing_ok=True)
     report.resolv_confs = remove_resolv_confs(
         {a.target.name for a in attachments if a.target.kind is TargetKind.NETNS}

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from weaved.attach.part import dns_routes
-from weaved.cni import plumbing
+from weaved.cni import plumbing, views
 from weaved.cni.core import Code
 from weaved.cni.records import STORE, CniRecord, load_records, save_records
 from weaved.control import Handler, Request, Response
@@ -75,8 +75,11 @@ class CniPart(Component):
 
     # --- lifecycle ------------------------------------------------------------------------
     async def start(self, daemon: Host) -> None:
+        """Re-observes before the control socket opens and before `attach` prunes IPAM: the
+        attachments' addresses are claimed again before anyone can be given them."""
         self._daemon = daemon
         self.records = self._load()
+        await self._reobserve()
         self._tasks.append(asyncio.create_task(self._watch(), name="cni-watch"))
 
     async def stop(self) -> None:
@@ -98,13 +101,11 @@ class CniPart(Component):
         save_records(self.store, self.records)
 
     async def _watch(self) -> None:
-        """Re-observe once after start, then release attachments whose namespace the runtime
-        removed without a DEL that reached us (daemon down then, runtime crashed)."""
-        if self.records:
-            await self._reobserve()
+        """Release attachments whose namespace the runtime removed without a DEL that reached
+        us (daemon down then, runtime crashed)."""
         while True:
             await asyncio.sleep(WATCH_SECONDS)
-            gone = [r for r in self.records.values() if not os.path.exists(r.netns)]
+            gone = [r for r in self.records.values() if _gone(r)]
             if not gone:
                 continue
             async with self._lock:
@@ -125,20 +126,39 @@ class CniPart(Component):
             await self._daemon.on_dataplane(lambda _dp: plumbing.unplug(rec.veth, "", rec.ifname))
 
     async def _reobserve(self) -> None:
-        """After a restart: attachments whose namespace or interface is gone are released;
-        the others' addresses are claimed again (a no-op unless IPAM's state was lost)."""
+        """After a restart: the records are completed from the kernel (each CNI veth carries
+        its own, so a lost state directory loses nothing); attachments whose namespace or
+        interface is gone are released, the others' addresses are claimed again (a no-op
+        unless IPAM's state was lost) and their DNS names registered."""
         assert self._daemon is not None
+        veths = await asyncio.to_thread(plumbing.observe_veths)
+        recorded = {r.veth for r in self.records.values()}
+        for veth, alias in veths.items():
+            rec = CniRecord.from_alias(alias, veth)
+            if rec is not None and veth not in recorded and rec.key not in self.records:
+                log.info("cni attachment found in the kernel container=%s veth=%s", rec.key, veth)
+                self.records[rec.key] = rec
+        if not self.records:
+            return
         for key, rec in list(self.records.items()):
-            seen = await asyncio.to_thread(plumbing.addresses_inside, rec.netns, rec.ifname)
-            if seen is None:
+            seen = await asyncio.to_thread(plumbing.observe_inside, rec.netns, rec.ifname)
+            if seen is None and not (rec.veth in veths and not rec.netns):
                 log.info("cni attachment gone while down container=%s", rec.container_id)
+                if rec.veth in veths:
+                    await self._daemon_unplug(rec)
                 await self._release(rec)
                 self.records.pop(key, None)
                 continue
+            if seen is not None and not rec.mac:
+                self.records[key] = rec = replace(rec, mac=seen[0])
             if rec.weaved_ipam:
                 for iface in rec.addresses:
-                    with contextlib.suppress(IpamError):
-                        await self.ipam.claim(rec.container_id, CIDR.parse(str(iface)))
+                    try:  # never waits: before the ring exists it is recorded, finished later
+                        await self.ipam.claim(
+                            rec.container_id, CIDR.parse(str(iface)), no_error_on_unknown=True
+                        )
+                    except (IpamError, WeavedError) as exc:
+                        log.error("cannot re-claim %s for cni %s: %s", iface, key, exc)
             self._register_dns(rec)
         self._save()
         self._daemon.mark_dirty("cni")
@@ -219,22 +239,25 @@ class CniPart(Component):
                 "routes": [{"dst": str(d), **({"gw": str(g)} if g else {})} for d, g in routes],
                 "dns": dns,
             }
+        rec = CniRecord(
+            cid,
+            ifname,
+            netns,
+            veth,
+            tuple(addresses),
+            hairpin,
+            not given,
+            body.get("dns_name") or None,
+        )
+        alias = rec.to_alias()
         try:
             async with self._lock:
                 plugged = await self._daemon.on_dataplane(
-                    lambda _dp: plumbing.plug(netns, ifname, veth, addresses, routes, hairpin, mtu)
+                    lambda _dp: plumbing.plug(
+                        netns, ifname, veth, addresses, routes, hairpin, mtu, alias
+                    )
                 )
-                rec = CniRecord(
-                    cid,
-                    ifname,
-                    netns,
-                    veth,
-                    tuple(addresses),
-                    hairpin,
-                    not given,
-                    body.get("dns_name") or None,
-                    plugged.mac,
-                )
+                rec = replace(rec, mac=plugged.mac)
                 self.records[key] = rec
                 self._save()
         except BaseException:
@@ -315,6 +338,16 @@ class CniPart(Component):
                 await self.delete({"container_id": rec.container_id, "ifname": rec.ifname})
         return {}
 
+    # --- how it is shown ------------------------------------------------------------------
+    def ps_lines(self) -> str:
+        return views.ps_lines(self.records.values())
+
+    def status_section(self) -> str:
+        return views.status_section(self.records.values())
+
+    def report(self) -> tuple[str, Any]:
+        return "CNI", views.report(self.records.values())
+
     # --- facts and API --------------------------------------------------------------------
     def facts(self, facts: RuntimeFacts) -> RuntimeFacts:
         recs = [r for r in self.records.values() if r.veth]  # IPAM-only: no port of ours
@@ -359,13 +392,25 @@ class CniPart(Component):
             await self._daemon.on_dataplane(_bridge)
             return {}
 
+        async def status_cni(_r: Request) -> Response:
+            return Response(200, views.status_lines(self.records.values()))
+
         return {
+            ("GET", "/status/cni"): status_cni,
             ("POST", "/cni/add"): wrap(self.add),
             ("POST", "/cni/del"): wrap(self.delete),
             ("POST", "/cni/check"): wrap(self.check),
             ("POST", "/cni/gc"): wrap(self.gc),
             ("POST", "/cni/status"): wrap(status),
         }
+
+
+def _gone(rec: CniRecord) -> bool:
+    """The namespace is gone; without a known namespace (a reclaimed attachment whose alias
+    had no room for it), the veth is, which the kernel removes with the namespace."""
+    if rec.netns:
+        return not os.path.exists(rec.netns)
+    return not rec.veth or not os.path.exists(f"/sys/class/net/{rec.veth}")
 
 
 def _bridge(_dp: Any) -> tuple[int, int, list[ipaddress.IPv4Interface]]:

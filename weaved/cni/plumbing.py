@@ -2,9 +2,10 @@
 `IfName` inside the namespace the runtime made, with addresses and routes.
 
 How a restarted daemon knows these veths are its own: the record in `<state>/cni.json` names
-each one (the prefix alone proves nothing). The prefix is `vethwepl` + "c", so the firewall's
-rules for containers (`vethwepl*`) apply and bridge re-creation re-plugs it, while `weaved
-attach` (whose ids are PIDs or `n…`) leaves it alone.
+each one, and each carries the record itself as its alias (`weaved-cni id=…`, see records.py),
+which survives the loss of the state directory; the prefix alone proves nothing. The prefix is
+`vethwepl` + "c", so the firewall's rules for containers (`vethwepl*`) apply and bridge
+re-creation re-plugs it, while `weaved attach` (whose ids are PIDs or `n…`) leaves it alone.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 from weaved.attach import arp
 from weaved.attach.netns import NetnsGone, opened, run_in_netns
 from weaved.attach.plumbing import ARP_CACHE, CNI_VETH_PREFIX
+from weaved.cni.records import ALIAS_PREFIX
 from weaved.errors import ApplyError, ConflictError, DependencyError
 from weaved.model.resources import ALIAS, BRIDGE
 
@@ -136,8 +138,10 @@ def plug(
     routes: Sequence[tuple[ipaddress.IPv4Network, ipaddress.IPv4Address | None]],
     hairpin: bool,
     mtu: int = 0,
+    alias: str = "",
 ) -> Plugged:
-    """Create (or complete) the pair, put the host side on the bridge, configure the inside.
+    """Create (or complete) the pair, put the host side on the bridge with `alias` (the
+    attachment's record, `CniRecord.to_alias`), configure the inside.
     Blocking; run it on the daemon's dataplane thread."""
     with IPRoute() as ipr:
         bridge_index, bridge_mtu, _ = bridge_info(ipr)
@@ -169,6 +173,8 @@ def plug(
                     mtu=mtu,
                 )
                 _nl(f"set {veth} hairpin", ipr.brport, "set", index=index, mode=int(hairpin))
+                if alias:
+                    _nl(f"set {veth} alias", ipr.link, "set", index=index, ifalias=alias)
                 _nl(f"set {veth} up", ipr.link, "set", index=index, state="up")
                 mac = run_in_netns(fd, lambda: _inside(ifname, mtu, addresses, routes))
             except BaseException:
@@ -230,15 +236,25 @@ def host_problems(veth: str) -> list[str]:
 
 def addresses_inside(netns: str, ifname: str) -> list[ipaddress.IPv4Interface] | None:
     """The IPv4 addresses on `ifname` in the namespace; None when it or the namespace is gone."""
+    seen = observe_inside(netns, ifname)
+    return None if seen is None else seen[1]
+
+
+def observe_inside(netns: str, ifname: str) -> tuple[str, list[ipaddress.IPv4Interface]] | None:
+    """(MAC, IPv4 addresses) of `ifname` in the namespace; None when it or the namespace is
+    gone (or no namespace is known)."""
+    if not netns:
+        return None
     try:
         with opened(netns) as fd:
 
-            def inside() -> list[ipaddress.IPv4Interface] | None:
+            def inside() -> tuple[str, list[ipaddress.IPv4Interface]] | None:
                 with IPRoute() as inner:
                     idx = inner.link_lookup(ifname=ifname)
                     if not idx:
                         return None
-                    return [
+                    mac = str(inner.get_links(idx[0])[0].get_attr("IFLA_ADDRESS"))
+                    return mac, [
                         ipaddress.IPv4Interface(f"{a.get_attr('IFA_ADDRESS')}/{a['prefixlen']}")
                         for a in inner.get_addr(family=socket.AF_INET, index=idx[0])
                     ]
@@ -246,3 +262,15 @@ def addresses_inside(netns: str, ifname: str) -> list[ipaddress.IPv4Interface] |
             return run_in_netns(fd, inside)
     except NetnsGone:
         return None
+
+
+def observe_veths() -> dict[str, str]:
+    """Host veths that carry a weaved-cni record as their alias: name → alias."""
+    out = {}
+    with IPRoute() as ipr:
+        for link in ipr.get_links():
+            name = str(link.get_attr("IFLA_IFNAME"))
+            alias = str(link.get_attr("IFLA_IFALIAS") or "")
+            if name.startswith(VETH_PREFIX) and alias.startswith(ALIAS_PREFIX + " "):
+                out[name] = alias
+    return out

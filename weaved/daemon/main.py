@@ -57,7 +57,7 @@ def build_parts(
     plugin = DockerPluginPart(spec, ctx.state_dir, ipam, dns)
     # CNI's and the Docker plugin's addresses are not pruned at start
     attach.also_live = lambda: cni.live_keys() | plugin.live_keys()
-    attach.also_ps = plugin.ps_lines
+    attach.also_ps = lambda: cni.ps_lines() + plugin.ps_lines()
     parts += [cni, plugin, attach]
     metrics = MetricsPart(spec, mesh, ipam, dns)
     http_api = HttpApiPart(spec, ipam, dns)
