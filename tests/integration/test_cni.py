@@ -42,8 +42,17 @@ class Host:
         self.plugin.chmod(0o755)
 
     def cni(
-        self, command: str, cid: str, netns: str | None, cfg: dict[str, Any], args: str = ""
+        self,
+        command: str,
+        cid: str,
+        netns: str | None,
+        cfg: dict[str, Any],
+        args: str = "",
+        role: str = "weave-net",
     ) -> tuple[int, Any]:
+        exe = self.plugin.parent / role  # the name it runs by picks the role
+        if not exe.exists():
+            exe.symlink_to(self.plugin)
         env = {
             "PATH": os.environ["PATH"],
             "PYTHONPATH": os.environ.get("PYTHONPATH", ""),
@@ -57,7 +66,7 @@ class Host:
         if netns is not None:
             env["CNI_NETNS"] = netns if netns.startswith("/") else f"/run/netns/{netns}"
         proc = subprocess.run(
-            ["ip", "netns", "exec", self.ns.name, str(self.plugin)],
+            ["ip", "netns", "exec", self.ns.name, str(exe)],
             env=env,
             input=json.dumps(cfg),
             capture_output=True,
@@ -235,9 +244,10 @@ def test_restart_with_empty_state_reclaims_from_the_kernel(host: Host, tmp_path:
             assert rc == 0, r2
         a1 = addr_of(r1)
         restart(host, wipe_state=True)
-        assert not (host.tmp / "state" / "cni.json").exists() or "re1" in (
-            host.tmp / "state" / "cni.json"
-        ).read_text()
+        assert (
+            not (host.tmp / "state" / "cni.json").exists()
+            or "re1" in (host.tmp / "state" / "cni.json").read_text()
+        )
         ps = host.ns.weaved(host.spec, "ps").stdout
         assert f"re1aaaaaaaaa {r1['interfaces'][1]['mac']} {r1['ips'][0]['address']}" in ps
         listing = host.ns.weaved(host.spec, "status", "cni").stdout
@@ -470,16 +480,31 @@ def test_weave_830_cni_plugin(host: Host) -> None:
 
 
 def test_gc_releases_what_the_runtime_no_longer_has(host: Host) -> None:
-    with Netns("wdcnic") as c1, Netns("wdcnic") as c2:
+    with Netns("wdcnic") as c1, Netns("wdcnic") as c2, Netns("wdcnic") as c3:
         assert host.cni("ADD", "keep", c1.name, conf("1.1.0"))[0] == 0
         rc, r2 = host.cni("ADD", "stale", c2.name, conf("1.1.0"))
         assert rc == 0, r2
+        # An address weave-ipam gave another network's interface: not weave-net's to collect.
+        c3.ip("link", "add", "eth0", "type", "veth", "peer", "name", "eth0p")
+        other = {"cniVersion": "1.1.0", "name": "br", "type": "bridge"}
+        ipam_cfg = {**other, "ipam": {"type": "weave-ipam"}}
+        rc, r3 = host.cni("ADD", "other", c3.name, ipam_cfg, role="weave-ipam")
+        assert rc == 0, r3
         gc = conf(
             "1.1.0", **{"cni.dev/valid-attachments": [{"containerID": "keep", "ifname": "eth0"}]}
         )
         assert host.cni("GC", "", None, gc)[0] == 0
         assert host.cni("STATUS", "", None, conf("1.1.0"))[0] == 0
         records = (host.tmp / "state" / "cni.json").read_text()
-        assert '"keep"' in records and '"stale"' not in records
+        assert '"keep"' in records and '"stale"' not in records and '"other"' in records
         assert "eth0" not in c2.ip("link").stdout
+        # That network's own GC (its interface plugin passes it on to weave-ipam) does.
+        gc_other = {**ipam_cfg, "cni.dev/valid-attachments": []}
+        assert host.cni("GC", "", None, gc_other, role="weave-ipam")[0] == 0
+        records = (host.tmp / "state" / "cni.json").read_text()
+        assert '"keep"' in records and '"other"' not in records
         assert host.cni("DEL", "keep", c1.name, conf("1.1.0"))[0] == 0
+        assert host.proc is not None
+        stop_process(host.proc)
+        rc, err = host.cni("STATUS", "", None, conf("1.1.0"))
+        assert rc == 1 and err["code"] == 50 and "not running" in err["msg"], err

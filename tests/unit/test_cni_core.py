@@ -244,3 +244,16 @@ def test_status_and_gc_ask_the_daemon() -> None:
         ("/cni/status", {}),
         ("/cni/gc", {"valid": [{"containerID": "a", "ifname": "eth0"}]}),
     ]
+
+
+def test_status_without_daemon_is_not_available_and_ipam_gc_is_its_own() -> None:
+    def down(_path: str, _body: dict[str, Any]) -> dict[str, Any]:
+        raise CniError(Code.TRY_AGAIN_LATER, "weaved daemon not running at /x")
+
+    data_11 = conf().replace(b'"1.0.0"', b'"1.1.0"')
+    assert code_of(run, "weave-net", {"CNI_COMMAND": "STATUS"}, data_11, down) is Code.NOT_AVAILABLE
+    daemon = FakeDaemon()
+    valid = [{"containerID": "a", "ifname": "eth0"}]
+    data = conf(**{"cni.dev/valid-attachments": valid}).replace(b'"1.0.0"', b'"1.1.0"')
+    assert run("weave-ipam", {"CNI_COMMAND": "GC"}, data, daemon) is None
+    assert daemon.calls == [("/cni/gc", {"valid": valid, "ipam_only": True})]

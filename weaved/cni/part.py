@@ -332,10 +332,16 @@ class CniPart(Component):
         return {}
 
     async def gc(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Forget what the runtime no longer has, among the attachments of the role that asks:
+        `weave-net`'s own (with a veth), or `weave-ipam`'s (addresses for another plugin's
+        interface, another network's list of valid attachments)."""
         valid = {f"{v.get('containerID')}/{v.get('ifname')}" for v in body.get("valid", []) or []}
+        ipam_only = bool(body.get("ipam_only"))
         for key, rec in list(self.records.items()):
-            if key not in valid:
-                await self.delete({"container_id": rec.container_id, "ifname": rec.ifname})
+            if key not in valid and (not rec.veth) == ipam_only:
+                await self.delete(
+                    {"container_id": rec.container_id, "ifname": rec.ifname, "ipam_only": ipam_only}
+                )
         return {}
 
     # --- how it is shown ------------------------------------------------------------------

@@ -183,7 +183,10 @@ def run(role: str, env: dict[str, str], stdin: bytes, call: Caller) -> dict[str,
         call("/cni/check", base)
         return None
     if inv.command is Command.STATUS:
-        call("/cni/status", {})
+        try:
+            call("/cni/status", {})
+        except CniError as exc:  # STATUS has its own code for "cannot serve ADD now"
+            raise CniError(Code.NOT_AVAILABLE, exc.msg, exc.details) from None
         return None
     # GC (1.1): attachments the runtime still has; weaved forgets the rest.
     call("/cni/gc", {"valid": conf.raw.get("cni.dev/valid-attachments") or []})
@@ -213,7 +216,10 @@ def _ipam_role(
     if inv.command is Command.CHECK:
         call("/cni/check", base)
         return None
-    return None  # STATUS, GC: nothing of its own to report or collect
+    if inv.command is Command.GC:
+        valid = conf.raw.get("cni.dev/valid-attachments") or []
+        call("/cni/gc", {"valid": valid, "ipam_only": True})
+    return None  # STATUS: the interface plugin reports
 
 
 def main() -> None:
