@@ -18,8 +18,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from weaved.mesh import gob_types as wt
 from weaved.mesh.gob import decode_one, encode_one
+from weaved.mesh.gob import weave_types as wt
 from weaved.mesh.gossip_api import PeerName
 from weaved.mesh.topology import ConnectionInfo, Peer, _PayloadCodec
 

@@ -20,53 +20,12 @@ import sys
 import threading
 import time
 
-from weaved.mesh.gob import _put_int, _put_uint
+from tests.gob_bombs import slice_bomb, struct_bomb
 from weaved.mesh.handshake import Handshake, HandshakeDone, SendBytes
 from weaved.mesh.messages import encode_broadcast, encode_gossip
 from weaved.mesh.peername import format_peer_name
 
 HEADER = b"weave\x01\x02"
-
-
-def _message(body: bytes | bytearray) -> bytes:
-    out = bytearray()
-    _put_uint(out, len(body))
-    return bytes(out + body)
-
-
-def struct_bomb(fields: int) -> bytes:
-    """A gob type definition of a struct with `fields` empty fields, then a value of it."""
-    b = bytearray()
-    _put_int(b, -65)
-    b += b"\x03\x01\x01\x01x\x01"
-    _put_int(b, 65)
-    b += b"\x00\x01"
-    _put_uint(b, fields)
-    b += b"\x00" * fields
-    b += b"\x00\x00"
-    return _message(b) + b"\x03\x82\x00\x00"
-
-
-def slice_bomb(elements: int) -> bytes:
-    """`elements` empty structs in one slice: 1 byte each on the wire."""
-    empty = bytearray()
-    _put_int(empty, -65)
-    empty += b"\x03\x01\x01\x01e\x01"
-    _put_int(empty, 65)
-    empty += b"\x00\x00\x00"
-    sl = bytearray()
-    _put_int(sl, -66)
-    sl += b"\x02\x01\x01\x01s\x01"
-    _put_int(sl, 66)
-    sl += b"\x00\x01"
-    _put_int(sl, 65)
-    sl += b"\x00\x00"
-    value = bytearray()
-    _put_int(value, 66)
-    value.append(0)
-    _put_uint(value, elements)
-    value += b"\x00" * elements
-    return _message(empty) + _message(sl) + _message(value)
 
 
 def frame(body: bytes) -> bytes:

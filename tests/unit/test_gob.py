@@ -16,7 +16,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from weaved.errors import Bug, ProtocolError
-from weaved.mesh import gob_types as wt
 from weaved.mesh.gob import (
     BOOL,
     BYTES,
@@ -44,6 +43,7 @@ from weaved.mesh.gob import (
     encode_one,
     zero_value,
 )
+from weaved.mesh.gob import weave_types as wt
 
 
 def _find_wire() -> Path | None:

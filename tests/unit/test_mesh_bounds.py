@@ -13,11 +13,11 @@ from typing import Any
 
 import pytest
 
+from tests.gob_bombs import STRUCT_VALUE, slice_bomb, struct_bomb, struct_definition
 from weaved.lograte import RateLimitedLog
 from weaved.mesh import gob
 from weaved.mesh.admission import Admission, AdmissionLimits
 from weaved.mesh.framing import HANDSHAKE_MAX_MESSAGE, MAX_MESSAGE_SIZE, MessageReader
-from weaved.mesh.gob import _put_int, _put_uint
 from weaved.mesh.gossip import (
     MAX_SURROGATE_CHANNELS,
     MAX_SURROGATE_MESSAGES,
@@ -31,26 +31,6 @@ from weaved.mesh.messages import Gossip
 from weaved.mesh.reasons import CloseReason
 
 MB = 1024 * 1024
-
-
-def _message(body: bytes | bytearray) -> bytes:
-    out = bytearray()
-    _put_uint(out, len(body))
-    return bytes(out + body)
-
-
-def _struct_def(type_id: int, fields: int) -> bytes:
-    """A gob definition of a struct with `fields` empty fieldType entries (1 byte each)."""
-    b = bytearray()
-    _put_int(b, -type_id)
-    b.append(3)  # wireType.StructT
-    b += b"\x01\x01\x01x\x01"  # CommonType{Name: "x", Id: ...}
-    _put_int(b, type_id)
-    b += b"\x00\x01"  # end CommonType; Field
-    _put_uint(b, fields)
-    b += b"\x00" * fields
-    b += b"\x00\x00"
-    return _message(b)
 
 
 def _costs(fn: Callable[[], Any]) -> tuple[float, int]:
@@ -67,38 +47,24 @@ def _costs(fn: Callable[[], Any]) -> tuple[float, int]:
 
 
 def test_a_type_definition_with_ten_million_fields_is_refused_before_allocating() -> None:
-    bomb = _struct_def(65, 10_000_000)
+    bomb = struct_definition(65, 10_000_000)
     seconds, peak = _costs(lambda: gob.decode_one(bomb))
     assert seconds < 0.5 and peak < 4 * MB  # was 4.9 s and +752 MB
 
 
 def test_a_struct_over_the_field_limit_is_refused() -> None:
     with pytest.raises(gob.GobError, match="struct fields"):
-        gob.decode_one(_struct_def(65, gob.MAX_FIELDS + 1) + b"\x03\x82\x00\x00")
+        gob.decode_one(struct_bomb(gob.MAX_FIELDS + 1))
 
 
 def test_ten_megabytes_of_empty_structs_are_refused_by_the_decode_budget() -> None:
-    n = 10_000_000
-    defs = _struct_def(65, 0)
-    b = bytearray()
-    _put_int(b, -66)
-    b += b"\x02\x01\x01\x01s\x01"  # SliceT{CommonType{Name: "s", Id: 66}, Elem: 65}
-    _put_int(b, 66)
-    b += b"\x00\x01"
-    _put_int(b, 65)
-    b += b"\x00\x00"
-    value = bytearray()
-    _put_int(value, 66)
-    value.append(0)
-    _put_uint(value, n)
-    value += b"\x00" * n
-    bomb = defs + _message(b) + _message(value)
+    bomb = slice_bomb(10_000_000)
     seconds, peak = _costs(lambda: gob.decode_one(bomb))
     assert seconds < 0.5 and peak < 4 * MB
 
 
 def test_many_small_type_definitions_are_refused() -> None:
-    bomb = b"".join(_struct_def(65 + i, 0) for i in range(gob.MAX_TYPES + 1)) + b"\x03\x82\x00\x00"
+    bomb = b"".join(struct_definition(65 + i, 0) for i in range(gob.MAX_TYPES + 1)) + STRUCT_VALUE
     with pytest.raises(gob.GobError, match="type definitions"):
         gob.decode_one(bomb)
 

@@ -17,7 +17,7 @@ import pytest
 from tests.wire import WIRE, load_vector
 from weaved.mesh import gob
 from weaved.mesh.crypto import KeyPair
-from weaved.mesh.gob_types import DNS_GOSSIP_DATA, GOSSIP_STATE, RANGE
+from weaved.mesh.gob.weave_types import DNS_GOSSIP_DATA, GOSSIP_STATE, RANGE
 from weaved.mesh.handshake import Handshake, HandshakeDone, parse_features
 from weaved.mesh.messages import (
     Gossip,

@@ -348,7 +348,7 @@ def test_neighbour_choice_fanout_and_weights() -> None:
 )
 def test_memoised_encoding_equals_plain_gob(rows: list[Any]) -> None:
     from weaved.mesh import gob
-    from weaved.mesh.gob_types import CONNECTION_SUMMARY_LIST, PEER_SUMMARY
+    from weaved.mesh.gob.weave_types import CONNECTION_SUMMARY_LIST, PEER_SUMMARY
 
     topo = _topo(0xFFFF)
     topo.peers = {}

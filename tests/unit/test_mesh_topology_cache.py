@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from tests.wire import load_vector, needs_wire
 from weaved.mesh import gob
-from weaved.mesh.gob_types import CONNECTION_SUMMARY_LIST, PEER_SUMMARY
+from weaved.mesh.gob.weave_types import CONNECTION_SUMMARY_LIST, PEER_SUMMARY
 from weaved.mesh.gossip_api import PeerName
 from weaved.mesh.topology import (
     ConnectionInfo,

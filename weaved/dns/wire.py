@@ -13,7 +13,7 @@ from typing import Any
 from weaved.dns.zone import Entry, wire_order
 from weaved.errors import ProtocolError
 from weaved.mesh.gob import Decoder, Encoder
-from weaved.mesh.gob_types import DNS_GOSSIP_DATA
+from weaved.mesh.gob.weave_types import DNS_GOSSIP_DATA
 from weaved.mesh.gossip_api import PeerName
 
 _MAX_PEER_NAME = (1 << 48) - 1

@@ -23,7 +23,7 @@ from weaved.ipam.messages import (
 from weaved.ipam.paxos import AcceptedValue, GossipState, NodeClaims, NodeID, ProposalID
 from weaved.ipam.ring import Entry, Ring
 from weaved.mesh.gob import decode_one, encode_one
-from weaved.mesh.gob_types import GOSSIP_STATE, RANGE
+from weaved.mesh.gob.weave_types import GOSSIP_STATE, RANGE
 from weaved.mesh.gossip_api import PeerName
 
 

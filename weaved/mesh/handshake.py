@@ -21,7 +21,7 @@ from weaved.mesh.framing import (
     MessageReader,
     MessageWriter,
 )
-from weaved.mesh.gob_types import FEATURES
+from weaved.mesh.gob.weave_types import FEATURES
 from weaved.mesh.gossip_api import PeerName
 from weaved.mesh.peername import SHORT_ID_BITS, PeerNameError, parse_peer_name
 from weaved.mesh.reasons import Closed, CloseReason

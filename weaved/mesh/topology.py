@@ -17,7 +17,7 @@ from typing import Any
 
 from weaved.errors import ProtocolError
 from weaved.mesh import gob
-from weaved.mesh.gob_types import CONNECTION_SUMMARY_LIST, PEER_SUMMARY
+from weaved.mesh.gob.weave_types import CONNECTION_SUMMARY_LIST, PEER_SUMMARY
 from weaved.mesh.gossip_api import GossipData as GossipDataLike
 from weaved.mesh.gossip_api import PeerName
 from weaved.mesh.handshake import RemoteIdentity

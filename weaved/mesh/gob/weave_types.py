@@ -7,7 +7,7 @@ and IPv4 addresses (as uint32) are all UINT; times are INT Unix seconds.
 
 from __future__ import annotations
 
-from weaved.mesh.gob import BOOL, BYTES, INT, STRING, UINT, Field, Map, Slice, Struct
+from weaved.mesh.gob.descriptors import BOOL, BYTES, INT, STRING, UINT, Field, Map, Slice, Struct
 
 # --- connection handshake (§2.2): map[string]string, an unnamed top-level type
 FEATURES = Map(STRING, STRING)
