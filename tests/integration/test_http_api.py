@@ -315,3 +315,18 @@ def test_check_alive_asks_docker(tmp_path: Path) -> None:
                 assert "dead" not in curl(api, "GET", "/status/dns")[1]
         finally:
             dockerd.docker("rm", "-f", alive, dead, check=False)
+
+
+def test_a_client_that_hangs_up_withdraws_its_pending_allocation(tmp_path: Path) -> None:
+    """Weave cancels an allocation when its HTTP request goes away; one left pending would take
+    an address nobody asked for any more once IPAM has space."""
+    spec = SPEC.replace("{range: 10.32.0.0/12}", "{range: 10.32.0.0/12, init: {mode: observer}}")
+    with daemon(tmp_path, spec) as ns:
+        assert curl(ns, "POST", "/ip/cw", "-m", "2")[0] == 0  # an observer has no ring: waits
+
+        def pending() -> object:
+            report = json.loads(curl(ns, "GET", "/report", "-H", "Accept: application/json")[1])
+            return report["IPAM"]["PendingAllocates"]
+
+        wait_for(lambda: not pending(), timeout=10, interval=0.3)
+        assert "request withdrawn" in (tmp_path / "daemon.log").read_text()

@@ -7,7 +7,15 @@ import asyncio
 
 import pytest
 
-from weaved.httpapi.http import HttpRequest, HttpResponse, Route, clean_path, dispatch, parse_head
+from weaved.httpapi.http import (
+    HttpRequest,
+    HttpResponse,
+    Route,
+    clean_path,
+    dispatch,
+    parse_head,
+    read_request,
+)
 from weaved.httpapi.ipam_routes import parse_cidr, parse_ip, parse_subnet
 from weaved.httpapi.router_routes import _parse_bool, split_host_port
 from weaved.httpapi.status_routes import render_format
@@ -110,3 +118,23 @@ def test_report_format_templates() -> None:
         render_format("{{.Router.Nope}}", data)
     with pytest.raises(ValueError, match="unsupported action"):
         render_format("{{range .Router}}{{end}}", data)
+
+
+def test_bodies_by_length_and_chunked() -> None:
+    async def read(raw: bytes) -> HttpRequest:
+        reader = asyncio.StreamReader()
+        reader.feed_data(raw)
+        reader.feed_eof()
+        return await read_request(reader)
+
+    form = "Content-Type: application/x-www-form-urlencoded\r\n"
+    plain = f"POST /connect HTTP/1.1\r\n{form}Content-Length: 11\r\n\r\npeer=host2x"
+    assert asyncio.run(read(plain.encode())).form == {"peer": ["host2x"]}
+    chunked = (
+        f"POST /connect HTTP/1.1\r\n{form}Transfer-Encoding: chunked\r\n\r\n"
+        "5\r\npeer=\r\n5;x=y\r\nhost2\r\n0\r\n\r\n"
+    )
+    assert asyncio.run(read(chunked.encode())).form == {"peer": ["host2"]}
+    too_big = f"POST /x HTTP/1.1\r\nContent-Length: {1 << 20}\r\n\r\n"
+    with pytest.raises(ValueError, match="too large"):
+        asyncio.run(read(too_big.encode()))

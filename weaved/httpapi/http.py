@@ -8,8 +8,9 @@ import asyncio
 import logging
 import posixpath
 import urllib.parse
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -107,11 +108,29 @@ def _headers(lines: Sequence[str]) -> dict[str, str]:
 async def read_request(reader: asyncio.StreamReader) -> HttpRequest:
     """ValueError on anything that is not a small well-formed request."""
     head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=READ_TIMEOUT)
-    length = int(_headers(head.decode("latin-1").split("\r\n")[1:]).get("content-length") or 0)
-    if length < 0 or length > MAX_BODY:
-        raise ValueError("request body too large")
-    body = await asyncio.wait_for(reader.readexactly(length), READ_TIMEOUT) if length else b""
+    headers = _headers(head.decode("latin-1").split("\r\n")[1:])
+    if headers.get("transfer-encoding", "").lower() == "chunked":
+        body = await asyncio.wait_for(_read_chunked(reader), READ_TIMEOUT)
+    else:
+        length = int(headers.get("content-length") or 0)
+        if length < 0 or length > MAX_BODY:
+            raise ValueError("request body too large")
+        body = await asyncio.wait_for(reader.readexactly(length), READ_TIMEOUT) if length else b""
     return parse_head(head.rstrip(b"\r\n"), body)
+
+
+async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
+    """A chunked body (trailers ignored), at most MAX_BODY bytes."""
+    body = b""
+    while True:
+        size = int((await reader.readuntil(b"\r\n")).split(b";")[0].strip() or b"x", 16)
+        if size < 0 or len(body) + size > MAX_BODY:
+            raise ValueError("request body too large")
+        if size == 0:
+            while (await reader.readuntil(b"\r\n")) != b"\r\n":
+                pass
+            return body
+        body += (await reader.readexactly(size + 2))[:size]
 
 
 def match(pattern: str, path: str) -> dict[str, str] | None:
@@ -141,6 +160,25 @@ def clean_path(path: str) -> str:
     if path.endswith("/") and cleaned != "/":
         cleaned += "/"
     return cleaned
+
+
+async def _unless_gone(
+    work: Coroutine[Any, Any, HttpResponse], reader: asyncio.StreamReader
+) -> HttpResponse | None:
+    """The answer, or None when the client hung up first: the work is cancelled then (a
+    pending allocation is withdrawn, as Weave's request context cancels it)."""
+    task = asyncio.ensure_future(work)
+    gone = asyncio.ensure_future(reader.read(1))
+    try:
+        await asyncio.wait({task, gone}, return_when=asyncio.FIRST_COMPLETED)
+        if not task.done() and gone.done() and (gone.exception() or gone.result() == b""):
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            log.info("http api: client went away, request withdrawn")
+            return None
+        return await task
+    finally:
+        gone.cancel()
 
 
 Handler = Callable[[HttpRequest, dict[str, str]], Awaitable[HttpResponse]]
@@ -179,7 +217,10 @@ async def serve_connection(
     """One request, one answer, then close (as Weave's clients use it)."""
     try:
         request = await read_request(reader)
-        writer.write((await dispatch(routes, request)).encode())
+        answer = await _unless_gone(dispatch(routes, request), reader)
+        if answer is None:
+            return
+        writer.write(answer.encode())
         await writer.drain()
     except (ConnectionError, TimeoutError, asyncio.IncompleteReadError, ValueError) as exc:
         log.debug("http api connection dropped: %r", exc)
