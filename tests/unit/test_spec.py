@@ -91,6 +91,14 @@ def test_version_required_and_only_1() -> None:
         ("expose: [{cidr: 'net:10.32.0.0/30'}]", "expose[0].cidr", "/30 and /31"),
         ("expose: [{cidr: 10.2.1.1}]", "expose[0].cidr", "prefix length"),
         ("expose: [{cidr: 'net:10.99.0.0/16'}]", "expose[0].cidr", "outside ipalloc.range"),
+        (
+            "expose: [{cidr: 10.2.1.1/24, dns_name: [a.weave.local, A.Weave.Local.]}]",
+            "expose[0].dns_name",
+            "listed twice",
+        ),
+        ("expose: [{cidr: 10.2.1.1/24, dns_name: [a.x, 'b x']}]", "expose[0].dns_name[1]", "DNS"),
+        ("expose: [{cidr: 10.2.1.1/24, dns_name: {a: 1}}]", "expose[0].dns_name", "a list"),
+        ("expose: [{cidr: 10.2.1.1/24, dns_name: []}]", "expose[0].dns_name", "at least 1"),
         ("ipalloc: {init: {mode: seed}}", "ipalloc.init.mode", "needs the list 'seeds'"),
         (
             "ipalloc: {init: {mode: observer, peer_count: 3}}",
@@ -189,3 +197,14 @@ def test_checks_that_depend_on_a_broken_section_are_skipped() -> None:
         "services: {import: [{name: a, address: '10.2.1.3:1', to: '192.0.2.1:2'}]}\n"
     )
     assert [p[0] for p in problems(text)] == ["expose[0].cidr"]
+
+
+def test_an_exposed_address_has_one_name_or_several() -> None:
+    # The single form stays valid (back-compatible); a list gives the address several names.
+    one = parse_spec_text("version: 1\nexpose: [{cidr: 10.2.1.1/24, dns_name: a.weave.local}]\n")
+    assert one.expose[0].dns_names == ("a.weave.local.",)
+    many = parse_spec_text(
+        "version: 1\nexpose:\n  - cidr: 10.2.1.1/24\n    dns_name: [a.weave.local, b.weave.local.]\n"
+    )
+    assert many.expose[0].dns_names == ("a.weave.local.", "b.weave.local.")
+    assert parse_spec_text("version: 1\nexpose: [{cidr: 10.2.1.1/24}]\n").expose[0].dns_names == ()

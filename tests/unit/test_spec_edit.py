@@ -48,7 +48,7 @@ def test_an_edit_that_would_be_invalid_changes_nothing(spec: Path) -> None:
 def test_expose_and_hide(spec: Path) -> None:
     result = expose(spec, ["net:default"], "me.weave.local.")
     assert [e.cidr for e in result.expose] == ["10.2.1.1/24", "net:default"]
-    assert result.expose[1].dns_name == "me.weave.local."
+    assert result.expose[1].dns_names == ("me.weave.local.",)
     assert [e.cidr for e in hide(spec, ["10.2.1.1/24"]).expose] == ["net:default"]
     assert "# this host" in spec.read_text()
 
@@ -64,3 +64,30 @@ def test_connect_of_a_peer_spelled_differently_is_no_duplicate(tmp_path: Path) -
     path.write_text("version: 1\npeers: [host.example]\n")
     spec = connect(path, ["Host.Example.", "host.example:6783"])
     assert spec.peers == ["host.example:6783"]
+
+
+def test_expose_of_an_existing_entry_keeps_its_names_and_adds_the_new_one(spec: Path) -> None:
+    # Weave's `expose ADDR -h NAME` run twice: both names are the address's (issue 11.6).
+    assert expose(spec, ["10.2.1.1/24"], "a.weave.local").expose[0].dns_names == ("a.weave.local.",)
+    assert "dns_name: a.weave.local" in spec.read_text()  # one name: the single form
+    result = expose(spec, ["10.2.1.1/24"], "b.weave.local")
+    assert result.expose[0].dns_names == ("a.weave.local.", "b.weave.local.")
+    # The same name again (another spelling) changes nothing; no name keeps them all.
+    assert expose(spec, ["10.2.1.1/24"], "B.weave.local.").expose[0].dns_names == (
+        "a.weave.local.",
+        "b.weave.local.",
+    )
+    assert expose(spec, ["10.2.1.1/24"]).expose[0].dns_names == (
+        "a.weave.local.",
+        "b.weave.local.",
+    )
+    assert "# the host's own address" in spec.read_text()
+
+
+def test_expose_adds_to_a_block_list_of_names(tmp_path: Path) -> None:
+    path = tmp_path / "w.yaml"
+    path.write_text(
+        "version: 1\nexpose:\n  - cidr: 10.2.1.1/24\n    dns_name:\n      - a.weave.local.\n"
+    )
+    result = expose(path, ["10.2.1.1/24"], "c.weave.local.")
+    assert result.expose[0].dns_names == ("a.weave.local.", "c.weave.local.")

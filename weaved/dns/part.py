@@ -107,13 +107,14 @@ class DnsPart(Component):
             await server.stop()
 
     def _sync_exposed(self, spec: Spec, allocations: dict[int, str]) -> None:
-        """The names of `expose` entries follow the spec: a new `dns_name` is registered at
+        """The names of `expose` entries follow the spec: a new name is registered at
         once, one that went (hide, or a changed name) is removed; nothing else is re-sent."""
         wanted: set[tuple[str, str]] = set()
         for index, entry in enumerate(spec.expose):
             cidr = allocations.get(index) if entry.cidr.startswith("net:") else entry.cidr
-            if entry.dns_name is not None and cidr:
-                wanted.add((entry.dns_name, str(ipaddress.IPv4Interface(cidr).ip)))
+            if cidr:
+                ip = str(ipaddress.IPv4Interface(cidr).ip)
+                wanted.update((name, ip) for name in entry.dns_names)
         for name, ip in sorted(self._exposed - wanted):
             self.service.dns_remove(EXPOSE_IDENT, [ip], name)
         for name, ip in sorted(wanted - self._exposed):

@@ -104,9 +104,27 @@ def forget(path: Path, targets: Sequence[str]) -> Spec:
     return edit_spec(path, change)
 
 
+def _add_name(entry: CommentedMap, name: str) -> None:
+    """The entry keeps its names and gains `name` (a second name makes the list form)."""
+    names = entry.get("dns_name")
+    if names is None:
+        entry["dns_name"] = name
+        return
+    if isinstance(names, str):
+        names = CommentedSeq([names])
+        names.fa.set_flow_style()
+        entry["dns_name"] = names
+    if isinstance(names, list) and _fqdn_key(name) not in {_fqdn_key(str(n)) for n in names}:
+        names.append(name)
+
+
+def _fqdn_key(name: str) -> str:
+    return name.lower().rstrip(".")
+
+
 def expose(path: Path, cidrs: Sequence[str], dns_name: str | None = None) -> Spec:
-    """Add `expose` entries (Weave's `weave expose`); an existing one only takes the new
-    `dns_name`, if one is given."""
+    """Add `expose` entries (Weave's `weave expose`); an existing one keeps its names and
+    gains `dns_name`, if one is given."""
 
     def change(doc: CommentedMap) -> None:
         entries = doc.get("expose")
@@ -118,8 +136,8 @@ def expose(path: Path, cidrs: Sequence[str], dns_name: str | None = None) -> Spe
         for cidr in cidrs:
             if cidr in have:
                 for e in entries:
-                    if dns_name and isinstance(e, dict) and str(e.get("cidr")) == cidr:
-                        e["dns_name"] = dns_name
+                    if dns_name and isinstance(e, CommentedMap) and str(e.get("cidr")) == cidr:
+                        _add_name(e, dns_name)
                 continue
             entry = CommentedMap([("cidr", cidr)])
             if dns_name:

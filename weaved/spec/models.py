@@ -12,7 +12,7 @@ import re
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 DEFAULT_SPEC_PATH = "/etc/weave/weave.yaml"
 DEFAULT_PORT = 6783
@@ -287,13 +287,46 @@ def _expose_target(value: str) -> str:
     return _addr_cidr(value)
 
 
+def _names_list(value: object) -> object:
+    """One FQDN (the first form of the spec) stands for a list of one."""
+    if isinstance(value, str):
+        return [value]
+    if not isinstance(value, list):
+        raise ValueError("write one DNS name or a list of them")
+    return value
+
+
+def _distinct_names(names: list[str]) -> list[str]:
+    seen: set[str] = set()
+    for name in names:
+        if name.lower() in seen:
+            raise ValueError(f"{name} is listed twice (DNS names are case-insensitive)")
+        seen.add(name.lower())
+    return names
+
+
+DnsNames = Annotated[
+    list[Fqdn],
+    Field(min_length=1),
+    BeforeValidator(_names_list, json_schema_input_type=Fqdn | list[Fqdn]),
+    AfterValidator(_distinct_names),
+]
+
+
 class ExposeSpec(_Strict):
     """An address of the host on the overlay (Weave's `weave expose`)."""
 
     cidr: Annotated[str, AfterValidator(_expose_target)] = Field(
         description="ADDR/LEN, net:CIDR (allocated by IPAM) or net:default"
     )
-    dns_name: Fqdn | None = Field(None, description="Register this FQDN for the address")
+    dns_name: DnsNames | None = Field(
+        None, description="Register this FQDN, or each FQDN of a list, for the address"
+    )
+
+    @property
+    def dns_names(self) -> tuple[str, ...]:
+        """Every name of the address, whichever form the spec used."""
+        return tuple(self.dns_name or ())
 
 
 class Protocol(StrEnum):
