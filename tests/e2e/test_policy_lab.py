@@ -8,6 +8,7 @@ import sys
 
 from tests.e2e.conftest import LabFactory
 from tests.helpers import wait_for
+from tests.probes import LISTEN, SPOOF
 from weaved.lab.lab import Lab, host_address, peer_name
 from weaved.lab.netns import exec_argv
 
@@ -25,32 +26,6 @@ def spec(index: int) -> str:
         "  default_subnet: 10.32.0.0/16\n"
         f"  init: {{mode: seed, seeds: {SEEDS}}}\n"
     )
-
-
-LISTEN = """
-import socket, sys, time
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.bind(("0.0.0.0", 9999)); s.settimeout(0.2)
-print("ready", flush=True)
-end = time.monotonic() + float(sys.argv[1])
-while time.monotonic() < end:
-    try:
-        data, peer = s.recvfrom(2048)
-    except socket.timeout:
-        continue
-    print(peer[0], data.decode(), flush=True)
-"""
-
-SPOOF = """
-import socket, struct, sys, time
-src, dst, text = sys.argv[1], sys.argv[2], sys.argv[3].encode()
-udp = struct.pack("!HHHH", 40000, 9999, 8 + len(text), 0) + text
-hdr = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 1, 0, 64, 17, 0,
-                  socket.inet_aton(src), socket.inet_aton(dst))
-s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
-for _ in range(5):
-    s.sendto(hdr + udp, (dst, 0)); time.sleep(0.2)
-"""
 
 
 def first_address(attach_output: str) -> str:

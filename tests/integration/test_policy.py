@@ -15,6 +15,7 @@ import pytest
 
 from tests.docker_image import busybox_available, import_busybox, run_container
 from tests.helpers import Dockerd, Netns, stop_process, wait_for
+from tests.probes import CONNECT, LISTEN, SPOOF
 
 pytestmark = [
     pytest.mark.timeout(180),
@@ -24,33 +25,6 @@ pytestmark = [
 SPEC = """version: 1
 peer: {name: "3e:80:e7:5a:63:a7"}
 ipalloc: {range: 10.32.0.0/12, default_subnet: 10.32.0.0/16}
-"""
-
-# Prints every datagram it receives on UDP 9999 for `seconds`, one source address a line.
-LISTEN = """
-import socket, sys, time
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.bind(("0.0.0.0", 9999)); s.settimeout(0.2)
-print("ready", flush=True)
-end = time.monotonic() + float(sys.argv[1])
-while time.monotonic() < end:
-    try:
-        data, peer = s.recvfrom(2048)
-    except socket.timeout:
-        continue
-    print(peer[0], data.decode(), flush=True)
-"""
-
-# Sends one UDP datagram with any source address (raw socket, IP header written by hand).
-SPOOF = """
-import socket, struct, sys
-src, dst, text = sys.argv[1], sys.argv[2], sys.argv[3].encode()
-udp = struct.pack("!HHHH", 40000, 9999, 8 + len(text), 0) + text
-hdr = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 1, 0, 64, 17, 0,
-                  socket.inet_aton(src), socket.inet_aton(dst))
-s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
-for _ in range(3):
-    s.sendto(hdr + udp, (dst, 0))
 """
 
 # Broadcasts one ARP request "who has TARGET, tell SENDER" from ethwe, with any sender address.
@@ -63,16 +37,6 @@ mac = s.getsockname()[4]
 arp = struct.pack("!HHBBH", 1, 0x0800, 6, 4, 1) + mac + sender + bytes(6) + target
 for _ in range(3):
     s.send(b"\\xff" * 6 + mac + b"\\x08\\x06" + arp)
-"""
-
-# Exit 0 when a TCP connection to ADDR:PORT completes within 2 s.
-CONNECT = """
-import socket, sys
-s = socket.socket(); s.settimeout(2)
-try:
-    s.connect((sys.argv[1], int(sys.argv[2])))
-except OSError as exc:
-    print(exc); sys.exit(1)
 """
 
 
