@@ -91,3 +91,16 @@ def test_expose_adds_to_a_block_list_of_names(tmp_path: Path) -> None:
     )
     result = expose(path, ["10.2.1.1/24"], "c.weave.local.")
     assert result.expose[0].dns_names == ("a.weave.local.", "c.weave.local.")
+
+
+def test_expose_edits_an_entry_of_ipam_twice(spec: Path) -> None:
+    """`net:default` is plain YAML only in block style: a second edit once wrote it as
+    `{cidr: net:default, …}`, which does not parse, and `expose` failed."""
+    expose(spec, ["net:default"], "one.weave.local")
+    result = expose(spec, ["net:default"], "two.weave.local")
+    assert result.expose[1].dns_names == ("one.weave.local.", "two.weave.local.")
+    assert [e.cidr for e in expose(spec, ["10.2.1.9/24"]).expose][1:] == [
+        "net:default",
+        "10.2.1.9/24",
+    ]
+    assert [e.cidr for e in hide(spec, ["10.2.1.1/24"]).expose] == ["net:default", "10.2.1.9/24"]

@@ -56,11 +56,10 @@ def edit_spec(path: Path, change: Callable[[CommentedMap], None]) -> Spec:
 
 
 def _block(seq: CommentedSeq) -> None:
-    """A list weaved appends to is written one item per line, whatever style it had."""
+    """A list weaved appends to is written one item per line, whatever style it had. Its
+    items keep theirs: a mapping forced into flow style would make `{cidr: net:default}`,
+    which YAML does not read back."""
     seq.fa.set_block_style()
-    for item in seq:
-        if isinstance(item, CommentedMap):
-            item.fa.set_flow_style()
 
 
 def _normal(target: str) -> str:
