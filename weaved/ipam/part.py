@@ -103,6 +103,8 @@ class IpamPart(Component):
         self._expose: dict[int, str] = {}  # expose index → allocated ADDR/LEN
         self._expose_tasks: dict[int, asyncio.Task[None]] = {}
         self._expose_waits: dict[int, Wait] = {}
+        self._claimed: set[str] = set()  # literal expose addresses inside the range
+        self._claims: set[asyncio.Task[None]] = set()
         self._daemon: Host | None = None
         self._ticker: asyncio.Task[None] | None = None
 
@@ -122,7 +124,7 @@ class IpamPart(Component):
             # As Weave's reset: a relaunched host must not take back addresses it gave away.
             self.store.path.unlink(missing_ok=True)
             log.info("ipam persisted data deleted path=%s", self.store.path)
-        for task in [self._ticker, *self._expose_tasks.values()]:
+        for task in [self._ticker, *self._expose_tasks.values(), *self._claims]:
             if task is not None:
                 task.cancel()
         for future in self._waiting.values():
@@ -217,6 +219,7 @@ class IpamPart(Component):
         self.spec = spec
         if self._daemon is None:
             return  # not started yet; start() calls again
+        self._sync_claims(spec)
         wanted = {i: e.cidr for i, e in enumerate(spec.expose) if e.cidr.startswith("net:")}
         for index in list(self._expose_tasks):
             if index not in wanted:
@@ -237,10 +240,43 @@ class IpamPart(Component):
     def _drop_expose(self, index: int) -> None:
         allocated = self._expose.pop(index)
         still = any(a == allocated for a in self._expose.values())
-        if not still:
+        if not still and str(ipaddress.IPv4Interface(allocated).ip) not in self._claimed:
             addr = int(ipaddress.IPv4Interface(allocated).ip)
             with contextlib.suppress(IpamError):
                 self.allocator.release_address(EXPOSE_IDENT, addr, time.time())
+
+    def _sync_claims(self, spec: Spec) -> None:
+        """Literal `expose` addresses inside the range are claimed, as Weave's expose does, so
+        IPAM never gives them to a container too; one that left the spec is released."""
+        universe = ipaddress.IPv4Network(spec.ipalloc.range)
+        wanted = {
+            str(ipaddress.IPv4Interface(e.cidr).ip): e.cidr
+            for e in spec.expose
+            if not e.cidr.startswith("net:") and ipaddress.IPv4Interface(e.cidr).ip in universe
+        }
+        allocated = {str(ipaddress.IPv4Interface(a).ip) for a in self._expose.values()}
+        for ip in sorted(self._claimed - set(wanted)):
+            self._claimed.discard(ip)
+            if ip not in allocated:
+                with contextlib.suppress(IpamError):
+                    self.allocator.release_address(
+                        EXPOSE_IDENT, int(ipaddress.IPv4Address(ip)), time.time()
+                    )
+        for ip, cidr in wanted.items():
+            if ip not in self._claimed:
+                self._claimed.add(ip)
+                task = asyncio.create_task(self._claim_expose(cidr), name=f"ipam-claim-{ip}")
+                self._claims.add(task)
+                task.add_done_callback(self._claims.discard)
+
+    async def _claim_expose(self, cidr: str) -> None:
+        try:
+            # Never waits: before the ring exists it is recorded and finished later.
+            await self.claim(
+                EXPOSE_IDENT, CIDR.parse(cidr), is_container=False, no_error_on_unknown=True
+            )
+        except IpamError as exc:
+            log.error("expose %s: IPAM cannot claim the address: %s", cidr, exc)
 
     async def _allocate_expose(self, index: int, target: str) -> None:
         wait = self._expose_waits[index] = Wait()
