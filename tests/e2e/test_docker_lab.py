@@ -16,15 +16,22 @@ from __future__ import annotations
 
 import ipaddress
 import shutil
-import subprocess
 from collections.abc import Iterator
 from contextlib import ExitStack
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from tests.docker_image import busybox_available, import_busybox, run_container
+from tests.docker_image import busybox_available, import_busybox
+from tests.e2e.docker_lab import (
+    SUBNET,
+    Attached,
+    DockerLab,
+    HostNetns,
+    dns_status,
+    follows_docker,
+    remove_containers,
+)
 from tests.helpers import Dockerd, wait_for
 from weaved.lab.lab import Lab, examples_dir
 from weaved.spec.edit import edit_spec
@@ -39,93 +46,6 @@ pytestmark = [
 ]
 
 HOSTS = ("host1", "host2")
-SUBNET = ipaddress.IPv4Network("10.32.0.0/12")  # examples/lab: ipalloc.range
-
-
-@dataclass(frozen=True)
-class HostNetns:
-    """A lab host's network namespace, where its dockerd runs."""
-
-    name: str
-
-
-@dataclass(frozen=True)
-class Attached:
-    name: str
-    host: str
-    id: str
-    ip: str
-
-
-class DockerLab:
-    def __init__(self, lab: Lab, dockerds: dict[str, Dockerd]) -> None:
-        self.lab = lab
-        self.dockerds = dockerds
-
-    def weaved(self, host: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        proc = self.lab.exec(host, ["weaved", *args], capture=True, timeout=60)
-        if check and proc.returncode != 0:
-            raise AssertionError(f"{host}: weaved {' '.join(args)} → {proc.returncode}\n{proc}")
-        return proc
-
-    def docker(self, host: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        return self.dockerds[host].docker(*args, check=check, timeout=60)
-
-    def run(self, host: str, name: str, *, hostname: bool = True) -> str:
-        """`docker run $(weaved dns-args NAME) --name NAME …` (with `hostname`, else
-        `$(weaved dns-args)`): the container asks its host's weaveDNS. Returns its full ID."""
-        dns_args = self.weaved(host, "dns-args", *([name] if hostname else [])).stdout.split()
-        assert (f"--hostname={name}.weave.local" in dns_args) is hostname
-        return run_container(self.dockerds[host], name, *dns_args)
-
-    def attach(self, host: str, name: str) -> Attached:
-        """Started on HOST's dockerd, attached by name through HOST's daemon."""
-        cid = self.run(host, name)
-        out = self.weaved(host, "attach", name).stdout
-        (ip,) = out.split()  # one address a line, like Weave's
-        assert ipaddress.IPv4Address(ip) in SUBNET
-        return Attached(name, host, cid, ip)
-
-    def in_container(self, c: Attached, *argv: str) -> subprocess.CompletedProcess[str]:
-        return self.docker(c.host, "exec", c.name, *argv, check=False)
-
-    def lookup(self, c: Attached, name: str) -> list[str]:
-        """Addresses busybox nslookup in C finds for NAME (through C's resolv.conf)."""
-        out = self.in_container(c, "busybox", "nslookup", name).stdout
-        answer = out.split("Name:", 1)[1] if "Name:" in out else ""
-        return sorted(w for w in answer.split() if _is_ipv4(w))
-
-    def nxdomain(self, c: Attached, name: str) -> bool:
-        """C's weaveDNS server answers that NAME does not exist (not merely: no answer)."""
-        out = self.in_container(c, "busybox", "nslookup", name).stdout
-        return f"can't find {name}: NXDOMAIN" in out
-
-    def ps(self, host: str, *targets: str) -> str:
-        return self.weaved(host, "ps", *targets, check=False).stdout
-
-
-def dns_status(dlab: DockerLab, host: str) -> str:
-    """`weaved status dns`, one record a line: name, address, container, origin peer."""
-    lines = dlab.weaved(host, "status", "dns").stdout.splitlines()
-    return "".join(" ".join(line.split()) + "\n" for line in lines)
-
-
-def _is_ipv4(text: str) -> bool:
-    try:
-        ipaddress.IPv4Address(text)
-    except ValueError:
-        return False
-    return True
-
-
-def _follows_docker(lab: Lab, host: str) -> bool:
-    return "docker events followed" in lab.host(host).log.read_text()
-
-
-def _remove_containers(dockerd: Dockerd) -> None:
-    ids = dockerd.docker("ps", "-aq", check=False).stdout.split()
-    if ids:
-        dockerd.docker("rm", "-f", *ids, check=False)
 
 
 @pytest.fixture(scope="module")
@@ -145,11 +65,11 @@ def dlab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DockerLab]:
         lab.up(len(HOSTS), spec_dir=specs, resync=2.0)
         for dockerd in dockerds.values():
             stack.enter_context(dockerd)
-            stack.callback(_remove_containers, dockerd)
+            stack.callback(remove_containers, dockerd)
             import_busybox(dockerd)
         # Docker came up after weaved: each daemon follows it at its next attempt (≤ 30 s).
         for host in HOSTS:
-            wait_for(lambda h=host: _follows_docker(lab, h), timeout=60, interval=0.5)
+            wait_for(lambda h=host: follows_docker(lab, h), timeout=60, interval=0.5)
         assert lab.wait_mesh(), "the lab hosts did not find each other"
         assert lab.wait_in_sync(), "weaved plan is not empty on every host"
         yield DockerLab(lab, dockerds)
