@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The whole test suite: lint, types, unit, integration (root, namespaces) and e2e (lab, dockerd).
+# The whole test suite: lint, types, import layers, unit, integration (root, namespaces), e2e (lab, dockerd).
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
@@ -8,6 +8,7 @@ export PATH="$venv/bin:$PATH"
 
 echo "== ruff"; ruff check weaved tests bench
 echo "== mypy"; mypy
+echo "== import layers"; lint-imports --no-cache  # .importlinter: no upward import, no cycle
 echo "== schema"; python -m weaved schema | diff -u schemas/weave.schema.json - >/dev/null \
   || { echo "schemas/weave.schema.json is stale: python -m weaved schema > schemas/weave.schema.json"; exit 1; }
 

@@ -33,14 +33,8 @@ from weaved.spec.diagnostics import (
 )
 from weaved.spec.fleet import FleetProblem, HostView, Location, check_fleet
 from weaved.spec.guard import prescan
-from weaved.spec.loader import (
-    _load_located,
-    _positions,
-    locate,
-    parse_spec_text,
-    read_spec_file,
-    spec_text,
-)
+from weaved.spec.loader import parse_spec_text, read_spec_file, spec_text
+from weaved.spec.located import load_located, locate, record_positions
 
 
 @dataclass(frozen=True)
@@ -91,7 +85,7 @@ def hosts_of_file(path: Path, check_files: bool) -> list[HostView]:
         ]
     spec = parse_spec_text(text, str(path), check_files=check_files)
     positions: dict[SpecPath, tuple[int, int]] = {}
-    _positions(_load_located(text, source, scan), (), positions)
+    record_positions(load_located(text, source, scan), (), positions)
 
     def where(spec_path: SpecPath) -> Location:
         return (str(path), *locate(spec_path, positions))

@@ -17,13 +17,11 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from weaved.mesh.gossip_api import format_peer_name
+from weaved.part import Component
 from weaved.spec.models import ProbeSpec, Spec
-
-if TYPE_CHECKING:
-    from weaved.daemon.service import Daemon
 
 log = logging.getLogger(__name__)
 RECORD = "rolled-back.json"  # in the state dir: a restart keeps the refused file out of force
@@ -79,8 +77,22 @@ class Guard:
     timeout: float
 
 
+class _Config(Protocol):
+    @property
+    def state_dir(self) -> Path: ...
+
+
+class _Daemon(Protocol):
+    """What a rollout sees of the daemon (`service.Daemon`, which imports this module)."""
+
+    @property
+    def config(self) -> _Config: ...
+
+    def part(self, name: str) -> Component | None: ...
+
+
 class Rollout:
-    def __init__(self, daemon: Daemon) -> None:
+    def __init__(self, daemon: _Daemon) -> None:
         self.daemon = daemon
         self.rollbacks = 0
         self.last: Rollback | None = None

@@ -31,6 +31,7 @@ from pydantic import ValidationError
 from weaved.spec.checks import check_spec
 from weaved.spec.diagnostics import Problem, SourceText, SpecPath, SpecProblems
 from weaved.spec.guard import Scan
+from weaved.spec.located import load_located, locate, plain, pydantic_problems, record_positions
 from weaved.spec.models import Spec, parse_peer_name_text
 
 HOST_ENV = "WEAVED_HOST"
@@ -73,15 +74,11 @@ class Cluster:
         return ("hosts", key)
 
     def where(self, key: str, path: SpecPath, *, at_key: bool = False) -> tuple[int, int]:
-        from weaved.spec.loader import locate
-
         origin = self.origin(key, path)
         return locate(origin, self.positions, key=at_key or origin == ("hosts", key))
 
 
 def _problem(path: SpecPath, message: str, hint: str, positions: Any) -> Problem:
-    from weaved.spec.loader import locate
-
     return Problem(path, message, hint, *locate(path, positions, key=True))
 
 
@@ -141,12 +138,10 @@ def _structure(data: dict[str, Any], positions: Any) -> Iterator[Problem]:
 
 def parse_cluster(text: str, source: SourceText, scan: Scan) -> Cluster:
     """The cluster's structure and each host's effective data (not yet validated as specs)."""
-    from weaved.spec.loader import _load_located, _plain, _positions
-
-    document = _load_located(text, source, scan)
+    document = load_located(text, source, scan)
     positions: dict[SpecPath, tuple[int, int]] = {}
-    _positions(document, (), positions)
-    data = _plain(document)
+    record_positions(document, (), positions)
+    data = plain(document)
     problems = list(_structure(data, positions))
     if problems:
         raise SpecProblems(problems, source)
@@ -218,7 +213,6 @@ def _peer_name_of(host: HostSection) -> int | None:
 
 def host_problems(cluster: Cluster, host: HostSection, check_files: bool) -> list[Problem]:
     """Every problem of one host's effective spec, located in the cluster file."""
-    from weaved.spec.loader import _pydantic_problems
 
     def located(p: Problem) -> Problem:
         origin = cluster.origin(host.key, p.path)
@@ -229,7 +223,7 @@ def host_problems(cluster: Cluster, host: HostSection, check_files: bool) -> lis
     try:
         spec = Spec.model_validate(host.data)
     except ValidationError as exc:
-        return [located(p) for p in _pydantic_problems(exc, {})]
+        return [located(p) for p in pydantic_problems(exc, {})]
     return [located(p) for p in check_spec(spec, check_files=check_files)]
 
 
