@@ -33,6 +33,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+APPLY_WAIT = 15.0  # /expose answers once the daemon applied it, as Weave's does
+
 
 class HttpApiPart(Component):
     name = "http-api"
@@ -50,7 +52,7 @@ class HttpApiPart(Component):
         self.routes_table: list[Route] = [
             *ipam_routes(ipam, lambda: self.spec),
             *(dns_routes(dns, lambda: self.spec) if dns is not None else []),
-            *router_routes(lambda: self.spec_path, self._changed, ipam, self._leave),
+            *router_routes(lambda: self.spec_path, self._changed, ipam, self._leave, self._applied),
             *status,
         ]
 
@@ -101,6 +103,24 @@ class HttpApiPart(Component):
     def _changed(self, reason: str) -> None:
         if self._daemon is not None:
             self._daemon.mark_dirty(reason)
+
+    async def _applied(self, wanted: Callable[[Spec], bool]) -> str | None:
+        """Wait for a converge of a spec where `wanted` holds (the edit's); None, or why not."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + APPLY_WAIT
+        seen_at: int | None = None
+        while self._daemon is not None and loop.time() < deadline:
+            state = self._daemon.state
+            if seen_at is None and wanted(self.spec):
+                seen_at = state.converges
+                self._daemon.mark_dirty("http api: apply the edited spec")
+            elif seen_at is not None and state.converges > seen_at:
+                error = state.last.error if state.last is not None else None
+                return error.splitlines()[0] if error else None
+            elif seen_at is None and state.spec_error:
+                return state.spec_error.splitlines()[0]
+            await asyncio.sleep(0.05)
+        return f"the edited spec was not applied within {APPLY_WAIT:.0f}s (see weaved status)"
 
     async def _leave(self) -> None:
         """Weave's `reset` (`DELETE /peer`): hand our space to a live peer; the daemon then

@@ -20,6 +20,7 @@ from weaved.httpapi.ipam_routes import parse_cidr
 from weaved.ipam.errors import IpamError
 from weaved.ipam.part import IpamPart
 from weaved.spec import edit
+from weaved.spec.models import Spec
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +92,11 @@ def router_routes(
     changed: Callable[[str], None],
     ipam: IpamPart,
     leave: Callable[[], Awaitable[None]],
+    applied: Callable[[Callable[[Spec], bool]], Awaitable[str | None]],
 ) -> list[Route]:
+    """`applied(wanted)`: waits until a spec for which `wanted` holds has been converged; None,
+    or why not."""
+
     async def edit_spec(what: str, fn: Callable[[Path], object]) -> str | None:
         """The spec edited (then the daemon converges); the refusal's first line if refused."""
         path = spec_path()
@@ -138,6 +143,8 @@ def router_routes(
             except ValueError as exc:  # Weave answers 400 here and exposes all the same
                 answer = error(400, f"unable to parse skipNAT option: {exc}")
         refused = await edit_spec(f"expose {cidr}", lambda p: edit.expose(p, [str(cidr)]))
+        # Weave answers once the address is on the bridge (its CNI plugin routes via it next)
+        refused = refused or await applied(lambda s: any(e.cidr == str(cidr) for e in s.expose))
         if refused:
             return error(500, f"unable to expose: {refused}")
         return answer
