@@ -164,3 +164,38 @@ def test_podman_containers_across_two_hosts(podman: Podman) -> None:
     p("host1", *RUN, *dns, "--name", "pc", IMAGE, "sleep", "300")
     assert p.address("pc") == a
     p("host1", "rm", "-f", "-t", "0", "pc")
+
+
+def test_bandwidth_and_firewall_chain_after_weave(podman: Podman) -> None:
+    """Debian's bandwidth and firewall plugins after weave-net: bandwidth finds weaved's host
+    veth in the result (its tbf shapes what enters the container), firewall admits the
+    container's address in CNI-FORWARD; removing the container takes both away again."""
+    p = podman
+    shaped = {
+        "cniVersion": "1.0.0",
+        "name": "weave-shaped",
+        "plugins": [
+            {"name": "weave", "type": "weave-net", "hairpinMode": True},
+            {"type": "bandwidth", "ingressRate": 2_000_000, "ingressBurst": 400_000},
+            {"type": "firewall", "backend": "iptables"},
+        ],
+    }
+    (p.tmp / "net.d" / "20-weave-shaped.conflist").write_text(json.dumps(shaped))
+    p("host1", *RUN, "--network", "weave-shaped", "--name", "shaped", IMAGE, "sleep", "300")
+    p("host2", *RUN, "--network", "weave", "--name", "peer", IMAGE, "sleep", "300")
+    addr, peer = p.address("shaped"), p.address("peer")
+    (record,) = [r for r in cni_records(p, "host1") if f"{addr}/" in str(r["addresses"])]
+    veth = str(record["veth"])
+    qdisc = p.lab.exec("host1", ["tc", "qdisc", "show", "dev", veth], capture=True).stdout
+    assert "qdisc tbf" in qdisc and "rate 2Mbit" in qdisc, qdisc
+    rules = p.lab.exec("host1", ["iptables", "-S", "CNI-FORWARD"], capture=True).stdout
+    assert f"{addr}/32" in rules, rules
+    p(None, "exec", "shaped", "ping", "-c", "2", "-W", "3", peer)  # still on the network
+    listed = p.lab.exec("host1", ["weaved", "ps"], capture=True).stdout
+    assert f" {addr}/" in listed, listed  # `weaved ps` lists CNI containers
+    p("host1", "rm", "-f", "-t", "0", "shaped")
+    p("host2", "rm", "-f", "-t", "0", "peer")
+    wait_for(lambda: cni_records(p, "host1") == [] and cni_records(p, "host2") == [], timeout=15)
+    rules = p.lab.exec("host1", ["iptables", "-S", "CNI-FORWARD"], capture=True).stdout
+    assert addr not in rules, rules
+    assert veth not in p.lab.exec("host1", ["ip", "link"], capture=True).stdout
