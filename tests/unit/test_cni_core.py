@@ -6,6 +6,9 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -257,3 +260,28 @@ def test_status_without_daemon_is_not_available_and_ipam_gc_is_its_own() -> None
     data = conf(**{"cni.dev/valid-attachments": valid}).replace(b'"1.0.0"', b'"1.1.0"')
     assert run("weave-ipam", {"CNI_COMMAND": "GC"}, data, daemon) is None
     assert daemon.calls == [("/cni/gc", {"valid": valid, "ipam_only": True})]
+
+
+def test_setup_cni_command_installs_a_working_plugin(tmp_path: Path) -> None:
+    """`weaved setup-cni` as a user runs it; the links it makes answer as the plugin."""
+    if shutil.which("weaved-cni") is None:
+        pytest.skip("weaved-cni is not installed (pip install -e .)")
+    net_d, bin_dir = tmp_path / "net.d", tmp_path / "bin"
+    argv = [sys.executable, "-m", "weaved", "setup-cni"]
+    out = subprocess.run(
+        [*argv, "--conf-dir", str(net_d), "--bin-dir", str(bin_dir)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert f"wrote {net_d / '10-weave.conflist'}" in out
+    assert json.loads((net_d / "10-weave.conflist").read_text()) == CONFLIST
+    for name in ("weave-net", "weave-ipam"):
+        answer = subprocess.run(
+            [str(bin_dir / name)],
+            input=conf(),
+            env={**os.environ, "CNI_COMMAND": "VERSION"},
+            capture_output=True,
+            check=True,
+        ).stdout
+        assert "1.0.0" in json.loads(answer)["supportedVersions"]
