@@ -10,6 +10,12 @@ router state needs no locks. The daemon uses:
     router.set_targets(["192.0.2.1", "host2:6783"])
     router.status(); router.peer_view()
     await router.stop()
+
+Here: the lifecycle, each connection's registration with the router (the `ConnectionHost`
+callbacks: duplicates, the limit, establishment, the end), gossip transport and message
+dispatch. Beside it: `dialer` (accepting, dialing, resolving targets), `topology_gossip`
+(the topology channel, our announcements, routes), `router_status` (connections and targets
+as `weaved status` shows them), `settings` (`MeshConfig`).
 """
 
 from __future__ import annotations
@@ -19,19 +25,17 @@ import contextlib
 import ipaddress
 import logging
 import random
-import socket
 import time
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Coroutine, Iterable, Sequence
+from typing import Any
 
-from weaved.backoff import RetrySchedule
 from weaved.datapath.sleeve.overlay import SleeveOverlay
-from weaved.errors import ProtocolError
 from weaved.lograte import RateLimitedLog
 from weaved.mesh.admission import Admission
-from weaved.mesh.connection import Connection, InboundBudget, os_error_text, set_linger_zero
-from weaved.mesh.gossip import GOSSIP_INTERVAL, GossipHub, GossipQueue
-from weaved.mesh.gossip_api import GossipData, Gossiper, GossipSender, PeerName, PeerView
+from weaved.mesh.connection import Connection, InboundBudget
+from weaved.mesh.dialer import Dialer
+from weaved.mesh.gossip import GossipHub, GossipQueue
+from weaved.mesh.gossip_api import Gossiper, GossipSender, PeerName, PeerView
 from weaved.mesh.handshake import RemoteIdentity, check_remote
 from weaved.mesh.messages import (
     Blank,
@@ -58,28 +62,25 @@ from weaved.mesh.peername import (
     random_short_id,
     random_uid,
 )
-from weaved.mesh.reasons import NEVER_RETRY, Closed, CloseReason
+from weaved.mesh.reasons import Closed, CloseReason
+from weaved.mesh.router_status import connection_status, peer_label, target_statuses
 from weaved.mesh.routes import Routes
-from weaved.mesh.settings import split_settings
+from weaved.mesh.settings import DEFAULT_PORT, MeshConfig, split_settings
 from weaved.mesh.status import (
     BroadcastRoute,
-    ConnectionState,
-    LocalConnectionStatus,
     MeshStatus,
     PeerConnectionStatus,
     PeerStatus,
-    RetryTime,
     UnicastRoute,
-    go_time_string,
 )
-from weaved.mesh.targets import Attempt, ConnectionMaker, LiveConnection, TargetState, split_target
-from weaved.mesh.topology import ConnectionInfo, Peer, Topology, TopologyGossipData, UpdateResult
+from weaved.mesh.targets import ConnectionMaker, split_target
+from weaved.mesh.topology import ConnectionInfo, Topology
+from weaved.mesh.topology_gossip import TopologyKeeper
 
 __all__ = ["DEFAULT_PORT", "MeshConfig", "Router"]
 
 log = logging.getLogger(__name__)
 
-DEFAULT_PORT = 6783
 NAME_COLLISION_FIX = (
     "each host needs its own: set `peer.name` in one host's spec, or give a cloned machine a "
     "new /etc/machine-id, then restart weaved there"
@@ -88,71 +89,6 @@ INBOUND_LARGE_BYTES = 16 * 1024 * 1024
 """Large incoming messages (over 1 MiB) all connections may hold at once (connection.py)."""
 LOG_INTERVAL = 10.0
 """Per-connection and per-attempt lines: one per cause in this many seconds, with a count."""
-
-
-@dataclass(frozen=True)
-class MeshConfig:
-    name: PeerName
-    nickname: str
-    host: str = ""  # listen address ("" = all IPv4 addresses); also the local end of dials
-    port: int = DEFAULT_PORT
-    password: bytes | None = field(default=None, repr=False)
-    trusted_subnets: tuple[str, ...] = ()
-    conn_limit: int = 200  # 0 = unlimited
-    discovery: bool = True
-    overlays: tuple[str, ...] = ("sleeve",)  # preference order; "none" = control plane only
-    # timing, tunable for tests and benchmarks; the defaults are Weave's
-    gossip_interval: float = GOSSIP_INTERVAL
-    heartbeat_interval: float = 30.0
-    read_timeout: float = 60.0
-    handshake_timeout: float = 10.0
-    topology_delay: float = 1.0  # coalescing of our own topology updates
-    dial_timeout: float = 30.0
-    min_version: int = 1
-    # identity overrides (tests); a fresh random UID per start otherwise
-    uid: int | None = None
-    short_id: int | None = None
-    seed: int | None = None
-
-
-class _TopologyGossiper:
-    """The router's own channel."""
-
-    def __init__(self, router: Router) -> None:
-        self._router = router
-
-    def on_gossip_unicast(self, sender: PeerName, payload: bytes) -> None:
-        raise ProtocolError(f"unexpected topology gossip unicast from {format_peer_name(sender)}")
-
-    def on_gossip_broadcast(self, sender: PeerName, payload: bytes) -> GossipData | None:
-        result = self._router._apply_topology(payload)
-        if not result.received:
-            return None
-        return TopologyGossipData(self._router.topology, result.received)
-
-    def gossip(self) -> GossipData | None:
-        topo = self._router.topology
-        return TopologyGossipData(topo, frozenset(topo.peers))
-
-    def on_gossip(self, payload: bytes) -> GossipData | None:
-        result = self._router._apply_topology(payload)
-        if not result.improved:
-            return None
-        return TopologyGossipData(self._router.topology, result.improved)
-
-
-class _PeerView:
-    def __init__(self, router: Router) -> None:
-        self._router = router
-
-    def our_name(self) -> PeerName:
-        return self._router.us
-
-    def known_peers(self) -> dict[PeerName, str]:
-        return self._router.topology.nicknames()
-
-    def reachable_peers(self) -> set[PeerName]:
-        return set(self._router.routes().unicast_all)
 
 
 class Router:
@@ -165,23 +101,14 @@ class Router:
         self._trusted = tuple(ipaddress.ip_network(s, strict=False) for s in config.trusted_subnets)
         self.topology = Topology(self.us, config.nickname, self.uid, short_id, self._rng)
         self.hub = GossipHub(self.us, self, self._rng, self._now)
-        self._topology_channel = self.hub.add_channel("topology", _TopologyGossiper(self))
         self.maker = ConnectionMaker(config.port, config.discovery, self._rng)
         if overlays is None:
             overlays = [self._make_overlay(name) for name in config.overlays]
         self.switch = OverlaySwitch(overlays)
         self.connections: dict[PeerName, Connection] = {}
         self._all: set[Connection] = set()
-        self._routes: Routes | None = None
-        self._pending_topology: set[PeerName] = set()
-        self._topology_timer: asyncio.TimerHandle | None = None
-        self._maker_wake: asyncio.Event | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._conn_tasks: set[asyncio.Task[None]] = set()
-        self._resolving: dict[str, asyncio.Task[None]] = {}
-        self._listen_sock: socket.socket | None = None
-        self._peer_removed: list[Callable[[PeerName], None]] = []
-        self._target_reasons: dict[str, CloseReason] = {}
         self._started_mono = 0.0
         self._started_wall_ns = 0
         self._running = False
@@ -190,6 +117,15 @@ class Router:
         self.admission = Admission()
         self.inbound = InboundBudget(INBOUND_LARGE_BYTES)
         self._limited = RateLimitedLog(log, LOG_INTERVAL)
+        self.dialer = Dialer(self, self._limited, self._rng, self._now)
+        self.topology_keeper = TopologyKeeper(
+            self.topology,
+            self.hub,
+            config.topology_delay,
+            lambda: self._running,
+            self.dialer.wake,
+            self._limited,
+        )
         # remote address -> nickname of a peer that uses our name with another UID
         self.name_collisions: dict[str, str] = {}
 
@@ -211,26 +147,15 @@ class Router:
         loop = asyncio.get_running_loop()
         self._started_mono = loop.time()
         self._started_wall_ns = time.time_ns()
-        self._maker_wake = asyncio.Event()
         await self.switch.start(self.us, self.topology.known)
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind((self.config.host or "0.0.0.0", self.config.port))
-            sock.listen(128)
-            sock.setblocking(False)
+            self.listen_port = self.dialer.listen(self.config.host, self.config.port)
         except OSError:
-            sock.close()
             await self.switch.stop()
             raise
-        self._listen_sock = sock
-        self.listen_port = sock.getsockname()[1]
         self._running = True
-        self._spawn(self._accept_loop(), "mesh-accept")
-        self._spawn(self._maker_loop(), "mesh-connection-maker")
-        self._spawn(self._gossip_loop(), "mesh-gossip")
-        for spec in self.maker.unresolved_specs():
-            self._start_resolving(spec)
+        self.dialer.start()
+        self.spawn(self._gossip_loop(), "mesh-gossip")
         log.info(
             "mesh router started name=%s nickname=%s uid=%d listen=%s:%d encryption=%s "
             "discovery=%s overlays=%s",
@@ -248,12 +173,11 @@ class Router:
         if not self._running:
             return
         self._running = False
-        for task in [*self._tasks, *self._resolving.values()]:
+        lookups = self.dialer.lookups()
+        for task in [*self._tasks, *lookups]:
             task.cancel()
-        await asyncio.gather(*self._tasks, *self._resolving.values(), return_exceptions=True)
-        if self._listen_sock is not None:
-            self._listen_sock.close()
-            self._listen_sock = None
+        await asyncio.gather(*self._tasks, *lookups, return_exceptions=True)
+        self.dialer.close()
         for conn in list(self._all):
             conn.shutdown(Closed(CloseReason.SHUTDOWN, "router stopping"))
         if self._conn_tasks:
@@ -261,9 +185,7 @@ class Router:
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
-        if self._topology_timer is not None:
-            self._topology_timer.cancel()
-            self._topology_timer = None
+        self.topology_keeper.stop()
         await self.switch.stop()
         log.info("mesh router stopped name=%s", format_peer_name(self.us))
 
@@ -272,20 +194,10 @@ class Router:
         specs = list(specs)
         for spec in specs:
             split_target(spec)  # raises ValueError for a malformed address
-        now = self._now()
-        for gone in set(self.maker.direct) - set(specs):
-            self._stop_resolving(gone)
-        self.maker.set_direct(specs, now, replace=True)
-        for spec in specs:
-            self._resolve_now_or_later(spec)
-        self._wake_maker()
+        self.dialer.set_targets(specs)
 
     def forget_targets(self, specs: Iterable[str]) -> None:
-        specs = list(specs)
-        for spec in specs:
-            self._stop_resolving(spec)
-        self.maker.forget_direct(specs)
-        self._wake_maker()
+        self.dialer.forget_targets(specs)
 
     def reconfigure(self, wanted: MeshConfig) -> tuple[str, ...]:
         """Apply the settings that can change live (weaved.mesh.settings); return the names of
@@ -306,7 +218,7 @@ class Router:
         if new.nickname != old.nickname:
             self.topology.ourself.nickname = new.nickname
             self.topology.ourself.version += 1
-            self._announce({self.us})
+            self.topology_keeper.announce({self.us})
         self.maker.discovery = new.discovery
         self._trusted = tuple(ipaddress.ip_network(s, strict=False) for s in new.trusted_subnets)
         for conn in list(self._all):
@@ -317,19 +229,17 @@ class Router:
             else:
                 continue
             conn.shutdown(Closed(CloseReason.RECONFIGURED, f"reconnecting: {why}"))
-        self._wake_maker()
+        self.dialer.wake()
         return restart
 
     def add_channel(self, name: str, gossiper: Gossiper) -> GossipSender:
         return self.hub.add_channel(name, gossiper)
 
     def peer_view(self) -> PeerView:
-        return _PeerView(self)
+        return self.topology_keeper.peer_view()
 
     def routes(self) -> Routes:
-        if self._routes is None:
-            self._routes = Routes(self.us, self.topology.graph())
-        return self._routes
+        return self.topology_keeper.routes()
 
     def forwarder(self, peer: PeerName) -> SwitchForwarder | None:
         """The data plane's handle on our connection to `peer` (best overlay, MTU, sending)."""
@@ -341,7 +251,7 @@ class Router:
 
     def on_peer_removed(self, callback: Callable[[PeerName], None]) -> None:
         """Called with each peer garbage-collected from the topology (DNS drops its names)."""
-        self._peer_removed.append(callback)
+        self.topology_keeper.on_peer_removed(callback)
 
     def status(self) -> MeshStatus:
         routes = self.routes()
@@ -370,8 +280,11 @@ class Router:
         broadcast = tuple(
             BroadcastRoute(source, tuple(routes.broadcast(source))) for source in routes.unicast
         )
-        conns = [self._connection_status(c) for c in self.connections.values()]
-        conns += self._target_statuses()
+        password_set = self.config.password is not None
+        conns = [connection_status(c, topo, password_set) for c in self.connections.values()]
+        conns += target_statuses(
+            self.maker.targets, self.dialer.reasons, self._started_mono, self._started_wall_ns
+        )
         return MeshStatus(
             name=self.us,
             nickname=self.config.nickname,
@@ -388,81 +301,6 @@ class Router:
             overlay_diagnostics=self.switch.diagnostics(),
             protocol_min_version=self.config.min_version,
         )
-
-    # --- status helpers ----------------------------------------------------------------------
-
-    def _peer_str(self, peer: Peer | None, fallback: PeerName | None = None) -> str:
-        if peer is None:
-            return format_peer_name(fallback or PeerName(0))
-        return f"{format_peer_name(peer.name)}({peer.nickname})"
-
-    def _connection_status(self, conn: Connection) -> LocalConnectionStatus:
-        attrs = dict(conn.forwarder.attrs() or {}) if conn.forwarder is not None else {}
-        name = str(attrs.get("name", "none"))
-        remote = self.topology.peers.get(conn.remote.name) if conn.remote else None
-        info = f"{name:<6} {self._peer_str(remote or conn.remote)}"
-        if self.config.password is not None:
-            if conn.untrusted:
-                info = f"{'encrypted':<11} {info}"
-                if attrs:
-                    attrs["encrypted"] = True
-            else:
-                info = f"{'unencrypted':<11} {info}"
-        return LocalConnectionStatus(
-            address=conn.address,
-            outbound=conn.outbound,
-            state=ConnectionState.ESTABLISHED if conn.established else ConnectionState.PENDING,
-            info=info,
-            attrs=attrs or None,
-            peer=conn.remote.name if conn.remote else None,
-            nickname=remote.nickname if remote else "",
-        )
-
-    def _retry_time(self, due: float) -> RetryTime:
-        since_start_ns = round((due - self._started_mono) * 1e9)
-        return RetryTime(
-            wall_ns=self._started_wall_ns + since_start_ns, monotonic_ns=since_start_ns
-        )
-
-    def _target_statuses(self) -> list[LocalConnectionStatus]:
-        out: list[LocalConnectionStatus] = []
-        for address, target in self.maker.targets.items():
-            reason = self._target_reasons.get(address)
-            if target.state == TargetState.WAITING:
-                due = target.schedule.try_after
-                retry = self._retry_time(due) if due is not None else None
-                until = go_time_string(retry) if retry is not None else "never"
-                if target.last_error is None:
-                    state, info = ConnectionState.WAITING, f"until: {until}"
-                else:
-                    state, info = ConnectionState.FAILED, f"{target.last_error}, retry: {until}"
-                out.append(
-                    LocalConnectionStatus(
-                        address=address,
-                        outbound=True,
-                        state=state,
-                        info=info,
-                        reason=reason,
-                        error=target.last_error,
-                        retry=retry,
-                        retry_never=due is None,
-                    )
-                )
-            elif target.state == TargetState.ATTEMPTING:
-                if target.last_error is None:
-                    out.append(LocalConnectionStatus(address, True, ConnectionState.CONNECTING, ""))
-                else:
-                    out.append(
-                        LocalConnectionStatus(
-                            address,
-                            True,
-                            ConnectionState.RETRYING,
-                            target.last_error,
-                            reason=reason,
-                            error=target.last_error,
-                        )
-                    )
-        return out
 
     # --- gossip transport (used by the hub) --------------------------------------------------
 
@@ -556,8 +394,8 @@ class Router:
         existing = self.connections.get(name)
         if existing is not None and existing is not conn:
             dup = (
-                f"Multiple connections to {self._peer_str(conn.remote)} added to "
-                f"{self._peer_str(self.topology.ourself)}"
+                f"Multiple connections to {peer_label(conn.remote)} added to "
+                f"{peer_label(self.topology.ourself)}"
             )
             if conn.uid < existing.uid:
                 existing.shutdown(Closed(CloseReason.DUPLICATE, dup))
@@ -577,7 +415,7 @@ class Router:
         self.topology.add_local_connection(
             ConnectionInfo(name, conn.address, conn.outbound, established=False)
         )
-        self._routes = None
+        self.topology_keeper.routes_changed()
         self._limited.info(
             ("added", conn.remote_addr[0]),
             "connection added%s conn=%s",
@@ -588,8 +426,8 @@ class Router:
             self.hub.send_all_gossip_down(name)
         if conn.outbound:
             self.maker.connection_created(conn.target_address, True)
-        self._announce({name, self.us})
-        self._wake_maker()
+        self.topology_keeper.announce({name, self.us})
+        self.dialer.wake()
         return None
 
     def handle_message(self, conn: Connection, msg: Message) -> None:
@@ -629,11 +467,7 @@ class Router:
         if conn.forwarder is not None:
             conn.forwarder.stop()
         if conn.outbound:
-            address = conn.target_address
-            self._target_reasons[address] = closed.reason
-            self.maker.connection_ended(
-                address, True, closed.detail, now, retry=closed.reason not in NEVER_RETRY
-            )
+            self.dialer.connection_ended(conn.target_address, closed, now)
         self._limited.info(
             ("ended", conn.remote_addr[0], closed.reason),
             "connection shutting down conn=%s reason=%s detail=%s",
@@ -641,7 +475,7 @@ class Router:
             closed.reason,
             closed.detail,
         )
-        self._wake_maker()
+        self.dialer.wake()
 
     def _name_collision(self, conn: Connection, remote: RemoteIdentity) -> None:
         ip = conn.remote_addr[0]
@@ -662,12 +496,6 @@ class Router:
             self.admission.done(conn.pending_source)
             conn.pending_source = None
 
-    def _known_peer_ip(self, ip: str) -> bool:
-        """A source that is one of our peers: a spec target or a current connection."""
-        if any(c.remote_addr[0] == ip for c in self.connections.values()):
-            return True
-        return any(r is not None and r[0] == ip for r in self.maker.direct.values())
-
     # --- internals: connections ---------------------------------------------------------------
 
     def _connection_established(self, conn: Connection) -> None:
@@ -678,13 +506,13 @@ class Router:
             return
         conn.established = True
         self.topology.set_local_established(conn.remote.name)
-        self._routes = None
+        self.topology_keeper.routes_changed()
         self._limited.info(
             ("established", conn.remote_addr[0]),
             "connection fully established conn=%s",
             conn.log_name(),
         )
-        self._announce({self.us})
+        self.topology_keeper.announce({self.us})
 
     def _delete_connection(self, conn: Connection) -> None:
         if conn.remote is None:
@@ -698,44 +526,10 @@ class Router:
             ("deleted", conn.remote_addr[0]), "connection deleted conn=%s", conn.log_name()
         )
         # Collect first, so we never gossip unreachable peers (that can loop).
-        self._removed(self.topology.garbage_collect())
+        self.topology_keeper.removed(self.topology.garbage_collect())
         self.topology.reassign_short_id_if_lost()
-        self._routes = None
-        self._announce({self.us})
-
-    def _removed(self, peers: list[Peer]) -> None:
-        for peer in peers:
-            self._limited.info(
-                ("removed",), "Removed unreachable peer peer=%s", self._peer_str(peer)
-            )
-            for callback in self._peer_removed:
-                try:
-                    callback(peer.name)
-                except Exception:
-                    log.exception("peer-removed listener failed")
-
-    def _apply_topology(self, payload: bytes) -> UpdateResult:
-        result = self.topology.apply_update(payload)
-        self._removed(list(result.removed))
-        if result.improved or result.removed:
-            self._routes = None
-            self._wake_maker()
-        if result.local_changed:
-            self._announce({self.us})
-        return result
-
-    def _announce(self, names: set[PeerName]) -> None:
-        """Our topology changed: tell random neighbours, coalescing for `topology_delay`."""
-        self._pending_topology |= names
-        if self._topology_timer is None and self._running:
-            loop = asyncio.get_running_loop()
-            self._topology_timer = loop.call_later(self.config.topology_delay, self._flush_topology)
-
-    def _flush_topology(self) -> None:
-        self._topology_timer = None
-        names, self._pending_topology = frozenset(self._pending_topology), set()
-        if names and self._running:
-            self._topology_channel.gossip_neighbours(TopologyGossipData(self.topology, names))
+        self.topology_keeper.routes_changed()
+        self.topology_keeper.announce({self.us})
 
     def _trusts(self, ip: str) -> bool:
         try:
@@ -752,8 +546,12 @@ class Router:
         except RuntimeError:
             return time.monotonic()
 
-    def _spawn(self, coro: object, name: str) -> asyncio.Task[None]:
-        task: asyncio.Task[None] = asyncio.create_task(coro, name=name)  # type: ignore[arg-type]
+    @property
+    def running(self) -> bool:
+        return self._running
+
+    def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+        task: asyncio.Task[None] = asyncio.create_task(coro, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
         return task
@@ -763,11 +561,29 @@ class Router:
         if not task.cancelled() and task.exception() is not None:
             log.error("mesh task failed task=%s", task.get_name(), exc_info=task.exception())
 
-    def _wake_maker(self) -> None:
-        if self._maker_wake is not None:
-            self._maker_wake.set()
-
-    def _run_connection(self, conn: Connection) -> None:
+    def connection_opened(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        *,
+        outbound: bool,
+        direct: bool,
+        source: str | None = None,
+        target: str = "",
+    ) -> None:
+        """Run a connection on a socket the dialer accepted (from `source`, admitted) or dialed
+        (to `target`)."""
+        conn = Connection(
+            self,
+            reader,
+            writer,
+            outbound=outbound,
+            direct=direct,
+            conn_id=random_conn_id(self._rng),
+        )
+        conn.pending_source = source
+        if outbound:
+            conn.target_address = target
         self._all.add(conn)
         task = asyncio.create_task(self._connection_task(conn), name=f"mesh-conn {conn.address}")
         self._conn_tasks.add(task)
@@ -778,170 +594,7 @@ class Router:
         with contextlib.suppress(asyncio.CancelledError):
             await conn.run()
 
-    async def _accept_loop(self) -> None:
-        loop = asyncio.get_running_loop()
-        assert self._listen_sock is not None
-        while True:
-            try:
-                client, addr = await loop.sock_accept(self._listen_sock)
-            except OSError as e:  # EMFILE and the like: wait, but say so once per interval
-                self._limited.warning(("accept", e.errno), "mesh accept failed error=%s", e)
-                await asyncio.sleep(0.1)
-                continue
-            source = str(addr[0])
-            refused = self.admission.admit(source, loop.time(), self._known_peer_ip(source))
-            if refused is not None:
-                set_linger_zero(client)
-                client.close()
-                self._limited.warning(
-                    ("refused", source),
-                    "connection refused addr=%s reason=%s",
-                    source,
-                    refused,
-                )
-                continue
-            self._limited.info(("accepted", source), "connection accepted addr=%s:%d", *addr[:2])
-            try:
-                reader, writer = await asyncio.open_connection(sock=client)
-            except OSError as e:
-                self.admission.done(source)
-                self._limited.info(
-                    ("setup", source), "connection setup failed addr=%s error=%s", source, e
-                )
-                client.close()
-                continue
-            conn = Connection(
-                self,
-                reader,
-                writer,
-                outbound=False,
-                direct=False,
-                conn_id=random_conn_id(self._rng),
-            )
-            conn.pending_source = source
-            self._run_connection(conn)
-
-    async def _maker_loop(self) -> None:
-        assert self._maker_wake is not None
-        # Not `while True`: Python 3.11's wait_for swallows a cancel that races the event being
-        # set, and stop() then waited for this task forever (seen restarting peers in
-        # bench/memory).
-        while self._running:
-            self._maker_wake.clear()
-            now = self._now()
-            live = [
-                LiveConnection(name, conn.address, conn.outbound)
-                for name, conn in self.connections.items()
-            ]
-            plan = self.maker.plan(now, live, self.topology.discovery_view(), self.us)
-            for attempt in plan.attempts:
-                self._spawn(self._dial(attempt), f"mesh-dial {attempt.address}")
-            timeout = None if plan.wake_at is None else max(plan.wake_at - self._now(), 0.0)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._maker_wake.wait(), timeout)
-
-    async def _dial(self, attempt: Attempt) -> None:
-        address = attempt.address
-        limit = self.config.conn_limit
-        if limit and len(self.connections) >= limit:
-            self._attempt_failed(
-                address, Closed(CloseReason.CONNECTION_LIMIT, f"Connection limit reached ({limit})")
-            )
-            return
-        host, port = split_target(address)
-        self._limited.info(
-            ("attempt", address), "attempting connection addr=%s direct=%s", address, attempt.direct
-        )
-        local = (self.config.host, 0) if self.config.host else None
-        try:
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(host, port or self.config.port, local_addr=local),
-                self.config.dial_timeout,
-            )
-        except (OSError, TimeoutError) as e:
-            text = "i/o timeout" if isinstance(e, TimeoutError) else os_error_text(e)
-            detail = f"dial tcp {self.config.host}:0->{address}: connect: {text}"
-            self._attempt_failed(address, Closed(CloseReason.DIAL_FAILED, detail))
-            return
-        if not self._running:
-            writer.transport.abort()
-            return
-        conn = Connection(
-            self,
-            reader,
-            writer,
-            outbound=True,
-            direct=attempt.direct,
-            conn_id=random_conn_id(self._rng),
-        )
-        conn.target_address = address
-        self._run_connection(conn)
-
-    def _attempt_failed(self, address: str, closed: Closed) -> None:
-        self._limited.info(
-            ("failed", address, closed.reason),
-            "connection attempt failed addr=%s reason=%s detail=%s",
-            address,
-            closed.reason,
-            closed.detail,
-        )
-        self._target_reasons[address] = closed.reason
-        self.maker.attempt_failed(address, closed.detail, self._now())
-        self._wake_maker()
-
     async def _gossip_loop(self) -> None:
         while True:
             await asyncio.sleep(self.config.gossip_interval)
             self.hub.send_all_gossip()
-
-    # --- internals: resolving spec targets ------------------------------------------------------
-
-    def _resolve_now_or_later(self, spec: str) -> None:
-        host, port = split_target(spec)
-        try:
-            ip = str(ipaddress.ip_address(host))
-        except ValueError:
-            if self.maker.direct.get(spec) is None and self._running:
-                self._start_resolving(spec)
-            return
-        self.maker.resolved(spec, ip, port, self._now())
-
-    def _start_resolving(self, spec: str) -> None:
-        if spec in self._resolving:
-            return
-        host, _ = split_target(spec)
-        try:
-            ipaddress.ip_address(host)
-        except ValueError:
-            task = asyncio.create_task(self._resolve(spec), name=f"mesh-resolve {spec}")
-            self._resolving[spec] = task
-            task.add_done_callback(lambda _t, s=spec: self._resolving.pop(s, None))  # type: ignore[misc]
-        else:
-            self._resolve_now_or_later(spec)
-
-    def _stop_resolving(self, spec: str) -> None:
-        task = self._resolving.pop(spec, None)
-        if task is not None:
-            task.cancel()
-
-    async def _resolve(self, spec: str) -> None:
-        host, port = split_target(spec)
-        loop = asyncio.get_running_loop()
-        schedule = RetrySchedule()
-        schedule.try_now(loop.time())
-        while spec in self.maker.direct:
-            try:
-                infos = await loop.getaddrinfo(
-                    host, None, family=socket.AF_INET, type=socket.SOCK_STREAM
-                )
-            except OSError as e:
-                schedule.try_later(loop.time(), self._rng)
-                due = schedule.try_after or loop.time()
-                log.info("peer address lookup failed target=%s error=%s", spec, e)
-                await asyncio.sleep(max(due - loop.time(), 0.0))
-                continue
-            ip = str(infos[0][4][0])
-            log.info("peer address resolved target=%s ip=%s", spec, ip)
-            self.maker.resolved(spec, ip, port, loop.time())
-            self._wake_maker()
-            return
