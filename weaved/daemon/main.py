@@ -63,7 +63,6 @@ def build_parts(
     http_api = HttpApiPart(spec, ipam, dns)
     http_api.metrics = metrics
     http_api.spec_path = ctx.spec_path
-    metrics.read_only = http_api.read_only
     parts += [metrics, http_api]
     return parts
 

@@ -4,8 +4,9 @@ forms and status codes. Any local user can reach it (as with Weave), hence opt-i
 
 The routes are in `ipam_routes`, `dns_routes`, `router_routes` and `status_routes`, in Weave's
 registration order; `http` matches them as gorilla/mux does (405 for a known path with another
-method, Go's 404 text otherwise). The read-only ones are also on the status port (6782),
-whatever `http_api` says, as Weave serves them there.
+method, Go's 404 text otherwise). The read-only ones are also on the status port (6782,
+`metrics.enabled`), whatever `http_api` says, as Weave serves them there: this part listens on
+both, with the one small server in `http`.
 """
 
 from __future__ import annotations
@@ -17,14 +18,14 @@ from typing import TYPE_CHECKING, Any
 
 from weaved.control import Request
 from weaved.dns.part import DnsPart
+from weaved.dns.service import split_listen
 from weaved.httpapi.dns_routes import dns_routes
-from weaved.httpapi.http import Route, dispatch, parse_head, serve_connection
+from weaved.httpapi.http import Route, serve_connection
 from weaved.httpapi.ipam_routes import ipam_routes
 from weaved.httpapi.router_routes import router_routes
 from weaved.httpapi.status_routes import status_routes
 from weaved.ipam.part import IpamPart
 from weaved.metrics.part import MetricsPart
-from weaved.metrics.text import render_metrics
 from weaved.part import Component, Host
 from weaved.spec.models import Spec
 
@@ -47,6 +48,7 @@ class HttpApiPart(Component):
         self.spec_path: Path | None = None  # what /connect, /forget, /expose edit (wiring)
         self._daemon: Host | None = None
         self._server: asyncio.AbstractServer | None = None
+        self._status_server: asyncio.AbstractServer | None = None
         status = status_routes(self._status_text, self._control, self._ready, self._metrics)
         self.read_only_routes: list[Route] = status
         self.routes_table: list[Route] = [
@@ -58,6 +60,8 @@ class HttpApiPart(Component):
 
     async def start(self, daemon: Host) -> None:
         self._daemon = daemon
+        if self.spec.metrics.enabled:
+            await self._listen_status_port()
         if not self.spec.http_api.enabled:
             return
         host, port = self.spec.http_api.listen.rsplit(":", 1)
@@ -66,24 +70,30 @@ class HttpApiPart(Component):
         )
         log.info("weave http api listening address=%s", self.spec.http_api.listen)
 
+    async def _listen_status_port(self) -> None:
+        """Weave's status port (`metrics.listen`, 6782): the read-only routes (/metrics, /status,
+        /report) on the same small server as the API, whatever `http_api` says."""
+        host, port = split_listen(self.spec.metrics.listen, 6782)
+        try:
+            self._status_server = await asyncio.start_server(
+                lambda r, w: serve_connection(self.read_only_routes, r, w), host, port
+            )
+        except OSError as exc:
+            log.error("metrics: cannot listen on %s: %s", self.spec.metrics.listen, exc.strerror)
+            return
+        log.info("metrics and status on http://%s:%d/metrics", host, port)
+
     async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
+        for server in (self._server, self._status_server):
+            if server is not None:
+                server.close()
+                await server.wait_closed()
 
     def spec_changed(self, spec: Spec) -> None:
         if spec.http_api != self.spec.http_api and self._daemon is not None:
             log.warning("http_api changes take effect when the daemon restarts")
             spec = spec.model_copy(update={"http_api": self.spec.http_api})
         self.spec = spec
-
-    async def read_only(self, head: bytes) -> bytes:
-        """The status port's answer to a request head (no body): Weave's read-only routes."""
-        try:
-            request = parse_head(head.rstrip(b"\r\n"))
-        except ValueError:
-            return b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n"
-        return (await dispatch(self.read_only_routes, request)).encode()
 
     # --- what the routes see of the daemon --------------------------------------------------
     def _status_text(self) -> str:
@@ -98,7 +108,7 @@ class HttpApiPart(Component):
         return self._daemon.control_routes().get(("GET", path))
 
     def _metrics(self) -> str | None:
-        return render_metrics(self.metrics.registry.collect()) if self.metrics else None
+        return self.metrics.text() if self.metrics else None
 
     def _changed(self, reason: str) -> None:
         if self._daemon is not None:

@@ -1,22 +1,21 @@
-"""Prometheus metrics (Weave's names where Weave has them) and the plain-text status, on the
-status port (default 127.0.0.1:6782, Weave's)."""
+"""Prometheus metrics (Weave's names where Weave has them), read from the parts at scrape time
+and written as Weave's Go client writes them (`text.py`). The status port that serves them
+(default 127.0.0.1:6782, Weave's) is the HTTP API part's server (`weaved.httpapi`)."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from weaved.dns.part import DnsPart
-from weaved.dns.service import split_listen
 from weaved.ipam.part import IpamPart
 from weaved.ipam.status import ipam_status, unreachable_share
 from weaved.mesh.part import MeshPart
-from weaved.metrics.text import CONTENT_TYPE, render_metrics
+from weaved.metrics.text import render_metrics
 from weaved.part import Component, Host
 from weaved.spec.models import Spec
 
@@ -135,51 +134,10 @@ class MetricsPart(Component):
         self.collector = WeavedCollector(mesh, ipam, dns)
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self.collector)
-        self.server: asyncio.AbstractServer | None = None
-        self._daemon: Host | None = None
-        # the status port's other routes, from Weave's HTTP API part (set by the wiring)
-        self.read_only: Callable[[bytes], Awaitable[bytes]] | None = None
 
     async def start(self, daemon: Host) -> None:
-        self._daemon = daemon
         self.collector.daemon = daemon
-        if not self.spec.metrics.enabled:
-            return
-        host, port = split_listen(self.spec.metrics.listen, 6782)
-        try:
-            self.server = await asyncio.start_server(self._serve, host, port)
-        except OSError as exc:
-            log.error("metrics: cannot listen on %s: %s", self.spec.metrics.listen, exc.strerror)
-            return
-        log.info("metrics and status on http://%s:%d/metrics", host, port)
 
-    async def stop(self) -> None:
-        if self.server is not None:
-            self.server.close()
-            await self.server.wait_closed()
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=10)
-            path = head.split(b" ", 2)[1].decode("latin-1") if head.count(b" ") >= 2 else "/"
-            if path == "/metrics":
-                body = render_metrics(self.registry.collect()).encode()
-                ctype, code = CONTENT_TYPE, 200
-            elif self.read_only is not None:
-                # Weave's status port also serves /status[/<section>] and /report (read-only).
-                writer.write(await self.read_only(head))
-                await writer.drain()
-                return
-            else:
-                body, ctype, code = b"404 page not found\n", "text/plain; charset=utf-8", 404
-            writer.write(
-                f"HTTP/1.1 {code} {'OK' if code == 200 else 'Not Found'}\r\n"
-                f"Content-Type: {ctype}\r\n"
-                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
-                + body
-            )
-            await writer.drain()
-        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError):
-            pass
-        finally:
-            writer.close()
+    def text(self) -> str:
+        """The /metrics body."""
+        return render_metrics(self.registry.collect())
