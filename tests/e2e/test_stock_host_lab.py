@@ -30,6 +30,7 @@ from tests.docker_image import busybox_available, import_busybox
 from tests.e2e.docker_lab import DockerLab, HostNetns, follows_docker, remove_containers
 from tests.helpers import Dockerd, stop_process, wait_for
 from tests.probes import CONNECT, SERVE
+from weaved.errors import ApplyError
 from weaved.lab.lab import NETNS_ETC, Lab, host_address
 from weaved.lab.netns import exec_argv
 
@@ -147,6 +148,8 @@ def test_stock_hosts_get_ip_forward_where_needed_and_distinct_addresses(
     lab = stock.lab
     # IPAM gave no container an address host1 exposes (both are inside its range).
     assert not {HOST1, "10.33.0.1"} & set(stock.containers.values()), stock.containers
+    with pytest.raises(ApplyError, match=r"10\.33\.0\.1/16 is already owned by weave:expose"):
+        lab.add_container("host1", "stkh-dup", ["10.33.0.1/16"])
     names = {
         h: lab.exec(h, ["cat", "/etc/machine-id"], capture=True).stdout for h in ("host1", "host2")
     }
