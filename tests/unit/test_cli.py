@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from weaved.cli.main import build_parser, main
+from weaved.cli.main import main
+from weaved.cli.parser import build_parser
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from weaved.cli.main import main, ps_json
+from weaved.cli.commands import ps_json
+from weaved.cli.main import main
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -94,7 +94,7 @@ def test_bootstrap_and_build_install_from_the_lock_files() -> None:
 
 def test_man_page_and_completion_come_from_the_parser() -> None:
     from weaved.cli.docs import render_bash, render_man
-    from weaved.cli.main import build_parser
+    from weaved.cli.parser import build_parser
 
     man = render_man(build_parser(), "2026-01-01")
     assert man.startswith('.TH WEAVED 1 "2026-01-01"')

@@ -190,7 +190,7 @@ def render_bash(parser: argparse.ArgumentParser) -> str:
 
 
 def main(argv: list[str]) -> int:
-    from weaved.cli.main import build_parser
+    from weaved.cli.parser import build_parser
 
     if argv[:1] == ["man"] and len(argv) in (1, 2):
         sys.stdout.write(render_man(build_parser(), argv[1] if len(argv) == 2 else "1970-01-01"))
