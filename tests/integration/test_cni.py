@@ -219,7 +219,16 @@ def test_daemon_restart_keeps_cni_attachments(host: Host, wipe_ipam: bool) -> No
     with Netns("wdcnic") as c1, Netns("wdcnic") as c2:
         rc, r1 = host.cni("ADD", "r1", c1.name, conf(), "K8S_POD_NAME=kept")
         assert rc == 0, r1
+        veth = r1["interfaces"][0]["name"]
+
+        def alias() -> str:
+            return str(json.loads(host.ns.ip("-j", "link", "show", veth).stdout)[0].get("ifalias"))
+
+        assert alias().startswith("weaved-cni id=r1 if=eth0 ip=")
+        host.ns.ip("link", "set", "dev", veth, "alias", "")  # as plugged by an older weaved
+        assert alias() == "None"
         restart(host, wipe_ipam=wipe_ipam)
+        assert alias().startswith("weaved-cni id=r1 if=eth0 ip=")  # the record written back
         # Re-observed, not recreated: CHECK passes, the address is still held (not reused).
         assert host.cni("CHECK", "r1", c1.name, conf(prevResult=r1))[0] == 0
         rc, r2 = host.cni("ADD", "r2", c2.name, conf())

@@ -69,6 +69,7 @@ def test_views() -> None:
         f"0123456789ab eth0 {REC.veth} 10.32.0.2/12,10.40.0.9/24 {REC.netns} dns=web-0",
         f"bbbbbbbbbbbb eth0 - 10.32.0.2/12,10.40.0.9/24 {REC.netns}",
     ]
+    assert views.status_section([]) is None
     report = views.report(records)["Attachments"]
     assert [a["ContainerID"] for a in report] == [CID, "b" * 64]
     assert report[0]["Addresses"] == ["10.32.0.2/12", "10.40.0.9/24"]

@@ -151,6 +151,8 @@ class CniPart(Component):
                 continue
             if seen is not None and not rec.mac:
                 self.records[key] = rec = replace(rec, mac=seen[0])
+            if rec.veth and veths.get(rec.veth) != (alias := rec.to_alias()):
+                await asyncio.to_thread(plumbing.set_alias, rec.veth, alias)
             if rec.weaved_ipam:
                 for iface in rec.addresses:
                     try:  # never waits: before the ring exists it is recorded, finished later
@@ -348,7 +350,7 @@ class CniPart(Component):
     def ps_lines(self) -> str:
         return views.ps_lines(self.records.values())
 
-    def status_section(self) -> str:
+    def status_section(self) -> str | None:
         return views.status_section(self.records.values())
 
     def report(self) -> tuple[str, Any]:

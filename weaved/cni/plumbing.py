@@ -264,6 +264,16 @@ def observe_inside(netns: str, ifname: str) -> tuple[str, list[ipaddress.IPv4Int
         return None
 
 
+def set_alias(veth: str, alias: str) -> None:
+    """Record the attachment on its veth (one plugged before veths carried their record)."""
+    with IPRoute() as ipr:
+        for index in ipr.link_lookup(ifname=veth):
+            try:
+                ipr.link("set", index=index, ifalias=alias)
+            except NetlinkError as exc:
+                log.warning("cannot set the alias of veth=%s error=%s", veth, exc)
+
+
 def observe_veths() -> dict[str, str]:
     """Host veths that carry a weaved-cni record as their alias: name → alias."""
     out = {}

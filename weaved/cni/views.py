@@ -19,8 +19,12 @@ def ps_lines(records: Iterable[CniRecord]) -> str:
     )
 
 
-def status_section(records: Iterable[CniRecord]) -> str:
+def status_section(records: Iterable[CniRecord]) -> str | None:
+    """The `weaved status` block; none on a host without CNI attachments (as Weave's status,
+    which has no such block)."""
     recs = list(records)
+    if not recs:
+        return None
     plugged = sum(1 for r in recs if r.veth)
     return (
         "        Service: cni\n"
