@@ -77,3 +77,10 @@ def run_container(dockerd: Dockerd, name: str, *args: str, image: str = IMAGE) -
     """Start a detached container that just sleeps; returns its full ID."""
     out = dockerd.docker("run", "-d", "--name", name, *args, image, "/bin/sleep", "600")
     return out.stdout.strip()
+
+
+def remove_containers(dockerd: Dockerd) -> None:
+    """Every container of `dockerd`, removed (a test's cleanup before dockerd stops)."""
+    ids = dockerd.docker("ps", "-aq", check=False).stdout.split()
+    if ids:
+        dockerd.docker("rm", "-f", *ids, check=False)

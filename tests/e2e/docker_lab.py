@@ -93,9 +93,3 @@ def is_ipv4(text: str) -> bool:
 
 def follows_docker(lab: Lab, host: str) -> bool:
     return "docker events followed" in lab.host(host).log.read_text()
-
-
-def remove_containers(dockerd: Dockerd) -> None:
-    ids = dockerd.docker("ps", "-aq", check=False).stdout.split()
-    if ids:
-        dockerd.docker("rm", "-f", *ids, check=False)

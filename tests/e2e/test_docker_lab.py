@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.docker_image import busybox_available, import_busybox
+from tests.docker_image import busybox_available, import_busybox, remove_containers
 from tests.e2e.docker_lab import (
     SUBNET,
     Attached,
@@ -30,7 +30,6 @@ from tests.e2e.docker_lab import (
     HostNetns,
     dns_status,
     follows_docker,
-    remove_containers,
 )
 from tests.helpers import Dockerd, wait_for
 from weaved.lab.lab import Lab, examples_dir

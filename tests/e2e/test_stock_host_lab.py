@@ -26,8 +26,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.docker_image import busybox_available, import_busybox
-from tests.e2e.docker_lab import DockerLab, HostNetns, follows_docker, remove_containers
+from tests.docker_image import busybox_available, import_busybox, remove_containers
+from tests.e2e.docker_lab import DockerLab, HostNetns, follows_docker
 from tests.helpers import Dockerd, stop_process, wait_for
 from tests.probes import CONNECT, SERVE
 from weaved.errors import ApplyError

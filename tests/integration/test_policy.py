@@ -13,7 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.docker_image import busybox_available, import_busybox, run_container
+from tests.docker_image import (
+    busybox_available,
+    import_busybox,
+    remove_containers,
+    run_container,
+)
 from tests.helpers import Dockerd, Netns, stop_process, wait_for
 from tests.probes import CONNECT, LISTEN, SPOOF
 
@@ -53,12 +58,6 @@ class Host:
         stack.callback(lambda: shutil.rmtree(f"/etc/netns/{c.name}", ignore_errors=True))
         self.weaved("attach", *addresses, c.name)
         return c
-
-
-def remove_containers(dockerd: Dockerd) -> None:
-    names = dockerd.docker("ps", "-aq", check=False).stdout.split()
-    if names:
-        dockerd.docker("rm", "-f", *names, check=False)
 
 
 def py(ns: Netns, code: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
