@@ -21,7 +21,7 @@ from typing import Any
 from weaved.mesh.gob import decode_one, encode_one
 from weaved.mesh.gob import weave_types as wt
 from weaved.mesh.gossip_api import PeerName
-from weaved.mesh.topology import ConnectionInfo, Peer, _PayloadCodec
+from weaved.mesh.topology_wire import ConnectionInfo, PayloadCodec, Peer
 
 BASE = 0x3E80E75A63A7
 
@@ -62,13 +62,13 @@ def payload_of(n: int, changed: int = -1, version: int = 1) -> bytes:
         }
         v = version + (1 if i == changed else 0)
         peers.append(Peer(PeerName(BASE + i), f"host{i}", 1000 + i, v, i + 1, True, conns))
-    return _PayloadCodec().encode(peers)
+    return PayloadCodec().encode(peers)
 
 
 def topology_case(n: int, repeat: int) -> None:
     full, one = payload_of(n), payload_of(n, changed=n // 2)
-    cold = best_of(repeat, lambda: _PayloadCodec().decode(full))
-    codec = _PayloadCodec()
+    cold = best_of(repeat, lambda: PayloadCodec().decode(full))
+    codec = PayloadCodec()
     codec.decode(full)
     warm = best_of(repeat, lambda: codec.decode(full))
     incr = best_of(1, lambda: codec.decode(one))

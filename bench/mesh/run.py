@@ -26,7 +26,7 @@ import sys
 import time
 from dataclasses import dataclass
 
-from weaved.mesh import topology as topology_module
+from weaved.mesh import topology_wire
 from weaved.mesh.gossip_api import PeerName
 from weaved.mesh.router import MeshConfig, Router
 from weaved.mesh.topology import Topology, UpdateResult
@@ -94,7 +94,7 @@ async def run_size(n: int, overlay: str, discovery: bool, timeout: float, seed: 
         r.set_targets([host(t) for t in sorted(targets[i])])
     names = {r.us for r in routers}
     counted = _count_updates()
-    stats = topology_module._CODEC.stats
+    stats = topology_wire.CODEC.stats
     records0, decoded0 = stats["records"], stats["decoded"]
     cpu0 = time.process_time()
     cpu: float | None = None

@@ -194,22 +194,22 @@ def test_a_topology_update_cannot_invent_more_peers_than_the_bound() -> None:
     import random
 
     from weaved.mesh.topology import (
-        _CODEC,
         MAX_PEERS,
         ConnectionInfo,
         Peer,
         Topology,
         TopologyError,
     )
+    from weaved.mesh.topology_wire import CODEC
 
     ours = Topology(PeerName(1), "us", 1, 1, random.Random(1))
     fake = [Peer(PeerName(0x100000 + i), "x", 7, 1) for i in range(MAX_PEERS)]
     hub = Peer(PeerName(0x200000), "hub", 7, 1)
     hub.connections = {p.name: ConnectionInfo(p.name, "192.0.2.9:6783", True, True) for p in fake}
     with pytest.raises(TopologyError, match="more than 4096 peers"):
-        ours.apply_update(_CODEC.encode([hub, *fake]))
+        ours.apply_update(CODEC.encode([hub, *fake]))
     assert len(ours.peers) == 1
     hub.nickname = "n" * 1000
     hub.connections = {}
     with pytest.raises(TopologyError, match="nickname"):
-        ours.apply_update(_CODEC.encode([hub]))
+        ours.apply_update(CODEC.encode([hub]))

@@ -20,9 +20,8 @@ from weaved.mesh.topology import (
     Peer,
     Topology,
     TopologyError,
-    _decode_rows,
-    _PayloadCodec,
 )
+from weaved.mesh.topology_wire import PayloadCodec, _decode_rows
 
 
 def _peers(n: int, changed: int = -1) -> list[Peer]:
@@ -35,7 +34,7 @@ def _peers(n: int, changed: int = -1) -> list[Peer]:
 
 
 def test_one_changed_peer_decodes_one_record() -> None:
-    codec = _PayloadCodec()
+    codec = PayloadCodec()
     full = codec.encode(_peers(50))
     assert codec.decode(full) == _decode_rows(full)
     assert codec.stats["decoded"] == 50
@@ -49,7 +48,7 @@ def test_one_changed_peer_decodes_one_record() -> None:
 
 @needs_wire
 def test_weaves_framing_takes_the_record_path_with_its_own_type_ids() -> None:
-    codec = _PayloadCodec()
+    codec = PayloadCodec()
     for ex in load_vector("tcp-gossip-topology.json")["examples"]:
         payload = bytes.fromhex(ex["data_hex"])
         assert codec.decode(payload) == _decode_rows(payload)
@@ -57,7 +56,7 @@ def test_weaves_framing_takes_the_record_path_with_its_own_type_ids() -> None:
 
 
 def test_a_definition_inside_a_record_goes_down_the_general_path() -> None:
-    codec = _PayloadCodec()
+    codec = PayloadCodec()
     ours = codec.encode(_peers(2))
     spans = gob.message_spans(ours)
     # The last CL value replaced by definitions (again) and a value.
@@ -87,7 +86,7 @@ def test_decode_value_refuses_definitions() -> None:
 @settings(max_examples=150, deadline=None)
 @given(st.binary(max_size=400), st.integers(0, 300))
 def test_codec_agrees_with_the_general_path_on_mangled_payloads(junk: bytes, at: int) -> None:
-    codec = _PayloadCodec()
+    codec = PayloadCodec()
     good = codec.encode(_peers(3))
     codec.decode(good)
     payload = good[:at] + junk + good[at + len(junk) :]
@@ -96,7 +95,7 @@ def test_codec_agrees_with_the_general_path_on_mangled_payloads(junk: bytes, at:
     except TopologyError:
         want = TopologyError
     try:
-        got: object = _PayloadCodec().decode(payload)
+        got: object = PayloadCodec().decode(payload)
     except TopologyError:
         got = TopologyError
     try:
@@ -109,11 +108,11 @@ def test_codec_agrees_with_the_general_path_on_mangled_payloads(junk: bytes, at:
 def test_repeated_update_does_not_collect_but_a_lost_connection_does() -> None:
     us = Topology(PeerName(1), "h1", 101, 1, random.Random(1))
     peers = _peers(3)
-    us.apply_update(_PayloadCodec().encode(peers[1:]))  # 2 <-> 3, none to us
+    us.apply_update(PayloadCodec().encode(peers[1:]))  # 2 <-> 3, none to us
     assert set(us.peers) == {1}  # unreachable from us: collected
     # Now 2 and 3 are reachable through our own connection to 2.
     us.add_local_connection(ConnectionInfo(PeerName(2), "10.0.0.2:6783", True, True))
-    us.apply_update(_PayloadCodec().encode(peers[1:]))
+    us.apply_update(PayloadCodec().encode(peers[1:]))
     assert set(us.peers) == {1, 2, 3}
     calls = []
     original = us.garbage_collect
@@ -123,10 +122,10 @@ def test_repeated_update_does_not_collect_but_a_lost_connection_does() -> None:
         return original()
 
     us.garbage_collect = counting  # type: ignore[method-assign]
-    result = us.apply_update(_PayloadCodec().encode(peers[1:]))
+    result = us.apply_update(PayloadCodec().encode(peers[1:]))
     assert not result.improved and calls == []
     # Peer 2 drops its connection to 3 (newer version): 3 is unreachable and goes.
     p2 = Peer(PeerName(2), "h2", 102, 9, 2, True, {})
-    result = us.apply_update(_PayloadCodec().encode([p2]))
+    result = us.apply_update(PayloadCodec().encode([p2]))
     assert calls == [1] and [p.name for p in result.removed] == [3]
     assert set(us.graph()) == {1, 2}

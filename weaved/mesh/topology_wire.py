@@ -1,0 +1,304 @@
+"""Peer records (`Peer`, `ConnectionInfo`) and the `topology` channel's payload codec
+(FACTS.md §4). Pure.
+
+A payload is, per peer, a gob `peerSummary` then its `connectionSummary` list. Most gossip
+repeats records we have seen, so `PayloadCodec` memoises each peer's encoded record and decodes
+only the records it does not know (one codec, `CODEC`, is shared by every topology).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from weaved.errors import ProtocolError
+from weaved.mesh import gob
+from weaved.mesh.gob.weave_types import CONNECTION_SUMMARY_LIST, PEER_SUMMARY
+from weaved.mesh.gossip_api import PeerName
+from weaved.mesh.peername import peer_name_to_bytes
+
+__all__ = ["CODEC", "ConnectionInfo", "PayloadCodec", "Peer", "TopologyError", "decode_topology"]
+
+
+class TopologyError(ProtocolError):
+    """A topology payload that does not decode (or would grow the table beyond its bounds)."""
+
+
+MAX_NICKNAME = 255  # a host name; Weave's nicknames are host names
+
+
+@dataclass
+class ConnectionInfo:
+    """A connection as a peer reports it (for our own peer: a live connection)."""
+
+    remote: PeerName
+    address: str
+    outbound: bool
+    established: bool
+
+
+@dataclass
+class Peer:
+    name: PeerName
+    nickname: str = ""
+    uid: int = 0  # 0: placeholder, known only as the far end of someone's connection
+    version: int = 0
+    short_id: int = 0
+    has_short_id: bool = False
+    connections: dict[PeerName, ConnectionInfo] = field(default_factory=dict)
+    local_refs: int = 0  # our connections (and attempts) that point at this peer
+
+    @property
+    def placeholder(self) -> bool:
+        return self.uid == 0
+
+
+def _name_from_bin(raw: object) -> PeerName:
+    if not isinstance(raw, bytes) or not 0 < len(raw) <= 8:
+        raise TopologyError(f"bad peer name bytes in topology update: {raw!r}")
+    return PeerName(int.from_bytes(raw, "big"))
+
+
+_PeerRow = tuple[PeerName, str, int, int, int, bool]
+_ConnRow = tuple[PeerName, str, bool, bool]
+_Decoded = tuple[tuple[_PeerRow, tuple[_ConnRow, ...]], ...]
+
+
+def decode_topology(payload: bytes) -> list[tuple[Peer, list[ConnectionInfo]]]:
+    """The (peer, connections) pairs of a topology payload, as fresh objects; raises
+    `TopologyError`."""
+    rows = CODEC.decode(payload)
+    return [(Peer(*peer), [ConnectionInfo(*c) for c in conns]) for peer, conns in rows]
+
+
+def _row(summary: Any, conns: Any) -> tuple[_PeerRow, tuple[_ConnRow, ...]]:
+    if not isinstance(summary, dict) or not isinstance(conns, list):
+        raise TopologyError("topology update items have unexpected types")
+    peer: _PeerRow = (
+        _name_from_bin(summary["NameByte"]),
+        str(summary["NickName"]),
+        int(summary["UID"]),
+        int(summary["Version"]),
+        int(summary["ShortID"]),
+        bool(summary["HasShortID"]),
+    )
+    rows = tuple(
+        (
+            _name_from_bin(c["NameByte"]),
+            str(c["RemoteTCPAddr"]),
+            bool(c["Outbound"]),
+            bool(c["Established"]),
+        )
+        for c in conns
+    )
+    return peer, rows
+
+
+def connections_of(rows: tuple[_ConnRow, ...]) -> dict[PeerName, ConnectionInfo]:
+    return {c[0]: ConnectionInfo(*c) for c in rows}
+
+
+def _decode_rows(payload: bytes) -> _Decoded:
+    """Any topology payload, through a fresh gob stream (the general, slower path)."""
+    dec = gob.Decoder(payload)
+    out: list[tuple[_PeerRow, tuple[_ConnRow, ...]]] = []
+    with _as_topology_error():
+        while not dec.at_end():
+            summary = dec.next(PEER_SUMMARY)
+            out.append(_row(summary, dec.next(CONNECTION_SUMMARY_LIST)))
+    return tuple(out)
+
+
+@contextmanager
+def _as_topology_error() -> Iterator[None]:
+    try:
+        yield
+    except TopologyError:
+        raise
+    except gob.GobError as e:
+        raise TopologyError(f"bad topology update: {e}") from e
+    except Exception as e:  # garbage must surface as a protocol error, never a crash
+        raise TopologyError(f"bad topology update: {type(e).__name__}: {e}") from e
+
+
+def _summary(peer: Peer) -> dict[str, Any]:
+    return {
+        "NameByte": peer_name_to_bytes(peer.name),
+        "NickName": peer.nickname,
+        "UID": peer.uid,
+        "Version": peer.version,
+        "ShortID": peer.short_id,
+        "HasShortID": peer.has_short_id,
+    }
+
+
+def _conn_summary(c: ConnectionInfo) -> dict[str, Any]:
+    return {
+        "NameByte": peer_name_to_bytes(c.remote),
+        "RemoteTCPAddr": c.address,
+        "Outbound": c.outbound,
+        "Established": c.established,
+    }
+
+
+class PayloadCodec:
+    """Topology payloads with memoised per-peer records, both ways.
+
+    Gossip re-sends the same peer records over and over; gob-coding them was most of a
+    mesh's CPU time. A payload is `[PS defs][PS 1][CL defs][CL 1][PS 2][CL 2]...`, and with
+    the type ids every fresh encoder assigns (Go's and ours), a record's value bytes are the
+    same in every payload. So encoding caches a record's bytes by its content, and decoding
+    splits a payload into records and decodes only those not seen before (an incremental
+    update re-decodes just the peers that changed), with one decoder primed once with the
+    definitions. A payload framed any other way takes the general path."""
+
+    _MAX_RECORDS = 8192
+    _MAX_DECODED = 8192
+    _MAX_DIALECTS = 8
+    _MAX_DECODED_BYTES = 2 << 20  # keys in total; a peer's record is ~100 bytes + 50 a link
+
+    def __init__(self) -> None:
+        enc = gob.Encoder()
+        probe = _summary(Peer(PeerName(1)))
+        ps_first, ps_again = enc.encode(PEER_SUMMARY, probe), enc.encode(PEER_SUMMARY, probe)
+        cl_first, cl_again = (
+            enc.encode(CONNECTION_SUMMARY_LIST, []),
+            enc.encode(CONNECTION_SUMMARY_LIST, []),
+        )
+        self._ps_defs = ps_first[: len(ps_first) - len(ps_again)]
+        self._cl_defs = cl_first[: len(cl_first) - len(cl_again)]
+        self._enc = enc  # both types defined: from now on it emits values only
+        self._records: dict[tuple[object, ...], tuple[bytes, bytes]] = {}
+        # Decoders primed per pair of definition blocks ("dialect": Weave's type ids differ
+        # from ours), each with a serial that keys its records in the shared cache.
+        self._dialects: dict[tuple[bytes, bytes], tuple[gob.Decoder, int]] = {}
+        self._serial = 0
+        self._decoded: dict[tuple[int, bytes], tuple[_PeerRow, tuple[_ConnRow, ...]]] = {}
+        self._decoded_bytes = 0
+        self.stats = {"records": 0, "decoded": 0, "general": 0}
+
+    def _record(self, peer: Peer) -> tuple[bytes, bytes]:
+        key = (
+            peer.name,
+            peer.nickname,
+            peer.uid,
+            peer.version,
+            peer.short_id,
+            peer.has_short_id,
+            tuple(
+                (c.remote, c.address, c.outbound, c.established) for c in peer.connections.values()
+            ),
+        )
+        cached = self._records.get(key)
+        if cached is None:
+            if len(self._records) >= self._MAX_RECORDS:
+                self._records.clear()
+            conns = [_conn_summary(c) for c in peer.connections.values()]
+            cached = (
+                self._enc.encode(PEER_SUMMARY, _summary(peer)),
+                self._enc.encode(CONNECTION_SUMMARY_LIST, conns),
+            )
+            self._records[key] = cached
+        return cached
+
+    def encode(self, peers: Iterable[Peer]) -> bytes:
+        parts: list[bytes] = []
+        for i, peer in enumerate(peers):
+            ps, cl = self._record(peer)
+            parts += [self._ps_defs, ps, self._cl_defs, cl] if i == 0 else [ps, cl]
+        return b"".join(parts)
+
+    def decode(self, payload: bytes) -> _Decoded:
+        framed = self._records_of(payload)
+        if framed is None:
+            self.stats["general"] += 1
+            return _decode_rows(payload)
+        decoder, serial, spans = framed
+        out: list[tuple[_PeerRow, tuple[_ConnRow, ...]]] = []
+        cache = self._decoded
+        for ps_start, ps_end, cl_start, cl_end in spans:
+            if ps_end == cl_start:
+                record = payload[ps_start:cl_end]
+            else:
+                record = payload[ps_start:ps_end] + payload[cl_start:cl_end]
+            key = (serial, record)
+            row = cache.get(key)
+            if row is None:
+                try:
+                    row = self._decode_record(decoder, record, ps_end - ps_start)
+                except TopologyError:  # let the general path judge (and word) it
+                    self.stats["general"] += 1
+                    return _decode_rows(payload)
+                self._remember(key, row)
+            out.append(row)
+        self.stats["records"] += len(spans)
+        return tuple(out)
+
+    def _records_of(
+        self, payload: bytes
+    ) -> tuple[gob.Decoder, int, list[tuple[int, int, int, int]]] | None:
+        """A decoder primed with the payload's definitions, its serial, and (PS start, PS end,
+        CL start, CL end) per record, if the payload is framed the usual way: definitions,
+        PS, definitions, CL, then PS, CL pairs. None sends it down the general path (which
+        also reports what is wrong)."""
+        try:
+            spans = gob.message_spans(payload)
+        except gob.GobError:
+            return None
+        i = 0
+        while i < len(spans) and spans[i][0] < 0:
+            i += 1
+        ps_at = i
+        i += 1
+        while i < len(spans) and spans[i][0] < 0:
+            i += 1
+        cl_at = i
+        values = [spans[ps_at], *spans[cl_at:]]
+        if cl_at >= len(spans) or len(values) % 2:
+            return None
+        ps_id, cl_id = spans[ps_at][0], spans[cl_at][0]
+        out: list[tuple[int, int, int, int]] = []
+        for k in range(0, len(values), 2):
+            (pid, ps_start, ps_end), (cid, cl_start, cl_end) = values[k], values[k + 1]
+            if pid != ps_id or cid != cl_id:
+                return None
+            out.append((ps_start, ps_end, cl_start, cl_end))
+        ps_start, ps_end, cl_start, cl_end = out[0]
+        defs = (payload[:ps_start], payload[ps_end:cl_start])
+        primed = self._dialects.get(defs)
+        if primed is None:
+            try:
+                decoder = gob.Decoder(payload[:cl_end])
+                decoder.next(PEER_SUMMARY)
+                decoder.next(CONNECTION_SUMMARY_LIST)
+            except (gob.GobError, RecursionError):
+                return None
+            self._serial += 1
+            primed = (decoder, self._serial)
+            if len(self._dialects) >= self._MAX_DIALECTS:
+                del self._dialects[next(iter(self._dialects))]
+            self._dialects[defs] = primed
+        return primed[0], primed[1], out
+
+    def _decode_record(
+        self, decoder: gob.Decoder, record: bytes, ps_len: int
+    ) -> tuple[_PeerRow, tuple[_ConnRow, ...]]:
+        self.stats["decoded"] += 1
+        with _as_topology_error():
+            summary = decoder.decode_value(record, 0, ps_len, PEER_SUMMARY)
+            conns = decoder.decode_value(record, ps_len, len(record), CONNECTION_SUMMARY_LIST)
+            return _row(summary, conns)
+
+    def _remember(self, key: tuple[int, bytes], row: tuple[_PeerRow, tuple[_ConnRow, ...]]) -> None:
+        cache = self._decoded
+        cache[key] = row
+        self._decoded_bytes += len(key[1])
+        while len(cache) > self._MAX_DECODED or self._decoded_bytes > self._MAX_DECODED_BYTES:
+            old = next(iter(cache))  # oldest first
+            del cache[old]
+            self._decoded_bytes -= len(old[1])
+
+
+CODEC = PayloadCodec()
