@@ -5,7 +5,7 @@
   other host (flooding and its container's MAC) and a container of its own (10.41.0.i, the
   same MTU as the testbed's containers). What fastdp should cost: nothing more.
 * fastdp — weaved: on each host a daemon with the fast datapath and sleeve
-  (`weaved.datapath.fastdp.standalone`) converges `vxlan-6784` and its entries from the mesh;
+  (`tests.tools.fastdp_daemon`) converges `vxlan-6784` and its entries from the mesh;
   measured between the testbed's containers once both sides report the path on fastdp.
 * fastdp-txoff — the same with TX checksum offload off in the containers, as `weaved attach`
   sets it for sleeve's sake: what that setting costs the fast datapath.
@@ -23,7 +23,8 @@ from collections.abc import Sequence
 
 from run import Case, Endpoints  # type: ignore[import-not-found]
 
-from weaved.datapath.sleeve.testbed import Host, Testbed
+from tests.tools import python_env
+from tests.tools.sleeve_testbed import Host, Testbed
 
 BASE_MTU = 1450
 BASE_VNI = 42
@@ -117,13 +118,14 @@ def _fastdp_start(bed: Testbed) -> None:
             lines.append(f"datapath: {{mtu: {bed.bridge_mtu}}}")
         (d / "weave.yaml").write_text("\n".join(lines) + "\n")
         cfg = {"spec": _spec_path(host), "timing": TIMING, "sleeve": True, "resync": 60.0}
-        argv = [sys.executable, "-m", "weaved.datapath.fastdp.standalone", json.dumps(cfg)]
+        argv = [sys.executable, "-m", "tests.tools.fastdp_daemon", json.dumps(cfg)]
         with open(d / "daemon.log", "ab") as log:
             _procs[host.index] = subprocess.Popen(
                 ["ip", "netns", "exec", host.netns, *argv],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                env=python_env(),
             )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:

@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 from run import Case, Endpoints  # type: ignore[import-not-found]
 
-from weaved.datapath.sleeve.testbed import Testbed
+from tests.tools.sleeve_testbed import Testbed
 
 PASSWORD = "bench-secret"
 

@@ -3,7 +3,7 @@ two hosts, for each data path, next to the underlay measured in the same run.
 
 Run as root: python bench/datapath/run.py [--seconds 5] [--repeat 3] [--only NAME ...]
 
-The testbed (weaved.datapath.sleeve.testbed): two host namespaces on an underlay bridge
+The testbed (tests.tools.sleeve_testbed): two host namespaces on an underlay bridge
 (192.0.2.11, .12), each with a `weave` bridge made by `weaved apply` and one container
 namespace (10.40.1.1, 10.40.2.1). Every case starts its data path, is measured, and is
 stopped before the next one; all namespaces are deleted at the end.
@@ -34,7 +34,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from weaved.datapath.sleeve.testbed import Testbed
+from tests.tools.sleeve_testbed import Testbed
 
 WEAVE_RATIO = {"plain": 0.013, "encrypted": 0.011}
 IPERF_PORT = 5201

@@ -28,6 +28,7 @@ import sys
 import time
 from pathlib import Path
 
+from weaved.datapath.overlays import OVERLAYS
 from weaved.dns.gossiper import DnsGossipData
 from weaved.dns.service import DnsConfig, DnsService
 from weaved.dns.zone import Entry
@@ -58,7 +59,8 @@ async def target_main(port: int) -> None:
             host=TARGET_HOST,
             port=port,
             overlays=("sleeve",),
-        )
+        ),
+        overlay_factories=OVERLAYS,
     )
     dns = DnsService(
         DnsConfig(listen=f"{TARGET_HOST}:{port + 1}", resolv_conf="/dev/null"),
@@ -108,7 +110,8 @@ class FakePeer:
                 port=self.port,
                 overlays=("sleeve",),
                 seed=self.rng.getrandbits(32),
-            )
+            ),
+            overlay_factories=OVERLAYS,
         )
         if self.i == 0:  # the DNS names all come through peer 0 (see inject_names)
             self.dns = DnsService(

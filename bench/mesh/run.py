@@ -26,6 +26,7 @@ import sys
 import time
 from dataclasses import dataclass
 
+from weaved.datapath.overlays import OVERLAYS
 from weaved.mesh import topology_wire
 from weaved.mesh.gossip_api import PeerName
 from weaved.mesh.router import MeshConfig, Router
@@ -79,7 +80,8 @@ async def run_size(n: int, overlay: str, discovery: bool, timeout: float, seed: 
                 discovery=discovery,
                 overlays=(overlay,),
                 seed=rng.getrandbits(32),
-            )
+            ),
+            overlay_factories=OVERLAYS,
         )
         for i in range(n)
     ]

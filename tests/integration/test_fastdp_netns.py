@@ -218,7 +218,7 @@ class Lab:
         }
         env = {**os.environ, "PYTHONPATH": str(REPO)}
         log = open(host.log_path, "ab")  # noqa: SIM115
-        argv = [sys.executable, "-m", "weaved.datapath.fastdp.standalone", json.dumps(cfg)]
+        argv = [sys.executable, "-m", "tests.tools.fastdp_daemon", json.dumps(cfg)]
         host.proc = subprocess.Popen(
             ["ip", "netns", "exec", host.ns.name, *argv],
             stdout=log,

@@ -28,6 +28,7 @@ RUNNER = r"""
 import asyncio, json, sys
 from weaved.mesh.router import MeshConfig, Router
 from weaved.mesh.peername import parse_peer_name
+from weaved.datapath.overlays import OVERLAYS
 
 cfg = json.loads(sys.argv[1])
 
@@ -36,7 +37,7 @@ async def main():
         name=parse_peer_name(cfg["name"]), nickname=cfg["nick"], host=cfg["host"],
         password=cfg["password"].encode() if cfg["password"] else None,
         topology_delay=0.1,
-    ))
+    ), overlay_factories=OVERLAYS)
     await router.start()
     router.set_targets(cfg["targets"])
     try:

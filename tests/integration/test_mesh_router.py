@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, replace
 
 import pytest
 
+from weaved.datapath.overlays import OVERLAYS
 from weaved.datapath.sleeve.overlay import SleeveForwarder, SleeveOverlay
 from weaved.datapath.sleeve.wire import SleeveFrame
 from weaved.mesh.gossip_api import GossipData, PeerName
@@ -78,7 +79,7 @@ class Mesh:
             host=self.host(i),
             **overrides,  # type: ignore[arg-type]
         )
-        router = Router(cfg)
+        router = Router(cfg, overlay_factories=OVERLAYS)
         await router.start()
         router.set_targets([self.host(t) for t in targets])
         self.routers.append(router)

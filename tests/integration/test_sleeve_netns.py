@@ -1,5 +1,5 @@
 """The sleeve data path for real (root): hosts and "containers" in network namespaces
-(weaved.datapath.sleeve.testbed), each host running a router and the data path as its own
+(tests.tools.sleeve_testbed), each host running a router and the data path as its own
 process, traffic between containers through the TAP on each host's `weave` bridge.
 
 Two hosts: ping, a 10 000-byte ping, TCP (iperf3) and a DF transfer, plain, encrypted (with
@@ -22,7 +22,8 @@ from typing import Any
 
 import pytest
 
-from weaved.datapath.sleeve.testbed import Container, Testbed
+from tests.tools import python_env
+from tests.tools.sleeve_testbed import Container, Testbed
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -488,12 +489,13 @@ def test_a_second_data_path_does_not_steal_the_tap(bed2: Testbed) -> None:
         "status_file": str(status),
         "log_level": "WARNING",
     }
-    runner = [sys.executable, "-m", "weaved.datapath.sleeve.standalone", json.dumps(config)]
+    runner = [sys.executable, "-m", "tests.tools.sleeve_peer", json.dumps(config)]
     second = subprocess.Popen(
         ["ip", "netns", "exec", host1.netns, *runner],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
+        env=python_env(),
     )
     try:
 

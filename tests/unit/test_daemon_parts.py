@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 
+from weaved.datapath.overlays import OVERLAYS
 from weaved.mesh.gossip_api import PeerName
 from weaved.mesh.part import MeshPart
 from weaved.plan.changes import Action, make_plan
@@ -12,7 +13,7 @@ from weaved.spec.models import Spec
 def test_mesh_targets_are_planned_and_converged_like_other_objects() -> None:
     async def scenario() -> None:
         spec = Spec.model_validate({"version": 1, "peers": ["192.0.2.11", "192.0.2.12:7000"]})
-        part = MeshPart(spec, PeerName(0x020000000101))
+        part = MeshPart(spec, PeerName(0x020000000101), overlay_factories=OVERLAYS)
         plan = make_plan(part.desired(spec), part.observed())
         assert [(c.action, c.key) for c in plan.changes] == [
             (Action.CREATE, "mesh/target/192.0.2.11:6783"),
@@ -40,7 +41,7 @@ def test_mesh_targets_reach_the_router_as_typed_so_inbound_connections_satisfy_t
 
     async def scenario() -> None:
         spec = Spec.model_validate({"version": 1, "peers": ["192.0.2.11", "192.0.2.12:7000"]})
-        part = MeshPart(spec, PeerName(0x020000000101))
+        part = MeshPart(spec, PeerName(0x020000000101), overlay_factories=OVERLAYS)
         part.converge(spec)
         assert part.router.maker.direct == {
             "192.0.2.11": ("192.0.2.11", None),  # no port: any inbound connection satisfies it

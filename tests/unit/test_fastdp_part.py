@@ -15,6 +15,7 @@ from weaved.datapath.fastdp.netlink import FastdpKernel, VxlanUnsupported
 from weaved.datapath.fastdp.overlay import FastdpForwarder, FastdpOverlay
 from weaved.datapath.fastdp.part import FastdpPart
 from weaved.datapath.fastdp.retain import RETAIN_FOR
+from weaved.datapath.overlays import OVERLAYS
 from weaved.mesh.gossip_api import PeerName
 from weaved.mesh.overlay import ForwarderHooks, OverlayParams
 from weaved.mesh.router import MeshConfig, Router
@@ -114,6 +115,7 @@ def setup(kernel: MemoryKernel, spec: Spec | None = None) -> tuple[FastdpPart, F
     spec = spec or Spec.model_validate({"version": 1, "peers": ["192.0.2.12"]})
     router = Router(
         MeshConfig(name=US, nickname="host1", overlays=(OVERLAY_NAME, "sleeve")),
+        overlay_factories=OVERLAYS,
     )
     part = FastdpPart(spec, router, kernel_factory=lambda: kernel)
     overlay = part.overlay
@@ -266,7 +268,9 @@ def test_no_vxlan_support_means_sleeve_with_the_reason() -> None:
 
 def test_inert_without_the_overlay() -> None:
     spec = Spec.model_validate({"version": 1})
-    router = Router(MeshConfig(name=US, nickname="host1", overlays=("sleeve",)))
+    router = Router(
+        MeshConfig(name=US, nickname="host1", overlays=("sleeve",)), overlay_factories=OVERLAYS
+    )
     part = FastdpPart(spec, router, kernel_factory=MemoryKernel)
     assert part.overlay is None
     assert part.desired(spec).resources == {}

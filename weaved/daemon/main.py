@@ -13,6 +13,7 @@ from weaved.context import Context
 from weaved.daemon.lastgood import load_start_spec
 from weaved.daemon.service import Daemon, DaemonConfig
 from weaved.datapath.fastdp.part import FastdpPart
+from weaved.datapath.overlays import OVERLAYS
 from weaved.datapath.sleeve.part import SleeveDatapathPart
 from weaved.dataplane.kernel import KernelDataplane
 from weaved.dns.part import DnsPart
@@ -44,7 +45,7 @@ def build_parts(
         sys_root=sys_root,
     )
     name = PeerName(parse_peer_name_text(resolve_peer_name(spec, ids.bridge_mac, ids)))
-    mesh = MeshPart(spec, name)
+    mesh = MeshPart(spec, name, overlay_factories=OVERLAYS)
     ipam = IpamPart(spec, mesh, ctx.state_dir)
     sleeve = SleeveDatapathPart(mesh)
     mesh.report_extra = sleeve.router_report_extra

@@ -1,6 +1,8 @@
 """Overlays: what turns an added TCP connection into an established one (FACTS.md §2.3, §2.4).
 
-An `Overlay` (sleeve, later fastdp) prepares one `Forwarder` per connection. The router only
+An `Overlay` (sleeve, fastdp) prepares one `Forwarder` per connection. The mesh only
+defines this interface: the data paths implement it and hand the router an `OverlayFactory`
+per overlay name (weaved.datapath.overlays), so the mesh never imports them. The router only
 talks to an `OverlaySwitch`, which announces our overlays in the `Overlays` feature, picks
 the overlays both sides run (ordered as the dialling side lists them), prefixes control
 messages with the forwarder index (tag 7), and reports the connection established as soon
@@ -32,6 +34,7 @@ __all__ = [
     "NoCommonOverlay",
     "NullOverlay",
     "Overlay",
+    "OverlayFactory",
     "OverlayParams",
     "OverlaySwitch",
     "SwitchForwarder",
@@ -97,6 +100,10 @@ class Overlay(Protocol):
     def prepare(self, params: OverlayParams, hooks: ForwarderHooks) -> Forwarder: ...
 
     def diagnostics(self) -> object: ...
+
+
+OverlayFactory = Callable[[str, int], Overlay]
+"""Makes an overlay from the mesh's listen address and TCP port (it may use port + n)."""
 
 
 class NoCommonOverlay(Exception):

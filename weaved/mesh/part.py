@@ -14,13 +14,14 @@ import hashlib
 import logging
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any
 
 from weaved.control import Handler, Request, Response
 from weaved.errors import WeavedError
 from weaved.mesh.gossip_api import PeerName, format_peer_name
+from weaved.mesh.overlay import OverlayFactory
 from weaved.mesh.router import NAME_COLLISION_FIX, MeshConfig, Router
 from weaved.mesh.settings import split_settings
 from weaved.mesh.status_text import (
@@ -108,8 +109,11 @@ def settings_attrs(cfg: MeshConfig, secret: bytes, collisions: dict[str, str]) -
 class MeshPart(Component):
     name = "mesh"
 
-    def __init__(self, spec: Spec, name: PeerName) -> None:
-        self.router = Router(mesh_config(spec, name))
+    def __init__(
+        self, spec: Spec, name: PeerName, *, overlay_factories: Mapping[str, OverlayFactory]
+    ) -> None:
+        """`overlay_factories`: the data paths' overlays (weaved.datapath.overlays)."""
+        self.router = Router(mesh_config(spec, name), overlay_factories=overlay_factories)
         self._started_name = name
         self._secret = os.urandom(16)  # keys the password digest shown in plans
         self.restart_needed: tuple[str, ...] = ()

@@ -1,10 +1,10 @@
 """The mesh router: the asyncio shell that owns sockets, connections and timers.
 
 All protocol decisions are made by the pure modules (handshake, topology, routes, gossip,
-targets, sleeve); the router wires them to the event loop. Everything runs on one loop, so
+targets); the router wires them to the event loop. Everything runs on one loop, so
 router state needs no locks. The daemon uses:
 
-    router = Router(MeshConfig(name=..., nickname=...))
+    router = Router(MeshConfig(name=..., nickname=...), overlay_factories=OVERLAYS)
     ipam_sender = router.add_channel("IPallocation", ipam_gossiper)
     await router.start()
     router.set_targets(["192.0.2.1", "host2:6783"])
@@ -26,10 +26,9 @@ import ipaddress
 import logging
 import random
 import time
-from collections.abc import Callable, Coroutine, Iterable, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from typing import Any
 
-from weaved.datapath.sleeve.overlay import SleeveOverlay
 from weaved.lograte import RateLimitedLog
 from weaved.mesh.admission import Admission
 from weaved.mesh.connection import Connection, InboundBudget
@@ -52,6 +51,7 @@ from weaved.mesh.overlay import (
     NoCommonOverlay,
     NullOverlay,
     Overlay,
+    OverlayFactory,
     OverlayParams,
     OverlaySwitch,
     SwitchForwarder,
@@ -92,7 +92,15 @@ LOG_INTERVAL = 10.0
 
 
 class Router:
-    def __init__(self, config: MeshConfig, overlays: Sequence[Overlay] | None = None) -> None:
+    def __init__(
+        self,
+        config: MeshConfig,
+        overlays: Sequence[Overlay] | None = None,
+        *,
+        overlay_factories: Mapping[str, OverlayFactory] | None = None,
+    ) -> None:
+        """`overlays`: the overlays themselves; otherwise those `config.overlays` names, made
+        by `overlay_factories` (the data paths', weaved.datapath.overlays; "none" is built in)."""
         self.config = config
         self._rng = random.Random(config.seed) if config.seed is not None else random.Random()
         self.us = config.name
@@ -103,7 +111,8 @@ class Router:
         self.hub = GossipHub(self.us, self, self._rng, self._now)
         self.maker = ConnectionMaker(config.port, config.discovery, self._rng)
         if overlays is None:
-            overlays = [self._make_overlay(name) for name in config.overlays]
+            factories = dict(overlay_factories or {})
+            overlays = [self._make_overlay(name, factories) for name in config.overlays]
         self.switch = OverlaySwitch(overlays)
         self.connections: dict[PeerName, Connection] = {}
         self._all: set[Connection] = set()
@@ -129,17 +138,14 @@ class Router:
         # remote address -> nickname of a peer that uses our name with another UID
         self.name_collisions: dict[str, str] = {}
 
-    def _make_overlay(self, name: str) -> Overlay:
-        if name == "sleeve":
-            return SleeveOverlay(self.config.host, self.config.port)
+    def _make_overlay(self, name: str, factories: Mapping[str, OverlayFactory]) -> Overlay:
         if name == "none":
             return NullOverlay()
-        if name == "weaved-vxlan":
-            # The fast datapath (kernel VXLAN on port+1); only weaved peers know its name.
-            from weaved.datapath.fastdp.overlay import FastdpOverlay
-
-            return FastdpOverlay(self.config.host, self.config.port + 1)
-        raise ValueError(f"unknown overlay {name!r} (this build knows: weaved-vxlan, sleeve, none)")
+        factory = factories.get(name)
+        if factory is None:
+            known = ", ".join([*factories, "none"])
+            raise ValueError(f"unknown overlay {name!r} (this build knows: {known})")
+        return factory(self.config.host, self.config.port)
 
     # --- public API ------------------------------------------------------------------------
 

@@ -48,5 +48,5 @@ Modules: `config` (names, numbers, timing, MTU rule), `frames` (heartbeats), `me
 and observed kernel objects), `relay` (links carrying relayed traffic), `retain` (entries that
 outlive connections), `views` (status) — all pure; `netlink`
 (kernel I/O), `overlay` (asyncio: forwarders, heartbeat sockets), `part` (the daemon
-component), `standalone` (a daemon wired with it, for tests and benchmarks).
+component). A daemon wired with it for tests and benchmarks: tests/tools/fastdp_daemon.py.
 """

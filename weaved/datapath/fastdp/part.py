@@ -2,7 +2,8 @@
 like any other object (`weaved plan` shows `link/vxlan-6784`, `fdb/…`), from the mesh's view
 of which peers fastdp can carry.
 
-    mesh = MeshPart(spec, name)            # its router lists "weaved-vxlan" before "sleeve"
+    mesh = MeshPart(spec, name, overlay_factories=OVERLAYS)  # weaved.datapath.overlays
+    # its router lists "weaved-vxlan" before "sleeve"
     parts = [mesh, FastdpPart(spec, mesh.router), …]
 
 Triggers (a path became healthy or unhealthy, a peer announced MACs, a connection came or

@@ -1,6 +1,6 @@
 """The sleeve data path inside the daemon.
 
-    mesh = MeshPart(spec, name)
+    mesh = MeshPart(spec, name, overlay_factories=OVERLAYS)
     sleeve = SleeveDatapathPart(mesh)          # before the router starts: it announces offloads
     parts = [mesh, ..., sleeve]                # after the mesh part (its router must run first)
 

@@ -2,7 +2,7 @@
 
 Host i is namespace `<tag>-h<i>` with `eth0` = 192.0.2.(10+i)/24 on an underlay bridge (in
 namespace `<tag>-u`), a `weave` bridge made by `weaved apply` from a one-line spec, and one
-standalone peer process (router + data path, `weaved.datapath.sleeve.standalone`).
+standalone peer process (router + data path, `tests.tools.sleeve_peer`).
 Container j of host i is namespace `<tag>-c<i>x<j>` with `ethwe` = 10.40.i.j/16 (MAC
 0e:00:00:00:0i:0j) plugged into the host's bridge by a veth `vethwepl<i>x<j>`, and a
 route for 224.0.0.0/4, as `weaved attach` would. Everything is found again by name and
@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests.tools import python_env
+
 __all__ = ["Container", "Host", "Testbed"]
 
 UNDERLAY = "192.0.2"
@@ -36,7 +38,13 @@ def _run(
     argv: Sequence[str], *, check: bool = True, timeout: float = 60, input_text: str | None = None
 ) -> subprocess.CompletedProcess[str]:
     proc = subprocess.run(
-        list(argv), capture_output=True, text=True, timeout=timeout, check=False, input=input_text
+        list(argv),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        input=input_text,
+        env=python_env(),  # `python -m weaved` of this repository, from any directory
     )
     if check and proc.returncode != 0:
         raise RuntimeError(f"{' '.join(argv)} → {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
@@ -233,12 +241,12 @@ class Testbed:
             *_ns_exec(host.netns),
             sys.executable,
             "-m",
-            "weaved.datapath.sleeve.standalone",
+            "tests.tools.sleeve_peer",
             json.dumps(config),
         ]
         with open(host.log_file, "ab") as log:
             host.proc = subprocess.Popen(
-                argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+                argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=python_env()
             )
         return host
 

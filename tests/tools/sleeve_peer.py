@@ -1,7 +1,7 @@
 """One mesh peer with the sleeve data path and nothing else (no daemon, no spec): for the
 integration tests and the benchmark, which run one per network namespace.
 
-    python -m weaved.datapath.sleeve.standalone '{"name": "02:00:00:00:00:01", ...}'
+    python -m tests.tools.sleeve_peer '{"name": "02:00:00:00:00:01", ...}'
 
 Config keys: name, nickname, host (listen/underlay address), port, password, targets,
 discovery, offload, workers (1 or 2 forwarding threads), status_file (JSON written every
@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from weaved.datapath.overlays import OVERLAYS
 from weaved.datapath.sleeve import views
 from weaved.datapath.sleeve.datapath import SleeveDatapath
 from weaved.mesh.peername import parse_peer_name
@@ -66,7 +67,8 @@ async def run(config: dict[str, Any]) -> None:
             password=password.encode() if password else None,
             discovery=bool(config.get("discovery", True)),
             topology_delay=0.1,
-        )
+        ),
+        overlay_factories=OVERLAYS,
     )
     datapath = SleeveDatapath(
         router, offload=bool(config.get("offload", True)), workers=int(config.get("workers", 1))

@@ -1,7 +1,7 @@
 """A daemon with the fast datapath wired in, for the integration tests and the benchmark (one
 per network namespace), composed as `weaved daemon` composes its parts:
 
-    python -m weaved.datapath.fastdp.standalone '{"spec": "/path/weave.yaml", ...}'
+    python -m tests.tools.fastdp_daemon '{"spec": "/path/weave.yaml", ...}'
 
 Config keys: spec (its directory holds `state/` and `weaved.sock`), timing (heartbeat
 `Timing` fields), sleeve (run sleeve's data path too, default true), resync (seconds),
@@ -25,6 +25,7 @@ from weaved.daemon.service import Daemon, DaemonConfig
 from weaved.datapath.fastdp.config import OVERLAY_NAME, Timing
 from weaved.datapath.fastdp.overlay import FastdpOverlay
 from weaved.datapath.fastdp.part import FastdpPart
+from weaved.datapath.overlays import OVERLAYS
 from weaved.datapath.sleeve.overlay import SleeveOverlay
 from weaved.dataplane.kernel import KernelDataplane
 from weaved.mesh.gossip_api import PeerName
@@ -53,7 +54,7 @@ def build_parts(spec: Spec, timing: Timing, sleeve: bool = True) -> list[Compone
     if spec.peer.name is None:
         raise SystemExit("the spec must name the peer (peer.name)")
     name = PeerName(parse_peer_name_text(spec.peer.name))
-    mesh = MeshPart(spec, name)
+    mesh = MeshPart(spec, name, overlay_factories=OVERLAYS)
     config = dataclasses.replace(
         mesh_config(spec, name), overlays=(OVERLAY_NAME, "sleeve"), topology_delay=0.1
     )
