@@ -268,6 +268,7 @@ def test_weaves_texts_for_bad_and_odd_requests(api: Netns) -> None:
     assert (code, text) == (400, "error: must supply one format parameter\n")
     # The status port: read-only routes only.
     assert curl(api, "POST", "/status", *STATUS_PORT) == (405, "")
+    assert curl(api, "POST", "/metrics", *STATUS_PORT) == (405, "")
     assert curl(api, "POST", "/ip/c7", *STATUS_PORT)[0] == 404
     assert curl(api, "GET", "/report?format={{.Router.Name}}", *STATUS_PORT)[1] == (
         "3e:80:e7:5a:63:b8"
