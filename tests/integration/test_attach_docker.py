@@ -18,7 +18,7 @@ import pytest
 
 from tests.docker_image import busybox_available, import_busybox, run_container
 from tests.helpers import Dockerd, Netns, stop_process, wait_for
-from weaved.attach import plumbing
+from weaved.attach import observe
 from weaved.attach.model import Attachment, AttachmentState
 from weaved.attach.netns import opened, run_in_netns
 from weaved.integrations.docker_events import ContainerEvent, DockerEventWatcher, EventAction
@@ -46,7 +46,7 @@ class DockerHost:
 
     def observe(self, known: list[Attachment] | None = None) -> list[Attachment]:
         with opened(f"/run/netns/{self.ns.name}") as fd:
-            return run_in_netns(fd, lambda: plumbing.observe_attachments(self.url, known or []))
+            return run_in_netns(fd, lambda: observe.observe_attachments(self.url, known or []))
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ from typing import TypeVar
 import pytest
 
 from tests.helpers import Netns, sh, stop_process, wait_for
-from weaved.attach import plumbing
+from weaved.attach import observe, plumbing
 from weaved.attach.model import Attachment, AttachmentState
 from weaved.attach.netns import opened, run_in_netns
 from weaved.attach.target import netns_target, pid_target
@@ -193,7 +193,7 @@ def test_idempotent_extra_address_and_detach(host: Netns) -> None:
         assert e.veth_removed and e.remaining == ()
         assert c1.ip("link", "show", "ethwe", check=False).returncode != 0
         assert host.ip("link", "show", target.veth, check=False).returncode != 0
-        assert in_ns(host, plumbing.observe_attachments) == []
+        assert in_ns(host, observe.observe_attachments) == []
 
         # Nothing attached: detach is a no-op, not an error.
         f = in_ns(host, lambda: plumbing.detach(target, None))
@@ -240,7 +240,7 @@ def test_reobserve_after_the_fact(host: Netns, tmp_path: Path) -> None:
             timeout=10,
         )
 
-        seen = in_ns(host, plumbing.observe_attachments)
+        seen = in_ns(host, observe.observe_attachments)
         by_label = {a.target.label: a for a in seen}
         assert set(by_label) == {c1.name[:12], str(lone.pid), str(shared.pid)}
         assert all(a.state is AttachmentState.ATTACHED and a.bridged for a in seen)
@@ -262,7 +262,7 @@ def test_reobserve_after_the_fact(host: Netns, tmp_path: Path) -> None:
 
         after = {
             a.target.label: a
-            for a in in_ns(host, lambda: plumbing.observe_attachments(None, known))
+            for a in in_ns(host, lambda: observe.observe_attachments(None, known))
         }
         assert after[c1.name[:12]].state is AttachmentState.ATTACHED
         assert after[str(lone.pid)].state is AttachmentState.GONE
@@ -359,12 +359,12 @@ def test_the_quick_check_reads_only_the_host_and_the_deep_one_finds_changes_insi
         assert attached.peer_index > 0
         c1.ip("addr", "del", "10.2.1.31/24", "dev", "ethwe")
 
-        quick = in_ns(host, lambda: plumbing.observe_attachments(None, [attached], deep=False))
+        quick = in_ns(host, lambda: observe.observe_attachments(None, [attached], deep=False))
         assert [a.addresses for a in quick] == [(Iface("10.2.1.31/24"),)]  # as recorded
-        deep = in_ns(host, lambda: plumbing.observe_attachments(None, [attached], deep=True))
+        deep = in_ns(host, lambda: observe.observe_attachments(None, [attached], deep=True))
         assert [a.addresses for a in deep] == [()]
         assert deep[0].state is AttachmentState.ATTACHED
 
         host.ip("link", "del", target.veth)
-        gone = in_ns(host, lambda: plumbing.observe_attachments(None, [attached], deep=False))
+        gone = in_ns(host, lambda: observe.observe_attachments(None, [attached], deep=False))
         assert [a.state for a in gone] == [AttachmentState.GONE]

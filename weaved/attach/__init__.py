@@ -9,7 +9,8 @@ The library API (all of it needs root, none of it needs the daemon):
 """
 
 from weaved.attach.model import Attachment, AttachmentState, Detached, Target, TargetKind
-from weaved.attach.plumbing import attach, detach, detach_all, observe_attachments, rebridge
+from weaved.attach.observe import observe_attachments
+from weaved.attach.plumbing import attach, detach, detach_all, rebridge
 from weaved.attach.target import TargetError, resolve_target
 
 __all__ = [

@@ -363,7 +363,7 @@ def _write(text: str) -> None:
 
 def run_local(args: argparse.Namespace, ctx: Context) -> int:
     """Carry out the request in this process (root; no IPAM, so addresses must be literal)."""
-    from weaved.attach import plumbing
+    from weaved.attach import observe, plumbing
     from weaved.attach.target import resolve_target
 
     request = request_from_args(args)
@@ -389,8 +389,8 @@ def run_local(args: argparse.Namespace, ctx: Context) -> int:
         detached = plumbing.detach(target, wanted)
         _write(show_addrs(wanted if wanted is not None else detached.removed))
         return 0
-    attachments = plumbing.observe_attachments(settings.docker_url)
-    bridge = plumbing.observe_bridge()
+    attachments = observe.observe_attachments(settings.docker_url)
+    bridge = observe.observe_bridge()
     _write(ps_text(request, attachments, bridge, settings.docker_url))
     return 0
 

@@ -15,6 +15,9 @@ from typing import Any
 
 CONTAINER_IFNAME = "ethwe"
 VETH_PREFIX = "vethwepl"  # Weave's host-side name: "v" + "ethwe" + "pl" + the container's id
+# CNI's veths (weaved.cni, recorded in cni.json) are containers too, for the firewall's
+# `vethwepl*` rules, but not `weaved attach`'s: a PID or `n…` id never starts with "c".
+CNI_VETH_PREFIX = VETH_PREFIX + "c"
 IFNAMSIZ = 16  # the kernel's limit, including the trailing NUL
 MAX_ID_LEN = IFNAMSIZ - 1 - len(VETH_PREFIX)  # 7 characters are left for the id
 NETNS_ID_MARK = "n"  # a named netns gets "n" + a short hash, never all digits like a PID

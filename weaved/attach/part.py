@@ -34,7 +34,7 @@ from weaved.attach.cli import (
     PsRequest,
     ps_text,
 )
-from weaved.attach.plumbing import observe_bridge
+from weaved.attach.observe import observe_bridge
 from weaved.attach.ps import show_addrs
 from weaved.compile.dns import uses_link_address
 from weaved.control import Handler, Request, Response

@@ -24,8 +24,9 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from weaved.attach import arp
+from weaved.attach.inside import ARP_CACHE
+from weaved.attach.model import CNI_VETH_PREFIX
 from weaved.attach.netns import NetnsGone, opened, run_in_netns
-from weaved.attach.plumbing import ARP_CACHE, CNI_VETH_PREFIX
 from weaved.cni.records import ALIAS_PREFIX
 from weaved.errors import ApplyError, ConflictError, DependencyError
 from weaved.model.resources import ALIAS, BRIDGE

@@ -1,0 +1,78 @@
+"""The host side of an attachment: the veth's end that is a port of weaved's bridge, and the
+bridge itself, which must be weaved's own before anything is plugged into it.
+
+How a restarted daemon knows these objects are its own: the bridge by its alias, a container's
+veth by the record that names it (the `vethwepl` prefix alone proves nothing).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+from weaved.attach.kernel import IFF_UP, Changes, link_kind, nl, nsid, sysctl
+from weaved.dataplane.brport import hairpin_mode
+from weaved.errors import ConflictError, DependencyError
+from weaved.model.resources import ALIAS, BRIDGE
+
+log = logging.getLogger(__name__)
+
+
+def own_bridge(ipr: IPRoute) -> Any:
+    found = ipr.link_lookup(ifname=BRIDGE)
+    if not found:
+        raise DependencyError(
+            f'bridge "{BRIDGE}" not present\n  hint: run `weaved apply` (or start `weaved daemon`)'
+        )
+    link = ipr.get_links(found[0])[0]
+    if link_kind(link) != "bridge":
+        raise ConflictError(f'"{BRIDGE}" exists but is a {link_kind(link) or "non-bridge"} device')
+    if (link.get_attr("IFLA_IFALIAS") or "") != ALIAS:  # a name proves nothing: not ours
+        raise ConflictError(
+            f'the bridge "{BRIDGE}" was not created by weaved (it has no alias {ALIAS!r}):'
+            " containers are not plugged into it\n  hint: see `weaved plan`"
+        )
+    return link
+
+
+def configure_port(ipr: IPRoute, index: int, bridge_index: int, mtu: int, changes: Changes) -> None:
+    link = ipr.get_links(index)[0]
+    name = str(link.get_attr("IFLA_IFNAME"))
+    if mtu and link.get_attr("IFLA_MTU") != mtu:
+        nl(f"set {name} mtu {mtu}", ipr.link, "set", index=index, mtu=mtu)
+        changes.append(f"{name}: mtu {link.get_attr('IFLA_MTU')} → {mtu}")
+    if link.get_attr("IFLA_MASTER") != bridge_index:
+        nl(f"set {name} master {BRIDGE}", ipr.link, "set", index=index, master=bridge_index)
+        changes.append(f"{name}: master {BRIDGE}")
+    if hairpin_mode(ipr, index):
+        nl(f"set {name} hairpin off", ipr.brport, "set", index=index, mode=0)
+        changes.append(f"{name}: hairpin off")
+    sysctl(f"net/ipv6/conf/{name}/accept_ra", "0", changes, f"{name}: accept_ra=0")
+    if not link["flags"] & IFF_UP:
+        nl(f"set {name} up", ipr.link, "set", index=index, state="up")
+        changes.append(f"{name}: up")
+
+
+def host_peer(ipr: IPRoute, netns_id: int | None, peer_index: int) -> Any | None:
+    """The host link whose veth peer is `peer_index` in the namespace known here as `netns_id`."""
+    if netns_id is None:
+        return None
+    for link in ipr.get_links():
+        if (
+            link_kind(link) == "veth"
+            and link.get_attr("IFLA_LINK") == peer_index
+            and nsid(link.get_attr("IFLA_LINK_NETNSID")) == netns_id
+        ):
+            return link
+    return None
+
+
+def delete_quietly(ipr: IPRoute, name: str) -> None:
+    try:
+        for index in ipr.link_lookup(ifname=name):
+            ipr.link("del", index=index)
+    except NetlinkError as exc:
+        log.error("could not remove half-made veth name=%s error=%s", name, exc)

@@ -1,0 +1,227 @@
+"""The container side of an attachment: `ethwe` inside the container's network namespace, read
+and brought to the wanted state (MTU, ARP settings, addresses, routes), or stripped again.
+
+Everything here runs in the calling thread's namespace: call it through `netns.run_in_netns`.
+Only what differs is written, so attaching twice changes nothing.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import logging
+import os
+import socket
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+from weaved.attach import arp, ethtool
+from weaved.attach.kernel import (
+    IFF_UP,
+    MAIN_TABLE,
+    RT_SCOPE_LINK,
+    AttachError,
+    Changes,
+    nl,
+    sysctl,
+)
+from weaved.attach.model import CONTAINER_IFNAME, MULTICAST_NET
+
+log = logging.getLogger(__name__)
+
+AF_INET = socket.AF_INET
+# Weave's ARP cache settings in the container: notice a moved address within seconds.
+ARP_CACHE = {"base_reachable_time": "5", "delay_first_probe_time": "2", "ucast_solicit": "1"}
+
+
+@dataclass(frozen=True)
+class ContainerSide:
+    index: int
+    name: str
+    mac: str
+    mtu: int
+    up: bool
+    addresses: tuple[ipaddress.IPv4Interface, ...]
+    multicast_route: bool
+    tx_checksum: bool | None
+
+
+def read_side(ipr: IPRoute, index: int | None = None) -> ContainerSide | None:
+    if index is None:
+        found = ipr.link_lookup(ifname=CONTAINER_IFNAME)
+        if not found:
+            return None
+        index = int(found[0])
+    try:
+        link = ipr.get_links(index)[0]
+    except NetlinkError:
+        return None
+    name = str(link.get_attr("IFLA_IFNAME"))
+    addresses = tuple(
+        ipaddress.IPv4Interface(f"{msg.get_attr('IFA_ADDRESS')}/{msg['prefixlen']}")
+        for msg in ipr.get_addr(family=AF_INET, index=index)
+    )
+    multicast = any(
+        r["dst_len"] == MULTICAST_NET.prefixlen
+        and r.get_attr("RTA_DST") == str(MULTICAST_NET.network_address)
+        and r.get_attr("RTA_OIF") == index
+        for r in ipr.get_routes(family=AF_INET, table=MAIN_TABLE)
+    )
+    try:
+        tx: bool | None = ethtool.tx_checksum(name)
+    except OSError:
+        tx = None
+    return ContainerSide(
+        index=index,
+        name=name,
+        mac=str(link.get_attr("IFLA_ADDRESS") or ""),
+        mtu=int(link.get_attr("IFLA_MTU") or 0),
+        up=bool(link["flags"] & IFF_UP),
+        addresses=addresses,
+        multicast_route=multicast,
+        tx_checksum=tx,
+    )
+
+
+def probe_side(index: int | None = None) -> ContainerSide | None:
+    ipr = IPRoute()
+    try:
+        return read_side(ipr, index)
+    finally:
+        ipr.close()
+
+
+def configure_side(
+    mtu: int,
+    addresses: Sequence[ipaddress.IPv4Interface],
+    multicast_route: bool,
+    changes: Changes,
+    tx_checksum_off: bool = True,
+    onlink_routes: Sequence[ipaddress.IPv4Network] = (),
+) -> ContainerSide:
+    """Bring ethwe to the wanted state; only what differs is written."""
+    ipr = IPRoute()
+    try:
+        side = read_side(ipr)
+        if side is None:
+            raise AttachError(f"{CONTAINER_IFNAME} disappeared from the container while attaching")
+        idx, name = side.index, side.name
+        if mtu and side.mtu != mtu:
+            nl(f"set {name} mtu {mtu}", ipr.link, "set", index=idx, mtu=mtu)
+            changes.append(f"{name}: mtu {side.mtu} → {mtu}")
+        for key, value in ARP_CACHE.items():
+            sysctl(f"net/ipv4/neigh/{name}/{key}", value, changes, f"{name}: arp {key}={value}")
+        sysctl(f"net/ipv6/conf/{name}/accept_ra", "0", changes, f"{name}: accept_ra=0")
+        if tx_checksum_off and side.tx_checksum:
+            try:
+                ethtool.set_tx_checksum(name, False)
+            except OSError as exc:
+                raise AttachError(f"cannot turn TX checksum offload off on {name}: {exc}") from None
+            changes.append(f"{name}: tx checksum offload off")
+        have = {a.ip for a in side.addresses}
+        added: list[ipaddress.IPv4Interface] = []
+        for iface in addresses:
+            if iface.ip in have:
+                continue  # Weave's rule: the same IP under any prefix counts as present
+            extra: dict[str, Any] = {}
+            if iface.network.prefixlen < 31:
+                extra["broadcast"] = str(iface.network.broadcast_address)
+            nl(
+                f"add {iface} to {name}",
+                ipr.addr,
+                "add",
+                index=idx,
+                address=str(iface.ip),
+                prefixlen=iface.network.prefixlen,
+                **extra,
+            )
+            have.add(iface.ip)
+            added.append(iface)
+            changes.append(f"{name}: add {iface}")
+        if not side.up:
+            nl(f"set {name} up", ipr.link, "set", index=idx, state="up")
+            changes.append(f"{name}: up")
+        for iface in added:
+            time.sleep(0.001)  # as Weave: right after "up" the first frame can miss the bridge
+            try:
+                arp.announce(name, side.mac, iface.ip)
+                changes.append(f"{name}: gratuitous ARP for {iface.ip}")
+            except OSError as exc:  # peers' short ARP timeouts will catch up
+                log.warning("gratuitous ARP failed ifname=%s ip=%s error=%s", name, iface.ip, exc)
+        if multicast_route and not side.multicast_route:
+            try:
+                ipr.route(
+                    "add",
+                    dst=str(MULTICAST_NET),
+                    oif=idx,
+                    scope=RT_SCOPE_LINK,
+                    table=MAIN_TABLE,
+                )
+                changes.append(f"{name}: route {MULTICAST_NET} dev {name}")
+            except NetlinkError as exc:
+                if exc.code != errno.EEXIST:  # someone else's multicast route: leave it
+                    raise AttachError(
+                        f"add route {MULTICAST_NET} dev {name}: {os.strerror(exc.code)}"
+                    ) from None
+        _add_onlink_routes(ipr, idx, name, onlink_routes, changes)
+        after = read_side(ipr, idx)
+        if after is None:
+            raise AttachError(f"{CONTAINER_IFNAME} disappeared from the container while attaching")
+        return after
+    finally:
+        ipr.close()
+
+
+def _add_onlink_routes(
+    ipr: IPRoute, idx: int, name: str, nets: Sequence[ipaddress.IPv4Network], changes: Changes
+) -> None:
+    """Routes through ethwe for addresses on the bridge outside the container's subnets
+    (weaveDNS's link address); one already there is left as it is."""
+    for net in nets:
+        try:
+            ipr.route("add", dst=str(net), oif=idx, scope=RT_SCOPE_LINK, table=MAIN_TABLE)
+        except NetlinkError as exc:
+            if exc.code == errno.EEXIST:
+                continue
+            raise AttachError(f"add route {net} dev {name}: {os.strerror(exc.code)}") from None
+        changes.append(f"{name}: route {net} dev {name}")
+
+
+def remove_addresses(
+    wanted: Sequence[ipaddress.IPv4Interface] | None,
+) -> tuple[tuple[ipaddress.IPv4Interface, ...], bool, tuple[ipaddress.IPv4Interface, ...]]:
+    """Remove `wanted` (matched by IP; None = all) from ethwe; delete the veth when none is left.
+    Returns (removed, veth removed, remaining)."""
+    ipr = IPRoute()
+    try:
+        side = read_side(ipr)
+        if side is None:
+            return (), False, ()
+        if wanted is None:
+            removed = side.addresses
+            remaining: tuple[ipaddress.IPv4Interface, ...] = ()
+        else:
+            ips = {w.ip for w in wanted}
+            removed = tuple(a for a in side.addresses if a.ip in ips)
+            remaining = tuple(a for a in side.addresses if a.ip not in ips)
+            for iface in removed:
+                nl(
+                    f"remove {iface} from {side.name}",
+                    ipr.addr,
+                    "del",
+                    index=side.index,
+                    address=str(iface.ip),
+                    prefixlen=iface.network.prefixlen,
+                )
+        if remaining:
+            return removed, False, remaining
+        # Deleting one end deletes the pair, and the multicast route with it.
+        nl(f"delete {side.name}", ipr.link, "del", index=side.index)
+        return removed, True, ()
+    finally:
+        ipr.close()
