@@ -7,6 +7,7 @@ import asyncio
 
 import pytest
 
+from weaved.httpapi.gotemplate import render as render_format
 from weaved.httpapi.http import (
     HttpRequest,
     HttpResponse,
@@ -18,7 +19,6 @@ from weaved.httpapi.http import (
 )
 from weaved.httpapi.ipam_routes import parse_cidr, parse_ip, parse_subnet
 from weaved.httpapi.router_routes import _parse_bool, split_host_port
-from weaved.httpapi.status_routes import render_format
 
 
 async def _ok(_r: HttpRequest, v: dict[str, str]) -> HttpResponse:
@@ -117,7 +117,18 @@ def test_report_format_templates() -> None:
     with pytest.raises(ValueError, match="can't evaluate field"):
         render_format("{{.Router.Nope}}", data)
     with pytest.raises(ValueError, match="unsupported action"):
-        render_format("{{range .Router}}{{end}}", data)
+        render_format("{{printf .Router}}", data)
+    entries = {"DNS": {"Entries": [{"Hostname": "a."}, {"Hostname": "b."}], "None": None}}
+    assert render_format("{{range .DNS.Entries}}{{.Hostname}} {{end}}", entries) == "a. b. "
+    assert render_format("{{ if .DNS.None }}x{{ else }}y{{ end }}", entries) == "y"
+    assert render_format("{{range .DNS.None}}x{{else}}none{{end}}", entries) == "none"
+    assert render_format("a  {{- .DNS.None -}}  b", entries) == "a<nil>b"
+    assert render_format("{{range .DNS.Entries}}{{json .}}{{end}}", entries) == (
+        '{"Hostname":"a."}{"Hostname":"b."}'
+    )
+    for broken in ("{{range .DNS}}", "{{end}}", "{{if .DNS}}{{else}}"):
+        with pytest.raises(ValueError, match="template: format:1"):
+            render_format(broken, entries)
 
 
 def test_bodies_by_length_and_chunked() -> None:

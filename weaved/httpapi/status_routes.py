@@ -3,65 +3,15 @@
 
 from __future__ import annotations
 
-import json
-import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from weaved.control import Request
+from weaved.httpapi.gotemplate import render
 from weaved.httpapi.http import JSON, HttpRequest, HttpResponse, Route, error
 from weaved.mesh.status_text import go_json
 
 SECTIONS = ("targets", "connections", "peers", "dns", "ipam")  # Weave's templates
-_ACTION = re.compile(r"{{-?\s*(.*?)\s*-?}}", re.S)
-_PATH = re.compile(r"^\.(?:[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*)?$")
-
-
-def _go_value(value: Any) -> str:
-    """How Go's templates print a value: strings bare, booleans lower case, nil as <nil>."""
-    if value is None:
-        return "<no value>"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str | int | float):
-        return str(value)
-    return json.dumps(value, separators=(",", ":"))
-
-
-def _lookup(data: Any, path: str) -> Any:
-    for key in [k for k in path.split(".") if k]:
-        if not isinstance(data, dict) or key not in data:
-            raise KeyError(path)
-        data = data[key]
-    return data
-
-
-def render_format(template: str, data: Any) -> str:
-    """`GET /report?format=…`: the part of Go's text/template Weave's users use — field paths
-    (`{{.Router.Name}}`) and `{{json .IPAM}}`; ValueError (400) for anything else."""
-    out: list[str] = []
-    last = 0
-    for action in _ACTION.finditer(template):
-        out.append(template[last : action.start()])
-        last = action.end()
-        words = action.group(1).split()
-        if len(words) == 2 and words[0] == "json" and _PATH.match(words[1]):
-            try:
-                out.append(json.dumps(_lookup(data, words[1]), separators=(",", ":")))
-            except KeyError:
-                out.append("null")
-        elif len(words) == 1 and _PATH.match(words[0]):
-            try:
-                out.append(_go_value(_lookup(data, words[0])))
-            except KeyError:
-                raise ValueError(f"template: format:1: can't evaluate field {words[0]}") from None
-        else:
-            raise ValueError(
-                f"template: format:1: unsupported action {action.group(0)!r}"
-                " (weaved serves field paths and json)"
-            )
-    out.append(template[last:])
-    return "".join(out)
 
 
 def status_routes(
@@ -88,7 +38,7 @@ def status_routes(
         if len(formats) != 1:
             return error(400, "error: must supply one format parameter")
         try:
-            return HttpResponse(200, render_format(formats[0], await report_data()))
+            return HttpResponse(200, render(formats[0], await report_data()))
         except ValueError as exc:
             return error(400, str(exc))
 
