@@ -149,6 +149,30 @@ def test_add_ping_check_del_with_weaved_ipam(host: Host) -> None:
         assert "vethweplc" not in host.ns.ip("link").stdout
 
 
+def test_default_route_exposes_the_subnet_when_the_bridge_has_no_address(host: Host) -> None:
+    """Weave's plugin gives the bridge an address (weave:expose) for the default route; weaved
+    adds that `expose` to the spec and the ADD goes on once the daemon applied it."""
+    host.spec.write_text(SPEC.replace('expose: [{cidr: "net:default"}]\n', ""))
+    wait_for(lambda: "inet 10." not in host.ns.ip("-4", "addr", "show", "weave").stdout, timeout=30)
+    with Netns("wdcnic") as c1:
+        rc, r1 = host.cni("ADD", "ex1", c1.name, conf(ipam={"subnet": "10.35.0.0/16"}))
+        assert rc == 0, r1
+        gw = r1["ips"][0]["gateway"]
+        assert gw.startswith("10.35.") and f"{gw}/16" in host.ns.ip("addr", "show", "weave").stdout
+        assert f"default via {gw} dev eth0" in c1.ip("route").stdout
+        assert "net:10.35.0.0/16" in host.spec.read_text()
+        host.ns.run(["ping", "-c", "2", "-W", "2", addr_of(r1)])  # the host reaches it
+        # Routes in the conf: nothing is exposed for them.
+        with Netns("wdcnic") as c2:
+            routed = conf(ipam={"subnet": "10.36.0.0/16", "routes": [{"dst": "10.32.0.0/12"}]})
+            rc, r2 = host.cni("ADD", "ex2", c2.name, routed)
+            assert rc == 0, r2
+            assert "net:10.36" not in host.spec.read_text()
+            assert "default" not in c2.ip("route").stdout
+            assert host.cni("DEL", "ex2", c2.name, routed)[0] == 0
+        assert host.cni("DEL", "ex1", c1.name, conf())[0] == 0
+
+
 def test_chained_host_local_ipam(host: Host, tmp_path: Path) -> None:
     if not Path(CNI_PATH, "host-local").exists():
         pytest.skip("needs host-local (apt-get install containernetworking-plugins)")

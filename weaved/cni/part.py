@@ -21,7 +21,8 @@ from typing import Any
 
 from weaved.attach.part import dns_routes
 from weaved.cni import plumbing, views
-from weaved.cni.core import Code
+from weaved.cni.core import CniError, Code
+from weaved.cni.expose import expose_for, gateway_in
 from weaved.cni.records import STORE, CniRecord, load_records, save_records
 from weaved.control import Handler, Request, Response
 from weaved.dns.part import DnsPart
@@ -68,6 +69,7 @@ class CniPart(Component):
         self.ipam = ipam
         self.dns = dns
         self.store = state_dir / STORE
+        self.spec_path: Path | None = None  # what a default route's `expose` edits (wiring)
         self.records: dict[str, CniRecord] = {}
         self._daemon: Host | None = None
         self._lock = asyncio.Lock()
@@ -201,6 +203,10 @@ class CniPart(Component):
                 if body.get("subnet")
                 else subnet_for(self.spec, None)
             )
+            network = ipaddress.IPv4Network(str(subnet))
+            wants_default = not body.get("routes") and not body.get("ipam_only")
+            if wants_default and gateway_in(bridge_addrs, network) is None:
+                bridge_addrs += await self._expose(network)
             try:
                 cidr = await asyncio.wait_for(self.ipam.allocate(cid, subnet), IPAM_TIMEOUT)
             except TimeoutError:
@@ -345,6 +351,20 @@ class CniPart(Component):
                     {"container_id": rec.container_id, "ifname": rec.ifname, "ipam_only": ipam_only}
                 )
         return {}
+
+    async def _expose(self, network: ipaddress.IPv4Network) -> list[ipaddress.IPv4Interface]:
+        """Weave's `weave:expose` for a default route: the bridge's new address in `network`."""
+        assert self._daemon is not None
+        daemon = self._daemon
+
+        async def bridge_addresses() -> list[ipaddress.IPv4Interface]:
+            return (await daemon.on_dataplane(_bridge))[2]
+
+        try:
+            gw = await expose_for(self.spec_path, network, bridge_addresses, daemon.mark_dirty)
+        except CniError as exc:
+            raise CniFailure(exc.code, exc.msg) from None
+        return [] if gw is None else [ipaddress.IPv4Interface(f"{gw}/{network.prefixlen}")]
 
     # --- how it is shown ------------------------------------------------------------------
     def ps_lines(self) -> str:

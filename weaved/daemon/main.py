@@ -54,6 +54,7 @@ def build_parts(
     if dns is not None:
         parts.append(dns)
     cni = CniPart(spec, ctx.state_dir, ipam, dns)
+    cni.spec_path = ctx.spec_path
     attach = AttachPart(spec, ctx.state_dir, ipam, dns)
     plugin = DockerPluginPart(spec, ctx.state_dir, ipam, dns)
     # CNI's and the Docker plugin's addresses are not pruned at start
