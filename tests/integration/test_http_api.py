@@ -280,13 +280,20 @@ def test_weaves_texts_for_bad_and_odd_requests(api: Netns) -> None:
     )
 
 
-def test_check_alive_without_docker_allocates_as_weave_does(tmp_path: Path) -> None:
-    """Weave started without a Docker client ignores check-alive."""
-    spec = SPEC + "docker: {socket: 'unix:///run/wdh-no-docker.sock'}\n"
+def test_check_alive_without_docker_and_no_dns_as_weave(tmp_path: Path) -> None:
+    """Weave started without a Docker client ignores check-alive; without weaveDNS
+    (`--no-dns`) its DNS routes are not there and its DNS status template fails."""
+    spec = SPEC + "docker: {socket: 'unix:///run/wdh-no-docker.sock'}\ndns: {enabled: false}\n"
     with daemon(tmp_path, spec) as ns:
         code, cidr = curl(ns, "POST", "/ip/c7?check-alive=true")
         assert code == 200 and cidr.endswith("/12"), cidr
         assert curl(ns, "PUT", "/ip/c8/10.32.8.8/12?check-alive=true")[0] == 204
+        for path in ("/domain", "/dns-address", "/name/c7/10.32.0.7"):
+            assert curl(ns, "GET" if "name" not in path else "PUT", path) == (
+                404,
+                "404 page not found\n",
+            ), path
+        assert curl(ns, "GET", "/status/dns") == (500, "error during template execution\n")
 
 
 @pytest.mark.docker

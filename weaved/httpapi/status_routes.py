@@ -51,8 +51,8 @@ def status_routes(
     def section(name: str) -> Route:
         async def handler(_r: HttpRequest, _v: dict[str, str]) -> HttpResponse:
             found = control(f"/status/{name}")
-            if found is None:  # that part is off (e.g. no weaveDNS): Weave's empty template
-                return HttpResponse(code(), "")
+            if found is None:  # that part is off (no weaveDNS): Weave's template fails on nil
+                return HttpResponse(500 if ready() else 503, "error during template execution\n")
             answer = await found(Request("GET", f"/status/{name}", {}, {}))
             return HttpResponse(code(), str(answer.body))
 
