@@ -11,17 +11,17 @@ router state needs no locks. The daemon uses:
     router.status(); router.peer_view()
     await router.stop()
 
-Here: the lifecycle, each connection's registration with the router (the `ConnectionHost`
-callbacks: duplicates, the limit, establishment, the end), gossip transport and message
-dispatch. Beside it: `dialer` (accepting, dialing, resolving targets), `topology_gossip`
-(the topology channel, our announcements, routes), `router_status` (connections and targets
-as `weaved status` shows them), `settings` (`MeshConfig`).
+Here: the lifecycle, live settings, status, and the gossip transport the hub sends through.
+Beside it: `connections` (each connection's life as the router sees it: registration,
+duplicates, the limit, establishment, message dispatch, the end), `dialer` (accepting,
+dialing, resolving targets), `topology_gossip` (the topology channel, our announcements,
+routes), `router_status` (connections and targets as `weaved status` shows them), `settings`
+(`MeshConfig`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ipaddress
 import logging
 import random
@@ -31,39 +31,25 @@ from typing import Any
 
 from weaved.lograte import RateLimitedLog
 from weaved.mesh.admission import Admission
-from weaved.mesh.connection import Connection, InboundBudget
+from weaved.mesh.connection import InboundBudget
+from weaved.mesh.connections import NAME_COLLISION_FIX, ConnectionRegistry
 from weaved.mesh.dialer import Dialer
 from weaved.mesh.gossip import GossipHub, GossipQueue
 from weaved.mesh.gossip_api import Gossiper, GossipSender, PeerName, PeerView
-from weaved.mesh.handshake import RemoteIdentity, check_remote
-from weaved.mesh.messages import (
-    Blank,
-    Gossip,
-    GossipBroadcast,
-    GossipUnicast,
-    Heartbeat,
-    LegacyControl,
-    Message,
-    OverlayControl,
-    UnknownTag,
-)
 from weaved.mesh.overlay import (
-    NoCommonOverlay,
     NullOverlay,
     Overlay,
     OverlayFactory,
-    OverlayParams,
     OverlaySwitch,
     SwitchForwarder,
 )
 from weaved.mesh.peername import (
     format_peer_name,
-    random_conn_id,
     random_short_id,
     random_uid,
 )
 from weaved.mesh.reasons import Closed, CloseReason
-from weaved.mesh.router_status import connection_status, peer_label, target_statuses
+from weaved.mesh.router_status import connection_status, target_statuses
 from weaved.mesh.routes import Routes
 from weaved.mesh.settings import DEFAULT_PORT, MeshConfig, split_settings
 from weaved.mesh.status import (
@@ -74,17 +60,13 @@ from weaved.mesh.status import (
     UnicastRoute,
 )
 from weaved.mesh.targets import ConnectionMaker, split_target
-from weaved.mesh.topology import ConnectionInfo, Topology
+from weaved.mesh.topology import Topology
 from weaved.mesh.topology_gossip import TopologyKeeper
 
-__all__ = ["DEFAULT_PORT", "MeshConfig", "Router"]
+__all__ = ["DEFAULT_PORT", "NAME_COLLISION_FIX", "MeshConfig", "Router"]
 
 log = logging.getLogger(__name__)
 
-NAME_COLLISION_FIX = (
-    "each host needs its own: set `peer.name` in one host's spec, or give a cloned machine a "
-    "new /etc/machine-id, then restart weaved there"
-)
 INBOUND_LARGE_BYTES = 16 * 1024 * 1024
 """Large incoming messages (over 1 MiB) all connections may hold at once (connection.py)."""
 LOG_INTERVAL = 10.0
@@ -114,14 +96,10 @@ class Router:
             factories = dict(overlay_factories or {})
             overlays = [self._make_overlay(name, factories) for name in config.overlays]
         self.switch = OverlaySwitch(overlays)
-        self.connections: dict[PeerName, Connection] = {}
-        self._all: set[Connection] = set()
         self._tasks: set[asyncio.Task[None]] = set()
-        self._conn_tasks: set[asyncio.Task[None]] = set()
         self._started_mono = 0.0
         self._started_wall_ns = 0
         self._running = False
-        self.termination_count = 0
         self.listen_port = config.port
         self.admission = Admission()
         self.inbound = InboundBudget(INBOUND_LARGE_BYTES)
@@ -135,8 +113,12 @@ class Router:
             self.dialer.wake,
             self._limited,
         )
+        self.registry = ConnectionRegistry(
+            self, self.us, self.inbound, self._limited, self._rng, self._now
+        )
+        self.connections = self.registry.connections  # the same dict, never replaced
         # remote address -> nickname of a peer that uses our name with another UID
-        self.name_collisions: dict[str, str] = {}
+        self.name_collisions = self.registry.name_collisions
 
     def _make_overlay(self, name: str, factories: Mapping[str, OverlayFactory]) -> Overlay:
         if name == "none":
@@ -184,13 +166,7 @@ class Router:
             task.cancel()
         await asyncio.gather(*self._tasks, *lookups, return_exceptions=True)
         self.dialer.close()
-        for conn in list(self._all):
-            conn.shutdown(Closed(CloseReason.SHUTDOWN, "router stopping"))
-        if self._conn_tasks:
-            _, pending = await asyncio.wait(set(self._conn_tasks), timeout=1.0)
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
+        await self.registry.stop()
         self.topology_keeper.stop()
         await self.switch.stop()
         log.info("mesh router stopped name=%s", format_peer_name(self.us))
@@ -227,10 +203,10 @@ class Router:
             self.topology_keeper.announce({self.us})
         self.maker.discovery = new.discovery
         self._trusted = tuple(ipaddress.ip_network(s, strict=False) for s in new.trusted_subnets)
-        for conn in list(self._all):
+        for conn in self.registry.all():
             if new.password != old.password:
                 why = "the password changed"
-            elif conn.trust_remote != self._trusts(conn.remote_addr[0]):
+            elif conn.trust_remote != self.trusts(conn.remote_addr[0]):
                 why = "trusted_subnets changed"
             else:
                 continue
@@ -303,7 +279,7 @@ class Router:
             connections=tuple(conns),
             targets=tuple(self.maker.direct),
             trusted_subnets=tuple(str(n) for n in self._trusted),
-            termination_count=self.termination_count,
+            termination_count=self.registry.termination_count,
             overlay_diagnostics=self.switch.diagnostics(),
             protocol_min_version=self.config.min_version,
         )
@@ -329,215 +305,7 @@ class Router:
         if conn is not None:
             conn.wake()
 
-    # --- connection host (used by connections) -----------------------------------------------
-
-    def timeouts(self) -> MeshConfig:
-        return self.config
-
-    def password(self) -> bytes | None:
-        return self.config.password
-
-    def intro_features(self, conn: Connection) -> dict[str, str]:
-        conn.trust_remote = self._trusts(conn.remote_addr[0])
-        features = {
-            "PeerNameFlavour": "mac",
-            "Name": format_peer_name(self.us),
-            "NickName": self.config.nickname,
-            "ShortID": str(self.topology.ourself.short_id),
-            "UID": str(self.uid),
-            "ConnID": str(conn.conn_id),
-            "Trusted": "true" if conn.trust_remote else "false",
-        }
-        features.update(self.switch.features())
-        return features
-
-    def register(self, conn: Connection, remote: RemoteIdentity) -> Closed | None:
-        self._introduced(conn)
-        closed = check_remote(remote, self.us, self.uid)
-        if closed is not None:
-            if closed.reason is CloseReason.NAME_COLLISION:
-                self._name_collision(conn, remote)
-            return closed
-        self.name_collisions.pop(conn.remote_addr[0], None)
-        accept_new = conn.direct or not conn.outbound
-        known = self.topology.peers.get(remote.name)
-        peer = self.topology.register_remote(remote, accept_new)
-        if peer is None:
-            return Closed(
-                CloseReason.UNKNOWN_PEER,
-                f"Found unknown remote name: {format_peer_name(remote.name)} at {conn.address}",
-            )
-        conn.remote = peer
-        conn.restarted = known is not None and not known.placeholder and known.uid != remote.uid
-        return None
-
-    def prepare_overlay(self, conn: Connection) -> Closed | None:
-        assert conn.remote is not None and conn.identity is not None
-        params = OverlayParams(
-            remote=conn.remote.name,
-            remote_nickname=conn.identity.nickname,
-            local_addr=conn.local_addr,
-            remote_addr=conn.remote_addr,
-            outbound=conn.outbound,
-            conn_uid=conn.uid,
-            session_key=conn.session_key if conn.untrusted else None,
-            features=conn.features,
-        )
-        try:
-            conn.forwarder = self.switch.prepare(
-                params,
-                conn.send_body,
-                lambda: self._connection_established(conn),
-                lambda reason: conn.shutdown(Closed(CloseReason.OVERLAY_FAILED, reason)),
-            )
-        except NoCommonOverlay as e:
-            return Closed(CloseReason.NO_OVERLAY, str(e))
-        return None
-
-    def add_connection(self, conn: Connection) -> Closed | None:
-        assert conn.remote is not None
-        name = conn.remote.name
-        existing = self.connections.get(name)
-        if existing is not None and existing is not conn:
-            dup = (
-                f"Multiple connections to {peer_label(conn.remote)} added to "
-                f"{peer_label(self.topology.ourself)}"
-            )
-            if conn.uid < existing.uid:
-                existing.shutdown(Closed(CloseReason.DUPLICATE, dup))
-                self._delete_connection(existing)
-            elif existing.uid < conn.uid:
-                return Closed(CloseReason.DUPLICATE, dup)
-            else:
-                existing.shutdown(Closed(CloseReason.DUPLICATE, dup))
-                self._delete_connection(existing)
-                return Closed(CloseReason.DUPLICATE, dup)
-        limit = self.config.conn_limit
-        if limit and len(self.connections) >= limit:
-            return Closed(CloseReason.CONNECTION_LIMIT, f"Connection limit reached ({limit})")
-        new_peer = name not in self.routes().unicast or conn.restarted
-        self.connections[name] = conn
-        conn.added = True
-        self.topology.add_local_connection(
-            ConnectionInfo(name, conn.address, conn.outbound, established=False)
-        )
-        self.topology_keeper.routes_changed()
-        self._limited.info(
-            ("added", conn.remote_addr[0]),
-            "connection added%s conn=%s",
-            " (new peer)" if new_peer else "",
-            conn.log_name(),
-        )
-        if new_peer:
-            self.hub.send_all_gossip_down(name)
-        if conn.outbound:
-            self.maker.connection_created(conn.target_address, True)
-        self.topology_keeper.announce({name, self.us})
-        self.dialer.wake()
-        return None
-
-    def handle_message(self, conn: Connection, msg: Message) -> None:
-        """Raises `GossipError`/`ProtocolError` to close the connection."""
-        if isinstance(msg, Gossip | GossipUnicast | GossipBroadcast):
-            self.hub.deliver(msg)
-        elif isinstance(msg, Heartbeat):
-            return
-        elif isinstance(msg, OverlayControl):
-            if conn.forwarder is not None and not conn.forwarder.legacy:
-                conn.forwarder.control_message(msg.index, msg.subtag, msg.body)
-        elif isinstance(msg, LegacyControl):
-            if conn.forwarder is not None and conn.forwarder.legacy:
-                conn.forwarder.control_message(0, msg.tag, msg.body)
-        elif isinstance(msg, Blank):
-            self._limited.info(
-                ("blank", conn.remote_addr[0]), "ignoring blank msg conn=%s", conn.log_name()
-            )
-        elif isinstance(msg, UnknownTag):
-            self._limited.info(
-                ("tag", conn.remote_addr[0]),
-                "ignoring unknown protocol tag conn=%s tag=%d",
-                conn.log_name(),
-                msg.tag,
-            )
-
-    def connection_ended(self, conn: Connection, closed: Closed) -> None:
-        self._introduced(conn)
-        self._all.discard(conn)
-        now = self._now()
-        # Drop our reference before deleting, so garbage collection can take the peer.
-        if conn.remote is not None:
-            self.topology.dereference(conn.remote.name)
-        if conn.added:
-            self.termination_count += 1
-            self._delete_connection(conn)
-        if conn.forwarder is not None:
-            conn.forwarder.stop()
-        if conn.outbound:
-            self.dialer.connection_ended(conn.target_address, closed, now)
-        self._limited.info(
-            ("ended", conn.remote_addr[0], closed.reason),
-            "connection shutting down conn=%s reason=%s detail=%s",
-            conn.log_name(),
-            closed.reason,
-            closed.detail,
-        )
-        self.dialer.wake()
-
-    def _name_collision(self, conn: Connection, remote: RemoteIdentity) -> None:
-        ip = conn.remote_addr[0]
-        self.name_collisions[ip] = remote.nickname
-        while len(self.name_collisions) > 16:
-            self.name_collisions.pop(next(iter(self.name_collisions)))
-        self._limited.error(
-            ("collision", ip),
-            "peer name collision: %r at %s uses our peer name %s; %s",
-            remote.nickname,
-            ip,
-            format_peer_name(self.us),
-            NAME_COLLISION_FIX,
-        )
-
-    def _introduced(self, conn: Connection) -> None:
-        if conn.pending_source is not None:
-            self.admission.done(conn.pending_source)
-            conn.pending_source = None
-
-    # --- internals: connections ---------------------------------------------------------------
-
-    def _connection_established(self, conn: Connection) -> None:
-        if conn.remote is None or self.connections.get(conn.remote.name) is not conn:
-            conn.shutdown(
-                Closed(CloseReason.PROTOCOL_ERROR, "Cannot set unknown connection active")
-            )
-            return
-        conn.established = True
-        self.topology.set_local_established(conn.remote.name)
-        self.topology_keeper.routes_changed()
-        self._limited.info(
-            ("established", conn.remote_addr[0]),
-            "connection fully established conn=%s",
-            conn.log_name(),
-        )
-        self.topology_keeper.announce({self.us})
-
-    def _delete_connection(self, conn: Connection) -> None:
-        if conn.remote is None:
-            return
-        name = conn.remote.name
-        if self.connections.get(name) is not conn:
-            return
-        del self.connections[name]
-        self.topology.delete_local_connection(name)
-        self._limited.info(
-            ("deleted", conn.remote_addr[0]), "connection deleted conn=%s", conn.log_name()
-        )
-        # Collect first, so we never gossip unreachable peers (that can loop).
-        self.topology_keeper.removed(self.topology.garbage_collect())
-        self.topology.reassign_short_id_if_lost()
-        self.topology_keeper.routes_changed()
-        self.topology_keeper.announce({self.us})
-
-    def _trusts(self, ip: str) -> bool:
+    def trusts(self, ip: str) -> bool:
         try:
             addr = ipaddress.ip_address(ip)
         except ValueError:
@@ -577,28 +345,9 @@ class Router:
         source: str | None = None,
         target: str = "",
     ) -> None:
-        """Run a connection on a socket the dialer accepted (from `source`, admitted) or dialed
-        (to `target`)."""
-        conn = Connection(
-            self,
-            reader,
-            writer,
-            outbound=outbound,
-            direct=direct,
-            conn_id=random_conn_id(self._rng),
+        self.registry.open(
+            reader, writer, outbound=outbound, direct=direct, source=source, target=target
         )
-        conn.pending_source = source
-        if outbound:
-            conn.target_address = target
-        self._all.add(conn)
-        task = asyncio.create_task(self._connection_task(conn), name=f"mesh-conn {conn.address}")
-        self._conn_tasks.add(task)
-        task.add_done_callback(self._conn_tasks.discard)
-
-    @staticmethod
-    async def _connection_task(conn: Connection) -> None:
-        with contextlib.suppress(asyncio.CancelledError):
-            await conn.run()
 
     async def _gossip_loop(self) -> None:
         while True:
