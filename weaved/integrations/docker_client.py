@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import PurePosixPath
 from typing import Any
@@ -42,6 +43,8 @@ class ContainerInfo:
     domainname: str = ""
     network_mode: str = ""
     started_at: float = 0.0  # wall clock seconds of the last start (0: never started)
+    labels: Mapping[str, str] = field(default_factory=dict, compare=False, hash=False)
+    hosts_path: str = ""  # the host's file Docker bind-mounts as the container's /etc/hosts
 
 
 def docker_url(spec_socket: str | None = None) -> str:
@@ -80,6 +83,8 @@ def info_of(attrs: dict[str, Any]) -> ContainerInfo:
         domainname=str(config.get("Domainname") or ""),
         network_mode=str(host_config.get("NetworkMode") or ""),
         started_at=docker_time(str(state.get("StartedAt") or "")),
+        labels={str(k): str(v) for k, v in (config.get("Labels") or {}).items()},
+        hosts_path=str(attrs.get("HostsPath") or ""),
     )
 
 

@@ -442,10 +442,41 @@ class DockerPluginSpec(_Strict):
     )
 
 
+DEFAULT_HOSTNAME_MATCH = "(.*)"  # Weave's --hostname-match default
+DEFAULT_HOSTNAME_REPLACEMENT = "$1"  # Weave's --hostname-replacement default
+
+
+def _regexp(value: str) -> str:
+    try:
+        re.compile(value)
+    except re.error as exc:
+        raise ValueError(f"not a regular expression: {exc}") from None
+    return value
+
+
 class DockerSpec(_Strict):
     auto_attach: bool = Field(False, description="Attach containers as Docker starts them")
     socket: Annotated[str, AfterValidator(_docker_url)] = "unix:///var/run/docker.sock"
     plugin: DockerPluginSpec = Field(default_factory=DockerPluginSpec)
+    # Weave proxy's hostname rules: which name a container gets in weaveDNS.
+    hostname_from_label: str | None = Field(
+        None,
+        min_length=1,
+        max_length=255,
+        description="Label whose value (when set) replaces the container's name as its DNS"
+        " name (Weave's --hostname-from-label)",
+    )
+    hostname_match: Annotated[str, AfterValidator(_regexp)] = Field(
+        DEFAULT_HOSTNAME_MATCH,
+        max_length=1024,
+        description="Regexp applied to the container's name (Weave's --hostname-match)",
+    )
+    hostname_replacement: str = Field(
+        DEFAULT_HOSTNAME_REPLACEMENT,
+        max_length=255,
+        description="What each match becomes; $1, ${name} are groups (Weave's"
+        " --hostname-replacement)",
+    )
 
 
 _DURATION = re.compile(r"^([0-9]{1,5})(s|m)?$")
