@@ -10,10 +10,12 @@ import pytest
 from weaved.attach.cli import (
     DEFAULT_TIMEOUT,
     AddressKind,
+    AttachFlags,
     AttachRequest,
     DetachRequest,
     PsRequest,
     add_attach_parsers,
+    attach_flags,
     literal_addresses,
     parse_address,
     request_from_args,
@@ -180,3 +182,45 @@ def test_expose_forms_are_the_attach_forms() -> None:
     assert expose_forms([], "10.2.0.0/16") == ["net:default"]
     with pytest.raises(UsageError):
         expose_forms(["web"], "10.2.0.0/16")
+
+
+def flags_of(*argv: str) -> AttachFlags:
+    parser = argparse.ArgumentParser()
+    add_attach_parsers(parser.add_subparsers(dest="command"), handler)
+    return attach_flags(parser.parse_args(argv))
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("attach", "--without-dns", "--rewrite-hosts", "--add-host", "db:10.2.1.9", "web"),
+        (
+            "attach",
+            "10.2.1.5/24",
+            "--without-dns",
+            "--rewrite-hosts",
+            "--add-host=db:10.2.1.9",
+            "web",
+        ),
+    ],
+)
+def test_weaves_dns_and_hosts_flags_before_or_among_the_words(argv: tuple[str, ...]) -> None:
+    req = parse(*argv)
+    assert isinstance(req, AttachRequest) and req.target == "web" and req.dns is False
+    assert AttachRequest.from_json(req.to_json()) == req
+    flags = flags_of(*argv)
+    assert flags.rewrite_hosts and flags.without_dns and flags.add_hosts == ("db:10.2.1.9",)
+
+
+def test_attach_registers_dns_unless_told() -> None:
+    req = parse("attach", "web")
+    assert isinstance(req, AttachRequest) and req.dns is True
+    assert AttachRequest.from_json({"target": "web"}).dns is True
+
+
+@pytest.mark.parametrize("value", ["db", "db:", "db:nope"])
+def test_a_bad_add_host_is_a_usage_error(value: str) -> None:
+    with pytest.raises(UsageError, match="--add-host"):
+        parse("attach", "10.2.1.5/24", "--add-host", value, "web")
+    with pytest.raises(UsageError, match="--add-host"):
+        flags_of("attach", "--add-host", value, "web")

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from weaved.attach.cli import parse_add_host
 from weaved.docker.hostname import HostnameRules, dns_name, replace_all, rules_of
-from weaved.docker.hosts import hosts_contents, parse_add_host, rewrite_etc_hosts
+from weaved.docker.hosts import hosts_contents, rewrite_etc_hosts
 from weaved.errors import UsageError
 from weaved.spec.models import DockerSpec
 
@@ -69,7 +70,9 @@ def test_hosts_contents_are_weaves() -> None:
     assert "10.32.0.9       db" in lines
     assert "127.0.0.1       localhost" in lines
     assert lines[-1] == "# created by Weave - END"
-    assert "10.32.0.5       web\n" in hosts_contents("web.", [ipaddress.IPv4Address("10.32.0.5")], [])
+    assert "10.32.0.5       web\n" in hosts_contents(
+        "web.", [ipaddress.IPv4Address("10.32.0.5")], []
+    )
 
 
 def test_add_host_is_checked() -> None:

@@ -1,7 +1,8 @@
 """`weaved attach`, `weaved detach` and `weaved ps`: Weave's argument forms, typed requests, and a
 local runner that works without a daemon when every address is given literally.
 
-    weaved attach [--no-multicast-route] [--timeout SECONDS] [ADDR ...] TARGET
+    weaved attach [--without-dns] [--rewrite-hosts] [--add-host NAME:ADDR ...]
+                  [--no-multicast-route] [--timeout SECONDS] [ADDR ...] TARGET
     weaved detach [ADDR ...] TARGET
     weaved ps [TARGET | weave:expose ...]
 
@@ -36,6 +37,9 @@ if TYPE_CHECKING:
 
 Handler = Callable[[argparse.Namespace, Context], int]
 NO_MULTICAST_FLAG = "--no-multicast-route"
+WITHOUT_DNS_FLAG = "--without-dns"  # no weaveDNS name for it (Weave's)
+REWRITE_HOSTS_FLAG = "--rewrite-hosts"  # its /etc/hosts names its weave addresses (Weave's)
+ADD_HOST_FLAG = "--add-host"  # NAME:ADDR, one more line of that /etc/hosts (Weave's)
 TIMEOUT_FLAG = "--timeout"
 DEFAULT_TIMEOUT = 600.0  # seconds `attach` waits for IPAM unless told otherwise
 MIN_SUBNET_PREFIX = 30  # IPAM allocates host addresses: a /31 or /32 has none
@@ -105,12 +109,14 @@ class AttachRequest:
     target: str
     addresses: tuple[AddressArg, ...] = ()
     multicast_route: bool | None = None  # None: the spec's `multicast_route`
+    dns: bool = True  # register its name in weaveDNS (`--without-dns`: not)
 
     def to_json(self) -> dict[str, Any]:
         return {
             "target": self.target,
             "addresses": [a.text for a in self.addresses],
             "multicast_route": self.multicast_route,
+            "dns": self.dns,
         }
 
     @staticmethod
@@ -120,7 +126,18 @@ class AttachRequest:
             str(data["target"]),
             _addresses_from_json(data.get("addresses", [])),
             None if mc is None else bool(mc),
+            bool(data.get("dns", True)),
         )
+
+
+@dataclass(frozen=True)
+class AttachFlags:
+    """Weave's `attach` flags among the words."""
+
+    no_multicast_route: bool = False
+    without_dns: bool = False
+    rewrite_hosts: bool = False
+    add_hosts: tuple[str, ...] = ()  # NAME:ADDR, checked
 
 
 @dataclass(frozen=True)
@@ -157,18 +174,33 @@ def _addresses_from_json(items: Sequence[Any]) -> tuple[AddressArg, ...]:
     return tuple(out)
 
 
-def split_words(command: str, words: Sequence[str]) -> tuple[tuple[AddressArg, ...], str, bool]:
-    """Weave's `[ADDR ...] [flags] TARGET`: returns (addresses, target, no-multicast-route)."""
+def split_words(
+    command: str, words: Sequence[str]
+) -> tuple[tuple[AddressArg, ...], str, AttachFlags]:
+    """Weave's `[ADDR ...] [flags] TARGET`: returns (addresses, target, attach's flags)."""
     addresses: list[AddressArg] = []
-    no_multicast = False
+    flags = AttachFlags()
     rest: list[str] = []
     skip = False
-    for word in words:
+    for index, word in enumerate(words):
         if skip:
             skip = False
             continue
-        if word == NO_MULTICAST_FLAG and command == "attach":
-            no_multicast = True
+        if command == "attach" and word == NO_MULTICAST_FLAG:
+            flags = replace(flags, no_multicast_route=True)
+            continue
+        if command == "attach" and word == WITHOUT_DNS_FLAG:
+            flags = replace(flags, without_dns=True)
+            continue
+        if command == "attach" and word == REWRITE_HOSTS_FLAG:
+            flags = replace(flags, rewrite_hosts=True)
+            continue
+        if command == "attach" and (word == ADD_HOST_FLAG or word.startswith(ADD_HOST_FLAG + "=")):
+            if word == ADD_HOST_FLAG and index + 1 == len(words):
+                raise UsageError(f"weaved attach: {ADD_HOST_FLAG} needs NAME:ADDRESS")
+            value = words[index + 1] if word == ADD_HOST_FLAG else word.split("=", 1)[1]
+            skip = word == ADD_HOST_FLAG
+            flags = replace(flags, add_hosts=(*flags.add_hosts, parse_add_host(value)))
             continue
         if command == "attach" and (word == TIMEOUT_FLAG or word.startswith(TIMEOUT_FLAG + "=")):
             skip = word == TIMEOUT_FLAG  # its value was taken by timeout_of
@@ -190,7 +222,31 @@ def split_words(command: str, words: Sequence[str]) -> tuple[tuple[AddressArg, .
             f"weaved {command}: one TARGET, after the addresses (got {' '.join(rest)})\n"
             "  hint: an address is ADDR/LEN, ip:ADDR, net:CIDR or net:default"
         )
-    return tuple(addresses), rest[0], no_multicast
+    return tuple(addresses), rest[0], flags
+
+
+def attach_flags(args: argparse.Namespace) -> AttachFlags:
+    """The flags given before the words (argparse's) and among them (Weave's order)."""
+    _, _, among = split_words("attach", list(getattr(args, "words", [])))
+    before = [parse_add_host(h) for h in getattr(args, "add_host", None) or []]
+    return AttachFlags(
+        among.no_multicast_route or bool(getattr(args, "no_multicast_route", False)),
+        among.without_dns or bool(getattr(args, "without_dns", False)),
+        among.rewrite_hosts or bool(getattr(args, "rewrite_hosts", False)),
+        (*before, *among.add_hosts),
+    )
+
+
+def parse_add_host(value: str) -> str:
+    """`NAME:ADDR` as Docker's and Weave's `--add-host`; UsageError otherwise."""
+    name, sep, address = value.partition(":")
+    if not sep or not name or not address:
+        raise UsageError(f"{ADD_HOST_FLAG} {value}: write NAME:ADDRESS (e.g. db:10.32.0.9)")
+    try:
+        ipaddress.ip_address(address)
+    except ValueError:
+        raise UsageError(f"{ADD_HOST_FLAG} {value}: {address!r} is not an IP address") from None
+    return value
 
 
 def timeout_of(args: argparse.Namespace) -> float:
@@ -257,9 +313,11 @@ def request_from_args(args: argparse.Namespace) -> Request:
     if command == "ps":
         return PsRequest(tuple(words))
     if command == "attach":
-        addresses, target, no_mc = split_words("attach", words)
-        no_mc = no_mc or bool(getattr(args, "no_multicast_route", False))
-        return AttachRequest(target, addresses, False if no_mc else None)
+        addresses, target, _ = split_words("attach", words)
+        flags = attach_flags(args)
+        return AttachRequest(
+            target, addresses, False if flags.no_multicast_route else None, not flags.without_dns
+        )
     if command == "detach":
         addresses, target, _ = split_words("detach", words)
         return DetachRequest(target, addresses)
@@ -293,7 +351,8 @@ def add_attach_parsers(sub: Any, handler: Handler) -> None:
     p = sub.add_parser(
         "attach",
         help="plug a container into the weave network",
-        usage="weaved attach [--no-multicast-route] [--timeout SECONDS] [ADDR ...] TARGET",
+        usage="weaved attach [--without-dns] [--rewrite-hosts] [--add-host NAME:ADDR ...]"
+        " [--no-multicast-route] [--timeout SECONDS] [ADDR ...] TARGET",
         description=f"ADDR: {ADDR_HELP}. With no ADDR, IPAM allocates one.\nTARGET: {TARGET_HELP}.",
     )
     p.add_argument(
@@ -307,6 +366,25 @@ def add_attach_parsers(sub: Any, handler: Handler) -> None:
         dest="no_multicast_route",
         action="store_true",
         help="do not route 224.0.0.0/4 via ethwe in the container",
+    )
+    p.add_argument(
+        WITHOUT_DNS_FLAG,
+        dest="without_dns",
+        action="store_true",
+        help="do not register the container's name in weaveDNS",
+    )
+    p.add_argument(
+        REWRITE_HOSTS_FLAG,
+        dest="rewrite_hosts",
+        action="store_true",
+        help="make the Docker container's /etc/hosts name its weave addresses (as Weave)",
+    )
+    p.add_argument(
+        ADD_HOST_FLAG,
+        dest="add_host",
+        action="append",
+        metavar="NAME:ADDR",
+        help="with --rewrite-hosts: one more line of /etc/hosts (repeatable)",
     )
     p.add_argument("words", nargs=argparse.REMAINDER, metavar="[ADDR ...] TARGET")
     p.set_defaults(func=handler, attach_command="attach")

@@ -14,8 +14,6 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from weaved.errors import UsageError
-
 LOCALHOST_LINES = (
     "127.0.0.1       localhost",
     "::1             ip6-localhost ip6-loopback",
@@ -26,18 +24,6 @@ LOCALHOST_LINES = (
 )
 
 
-def parse_add_host(value: str) -> str:
-    """`NAME:ADDR` as Docker's and Weave's `--add-host`; UsageError otherwise."""
-    name, sep, address = value.partition(":")
-    if not sep or not name or not address:
-        raise UsageError(f"--add-host {value}: write NAME:ADDRESS (e.g. db:10.32.0.9)")
-    try:
-        ipaddress.ip_address(address)
-    except ValueError:
-        raise UsageError(f"--add-host {value}: {address!r} is not an IP address") from None
-    return value
-
-
 def hosts_contents(
     fqdn: str, addresses: Sequence[ipaddress.IPv4Address], extra_hosts: Sequence[str]
 ) -> str:
@@ -45,7 +31,7 @@ def hosts_contents(
     name, _, domain = fqdn.partition(".")
     hostnames = f"{name}.{domain.rstrip('.')} {name}" if domain else name
     lines = ["# created by Weave - BEGIN", "# container hostname"]
-    lines += [f"{str(a):<15} {hostnames}" for a in addresses]
+    lines += [f"{a!s:<15} {hostnames}" for a in addresses]
     lines += ["", "# static names added with --add-host"]
     for item in extra_hosts:
         host, sep, address = item.partition(":")
