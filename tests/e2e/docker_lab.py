@@ -1,16 +1,32 @@
 """Real Docker containers on lab hosts: each host's private dockerd (in the host's namespace)
 and what the tests do with its containers (run with weaveDNS's flags, attach by name through the
-host's daemon, exec, look names up). Shared by the Docker lab tests."""
+host's daemon, exec, look names up). Shared by the Docker lab tests.
+
+`docker_lab` brings up two lab hosts, each running `weaved daemon` and then its own dockerd (as
+when weaved.service comes up before docker.service), with busybox imported offline; the specs
+are examples/lab/host{1,2}.yaml plus a `docker:` section each test module writes."""
 
 from __future__ import annotations
 
 import ipaddress
+import os
+import shutil
 import subprocess
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 
-from tests.docker_image import run_container
+import pytest
+
+from tests.docker_image import busybox_available, import_busybox, remove_containers, run_container
 from tests.helpers import Dockerd
-from weaved.lab.lab import Lab
+from weaved.lab.lab import Lab, examples_dir
+
+HOSTS = ("host1", "host2")
+SKIP_WITHOUT_DOCKER = pytest.mark.skipif(
+    shutil.which("dockerd") is None or not busybox_available() or examples_dir() is None,
+    reason="needs dockerd, the docker CLI, /bin/busybox and examples/lab",
+)
 
 SUBNET = ipaddress.IPv4Network("10.32.0.0/12")  # examples/lab: ipalloc.range
 
@@ -93,3 +109,36 @@ def is_ipv4(text: str) -> bool:
 
 def follows_docker(lab: Lab, host: str) -> bool:
     return "docker events followed" in lab.host(host).log.read_text()
+
+
+def unique(name: str) -> str:
+    """A lab name of this test process's own: the same module may run in two checkouts at
+    once (lab names, namespaces and plugin sockets in /run/docker/plugins must not meet)."""
+    return f"{name}{os.getpid() % 1000}"
+
+
+@contextmanager
+def docker_lab(
+    name: str,
+    tmp_path_factory: pytest.TempPathFactory,
+    docker_section: Callable[[str, Dockerd], str],
+) -> Iterator[tuple[Lab, dict[str, Dockerd]]]:
+    """The lab `name` up with `docker_section(host, dockerd)` appended to each host's spec;
+    everything (containers, dockerds, then the lab) goes at the end."""
+    lab = Lab(name)
+    examples = examples_dir()
+    assert examples is not None
+    specs = tmp_path_factory.mktemp("specs")
+    dockerds = {h: Dockerd(HostNetns(f"wd-{lab.name}-h{h[-1]}")) for h in HOSTS}
+    for host, dockerd in dockerds.items():
+        text = (examples / "lab" / f"{host}.yaml").read_text()
+        assert "\ndocker:" not in text
+        (specs / f"{host}.yaml").write_text(text + docker_section(host, dockerd))
+    with ExitStack() as stack:
+        stack.callback(lab.down)  # last: after every dockerd inside the hosts has stopped
+        lab.up(len(HOSTS), spec_dir=specs, resync=2.0)
+        for dockerd in dockerds.values():
+            stack.enter_context(dockerd)
+            stack.callback(remove_containers, dockerd)
+            import_busybox(dockerd)
+        yield lab, dockerds

@@ -15,57 +15,37 @@ and for a container without one (Docker's default hostname is its short ID) the 
 from __future__ import annotations
 
 import ipaddress
-import shutil
 from collections.abc import Iterator
-from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.docker_image import busybox_available, import_busybox, remove_containers
+from tests.docker_image import run_container
 from tests.e2e.docker_lab import (
+    HOSTS,
+    SKIP_WITHOUT_DOCKER,
     SUBNET,
     Attached,
     DockerLab,
-    HostNetns,
     dns_status,
+    docker_lab,
     follows_docker,
+    unique,
 )
 from tests.helpers import Dockerd, wait_for
-from weaved.lab.lab import Lab, examples_dir
 from weaved.spec.edit import edit_spec
 
-pytestmark = [
-    pytest.mark.timeout(300),
-    pytest.mark.docker,
-    pytest.mark.skipif(
-        shutil.which("dockerd") is None or not busybox_available() or examples_dir() is None,
-        reason="needs dockerd, the docker CLI, /bin/busybox and examples/lab",
-    ),
-]
+pytestmark = [pytest.mark.timeout(300), pytest.mark.docker, SKIP_WITHOUT_DOCKER]
 
-HOSTS = ("host1", "host2")
+
+def _docker_section(_host: str, dockerd: Dockerd) -> str:
+    return f"docker:\n  socket: unix://{dockerd.sock}\n  auto_attach: false\n"
 
 
 @pytest.fixture(scope="module")
 def dlab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DockerLab]:
-    lab = Lab("dock")
-    examples = examples_dir()
-    assert examples is not None
-    specs = tmp_path_factory.mktemp("specs")
-    dockerds = {h: Dockerd(HostNetns(f"wd-{lab.name}-h{h[-1]}")) for h in HOSTS}
-    for host, dockerd in dockerds.items():
-        text = (examples / "lab" / f"{host}.yaml").read_text()
-        assert "\ndocker:" not in text
-        text += f"docker:\n  socket: unix://{dockerd.sock}\n  auto_attach: false\n"
-        (specs / f"{host}.yaml").write_text(text)
-    with ExitStack() as stack:
-        stack.callback(lab.down)  # last: after every dockerd inside the hosts has stopped
-        lab.up(len(HOSTS), spec_dir=specs, resync=2.0)
-        for dockerd in dockerds.values():
-            stack.enter_context(dockerd)
-            stack.callback(remove_containers, dockerd)
-            import_busybox(dockerd)
+    with docker_lab(unique("dock"), tmp_path_factory, _docker_section) as (lab, dockerds):
         # Docker came up after weaved: each daemon follows it at its next attempt (≤ 30 s).
         for host in HOSTS:
             wait_for(lambda h=host: follows_docker(lab, h), timeout=60, interval=0.5)
@@ -178,3 +158,74 @@ def test_auto_attach_attaches_containers_as_docker_starts_them(
         wait_for(lambda: dlab.lookup(a, "wdk-auto.weave.local") == [ip], timeout=20, interval=0.5)
     finally:
         auto(False)
+
+
+def test_attach_without_dns_rewrite_hosts_and_add_host_as_weave(
+    dlab: DockerLab, pair: tuple[Attached, Attached]
+) -> None:
+    """Weave's `attach --without-dns --rewrite-hosts --add-host NAME:ADDR`: no weaveDNS name;
+    the container's /etc/hosts names its weave address and the extra host, and keeps them."""
+    a, _ = pair
+    dlab.run("host1", "wdk-hosts")  # --hostname=wdk-hosts.weave.local
+    out = dlab.weaved(
+        "host1", "attach", "--without-dns", "--rewrite-hosts", "--add-host", "db:10.32.9.1",
+        "wdk-hosts",
+    ).stdout  # fmt: skip
+    (ip,) = out.split()
+    c = Attached("wdk-hosts", "host1", "", ip)
+    lines = dlab.in_container(c, "cat", "/etc/hosts").stdout.splitlines()
+    assert lines[0] == "# created by Weave - BEGIN" and lines[-1] == "# created by Weave - END"
+    assert f"{ip:<15} wdk-hosts.weave.local wdk-hosts" in lines, lines
+    assert f"{'10.32.9.1':<15} db" in lines, lines
+    ping = dlab.in_container(c, "ping", "-c", "1", "-W", "1", "db").stdout
+    assert "(10.32.9.1)" in ping, ping  # the name comes from /etc/hosts
+    # --without-dns: weaveDNS does not know it (the attach has returned: nothing is pending).
+    assert "wdk-hosts " not in dns_status(dlab, "host1")
+    assert dlab.nxdomain(a, "wdk-hosts.weave.local")
+    bad = dlab.weaved("host1", "attach", "--add-host", "db", "wdk-hosts", check=False)
+    assert bad.returncode == 64 and "NAME:ADDRESS" in bad.stderr, bad
+
+
+def test_hostname_rules_name_containers_in_weavedns(
+    dlab: DockerLab, pair: tuple[Attached, Attached]
+) -> None:
+    """docker.hostname_match/hostname_replacement/hostname_from_label (Weave proxy's
+    --hostname-* flags) decide a container's weaveDNS name."""
+    a, _ = pair
+    spec = Path(dlab.lab.host("host2").spec)
+    rules = {
+        "auto_attach": True,
+        "hostname_match": "^app-(.*)$",
+        "hostname_replacement": "my-$1",
+        "hostname_from_label": "works.weave.hostname",
+    }
+
+    def set_rules(doc: Any) -> None:
+        doc["docker"].update(rules)
+
+    def unset_rules(doc: Any) -> None:
+        for key in rules:
+            doc["docker"].pop(key, None)
+
+    edit_spec(spec, set_rules)
+    dlab.weaved("host2", "apply")
+    try:
+        dns_args = dlab.weaved("host2", "dns-args").stdout.split()
+        run_container(dlab.dockerds["host2"], "app-web", *dns_args)
+        run_container(
+            dlab.dockerds["host2"], "app-lbl", "--label", "works.weave.hostname=app-db", *dns_args
+        )
+
+        def ip_of(name: str) -> str:
+            wait_for(lambda: "/12" in dlab.ps("host2", name), timeout=20, interval=0.5)
+            return dlab.ps("host2", name).split()[2].split("/")[0]
+
+        web, db = ip_of("app-web"), ip_of("app-lbl")
+        # The name matched: `my-web`; the label's value replaced the name, then matched.
+        wait_for(lambda: dlab.lookup(a, "my-web.weave.local") == [web], timeout=20, interval=0.5)
+        wait_for(lambda: dlab.lookup(a, "my-db.weave.local") == [db], timeout=20, interval=0.5)
+        assert dlab.nxdomain(a, "app-web.weave.local")
+    finally:
+        edit_spec(spec, unset_rules)
+        dlab.weaved("host2", "apply")
+        dlab.docker("host2", "rm", "-f", "app-web", "app-lbl", check=False)

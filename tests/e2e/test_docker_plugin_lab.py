@@ -13,38 +13,23 @@ not meet.
 from __future__ import annotations
 
 import ipaddress
-import shutil
 import subprocess
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from tests.docker_image import IMAGE, busybox_available, import_busybox, run_container
+from tests.docker_image import IMAGE, run_container
+from tests.e2e.docker_lab import HOSTS, SKIP_WITHOUT_DOCKER, docker_lab
 from tests.helpers import Dockerd, wait_for
-from weaved.lab.lab import Lab, examples_dir
+from weaved.lab.lab import Lab
 from weaved.spec.edit import edit_spec
 
-pytestmark = [
-    pytest.mark.timeout(300),
-    pytest.mark.docker,
-    pytest.mark.skipif(
-        shutil.which("dockerd") is None or not busybox_available() or examples_dir() is None,
-        reason="needs dockerd, the docker CLI, /bin/busybox and examples/lab",
-    ),
-]
+pytestmark = [pytest.mark.timeout(300), pytest.mark.docker, SKIP_WITHOUT_DOCKER]
 
-HOSTS = ("host1", "host2")
 SUBNET = ipaddress.IPv4Network("10.32.0.0/12")  # examples/lab: ipalloc.range
 LAB = "dplug"
-
-
-@dataclass(frozen=True)
-class HostNetns:
-    name: str
 
 
 def driver_of(host: str) -> str:
@@ -83,33 +68,16 @@ def _weave_network(dockerd: Dockerd) -> bool:
     return any(line.split()[0] == "weave" for line in out.stdout.splitlines() if line.split())
 
 
-def _remove_all(dockerd: Dockerd) -> None:
-    ids = dockerd.docker("ps", "-aq", check=False).stdout.split()
-    if ids:
-        dockerd.docker("rm", "-f", *ids, check=False)
+def _docker_section(host: str, dockerd: Dockerd) -> str:
+    return (
+        f"docker:\n  socket: unix://{dockerd.sock}\n  plugin:\n    enabled: true\n"
+        f"    socket: /run/docker/plugins/{driver_of(host)}.sock\n"
+    )
 
 
 @pytest.fixture(scope="module")
 def plab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PluginLab]:
-    lab = Lab(LAB)
-    examples = examples_dir()
-    assert examples is not None
-    specs = tmp_path_factory.mktemp("specs")
-    dockerds = {h: Dockerd(HostNetns(f"wd-{lab.name}-h{h[-1]}")) for h in HOSTS}
-    for host, dockerd in dockerds.items():
-        text = (examples / "lab" / f"{host}.yaml").read_text()
-        text += (
-            f"docker:\n  socket: unix://{dockerd.sock}\n  plugin:\n    enabled: true\n"
-            f"    socket: /run/docker/plugins/{driver_of(host)}.sock\n"
-        )
-        (specs / f"{host}.yaml").write_text(text)
-    with ExitStack() as stack:
-        stack.callback(lab.down)
-        lab.up(len(HOSTS), spec_dir=specs, resync=2.0)
-        for dockerd in dockerds.values():
-            stack.enter_context(dockerd)
-            stack.callback(_remove_all, dockerd)
-            import_busybox(dockerd)
+    with docker_lab(LAB, tmp_path_factory, _docker_section) as (lab, dockerds):
         assert lab.wait_mesh(), "the lab hosts did not find each other"
         for dockerd in dockerds.values():
             wait_for(lambda d=dockerd: _weave_network(d), timeout=30, interval=0.5)
