@@ -41,6 +41,7 @@ from weaved.control import Handler, Request, Response
 from weaved.dataplane.base import Dataplane
 from weaved.dns.part import DnsPart
 from weaved.dns.resolvconf import render_resolv_conf
+from weaved.docker.hostname import dns_name, rules_of
 from weaved.engine.reconcile import RuntimeFacts
 from weaved.errors import ApplyError, DependencyError, UsageError, WeavedError
 from weaved.integrations.docker_client import (
@@ -136,6 +137,7 @@ class AttachPart(Component):
         # Containers whose addresses are claimed and names registered by this process: the
         # periodic check only acts on what changed (a `dns-remove` sticks until re-attached).
         self._adopted: set[str] = set()
+        self._without_dns: set[str] = set()  # attached with `--without-dns` (this run)
         # attach/detach bump the epoch and stamp the container: a resync that observed the
         # kernel before that leaves the container alone (its view is older than the call's).
         self._epoch = 0
@@ -301,7 +303,8 @@ class AttachPart(Component):
         self._adopted.add(key)
         if self.dns is not None and held:
             self.dns.service.unregister_container(key)
-        await self._register_dns(a.target, a.addresses)
+        if key not in self._without_dns:
+            await self._register_dns(a.target, a.addresses)
         return True
 
     def _prune(self, seen: list[Attachment], epoch: int) -> None:
@@ -321,6 +324,7 @@ class AttachPart(Component):
         """A container is gone: names now, addresses after Weave's grace period (`died`) or
         now."""
         self._adopted.discard(target.key)
+        self._without_dns.discard(target.key)
         if self.known.pop(target.key, None) is None and not died:
             return
         if died:
@@ -449,21 +453,26 @@ class AttachPart(Component):
     ) -> None:
         if self.dns is None:
             return
-        hostname = None
+        hostname = name = None
         if target.kind is TargetKind.DOCKER:
             url = self.docker_url
 
-            def host_of() -> str:
+            def inspect() -> ContainerInfo:
                 client = connect(url, 5)
                 try:
-                    info = inspect_container(client, target.key)
+                    return inspect_container(client, target.key)
                 finally:
                     client.close()
-                return f"{info.hostname}.{info.domainname}" if info.domainname else info.hostname
 
             with contextlib.suppress(WeavedError):
-                hostname = await asyncio.to_thread(host_of)
-        name = None if target.kind is TargetKind.PID else target.name
+                info = await asyncio.to_thread(inspect)
+                hostname = (
+                    f"{info.hostname}.{info.domainname}" if info.domainname else info.hostname
+                )
+                # Weave proxy's hostname rules (docker.hostname_*) name it in weaveDNS.
+                name = dns_name(rules_of(self.spec.docker), info.name, info.labels)
+        if name is None and target.kind is not TargetKind.PID:
+            name = target.name
         self.dns.service.register_container(
             target.key, [str(a.ip) for a in addresses], hostname, name
         )
@@ -508,7 +517,11 @@ class AttachPart(Component):
             self.known[target.key] = attached
             self._adopted.add(target.key)
             self._save()
-        await self._register_dns(target, attached.addresses)
+        if request.dns:
+            self._without_dns.discard(target.key)
+            await self._register_dns(target, attached.addresses)
+        else:  # Weave's `attach --without-dns`
+            self._without_dns.add(target.key)
         self._daemon.mark_dirty("attach")
         log.info(
             "attached target=%s addresses=%s", target.label, ",".join(str(a) for a in addresses)

@@ -28,6 +28,7 @@ from weaved.control import ControlServer, Handler, Request, Response
 from weaved.dns.part import DnsPart
 from weaved.docker import core, plumbing
 from weaved.docker.core import PluginError
+from weaved.docker.hostname import dns_name, rules_of
 from weaved.engine.reconcile import RuntimeFacts
 from weaved.errors import WeavedError
 from weaved.integrations.docker_client import connect, docker_url
@@ -252,6 +253,7 @@ class DockerPluginPart(Component):
         try:
             self._ensure_network(client)
             out: dict[str, tuple[str, str | None, str]] = {}
+            rules = rules_of(self.spec.docker)
             listed: dict[str, str] = {}
             for summary in client.api.containers():
                 nets = (summary.get("NetworkSettings") or {}).get("Networks") or {}
@@ -265,6 +267,8 @@ class DockerPluginPart(Component):
                             if cfg.get("Domainname"):
                                 host = f"{host}.{cfg['Domainname']}"
                         name = str((summary.get("Names") or ["/"])[0]).lstrip("/")
+                        # Weave proxy's hostname rules (docker.hostname_*).
+                        name = dns_name(rules, name, summary.get("Labels"))
                         out[cid] = (str(net["IPAddress"]), host, name)
                         cidr = f"{net['IPAddress']}/{net.get('IPPrefixLen') or 32}"
                         listed[cid] = f"{cid[:12]} {net.get('MacAddress') or ''} {cidr}"

@@ -201,6 +201,12 @@ class IpamPart(Component):
         )
         return await self._settle(result, wait)
 
+    async def prime(self, wait: Wait | None = None) -> None:
+        """Until the ring exists, starting consensus if needed (Weave's `GET /ring`)."""
+        result = self.allocator.prime(time.time())
+        if isinstance(result, Pending):
+            await self._settle(result, wait)
+
     def wait_text(self, wait: Wait) -> str | None:
         """What a waiting request waits for, with the words of `weaved status ipam`."""
         if wait.op_id is None:
@@ -361,6 +367,10 @@ class IpamPart(Component):
             text = f"{taken} IPs taken over from {peer}\n"
             return Response(200, {"taken": taken, "text": text, "warning": warning})
 
+        async def prime(_r: Request) -> Response:
+            await self.prime()
+            return Response(200, {"text": status_line(self._status())})
+
         async def expose_state(_r: Request) -> Response:
             allocations = {str(i): c for i, c in self._expose.items()}
             pending = {str(i): t for i, t in self.expose_pending().items()}
@@ -372,5 +382,6 @@ class IpamPart(Component):
         return {
             ("GET", "/status/ipam"): status_ipam,
             ("POST", "/ipam/rmpeer"): rmpeer,
+            ("POST", "/ipam/prime"): prime,
             ("GET", "/ipam/expose"): expose_state,
         }
