@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from weaved.cli.commands import ps_json
+from weaved.cli.container_commands import ps_json
 from weaved.cli.main import main
 
 REPO = Path(__file__).resolve().parents[2]

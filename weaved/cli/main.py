@@ -1,5 +1,5 @@
 """The `weaved` command line: parse (`parser.py`), set up logging and the context, run the
-subcommand (`commands.py`)."""
+subcommand (`host_commands.py`, `net_commands.py`, `container_commands.py`)."""
 
 from __future__ import annotations
 

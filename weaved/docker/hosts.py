@@ -14,6 +14,8 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from weaved.integrations.docker_client import ContainerError, connect, inspect_container
+
 LOCALHOST_LINES = (
     "127.0.0.1       localhost",
     "::1             ip6-localhost ip6-loopback",
@@ -47,3 +49,21 @@ def rewrite_etc_hosts(hosts_path: Path, contents: str) -> None:
     os.unlink(hosts_path)
     hosts_path.write_text(contents)
     hosts_path.chmod(0o644)
+
+
+def rewrite_container_hosts(
+    docker_url: str,
+    container: str,
+    addresses: Sequence[ipaddress.IPv4Address],
+    extra_hosts: Sequence[str],
+) -> None:
+    """Rewrite a running container's /etc/hosts (its HostsPath), named HOSTNAME.DOMAIN."""
+    client = connect(docker_url, 5)
+    try:
+        info = inspect_container(client, container)
+    finally:
+        client.close()
+    if not info.hosts_path:
+        raise ContainerError(f"Docker gives no /etc/hosts file for {info.name}")
+    fqdn = f"{info.hostname}.{info.domainname}"
+    rewrite_etc_hosts(Path(info.hosts_path), hosts_contents(fqdn, addresses, extra_hosts))

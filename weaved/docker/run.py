@@ -1,6 +1,6 @@
 """`weaved run [ADDR ...] [--without-dns] [--no-multicast-route] DOCKER-RUN-ARGS ...`, Weave's
 `weave run`: `docker run -d` with weaveDNS's flags added, then `attach`, then the container ID.
-This module splits the command line (pure); `cli/commands.py` runs the two steps.
+This module splits the command line (pure); `cli/container_commands.py` runs the two steps.
 """
 
 from __future__ import annotations
