@@ -106,12 +106,12 @@ def cmd_prime(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def _ipam_status_line(client: Client) -> str:
+    """The `Status:` of `weaved status` for IPAM (asked without waiting)."""
     try:
-        text = str(client.call("GET", "/status/ipam", timeout=5.0))
+        answer = client.call("POST", "/ipam/prime", {"wait": False}, timeout=5.0)
     except DaemonError:
         return ""
-    line = next((ln for ln in text.splitlines() if ln.strip().startswith("Status:")), "")
-    return line.split(":", 1)[1].strip() if line else ""
+    return str(answer.get("text", ""))
 
 
 def cmd_dns_lookup(args: argparse.Namespace, ctx: Context) -> int:

@@ -367,8 +367,10 @@ class IpamPart(Component):
             text = f"{taken} IPs taken over from {peer}\n"
             return Response(200, {"taken": taken, "text": text, "warning": warning})
 
-        async def prime(_r: Request) -> Response:
-            await self.prime()
+        async def prime(req: Request) -> Response:
+            """Weave's `GET /ring`; with `wait: false`, only the status line (no waiting)."""
+            if req.body.get("wait", True):
+                await self.prime()
             return Response(200, {"text": status_line(self._status())})
 
         async def expose_state(_r: Request) -> Response:
