@@ -29,6 +29,8 @@ from weaved.dns.part import DnsPart
 from weaved.docker import core, plumbing
 from weaved.docker.core import PluginError
 from weaved.docker.hostname import dns_name, rules_of
+from weaved.docker.keep import RESTARTING_POLICIES as RESTARTING
+from weaved.docker.keep import Keeper, Kept
 from weaved.engine.reconcile import RuntimeFacts
 from weaved.errors import WeavedError
 from weaved.integrations.docker_client import connect, docker_url
@@ -44,6 +46,7 @@ log = logging.getLogger(__name__)
 STORE = "docker-plugin.json"
 IDENT_PREFIX = "_docker-"
 IPAM_TIMEOUT = 30.0  # Docker gives up on a plugin call after about a minute
+DOWN_PROBE_SECONDS = 2  # Docker not answering this fast is taken as down (stopping, restoring)
 WATCH_SECONDS = 3.0  # how often the network and the containers on it are looked at
 
 
@@ -65,6 +68,8 @@ class DockerPluginPart(Component):
         self.multicast: dict[str, bool] = {}  # network ID → multicast route wanted
         self.named: dict[str, str] = {}  # container ID → address registered in weaveDNS
         self.listed: dict[str, str] = {}  # container ID → its `weaved ps` line
+        self.keeper = Keeper()  # addresses kept for --restart=always across a dockerd restart
+        self._policies: dict[str, str] = {}  # container ID → its restart policy
         self._daemon: Host | None = None
         self._server: ControlServer | None = None
         self._task: asyncio.Task[None] | None = None
@@ -88,6 +93,7 @@ class DockerPluginPart(Component):
             lambda _dp: {e for e, v in loaded.items() if plumbing.exists(v.veth)}
         )
         self.endpoints = {e: v for e, v in loaded.items() if e in alive}
+        self.keeper.kept = self._load_kept()
         self._server = ControlServer(Path(self.spec.docker.plugin.socket), self._routes())
         await self._server.start()
         self._task = asyncio.create_task(self._watch(), name="docker-plugin-watch")
@@ -120,11 +126,17 @@ class DockerPluginPart(Component):
             log.error("cannot read %s (%s); plugin endpoints are forgotten", self.store, exc)
             return {}
 
+    def _load_kept(self) -> list[Kept]:
+        try:
+            return Keeper.kept_from_json(json.loads(self.store.read_text()).get("kept"))
+        except (OSError, ValueError, AttributeError):
+            return []
+
     def _save(self) -> None:
         self.store.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.store.with_suffix(".tmp")
         endpoints = {k: {"veth": v.veth, "address": v.address} for k, v in self.endpoints.items()}
-        tmp.write_text(json.dumps({"endpoints": endpoints}))
+        tmp.write_text(json.dumps({"endpoints": endpoints, "kept": self.keeper.to_json()}))
         os.replace(tmp, self.store)
 
     def live_keys(self) -> set[str]:
@@ -193,6 +205,12 @@ class DockerPluginPart(Component):
 
     async def _request_address(self, body: dict[str, Any]) -> dict[str, Any]:
         pool, address = core.requested_address(body)
+        if address is None and self.keeper.kept and not await self._docker_answers():
+            kept = self.keeper.take(pool.pool_id)
+            if kept is not None:  # dockerd restoring a --restart=always container
+                self._save()
+                log.info("docker ipam gave back kept address=%s", kept.address)
+                return {"Address": kept.address, "Data": {}}
         ident = IDENT_PREFIX + uuid.uuid4().hex[:16]
         try:
             if address is not None:
@@ -227,6 +245,13 @@ class DockerPluginPart(Component):
             if ident.startswith(IDENT_PREFIX) and any(
                 str(c).split("/")[0] == address for c in cidrs
             ):
+                container = self.keeper.keeps(address)
+                if container is not None and not await self._docker_answers():
+                    cidr = f"{address}/{pool.subnet.prefixlen}"
+                    self.keeper.keep(Kept(pool.pool_id, ident, cidr, container))
+                    self._save()
+                    log.info("docker ipam kept address=%s for container=%s", cidr, container[:12])
+                    return {}
                 self.ipam.release(ident)
                 log.info("docker ipam released address=%s ident=%s", address, ident)
                 return {}
@@ -239,12 +264,40 @@ class DockerPluginPart(Component):
             try:
                 seen = await asyncio.to_thread(self._look_at_docker)
                 self._sync_names(seen)
+                self.keeper.seen(
+                    {a: c for c, (a, _, _) in seen.items() if self._policies.get(c) in RESTARTING}
+                )
+                self._give_back_kept()
                 quiet = ""
             except (WeavedError, docker.errors.APIError, OSError) as exc:
                 if str(exc) != quiet:
                     log.info("docker plugin: docker not usable yet: %s", str(exc).splitlines()[0])
                 quiet = str(exc)
             await asyncio.sleep(WATCH_SECONDS)
+
+    def _give_back_kept(self) -> None:
+        """Docker answers again: addresses kept that no restarted container took go back."""
+        left = self.keeper.give_back()
+        for kept in left:
+            self.ipam.release(kept.ident)
+            log.info("docker ipam released kept address=%s", kept.address)
+        if left:
+            self._save()
+
+    async def _docker_answers(self) -> bool:
+        def ping() -> bool:
+            try:
+                client = connect(docker_url(self.spec.docker.socket), DOWN_PROBE_SECONDS)
+            except WeavedError:
+                return False
+            try:
+                return bool(client.api.ping())
+            except (docker.errors.APIError, OSError, docker.errors.DockerException):
+                return False
+            finally:
+                client.close()
+
+        return await asyncio.to_thread(ping)
 
     def _look_at_docker(self) -> dict[str, tuple[str, str | None, str]]:
         """(Thread.) Create the default network when missing; return the running containers
@@ -260,6 +313,10 @@ class DockerPluginPart(Component):
                 for net in nets.values():
                     if net.get("EndpointID") in self.endpoints and net.get("IPAddress"):
                         cid = str(summary["Id"])
+                        if cid not in self._policies:
+                            host_config = client.api.inspect_container(cid).get("HostConfig")
+                            policy = (host_config or {}).get("RestartPolicy") or {}
+                            self._policies[cid] = str(policy.get("Name") or "")
                         host = None
                         if cid not in self.named:
                             cfg = client.api.inspect_container(cid).get("Config") or {}
@@ -273,6 +330,7 @@ class DockerPluginPart(Component):
                         cidr = f"{net['IPAddress']}/{net.get('IPPrefixLen') or 32}"
                         listed[cid] = f"{cid[:12]} {net.get('MacAddress') or ''} {cidr}"
             self.listed = listed
+            self._policies = {c: p for c, p in self._policies.items() if c in listed}
             return out
         finally:
             client.close()
