@@ -9,7 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from weaved.attach.cli import parse_add_host
-from weaved.docker.hostname import HostnameRules, dns_name, replace_all, rules_of
+from weaved.attach.hostname import HostnameRules, dns_name, replace_all, rules_of
 from weaved.docker.hosts import hosts_contents, rewrite_etc_hosts
 from weaved.errors import UsageError
 from weaved.spec.models import DockerSpec

@@ -34,6 +34,7 @@ from weaved.attach.cli import (
     PsRequest,
     ps_text,
 )
+from weaved.attach.hostname import dns_name, rules_of
 from weaved.attach.observe import observe_bridge
 from weaved.attach.ps import show_addrs
 from weaved.compile.dns import uses_link_address
@@ -41,7 +42,6 @@ from weaved.control import Handler, Request, Response
 from weaved.dataplane.base import Dataplane
 from weaved.dns.part import DnsPart
 from weaved.dns.resolvconf import render_resolv_conf
-from weaved.docker.hostname import dns_name, rules_of
 from weaved.engine.reconcile import RuntimeFacts
 from weaved.errors import ApplyError, DependencyError, UsageError, WeavedError
 from weaved.integrations.docker_client import (

@@ -23,12 +23,12 @@ import docker
 import docker.errors
 import docker.types
 
+from weaved.attach.hostname import dns_name, rules_of
 from weaved.compile.dns import uses_link_address
 from weaved.control import ControlServer, Handler, Request, Response
 from weaved.dns.part import DnsPart
 from weaved.docker import core, plumbing
 from weaved.docker.core import PluginError
-from weaved.docker.hostname import dns_name, rules_of
 from weaved.docker.keep import RESTARTING_POLICIES as RESTARTING
 from weaved.docker.keep import Keeper, Kept
 from weaved.engine.reconcile import RuntimeFacts

@@ -201,12 +201,6 @@ class IpamPart(Component):
         )
         return await self._settle(result, wait)
 
-    async def prime(self, wait: Wait | None = None) -> None:
-        """Until the ring exists, starting consensus if needed (Weave's `GET /ring`)."""
-        result = self.allocator.prime(time.time())
-        if isinstance(result, Pending):
-            await self._settle(result, wait)
-
     def wait_text(self, wait: Wait) -> str | None:
         """What a waiting request waits for, with the words of `weaved status ipam`."""
         if wait.op_id is None:
