@@ -46,7 +46,7 @@ encrypted or, on trusted links, plain; `fallback` says so).
 Modules: `config` (names, numbers, timing, MTU rule), `frames` (heartbeats), `messages`
 (control messages), `health` (per-connection state machine, injected clock), `fdb` (desired
 and observed kernel objects), `relay` (links carrying relayed traffic), `retain` (entries that
-outlive connections), `views` (status) — all pure; `netlink`
-(kernel I/O), `overlay` (asyncio: forwarders, heartbeat sockets), `part` (the daemon
+outlive connections), `views` (status) — all pure; `netlink` (kernel I/O), `overlay`
+(asyncio: heartbeat sockets), `forwarder` (one connection's path), `part` (the daemon
 component). A daemon wired with it for tests and benchmarks: tests/tools/fastdp_daemon.py.
 """
