@@ -8,6 +8,7 @@ peer from silently losing addresses it has handed out.
 
 Pure: no clock, no I/O. `Ring` is mutated in place by its owner, like Weave's; use `copy()` to
 keep a snapshot.
+Entries and errors are in `ring_entry`, the merge of a received ring in `ring_merge`.
 """
 
 from __future__ import annotations
@@ -16,63 +17,39 @@ import bisect
 import itertools
 import random
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
-from weaved.errors import Bug, ProtocolError
+from weaved.errors import Bug
 from weaved.ipam.address import Range, format_ip
+from weaved.ipam.ring_entry import (
+    DifferentRangeError,
+    DifferentSeedsError,
+    Entry,
+    HasAllocations,
+    OwnershipConflictError,
+    RangeInfo,
+    RingError,
+    RingInvariantError,
+)
+from weaved.ipam.ring_merge import merge_entries
 from weaved.mesh.gossip_api import UNKNOWN_PEER, PeerName, format_peer_name
 
-HasAllocations = Callable[[list[Range]], bool]
-"""Asks the allocator whether we handed out any address inside these ranges."""
+__all__ = [
+    "TRANSFER_VERSION_BUMP",
+    "DifferentRangeError",
+    "DifferentSeedsError",
+    "Entry",
+    "HasAllocations",
+    "OwnershipConflictError",
+    "RangeInfo",
+    "Ring",
+    "RingError",
+    "RingInvariantError",
+    "normalize_peers",
+]
 
 TRANSFER_VERSION_BUMP = 100
 """Hand-off and rmpeer jump versions by 100 so they win over concurrent ordinary updates."""
-
-
-class RingError(ProtocolError):
-    """A received ring cannot be merged into ours; the connection that carried it is closed."""
-
-
-class RingInvariantError(RingError):
-    """The ring breaks a structural rule (order, duplicates, range, free counts)."""
-
-
-class DifferentSeedsError(RingError):
-    """The other ring was created from a different peer list: two separate IPAM networks."""
-
-
-class DifferentRangeError(RingError):
-    """The other ring covers a different allocation range (`--ipalloc-range` differs)."""
-
-
-class OwnershipConflictError(RingError):
-    """The other ring takes over addresses we own and have allocated."""
-
-
-@dataclass(frozen=True)
-class Entry:
-    """Ownership of `[token, next token)`."""
-
-    token: int
-    peer: PeerName
-    version: int = 0
-    free: int = 0
-
-    def same_claim(self, other: Entry) -> bool:
-        """Weave's `entry.Equal`: token, owner and version (free is not compared)."""
-        return (self.token, self.peer, self.version) == (other.token, other.peer, other.version)
-
-    def __str__(self) -> str:
-        return f"{format_ip(self.token)} -> {format_peer_name(self.peer)} (v{self.version})"
-
-
-@dataclass(frozen=True)
-class RangeInfo:
-    """One contiguous piece of the ring for status output (wrapping entries are split)."""
-
-    peer: PeerName
-    range: Range
-    version: int
 
 
 class Ring:
@@ -353,7 +330,9 @@ class Ring:
                 "Incompatible IP allocation ranges (received: "
                 f"{other.range.as_cidr_string()}, ours: {self.range.as_cidr_string()})"
             )
-        result, updated = self._merge_entries(other.entries, has_allocations)
+        result, updated = merge_entries(
+            self.entries, other.entries, self.peer, self._make_ranges, has_allocations
+        )
         # A range of ours that someone split while it had no allocations can now report more
         # free addresses than it holds; clip rather than reject.
         for i, entry in enumerate(result):
@@ -369,98 +348,6 @@ class Ring:
             updated = True
         self.entries = result
         return updated
-
-    def _merge_entries(
-        self, theirs_all: Sequence[Entry], has_allocations: HasAllocations
-    ) -> tuple[list[Entry], bool]:
-        """Weave's token-by-token merge, including when it refuses."""
-        mine_all = self.entries
-        result: list[Entry] = []
-        updated = False
-        # Owner of the last range copied from our side; taking theirs resets it, as in Weave,
-        # so only splits directly after one of our own entries are checked.
-        previous_owner: PeerName | None = None
-        i = j = 0
-        while i < len(mine_all) and j < len(theirs_all):
-            mine, theirs = mine_all[i], theirs_all[j]
-            if mine.token < theirs.token:
-                result.append(mine)
-                previous_owner = mine.peer
-                i += 1
-            elif mine.token > theirs.token:
-                if (
-                    previous_owner == self.peer
-                    and theirs.peer != self.peer
-                    and has_allocations(self._make_ranges(theirs.token, mine.token))
-                ):
-                    raise OwnershipConflictError(_entry_in_my_range(theirs))
-                result.append(theirs)
-                updated = True
-                previous_owner = None
-                j += 1
-            else:
-                next_token = self._at(i + 1).token
-                if mine.version > theirs.version or (
-                    mine.version == theirs.version and mine.same_claim(theirs)
-                ):
-                    result.append(mine)
-                    previous_owner = mine.peer
-                elif mine.version == theirs.version:
-                    if mine.peer == self.peer and has_allocations(
-                        self._make_ranges(mine.token, next_token)
-                    ):
-                        raise OwnershipConflictError(
-                            f"Inconsistent entries for {format_ip(mine.token)}: owned by "
-                            f"{format_peer_name(mine.peer)} but incoming message says "
-                            f"{format_peer_name(theirs.peer)}"
-                        )
-                    # Same version, different content: the larger free count wins.
-                    if mine.free >= theirs.free:
-                        result.append(mine)
-                        previous_owner = mine.peer
-                    else:
-                        result.append(theirs)
-                        updated = True
-                        previous_owner = None
-                elif mine.peer != self.peer:
-                    result.append(theirs)
-                    updated = True
-                    previous_owner = None
-                elif theirs.peer != self.peer and not has_allocations(
-                    self._make_ranges(mine.token, next_token)
-                ):
-                    # Someone gave away a range of ours that holds nothing: accept (repair).
-                    result.append(theirs)
-                    updated = True
-                    previous_owner = None
-                elif theirs.peer == self.peer:
-                    # An older incarnation of us wrote a newer version: re-assert ours above it.
-                    # Weave does not flag this as an update; we do, so it gets persisted and
-                    # gossiped promptly.
-                    result.append(replace(mine, version=theirs.version + 1))
-                    updated = True
-                else:
-                    raise OwnershipConflictError(
-                        f"Received update for IP range I own at {format_ip(mine.token)} "
-                        f"v{mine.version}: incoming message says owner "
-                        f"{format_peer_name(theirs.peer)} v{theirs.version}"
-                    )
-                i += 1
-                j += 1
-        result.extend(mine_all[i:])
-        for theirs in theirs_all[j:]:
-            # Weave refuses here even without allocations; FACTS §5.2 (and the in-loop rule)
-            # only refuse when we have allocations there, which is what we do.
-            if (
-                previous_owner == self.peer
-                and theirs.peer != self.peer
-                and has_allocations(self._make_ranges(theirs.token, mine_all[0].token))
-            ):
-                raise OwnershipConflictError(_entry_in_my_range(theirs))
-            result.append(theirs)
-            updated = True
-            previous_owner = None
-        return result, updated
 
     # ---- queries --------------------------------------------------------------------------
 
@@ -545,10 +432,3 @@ def _updated(e: Entry, peer: PeerName, free: int) -> Entry:
 
 def _names(names: Iterable[PeerName]) -> str:
     return "[" + " ".join(format_peer_name(n) for n in names) + "]"
-
-
-def _entry_in_my_range(theirs: Entry) -> str:
-    return (
-        f"Peer {format_peer_name(theirs.peer)} says it owns the IP range from "
-        f"{format_ip(theirs.token)}, which I think I own"
-    )
