@@ -199,3 +199,29 @@ def test_bandwidth_and_firewall_chain_after_weave(podman: Podman) -> None:
     rules = p.lab.exec("host1", ["iptables", "-S", "CNI-FORWARD"], capture=True).stdout
     assert addr not in rules, rules
     assert veth not in p.lab.exec("host1", ["ip", "link"], capture=True).stdout
+
+
+def test_relaunch_with_empty_state_reclaims_podman_containers(podman: Podman) -> None:
+    """Weave's relaunch reclaim under a real runtime: host1's daemon comes back with its state
+    directory gone (cni.json, IPAM's ring); the running container keeps its address (claimed
+    again from its veth's record, the ring's other copy on host2 agreeing), the next one gets
+    another, and both reach each other and host2."""
+    p = podman
+    p("host1", *RUN, "--network", "weave", "--name", "kept", IMAGE, "sleep", "300")
+    p("host2", *RUN, "--network", "weave", "--name", "far", IMAGE, "sleep", "300")
+    kept, far = p.address("kept"), p.address("far")
+    host1 = p.lab.host("host1")
+    p.lab.stop_host("host1")
+    shutil.rmtree(host1.state_dir)
+    p.lab.start_host("host1", resync=2.0)
+    p.lab.wait_mesh()
+    listed = p.lab.exec("host1", ["weaved", "ps"], capture=True).stdout
+    assert f" {kept}/" in listed, listed
+    p("host1", *RUN, "--network", "weave", "--name", "next", IMAGE, "sleep", "300")
+    nxt = p.address("next")
+    assert nxt != kept
+    p(None, "exec", "next", "ping", "-c", "2", "-W", "3", kept)
+    p(None, "exec", "kept", "ping", "-c", "2", "-W", "3", far)
+    for name, host in (("kept", "host1"), ("next", "host1"), ("far", "host2")):
+        p(host, "rm", "-f", "-t", "0", name)
+    wait_for(lambda: cni_records(p, "host1") == [] and cni_records(p, "host2") == [], timeout=15)
