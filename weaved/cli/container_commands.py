@@ -79,11 +79,11 @@ def cmd_attach(args: argparse.Namespace, ctx: Context) -> int:
     client = daemon_for(ctx)
     as_json = args.attach_command == "ps" and args.json
     if client is None:
-        if not as_json:
+        if not as_json and args.attach_command != "attach":
             return run_local(args, ctx)
-        with contextlib.redirect_stdout(io.StringIO()) as out:
+        with contextlib.redirect_stdout(io.StringIO()) as out:  # attach: for --rewrite-hosts
             code = run_local(args, ctx)
-        text = out.getvalue()
+        text = out.getvalue().strip()
     else:
         request = request_from_args(args)
         timeout = timeout_of(args) if args.attach_command == "attach" else 600.0
