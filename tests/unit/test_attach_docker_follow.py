@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from weaved.attach import part as attach_part
+from weaved.attach import docker_follow
 from weaved.attach.cli import AttachRequest
 from weaved.attach.part import AttachPart
 from weaved.backoff import backoff_delay
@@ -207,12 +207,12 @@ def test_part_catches_up_on_starts_it_missed(
         ContainerInfo("a" * 64, "old", 11, True, started_at=since - 5),  # before the daemon
         ContainerInfo("b" * 64, "missed", 12, True, started_at=since + 5),
     ]
-    monkeypatch.setattr(attach_part, "_running", lambda _url: running)
+    monkeypatch.setattr(docker_follow, "running", lambda _url: running)
     events = FakeEvents()
     part = RecordingPart(spec("unix:///run/a.sock"), tmp_path, events)
 
     async def scenario() -> None:
-        task = asyncio.create_task(part._docker_events())
+        task = asyncio.create_task(part.docker.run())
         await _until(lambda: events.opened)
         events.queues["unix:///run/a.sock"].put_nowait(
             ContainerEvent(EventAction.RESYNC, time=since)
@@ -232,7 +232,7 @@ def test_part_follows_a_new_docker_socket(tmp_path: Path) -> None:
     part = RecordingPart(spec("unix:///run/a.sock"), tmp_path, events)
 
     async def scenario() -> None:
-        task = asyncio.create_task(part._docker_events())
+        task = asyncio.create_task(part.docker.run())
         await _until(lambda: len(events.opened) == 1)
         part.spec_changed(spec("unix:///run/a.sock", auto_attach=False))  # same Docker
         await asyncio.sleep(0.1)

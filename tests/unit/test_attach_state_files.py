@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from weaved.attach import part as attach_part
+from weaved.attach import store
 
 
 def test_a_failed_write_leaves_no_temporary_file(
@@ -23,7 +23,7 @@ def test_a_failed_write_leaves_no_temporary_file(
 
     monkeypatch.setattr(Path, "write_text", full_disk)
     with pytest.raises(OSError, match="No space left"):
-        attach_part._write_atomically(target, target.with_suffix(".tmp"), '{"attachments": []}')
+        store.write_atomically(target, target.with_suffix(".tmp"), '{"attachments": []}')
     monkeypatch.undo()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["attachments.json"]
     assert target.read_text() == "{}"  # the old content stays whole

@@ -120,6 +120,11 @@ class Attachment:
     peer_index: int = field(default=0, compare=False)
 
     @property
+    def key(self) -> str:
+        """The container's identity (its record's key in attachments.json)."""
+        return self.target.key
+
+    @property
     def alive(self) -> bool:
         return self.state is AttachmentState.ATTACHED
 

@@ -19,7 +19,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from weaved.attach.part import dns_routes
+from weaved.attach.weavedns import dns_routes
 from weaved.cni import plumbing, views
 from weaved.cni.core import CniError, Code
 from weaved.cni.expose import expose_for, gateway_in

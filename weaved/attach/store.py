@@ -1,0 +1,71 @@
+"""The daemon's record files of what it plugged in (`<state>/attachments.json` for `weaved
+attach`, `<state>/cni.json` for CNI): `{"attachments": [record, …]}`, read leniently (a record
+that no longer parses is skipped, a file that does not is re-observed from the kernel) and
+replaced atomically (a failed write leaves the old file whole and no temporary one behind).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+from weaved.errors import ApplyError
+
+log = logging.getLogger(__name__)
+
+
+class Record(Protocol):
+    @property
+    def key(self) -> str: ...
+
+    def to_json(self) -> dict[str, Any]: ...
+
+
+R = TypeVar("R", bound=Record)
+
+
+def load_records(path: Path, from_json: Callable[[dict[str, Any]], R], lost: str) -> dict[str, R]:
+    """The records in `path` by key; none when it is missing or unreadable (logged, `lost`
+    saying what that means)."""
+    try:
+        raw = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        log.error("cannot read %s (%s); %s", path, exc, lost)
+        return {}
+    out: dict[str, R] = {}
+    for item in raw.get("attachments", []):
+        try:
+            record = from_json(item)
+        except (KeyError, ValueError, TypeError):
+            continue
+        out[record.key] = record
+    return out
+
+
+def save_records(path: Path, records: Iterable[Record]) -> None:
+    """Replace `path` with `records`; ApplyError (with a hint) when it cannot be written."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        text = json.dumps({"attachments": [r.to_json() for r in records]}, indent=1)
+        write_atomically(path, path.with_suffix(".tmp"), text)
+    except OSError as exc:
+        raise ApplyError(
+            f"cannot write {path}: {exc.strerror}\n"
+            "  hint: check free space and permissions of the state directory"
+        ) from None
+
+
+def write_atomically(path: Path, tmp: Path, text: str) -> None:
+    """Replace `path`; a write that fails (a full disk) leaves no temporary file behind."""
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
