@@ -2,7 +2,7 @@
 
 A `Target` is where the container's network lives (a Docker container, a named network
 namespace or a process); an `Attachment` is the veth pair weaved plugged into it, as the kernel
-shows it. Both round-trip through JSON so the daemon can hand them to the CLI.
+shows it. Both round-trip through JSON (`codec.py`) so the daemon can keep them.
 """
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ import hashlib
 import ipaddress
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
-from typing import Any
+
+from weaved.attach.codec import NOT_SAVED, JsonRecord
 
 CONTAINER_IFNAME = "ethwe"
 VETH_PREFIX = "vethwepl"  # Weave's host-side name: "v" + "ethwe" + "pl" + the container's id
@@ -48,7 +49,7 @@ def veth_name(veth_id: str) -> str:
 
 
 @dataclass(frozen=True)
-class Target:
+class Target(JsonRecord):
     """A container's network namespace, resolved.
 
     `key` identifies the container to IPAM and DNS: the full Docker ID, `netns:NAME` or
@@ -78,30 +79,9 @@ class Target:
         """How `weaved ps` names it: Docker's short ID, the netns name or the PID (≤ 12)."""
         return self.key.removeprefix("netns:").removeprefix("pid:")[:12]
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "kind": str(self.kind),
-            "key": self.key,
-            "name": self.name,
-            "pid": self.pid,
-            "netns_path": self.netns_path,
-            "netns_inode": self.netns_inode,
-        }
-
-    @staticmethod
-    def from_json(data: dict[str, Any]) -> Target:
-        return Target(
-            TargetKind(data["kind"]),
-            str(data["key"]),
-            str(data["name"]),
-            None if data.get("pid") is None else int(data["pid"]),
-            str(data["netns_path"]),
-            int(data.get("netns_inode") or 0),
-        )
-
 
 @dataclass(frozen=True)
-class Attachment:
+class Attachment(JsonRecord):
     """One container's plug into the bridge, as observed in the kernel."""
 
     target: Target
@@ -117,7 +97,7 @@ class Attachment:
     veth_index: int = 0  # host-side ifindex (stable while the veth lives; orders `ps`)
     # ethwe's ifindex inside the container as last read there (not saved: after a restart
     # every namespace is read again); 0 = never read.
-    peer_index: int = field(default=0, compare=False)
+    peer_index: int = field(default=0, compare=False, metadata=NOT_SAVED)
 
     @property
     def key(self) -> str:
@@ -137,38 +117,6 @@ class Attachment:
 
     def gone(self) -> Attachment:
         return replace(self, state=AttachmentState.GONE)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "target": self.target.to_json(),
-            "veth": self.veth,
-            "ifname": self.ifname,
-            "mac": self.mac,
-            "mtu": self.mtu,
-            "addresses": [str(a) for a in self.addresses],
-            "multicast_route": self.multicast_route,
-            "tx_checksum": self.tx_checksum,
-            "bridged": self.bridged,
-            "state": str(self.state),
-            "veth_index": self.veth_index,
-        }
-
-    @staticmethod
-    def from_json(data: dict[str, Any]) -> Attachment:
-        tx = data.get("tx_checksum")
-        return Attachment(
-            target=Target.from_json(data["target"]),
-            veth=str(data["veth"]),
-            ifname=str(data.get("ifname", CONTAINER_IFNAME)),
-            mac=str(data.get("mac", "")),
-            mtu=int(data.get("mtu", 0)),
-            addresses=tuple(ipaddress.IPv4Interface(a) for a in data.get("addresses", [])),
-            multicast_route=bool(data.get("multicast_route", False)),
-            tx_checksum=None if tx is None else bool(tx),
-            bridged=bool(data.get("bridged", True)),
-            state=AttachmentState(data.get("state", AttachmentState.ATTACHED)),
-            veth_index=int(data.get("veth_index", 0)),
-        )
 
 
 @dataclass(frozen=True)
