@@ -21,16 +21,19 @@ from weaved.model.resources import ALIAS, BRIDGE
 log = logging.getLogger(__name__)
 
 
-def own_bridge(ipr: IPRoute) -> Any:
+NO_BRIDGE_HINT = "run `weaved apply` (or start `weaved daemon`)"
+
+
+def own_bridge(ipr: IPRoute, hint: str = NO_BRIDGE_HINT) -> Any:
+    """weaved's bridge link; DependencyError (with `hint`) when there is none, ConflictError
+    when the link named so is not a bridge or not weaved's (a name proves nothing)."""
     found = ipr.link_lookup(ifname=BRIDGE)
     if not found:
-        raise DependencyError(
-            f'bridge "{BRIDGE}" not present\n  hint: run `weaved apply` (or start `weaved daemon`)'
-        )
+        raise DependencyError(f'bridge "{BRIDGE}" not present\n  hint: {hint}')
     link = ipr.get_links(found[0])[0]
     if link_kind(link) != "bridge":
         raise ConflictError(f'"{BRIDGE}" exists but is a {link_kind(link) or "non-bridge"} device')
-    if (link.get_attr("IFLA_IFALIAS") or "") != ALIAS:  # a name proves nothing: not ours
+    if (link.get_attr("IFLA_IFALIAS") or "") != ALIAS:
         raise ConflictError(
             f'the bridge "{BRIDGE}" was not created by weaved (it has no alias {ALIAS!r}):'
             " containers are not plugged into it\n  hint: see `weaved plan`"
@@ -38,7 +41,18 @@ def own_bridge(ipr: IPRoute) -> Any:
     return link
 
 
-def configure_port(ipr: IPRoute, index: int, bridge_index: int, mtu: int, changes: Changes) -> None:
+def configure_port(
+    ipr: IPRoute,
+    index: int,
+    bridge_index: int,
+    mtu: int,
+    changes: Changes,
+    *,
+    hairpin: bool = False,
+    alias: str = "",
+) -> None:
+    """Make the link `index` an up port of the bridge with `mtu` (0: leave it), hairpin mode as
+    given, no IPv6 router advertisements, and `alias` (empty: leave it); only what differs."""
     link = ipr.get_links(index)[0]
     name = str(link.get_attr("IFLA_IFNAME"))
     if mtu and link.get_attr("IFLA_MTU") != mtu:
@@ -47,9 +61,13 @@ def configure_port(ipr: IPRoute, index: int, bridge_index: int, mtu: int, change
     if link.get_attr("IFLA_MASTER") != bridge_index:
         nl(f"set {name} master {BRIDGE}", ipr.link, "set", index=index, master=bridge_index)
         changes.append(f"{name}: master {BRIDGE}")
-    if hairpin_mode(ipr, index):
-        nl(f"set {name} hairpin off", ipr.brport, "set", index=index, mode=0)
-        changes.append(f"{name}: hairpin off")
+    if bool(hairpin_mode(ipr, index)) != hairpin:
+        word = "on" if hairpin else "off"
+        nl(f"set {name} hairpin {word}", ipr.brport, "set", index=index, mode=int(hairpin))
+        changes.append(f"{name}: hairpin {word}")
+    if alias and link.get_attr("IFLA_IFALIAS") != alias:
+        nl(f"set {name} alias", ipr.link, "set", index=index, ifalias=alias)
+        changes.append(f"{name}: alias {alias}")
     sysctl(f"net/ipv6/conf/{name}/accept_ra", "0", changes, f"{name}: accept_ra=0")
     if not link["flags"] & IFF_UP:
         nl(f"set {name} up", ipr.link, "set", index=index, state="up")
@@ -71,8 +89,10 @@ def host_peer(ipr: IPRoute, netns_id: int | None, peer_index: int) -> Any | None
 
 
 def delete_quietly(ipr: IPRoute, name: str) -> None:
+    """Delete the link `name` if it is there (a veth takes its peer with it); a refusal is
+    logged, not raised (this runs while another error is on its way up)."""
     try:
         for index in ipr.link_lookup(ifname=name):
             ipr.link("del", index=index)
     except NetlinkError as exc:
-        log.error("could not remove half-made veth name=%s error=%s", name, exc)
+        log.error("could not remove veth name=%s error=%s", name, exc)

@@ -23,11 +23,12 @@ from collections.abc import Collection, Sequence
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from weaved.attach.host import configure_port, delete_quietly, host_peer, own_bridge
+from weaved.attach.host import configure_port, host_peer, own_bridge
 from weaved.attach.inside import configure_side, probe_side, remove_addresses
-from weaved.attach.kernel import AttachError, Changes, link_kind, netnsid, nl
+from weaved.attach.kernel import AttachError, Changes, link_kind, netnsid
 from weaved.attach.model import CONTAINER_IFNAME, VETH_PREFIX, Attachment, Detached, Target
 from weaved.attach.netns import NetnsGone, opened, run_in_netns
+from weaved.attach.veth import VethPair, plug_veth
 from weaved.errors import ConflictError
 
 log = logging.getLogger(__name__)
@@ -50,77 +51,63 @@ def attach(
     namespace that runs no asyncio loop (the daemon's dataplane thread)."""
     done: Changes = [] if changes is None else changes
     ipr = IPRoute()
-    created: str | None = None
     try:
-        bridge = own_bridge(ipr)
-        bridge_index = int(bridge["index"])
-        mtu = mtu or int(bridge.get_attr("IFLA_MTU"))
+        own_bridge(ipr)  # before the namespace: without a bridge nothing else matters
         with opened(target.netns_path) as fd:
             if target.netns_inode and os.fstat(fd).st_ino != target.netns_inode:
                 raise NetnsGone(f"{target.label}: its network namespace changed; resolve it again")
             side = run_in_netns(fd, probe_side)
-            if side is None:
-                name = target.veth
-                if ipr.link_lookup(ifname=name):
-                    raise ConflictError(
-                        f"{name} already exists but its peer is not {CONTAINER_IFNAME} in"
-                        f" {target.label}\n  hint: `ip link del {name}` if it is stale"
-                    )
-                nl(
-                    f"create veth {name} ↔ {CONTAINER_IFNAME}",
-                    ipr.link,
-                    "add",
-                    ifname=name,
-                    kind="veth",
-                    mtu=mtu,
-                    peer={"ifname": CONTAINER_IFNAME, "net_ns_fd": fd, "mtu": mtu},
-                )
-                created = name
-                done.append(f"create veth {name} ↔ {target.label}:{CONTAINER_IFNAME}")
-                host_index = int(ipr.link_lookup(ifname=name)[0])
-            else:
-                ipr.get_links()  # a dump makes the kernel assign the namespace's nsid
-                host = host_peer(ipr, netnsid(ipr, fd), side.index)
-                if host is None:
-                    raise ConflictError(
-                        f"{target.label} already has an {CONTAINER_IFNAME} that is not plugged"
-                        " into this host's bridge"
-                    )
-                host_index = int(host["index"])
-                if not str(host.get_attr("IFLA_IFNAME")).startswith(VETH_PREFIX):
-                    raise ConflictError(
-                        f"{target.label}'s {CONTAINER_IFNAME} is plugged into"
-                        f" {host.get_attr('IFLA_IFNAME')}, which is not weaved's"
-                    )
-            configure_port(ipr, host_index, bridge_index, mtu, done)
-            after = run_in_netns(
-                fd,
-                lambda: configure_side(
+            existing = None if side is None else _plugged_into(ipr, fd, side.index, target)
+            name = target.veth
+            plugged = plug_veth(
+                ipr,
+                VethPair(name, CONTAINER_IFNAME, fd, where=target.label),
+                lambda mtu: configure_side(
                     mtu, list(addresses), multicast_route, done, tx_checksum_off, onlink_routes
                 ),
+                existing=existing,
+                mtu=mtu,
+                host_taken=(
+                    f"{name} already exists but its peer is not {CONTAINER_IFNAME} in"
+                    f" {target.label}\n  hint: `ip link del {name}` if it is stale"
+                ),
+                changes=done,
             )
-        host_link = ipr.get_links(host_index)[0]
-    except BaseException:
-        if created is not None:
-            delete_quietly(ipr, created)
-        raise
     finally:
         ipr.close()
     if done:
         log.info("attached target=%s changes=%s", target.label, "; ".join(done))
+    after = plugged.inside
     return Attachment(
         target=target,
-        veth=str(host_link.get_attr("IFLA_IFNAME")),
+        veth=plugged.name,
         ifname=after.name,
         mac=after.mac,
         mtu=after.mtu,
         addresses=after.addresses,
         multicast_route=after.multicast_route,
         tx_checksum=after.tx_checksum,
-        bridged=host_link.get_attr("IFLA_MASTER") == bridge_index,
-        veth_index=host_index,
+        bridged=plugged.bridged,
+        veth_index=plugged.index,
         peer_index=after.index,
     )
+
+
+def _plugged_into(ipr: IPRoute, fd: int, ethwe_index: int, target: Target) -> int:
+    """The host end of the target's ethwe: it must be one of weaved's veths on this host."""
+    ipr.get_links()  # a dump makes the kernel assign the namespace's nsid
+    host = host_peer(ipr, netnsid(ipr, fd), ethwe_index)
+    if host is None:
+        raise ConflictError(
+            f"{target.label} already has an {CONTAINER_IFNAME} that is not plugged"
+            " into this host's bridge"
+        )
+    if not str(host.get_attr("IFLA_IFNAME")).startswith(VETH_PREFIX):
+        raise ConflictError(
+            f"{target.label}'s {CONTAINER_IFNAME} is plugged into"
+            f" {host.get_attr('IFLA_IFNAME')}, which is not weaved's"
+        )
+    return int(host["index"])
 
 
 def detach(target: Target, addresses: Sequence[ipaddress.IPv4Interface] | None = None) -> Detached:

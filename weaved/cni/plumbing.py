@@ -24,16 +24,20 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from weaved.attach import arp
+from weaved.attach.host import delete_quietly, own_bridge
 from weaved.attach.inside import ARP_CACHE
+from weaved.attach.kernel import nl
 from weaved.attach.model import CNI_VETH_PREFIX
 from weaved.attach.netns import NetnsGone, opened, run_in_netns
+from weaved.attach.veth import VethPair, plug_veth
 from weaved.cni.records import ALIAS_PREFIX
-from weaved.errors import ApplyError, ConflictError, DependencyError
-from weaved.model.resources import ALIAS, BRIDGE
+from weaved.errors import ApplyError
+from weaved.model.resources import BRIDGE
 
 log = logging.getLogger(__name__)
 
 VETH_PREFIX = CNI_VETH_PREFIX
+NO_BRIDGE_HINT = "is `weaved daemon` running? see `weaved plan`"
 IFF_UP = 0x1
 RT_SCOPE_LINK = 253
 
@@ -54,31 +58,13 @@ class Plugged:
 
 def bridge_info(ipr: IPRoute) -> tuple[int, int, list[ipaddress.IPv4Interface]]:
     """(index, mtu, addresses) of weaved's own bridge; DependencyError/ConflictError else."""
-    found = ipr.link_lookup(ifname=BRIDGE)
-    if not found:
-        raise DependencyError(
-            f'bridge "{BRIDGE}" not present\n  hint: is `weaved daemon` running? see `weaved plan`'
-        )
-    link = ipr.get_links(found[0])[0]
-    if (link.get_attr("IFLA_IFALIAS") or "") != ALIAS:
-        raise ConflictError(f'the bridge "{BRIDGE}" was not created by weaved')
+    link = own_bridge(ipr, NO_BRIDGE_HINT)
+    index = int(link["index"])
     addrs = [
         ipaddress.IPv4Interface(f"{a.get_attr('IFA_ADDRESS')}/{a['prefixlen']}")
-        for a in ipr.get_addr(family=socket.AF_INET, index=found[0])
+        for a in ipr.get_addr(family=socket.AF_INET, index=index)
     ]
-    return int(found[0]), int(link.get_attr("IFLA_MTU")), addrs
-
-
-def _nl(what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
-    try:
-        return fn(*args, **kwargs)
-    except NetlinkError as exc:
-        raise ApplyError(f"{what}: {exc.args[1] if len(exc.args) > 1 else exc}") from None
-
-
-def _has_link(ifname: str) -> bool:
-    with IPRoute() as ipr:
-        return bool(ipr.link_lookup(ifname=ifname))
+    return index, int(link.get_attr("IFLA_MTU")), addrs
 
 
 def _inside(
@@ -99,7 +85,7 @@ def _inside(
         }
         for iface in addresses:
             if (str(iface.ip), iface.network.prefixlen) not in have:
-                _nl(
+                nl(
                     f"add {iface} to {ifname}",
                     ipr.addr,
                     "add",
@@ -144,55 +130,19 @@ def plug(
     """Create (or complete) the pair, put the host side on the bridge with `alias` (the
     attachment's record, `CniRecord.to_alias`), configure the inside.
     Blocking; run it on the daemon's dataplane thread."""
-    with IPRoute() as ipr:
-        bridge_index, bridge_mtu, _ = bridge_info(ipr)
-        mtu = mtu or bridge_mtu
-        with opened(netns) as fd:
-            created = False
-            if not ipr.link_lookup(ifname=veth):
-                inside_taken = run_in_netns(fd, lambda: _has_link(ifname))
-                if inside_taken:
-                    raise ConflictError(f"{ifname} already exists in {netns}")
-                _nl(
-                    f"create veth {veth} ↔ {ifname}",
-                    ipr.link,
-                    "add",
-                    ifname=veth,
-                    kind="veth",
-                    mtu=mtu,
-                    peer={"ifname": ifname, "net_ns_fd": fd, "mtu": mtu},
-                )
-                created = True
-            try:
-                index = int(ipr.link_lookup(ifname=veth)[0])
-                _nl(
-                    f"set {veth} master {BRIDGE}",
-                    ipr.link,
-                    "set",
-                    index=index,
-                    master=bridge_index,
-                    mtu=mtu,
-                )
-                _nl(f"set {veth} hairpin", ipr.brport, "set", index=index, mode=int(hairpin))
-                if alias:
-                    _nl(f"set {veth} alias", ipr.link, "set", index=index, ifalias=alias)
-                _nl(f"set {veth} up", ipr.link, "set", index=index, state="up")
-                mac = run_in_netns(fd, lambda: _inside(ifname, mtu, addresses, routes))
-            except BaseException:
-                if created:
-                    with_quiet_delete(ipr, veth)
-                raise
-        host_mac = str(ipr.get_links(index)[0].get_attr("IFLA_ADDRESS"))
+    with IPRoute() as ipr, opened(netns) as fd:
+        plugged = plug_veth(
+            ipr,
+            VethPair(veth, ifname, fd),
+            lambda mtu: _inside(ifname, mtu, addresses, routes),
+            mtu=mtu,
+            hairpin=hairpin,
+            alias=alias,
+            peer_taken=f"{ifname} already exists in {netns}",
+            no_bridge_hint=NO_BRIDGE_HINT,
+        )
     log.info("cni plugged veth=%s ifname=%s netns=%s", veth, ifname, netns)
-    return Plugged(veth, host_mac, mac, tuple(addresses))
-
-
-def with_quiet_delete(ipr: IPRoute, veth: str) -> None:
-    try:
-        for index in ipr.link_lookup(ifname=veth):
-            ipr.link("del", index=index)
-    except NetlinkError as exc:
-        log.error("could not remove veth name=%s error=%s", veth, exc)
+    return Plugged(veth, plugged.mac, plugged.inside, tuple(addresses))
 
 
 def unplug(veth: str, netns: str, ifname: str) -> None:
@@ -200,7 +150,7 @@ def unplug(veth: str, netns: str, ifname: str) -> None:
     there is not an error: DEL is idempotent."""
     with IPRoute() as ipr:
         if ipr.link_lookup(ifname=veth):
-            with_quiet_delete(ipr, veth)
+            delete_quietly(ipr, veth)
             return
     if not netns:
         return

@@ -9,13 +9,13 @@ still knows whose each veth is and re-claims its addresses (Weave's relaunch rec
 from __future__ import annotations
 
 import ipaddress
-import json
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 from urllib.parse import quote, unquote
+
+from weaved.attach import store
+from weaved.attach.codec import JsonRecord
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +25,7 @@ ALIAS_MAX = 255  # IFALIASZ less its NUL
 
 
 @dataclass(frozen=True)
-class CniRecord:
+class CniRecord(JsonRecord):
     container_id: str
     ifname: str
     netns: str
@@ -39,33 +39,6 @@ class CniRecord:
     @property
     def key(self) -> str:
         return f"{self.container_id}/{self.ifname}"
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "container_id": self.container_id,
-            "ifname": self.ifname,
-            "netns": self.netns,
-            "veth": self.veth,
-            "addresses": [str(a) for a in self.addresses],
-            "hairpin": self.hairpin,
-            "weaved_ipam": self.weaved_ipam,
-            "dns_name": self.dns_name,
-            "mac": self.mac,
-        }
-
-    @staticmethod
-    def from_json(d: dict[str, Any]) -> CniRecord:
-        return CniRecord(
-            str(d["container_id"]),
-            str(d["ifname"]),
-            str(d["netns"]),
-            str(d["veth"]),
-            tuple(ipaddress.IPv4Interface(a) for a in d["addresses"]),
-            bool(d.get("hairpin", False)),
-            bool(d.get("weaved_ipam", True)),
-            None if d.get("dns_name") is None else str(d["dns_name"]),
-            str(d.get("mac", "")),
-        )
 
     def to_alias(self) -> str:
         """The record as the veth's alias; the DNS name, then the namespace, are left out when
@@ -110,25 +83,8 @@ class CniRecord:
 
 
 def load_records(path: Path) -> dict[str, CniRecord]:
-    try:
-        raw = json.loads(path.read_text())
-    except FileNotFoundError:
-        return {}
-    except (OSError, ValueError) as exc:
-        log.error("cannot read %s (%s); CNI attachments are forgotten", path, exc)
-        return {}
-    out = {}
-    for item in raw.get("attachments", []):
-        try:
-            r = CniRecord.from_json(item)
-        except (KeyError, ValueError, TypeError):
-            continue
-        out[r.key] = r
-    return out
+    return store.load_records(path, CniRecord.from_json, "CNI attachments are forgotten")
 
 
 def save_records(path: Path, records: dict[str, CniRecord]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"attachments": [r.to_json() for r in records.values()]}))
-    os.replace(tmp, path)
+    store.save_records(path, records.values())

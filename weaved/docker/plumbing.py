@@ -11,48 +11,35 @@ from __future__ import annotations
 import logging
 
 from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkError
 
-from weaved.cni.plumbing import bridge_info, with_quiet_delete
+from weaved.attach.host import delete_quietly
+from weaved.attach.veth import VethPair, plug_veth
 from weaved.errors import ApplyError
 
 log = logging.getLogger(__name__)
+
+NO_BRIDGE_HINT = "is `weaved daemon` running? see `weaved plan`"
 
 
 def create_pair(host: str, peer: str, mac: str | None) -> str:
     """Create (or reuse) the pair; returns the MAC of the side Docker moves. Blocking: run it
     on the daemon's dataplane thread."""
+
+    def peer_mac(_mtu: int) -> str:
+        found = ipr.link_lookup(ifname=peer)
+        if not found:
+            raise ApplyError(f"veth {peer} vanished while it was set up")
+        return str(ipr.get_links(found[0])[0].get_attr("IFLA_ADDRESS"))
+
     with IPRoute() as ipr:
-        bridge_index, mtu, _ = bridge_info(ipr)
-        created = False
-        try:
-            if not ipr.link_lookup(ifname=host):
-                peer_spec: dict[str, object] = {"ifname": peer, "mtu": mtu}
-                if mac:
-                    peer_spec["address"] = mac
-                ipr.link("add", ifname=host, kind="veth", mtu=mtu, peer=peer_spec)
-                created = True
-            index = int(ipr.link_lookup(ifname=host)[0])
-            ipr.link("set", index=index, master=bridge_index, mtu=mtu)
-            ipr.link("set", index=index, state="up")
-            found = ipr.link_lookup(ifname=peer)
-            if not found:
-                raise ApplyError(f"veth {peer} vanished while it was set up")
-            return str(ipr.get_links(found[0])[0].get_attr("IFLA_ADDRESS"))
-        except NetlinkError as exc:
-            if created:
-                with_quiet_delete(ipr, host)
-            raise ApplyError(f"create veth {host} ↔ {peer}: {exc}") from None
-        except BaseException:
-            if created:
-                with_quiet_delete(ipr, host)
-            raise
+        pair = VethPair(host, peer, peer_mac=mac)
+        return plug_veth(ipr, pair, peer_mac, no_bridge_hint=NO_BRIDGE_HINT).inside
 
 
 def delete_pair(host: str) -> None:
     """Remove the pair from the host side; nothing there is not an error."""
     with IPRoute() as ipr:
-        with_quiet_delete(ipr, host)
+        delete_quietly(ipr, host)
 
 
 def exists(host: str) -> bool:
