@@ -14,7 +14,7 @@ import os
 import socket
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from pyroute2 import IPRoute
@@ -30,7 +30,7 @@ from weaved.attach.kernel import (
     nl,
     sysctl,
 )
-from weaved.attach.model import CONTAINER_IFNAME, MULTICAST_NET
+from weaved.attach.model import CONTAINER_IFNAME, MULTICAST_NET, Attachment
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,8 @@ ARP_CACHE = {"base_reachable_time": "5", "delay_first_probe_time": "2", "ucast_s
 
 @dataclass(frozen=True)
 class ContainerSide:
+    """ethwe as read inside the container."""
+
     index: int
     name: str
     mac: str
@@ -49,6 +51,19 @@ class ContainerSide:
     addresses: tuple[ipaddress.IPv4Interface, ...]
     multicast_route: bool
     tx_checksum: bool | None
+
+    def onto(self, a: Attachment) -> Attachment:
+        """`a` with its container side as read here."""
+        return replace(
+            a,
+            ifname=self.name,
+            mac=self.mac,
+            mtu=self.mtu,
+            addresses=self.addresses,
+            multicast_route=self.multicast_route,
+            tx_checksum=self.tx_checksum,
+            peer_index=self.index,
+        )
 
 
 def read_side(ipr: IPRoute, index: int | None = None) -> ContainerSide | None:

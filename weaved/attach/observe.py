@@ -202,16 +202,7 @@ def observe_attachments(
             except NetnsGone:
                 side = None
             if side is not None:
-                base = replace(
-                    base,
-                    ifname=side.name,
-                    mac=side.mac,
-                    mtu=side.mtu,
-                    addresses=side.addresses,
-                    multicast_route=side.multicast_route,
-                    tx_checksum=side.tx_checksum,
-                    peer_index=peer_index,
-                )
+                base = side.onto(base)
         if orphaned:
             base = replace(base, state=AttachmentState.ORPHANED)
         out.append(base)

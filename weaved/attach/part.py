@@ -365,24 +365,34 @@ class AttachPart(Component):
 
     # --- facts, views, API --------------------------------------------------------------
     def facts(self, facts: RuntimeFacts) -> RuntimeFacts:
-        subnets = {str(n) for a in self.known.values() for n in a.subnets}
         ports = tuple(
             WantedPort(a.veth, CONTAINER_FLAGS, f"container {a.target.label}")
             for a in self.known.values()
         )
-        addresses = {a.veth: tuple(str(i.ip) for i in a.addresses) for a in self.known.values()}
-        return replace(
-            facts,
-            container_subnets=tuple(sorted({*facts.container_subnets, *subnets})),
-            ports=facts.ports + ports,
-            container_ports=tuple(sorted({**dict(facts.container_ports), **addresses}.items())),
-        )
+        return with_containers(facts, ports, {a.veth: a.addresses for a in self.known.values()})
 
     def routes(self) -> dict[tuple[str, str], Handler]:
         return attach_routes(self)
 
 
 _LOST = "attachments will be re-observed"
+
+
+def with_containers(
+    facts: RuntimeFacts,
+    ports: tuple[WantedPort, ...],
+    addresses: dict[str, tuple[ipaddress.IPv4Interface, ...]],
+) -> RuntimeFacts:
+    """`facts` plus the containers a part plugged in: their veths as ports of the bridge, and
+    their addresses by veth and subnets (for the firewall and routes)."""
+    subnets = {str(i.network) for each in addresses.values() for i in each}
+    ips = {veth: tuple(str(i.ip) for i in each) for veth, each in addresses.items()}
+    return replace(
+        facts,
+        container_subnets=tuple(sorted({*facts.container_subnets, *subnets})),
+        ports=facts.ports + ports,
+        container_ports=tuple(sorted({**dict(facts.container_ports), **ips}.items())),
+    )
 
 
 def _docker_url_of(spec: Spec) -> str:

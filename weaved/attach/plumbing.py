@@ -77,20 +77,8 @@ def attach(
         ipr.close()
     if done:
         log.info("attached target=%s changes=%s", target.label, "; ".join(done))
-    after = plugged.inside
-    return Attachment(
-        target=target,
-        veth=plugged.name,
-        ifname=after.name,
-        mac=after.mac,
-        mtu=after.mtu,
-        addresses=after.addresses,
-        multicast_route=after.multicast_route,
-        tx_checksum=after.tx_checksum,
-        bridged=plugged.bridged,
-        veth_index=plugged.index,
-        peer_index=after.index,
-    )
+    host_side = Attachment(target, plugged.name, bridged=plugged.bridged, veth_index=plugged.index)
+    return plugged.inside.onto(host_side)
 
 
 def _plugged_into(ipr: IPRoute, fd: int, ethwe_index: int, target: Target) -> int:

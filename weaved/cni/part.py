@@ -19,6 +19,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from weaved.attach.part import with_containers
 from weaved.attach.weavedns import dns_routes
 from weaved.cni import plumbing, views
 from weaved.cni.core import CniError, Code
@@ -387,14 +388,7 @@ class CniPart(Component):
             )
             for r in recs
         )
-        subnets = {str(a.network) for r in recs for a in r.addresses}
-        addresses = {r.veth: tuple(str(a.ip) for a in r.addresses) for r in recs}
-        return replace(
-            facts,
-            container_subnets=tuple(sorted({*facts.container_subnets, *subnets})),
-            ports=facts.ports + ports,
-            container_ports=tuple(sorted({**dict(facts.container_ports), **addresses}.items())),
-        )
+        return with_containers(facts, ports, {r.veth: r.addresses for r in recs})
 
     def routes(self) -> dict[tuple[str, str], Handler]:
         def wrap(fn: Any) -> Handler:
