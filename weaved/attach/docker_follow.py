@@ -37,7 +37,7 @@ class Followed(Protocol):
 
     spec: Spec
     ipam: IpamPart
-    known: dict[str, Attachment]
+    records: dict[str, Attachment]
 
     @property
     def docker_url(self) -> str: ...
@@ -108,7 +108,7 @@ class DockerFollower:
         (Deaths meanwhile need no events: `resync` finds their veths gone or orphaned.)"""
         url = self.part.docker_url
         for info in missed_starts(await asyncio.to_thread(running, url), since):
-            known = self.part.known.get(info.id)
+            known = self.part.records.get(info.id)
             if known is not None and known.target.pid == info.pid:
                 continue  # attached already (by hand, or from an event after all)
             log.info("start missed while Docker was not followed container=%s", info.name)

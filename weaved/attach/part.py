@@ -31,8 +31,8 @@ from weaved.attach import (
 from weaved.attach.addresses import addresses_for, held_by, release, to_detach
 from weaved.attach.cli import AttachRequest, DetachRequest
 from weaved.attach.docker_follow import DockerFollower, EventSource
+from weaved.attach.plugged_part import PluggedPart
 from weaved.attach.routes import attach_routes
-from weaved.attach.store import load_records, save_records
 from weaved.attach.weavedns import dns_routes, register_names, remove_resolv_conf
 from weaved.control import Handler
 from weaved.dataplane.base import Dataplane
@@ -44,7 +44,7 @@ from weaved.integrations.docker_events import watch_docker_events
 from weaved.ipam.address import CIDR
 from weaved.ipam.part import IpamPart, Wait
 from weaved.model.host import CONTAINER_FLAGS, WantedPort
-from weaved.part import Component, Host
+from weaved.part import Host
 from weaved.spec.models import Spec
 
 log = logging.getLogger(__name__)
@@ -57,7 +57,7 @@ DEEP_EVERY = 12
 FIRST_LOOK_SECONDS = 10.0  # longest an attach waits for the first look after a start
 
 
-class AttachPart(Component):
+class AttachPart(PluggedPart[Attachment]):
     name = "attach"
 
     def __init__(
@@ -68,14 +68,9 @@ class AttachPart(Component):
         dns: DnsPart | None,
         events: EventSource = watch_docker_events,
     ) -> None:
-        self.spec = spec
-        self.ipam = ipam
-        self.dns = dns
-        self.store = state_dir / STORE
-        self.known: dict[str, Attachment] = {}
-        self._daemon: Host | None = None
-        self._tasks: list[asyncio.Task[None]] = []
-        self._lock = asyncio.Lock()
+        super().__init__(
+            spec, state_dir, ipam, dns, store=STORE, from_json=Attachment.from_json, lost=_LOST
+        )
         self.docker = DockerFollower(self, events)
         # Containers whose addresses are claimed and names registered by this process: the
         # periodic check only acts on what changed (a `dns-remove` sticks until re-attached).
@@ -97,31 +92,18 @@ class AttachPart(Component):
     def docker_url(self) -> str:
         return _docker_url_of(self.spec)
 
-    @property
-    def host(self) -> Host:
-        assert self._daemon is not None, "the attach part is not started"
-        return self._daemon
-
     # --- lifecycle ----------------------------------------------------------------------
     async def start(self, daemon: Host) -> None:
         self._daemon = daemon
-        self.known = load_records(self.store, Attachment.from_json, _LOST)
-        self._tasks.append(asyncio.create_task(self._watch_namespaces(), name="attach-watch"))
-        self._tasks.append(asyncio.create_task(self.docker.run(), name="attach-docker"))
-
-    async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self.records = self._load()
+        self._spawn(self._watch_namespaces(), "attach-watch")
+        self._spawn(self.docker.run(), "attach-docker")
 
     def spec_changed(self, spec: Spec) -> None:
         moved = _docker_url_of(spec) != self.docker_url
         self.spec = spec
         if moved:
             self.docker.moved.set()
-
-    def _save(self) -> None:
-        save_records(self.store, self.known.values())
 
     def _touch(self, key: str) -> None:
         self._epoch += 1
@@ -135,7 +117,7 @@ class AttachPart(Component):
         url = self.docker_url
         epoch = self._epoch
         first = not self._pruned
-        known = list(self.known.values())
+        known = list(self.records.values())
         deep = deep or first
         seen = await self.host.on_dataplane(lambda _dp: observe_attachments(url, known, deep=deep))
         changed = False
@@ -150,7 +132,7 @@ class AttachPart(Component):
                     await self.host.on_dataplane(_detach_job(a.target))
                     self._forget(a.target, died=not first)
                 elif (again := await self._replug(a)) is not None:
-                    self.known[a.target.key] = again
+                    self.records[a.target.key] = again
                 else:
                     # Gone while we were down (first look): freed now, as Weave's PruneOwned.
                     self._forget(a.target, died=not first)
@@ -167,7 +149,7 @@ class AttachPart(Component):
         """A container whose host-side veth vanished while its namespace lives is plugged in
         again with the addresses it had (the pair is recreated, as attach does); None when the
         namespace is gone too (the container is released)."""
-        previous = self.known.get(gone.target.key)
+        previous = self.records.get(gone.target.key)
         if previous is None or not previous.addresses:
             return None
         try:
@@ -193,8 +175,8 @@ class AttachPart(Component):
         """An attachment seen alive; claims and names only when new to us or re-addressed.
         True if anything worth saving changed."""
         key = a.target.key
-        before = self.known.get(key)
-        self.known[key] = a
+        before = self.records.get(key)
+        self.records[key] = a
         if key in self._adopted and before is not None and before.addresses == a.addresses:
             return before.to_json() != a.to_json()
         if key not in self._adopted:
@@ -235,7 +217,7 @@ class AttachPart(Component):
         now."""
         self._adopted.discard(target.key)
         self._without_dns.discard(target.key)
-        if self.known.pop(target.key, None) is None and not died:
+        if self.records.pop(target.key, None) is None and not died:
             return
         if died:
             self.ipam.allocator.container_died(target.key, time.time())
@@ -262,7 +244,7 @@ class AttachPart(Component):
     async def container_died(self, key: str) -> None:
         """Docker said the container died: released as Weave does (names now, addresses
         after the grace period)."""
-        known = self.known.get(key)
+        known = self.records.get(key)
         if known is not None:
             async with self._lock:
                 self._forget(known.target, died=True)
@@ -308,7 +290,7 @@ class AttachPart(Component):
         async with self._lock:
             self._touch(target.key)
             attached = await self._plug(target, addresses, multicast)
-            self.known[target.key] = attached
+            self.records[target.key] = attached
             self._adopted.add(target.key)
             self._save()
         if request.dns:
@@ -329,7 +311,7 @@ class AttachPart(Component):
         target = await self.host.on_dataplane(lambda _dp: resolve_target(request.target, url))
         self._touch(target.key)
         async with self._lock:
-            held = held_by(target, self.known)
+            held = held_by(target, self.records)
             wanted = to_detach(
                 self.ipam, self.spec, target, held, request.addresses, request.target
             )
@@ -342,14 +324,14 @@ class AttachPart(Component):
                     self.dns.service.dns_remove(target.key, [str(iface.ip)])
             if detached.veth_removed or not detached.remaining:
                 self._adopted.discard(target.key)
-                self.known.pop(target.key, None)
+                self.records.pop(target.key, None)
                 if target.kind is TargetKind.NETNS:
                     remove_resolv_conf(target.name)
                 log.info("detached target=%s (no address left)", target.label)
             else:
-                known = self.known.get(target.key)
+                known = self.records.get(target.key)
                 if known is not None:
-                    self.known[target.key] = replace(known, addresses=detached.remaining)
+                    self.records[target.key] = replace(known, addresses=detached.remaining)
             self._save()
         self.host.mark_dirty("detach")
         return removed
@@ -357,7 +339,7 @@ class AttachPart(Component):
     def key_for(self, text: str) -> str:
         """An attached container as the user names it (name, netns, PID, short or full ID) →
         the identity its addresses and names are kept under; unknown text is kept as is."""
-        for key, a in self.known.items():
+        for key, a in self.records.items():
             t = a.target
             if text in (key, t.name, t.label) or (len(text) >= 12 and key.startswith(text)):
                 return key
@@ -367,9 +349,9 @@ class AttachPart(Component):
     def facts(self, facts: RuntimeFacts) -> RuntimeFacts:
         ports = tuple(
             WantedPort(a.veth, CONTAINER_FLAGS, f"container {a.target.label}")
-            for a in self.known.values()
+            for a in self.records.values()
         )
-        return with_containers(facts, ports, {a.veth: a.addresses for a in self.known.values()})
+        return with_containers(facts, ports, {a.veth: a.addresses for a in self.records.values()})
 
     def routes(self) -> dict[tuple[str, str], Handler]:
         return attach_routes(self)

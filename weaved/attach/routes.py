@@ -22,7 +22,7 @@ class Routed(Protocol):
     """What the routes see of the attach part."""
 
     ipam: IpamPart
-    known: dict[str, Attachment]
+    records: dict[str, Attachment]
     waits: dict[str, Wait]  # attach request id → its place in IPAM's queue
     also_ps: Callable[[], str]
 
@@ -72,7 +72,7 @@ def attach_routes(part: Routed) -> dict[tuple[str, str], Handler]:
 
     async def do_ps(req: Request) -> Response:
         url = part.docker_url
-        known = list(part.known.values())
+        known = list(part.records.values())
         request = PsRequest(tuple(str(t) for t in req.body.get("targets", [])))
 
         def listing() -> str:

@@ -20,11 +20,12 @@ from pathlib import Path
 from typing import Any
 
 from weaved.attach.part import with_containers
+from weaved.attach.plugged_part import PluggedPart
 from weaved.attach.weavedns import dns_routes
 from weaved.cni import plumbing, views
 from weaved.cni.core import CniError, Code
 from weaved.cni.expose import expose_for, gateway_in
-from weaved.cni.records import STORE, CniRecord, load_records, save_records
+from weaved.cni.records import LOST, STORE, CniRecord
 from weaved.control import Handler, Request, Response
 from weaved.dns.part import DnsPart
 from weaved.engine.reconcile import RuntimeFacts
@@ -33,7 +34,7 @@ from weaved.ipam.address import CIDR
 from weaved.ipam.errors import IpamError
 from weaved.ipam.part import IpamPart, subnet_for
 from weaved.model.host import PortFlags, WantedPort
-from weaved.part import Component, Host
+from weaved.part import Host
 from weaved.spec.models import Spec
 
 log = logging.getLogger(__name__)
@@ -62,19 +63,14 @@ def _routes(items: Any) -> list[tuple[ipaddress.IPv4Network, ipaddress.IPv4Addre
     return out
 
 
-class CniPart(Component):
+class CniPart(PluggedPart[CniRecord]):
     name = "cni"
 
     def __init__(self, spec: Spec, state_dir: Path, ipam: IpamPart, dns: DnsPart | None) -> None:
-        self.spec = spec
-        self.ipam = ipam
-        self.dns = dns
-        self.store = state_dir / STORE
+        super().__init__(
+            spec, state_dir, ipam, dns, store=STORE, from_json=CniRecord.from_json, lost=LOST
+        )
         self.spec_path: Path | None = None  # what a default route's `expose` edits (wiring)
-        self.records: dict[str, CniRecord] = {}
-        self._daemon: Host | None = None
-        self._lock = asyncio.Lock()
-        self._tasks: list[asyncio.Task[None]] = []
 
     # --- lifecycle ------------------------------------------------------------------------
     async def start(self, daemon: Host) -> None:
@@ -85,23 +81,9 @@ class CniPart(Component):
         await self._reobserve()
         self._tasks.append(asyncio.create_task(self._watch(), name="cni-watch"))
 
-    async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-
-    def spec_changed(self, spec: Spec) -> None:
-        self.spec = spec
-
     def live_keys(self) -> set[str]:
         """IPAM identities held by CNI attachments (kept when `attach` prunes after a start)."""
         return {r.container_id for r in self.records.values() if r.weaved_ipam}
-
-    def _load(self) -> dict[str, CniRecord]:
-        return load_records(self.store)
-
-    def _save(self) -> None:
-        save_records(self.store, self.records)
 
     async def _watch(self) -> None:
         """Release attachments whose namespace the runtime removed without a DEL that reached

@@ -20,6 +20,7 @@ from weaved.attach.codec import JsonRecord
 log = logging.getLogger(__name__)
 
 STORE = "cni.json"
+LOST = "CNI attachments are forgotten"  # when cni.json cannot be read
 ALIAS_PREFIX = "weaved-cni"
 ALIAS_MAX = 255  # IFALIASZ less its NUL
 
@@ -83,7 +84,7 @@ class CniRecord(JsonRecord):
 
 
 def load_records(path: Path) -> dict[str, CniRecord]:
-    return store.load_records(path, CniRecord.from_json, "CNI attachments are forgotten")
+    return store.load_records(path, CniRecord.from_json, LOST)
 
 
 def save_records(path: Path, records: dict[str, CniRecord]) -> None:

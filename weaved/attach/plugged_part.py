@@ -1,0 +1,65 @@
+"""What the daemon parts that plug containers in share (the attach part; CNI's): the records of
+what they plugged in, by key, kept in a file under the state directory; a lock held while
+they change; the background tasks stopped with the part; the spec in force.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+from weaved.attach.store import Record, load_records, save_records
+from weaved.dns.part import DnsPart
+from weaved.ipam.part import IpamPart
+from weaved.part import Component, Host
+from weaved.spec.models import Spec
+
+R = TypeVar("R", bound=Record)
+
+
+class PluggedPart(Component, Generic[R]):
+    def __init__(
+        self,
+        spec: Spec,
+        state_dir: Path,
+        ipam: IpamPart,
+        dns: DnsPart | None,
+        *,
+        store: str,
+        from_json: Callable[[dict[str, Any]], R],
+        lost: str,
+    ) -> None:
+        self.spec = spec
+        self.ipam = ipam
+        self.dns = dns
+        self.store = state_dir / store
+        self.records: dict[str, R] = {}
+        self._from_json = from_json
+        self._lost = lost  # what an unreadable record file means, for the log
+        self._daemon: Host | None = None
+        self._lock = asyncio.Lock()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @property
+    def host(self) -> Host:
+        assert self._daemon is not None, f"the {self.name} part is not started"
+        return self._daemon
+
+    def _load(self) -> dict[str, R]:
+        return load_records(self.store, self._from_json, self._lost)
+
+    def _save(self) -> None:
+        save_records(self.store, self.records.values())
+
+    def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
+        self._tasks.append(asyncio.create_task(work, name=name))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def spec_changed(self, spec: Spec) -> None:
+        self.spec = spec
