@@ -9,19 +9,21 @@ import pytest
 
 from weaved.attach.cli import (
     DEFAULT_TIMEOUT,
-    AddressKind,
     AttachFlags,
-    AttachRequest,
-    DetachRequest,
-    PsRequest,
     add_attach_parsers,
     attach_flags,
     literal_addresses,
-    parse_address,
     request_from_args,
     timeout_of,
 )
 from weaved.attach.expose import expose_forms
+from weaved.attach.requests import (
+    AddressKind,
+    AttachRequest,
+    DetachRequest,
+    PsRequest,
+    parse_address,
+)
 from weaved.errors import UsageError
 
 

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 from weaved.attach import docker_follow
-from weaved.attach.cli import AttachRequest
 from weaved.attach.part import AttachPart
+from weaved.attach.requests import AttachRequest
 from weaved.backoff import backoff_delay
 from weaved.errors import DependencyError
 from weaved.integrations.docker_client import ContainerInfo, docker_time

@@ -9,8 +9,8 @@ import contextlib
 import ipaddress
 import time
 
-from weaved.attach.cli import AddressArg, AddressKind
 from weaved.attach.model import Attachment, Target
+from weaved.attach.requests import AddressArg, AddressKind
 from weaved.errors import UsageError
 from weaved.ipam.address import CIDR
 from weaved.ipam.errors import IpamError

@@ -11,7 +11,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from weaved.attach.cli import AddressArg, parse_address
+from weaved.attach.requests import AddressArg, parse_address
 from weaved.errors import UsageError, WeavedError
 from weaved.integrations.docker_client import connect
 

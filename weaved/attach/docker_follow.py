@@ -13,8 +13,8 @@ from collections.abc import AsyncGenerator, Callable
 from typing import Protocol
 
 from weaved.attach.cidr_env import container_addresses
-from weaved.attach.cli import AttachRequest
 from weaved.attach.model import Attachment
+from weaved.attach.requests import AttachRequest
 from weaved.errors import DependencyError, WeavedError
 from weaved.integrations.docker_client import (
     ContainerInfo,

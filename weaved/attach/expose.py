@@ -10,7 +10,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from weaved.attach.cli import DEFAULT_TIMEOUT, AddressKind, parse_address
+from weaved.attach.cli import DEFAULT_TIMEOUT
+from weaved.attach.requests import AddressKind, parse_address
 from weaved.errors import DaemonError, UsageError
 
 if TYPE_CHECKING:

@@ -29,9 +29,9 @@ from weaved.attach import (
     resolve_target,
 )
 from weaved.attach.addresses import addresses_for, held_by, release, to_detach
-from weaved.attach.cli import AttachRequest, DetachRequest
 from weaved.attach.docker_follow import DockerFollower, EventSource
 from weaved.attach.plugged_part import PluggedPart
+from weaved.attach.requests import AttachRequest, DetachRequest
 from weaved.attach.routes import attach_routes
 from weaved.attach.weavedns import dns_routes, register_names, remove_resolv_conf
 from weaved.control import Handler

@@ -8,10 +8,11 @@ import ipaddress
 from collections.abc import Callable
 from typing import Protocol
 
-from weaved.attach.cli import AttachRequest, DetachRequest, PsRequest, ps_text
+from weaved.attach.cli import ps_text
 from weaved.attach.model import Attachment
 from weaved.attach.observe import observe_attachments, observe_bridge
 from weaved.attach.ps import show_addrs
+from weaved.attach.requests import AttachRequest, DetachRequest, PsRequest
 from weaved.control import Handler, Request, Response
 from weaved.ipam.errors import IpamError
 from weaved.ipam.part import IpamPart, Wait

@@ -101,13 +101,9 @@ def cmd_attach(args: argparse.Namespace, ctx: Context) -> int:
 def _rewrite_hosts(args: argparse.Namespace, ctx: Context, printed: str) -> None:
     """`attach --rewrite-hosts [--add-host NAME:ADDR ...]`: the Docker container's /etc/hosts
     names the addresses `attach` printed (Weave's, see weaved.docker.hosts)."""
-    from weaved.attach.cli import (
-        AttachRequest,
-        attach_flags,
-        request_from_args,
-        settings_for,
-    )
+    from weaved.attach.cli import attach_flags, request_from_args, settings_for
     from weaved.attach.model import TargetKind
+    from weaved.attach.requests import AttachRequest
     from weaved.attach.target import resolve_target
     from weaved.docker.hosts import rewrite_container_hosts
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from weaved.attach.cli import parse_address
+from weaved.attach.requests import parse_address
 from weaved.errors import UsageError
 
 WITHOUT_DNS = "--without-dns"
