@@ -7,13 +7,14 @@ from types import SimpleNamespace
 from typing import Any, cast
 
 import pytest
+from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from tests.wire import AVAILABLE, OUTPUTS, params
 from weaved.dns.zone import Zone, ip_to_int
 from weaved.mesh.gossip_api import PeerName
 from weaved.mesh.status import ConnectionState, LocalConnectionStatus, MeshStatus
-from weaved.metrics.part import WeavedCollector
+from weaved.metrics.part import WeavedCollector, register_process_families
 from weaved.metrics.text import go_float, render_metrics
 
 
@@ -143,3 +144,22 @@ def test_connections_are_counted_both_ways_and_printed_as_integers() -> None:
         'weave_connections{encryption="yes",state="established",type="sleeve"} 0\n'
     ) in text
     assert ".0\n" not in text
+
+
+@pytest.mark.skipif(not AVAILABLE, reason="../shared/weave-wire is absent (reference captures)")
+def test_process_families_as_weaves() -> None:
+    """Weave's body has Go's process_* families; ours has the same names, help and types
+    (the values are this process's)."""
+    captured = (OUTPUTS / "two-peers-encrypted" / "host2" / "metrics.txt").read_text()
+    registry = CollectorRegistry(auto_describe=False)
+    register_process_families(registry)
+    ours = render_metrics(registry.collect())
+
+    def heads(text: str) -> list[str]:
+        return [
+            ln for ln in text.splitlines() if ln.startswith(("# HELP process_", "# TYPE process_"))
+        ]
+
+    assert heads(ours) and heads(ours) == heads(captured)
+    assert re.search(r"^process_resident_memory_bytes \d", ours, re.M)
+    assert re.search(r"^process_virtual_memory_max_bytes -1$", ours, re.M)

@@ -5,10 +5,11 @@ and written as Weave's Go client writes them (`text.py`). The status port that s
 from __future__ import annotations
 
 import logging
+import resource
 from collections import Counter
 from collections.abc import Iterator
 
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from weaved.dns.part import DnsPart
@@ -124,6 +125,25 @@ class WeavedCollector:
                 )
 
 
+class ProcessLimits:
+    """Go's client also writes `process_virtual_memory_max_bytes` (RLIMIT_AS, -1 when
+    unlimited); prometheus_client's ProcessCollector has the other `process_*` families."""
+
+    def collect(self) -> Iterator[Metric]:
+        soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+        yield GaugeMetricFamily(
+            "process_virtual_memory_max_bytes",
+            "Maximum amount of virtual memory available in bytes.",
+            value=-1 if soft == resource.RLIM_INFINITY else soft,
+        )
+
+
+def register_process_families(registry: CollectorRegistry) -> None:
+    """Weave's body has Go's process_* families (dashboards chart weave's memory with them)."""
+    ProcessCollector(registry=registry)
+    registry.register(ProcessLimits())
+
+
 class MetricsPart(Component):
     name = "metrics"
 
@@ -134,6 +154,7 @@ class MetricsPart(Component):
         self.collector = WeavedCollector(mesh, ipam, dns)
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self.collector)
+        register_process_families(self.registry)
 
     async def start(self, daemon: Host) -> None:
         self.collector.daemon = daemon
