@@ -15,6 +15,7 @@ and for a container without one (Docker's default hostname is its short ID) the 
 from __future__ import annotations
 
 import ipaddress
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -182,6 +183,12 @@ def test_attach_without_dns_rewrite_hosts_and_add_host_as_weave(
     # --without-dns: weaveDNS does not know it (the attach has returned: nothing is pending).
     assert "wdk-hosts " not in dns_status(dlab, "host1")
     assert dlab.nxdomain(a, "wdk-hosts.weave.local")
+    # ... and that sticks across a daemon restart (the record keeps it; the kernel cannot).
+    dlab.lab.stop_host("host1")
+    dlab.lab.start_host("host1", resync=2.0)
+    assert ip in dlab.ps("host1", "wdk-hosts")
+    time.sleep(3)  # a resync or two: the restarted daemon has adopted the container again
+    assert "wdk-hosts " not in dns_status(dlab, "host1")
     bad = dlab.weaved("host1", "attach", "--add-host", "db", "wdk-hosts", check=False)
     assert bad.returncode == 64 and "NAME:ADDRESS" in bad.stderr, bad
 

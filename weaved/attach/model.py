@@ -95,6 +95,7 @@ class Attachment(JsonRecord):
     bridged: bool = True  # the host side is a port of the weave bridge
     state: AttachmentState = AttachmentState.ATTACHED
     veth_index: int = 0  # host-side ifindex (stable while the veth lives; orders `ps`)
+    dns: bool = True  # False: attached with `--without-dns` (no weaveDNS name, also after restarts)
     # ethwe's ifindex inside the container as last read there (not saved: after a restart
     # every namespace is read again); 0 = never read.
     peer_index: int = field(default=0, compare=False, metadata=NOT_SAVED)

@@ -75,7 +75,6 @@ class AttachPart(PluggedPart[Attachment]):
         # Containers whose addresses are claimed and names registered by this process: the
         # periodic check only acts on what changed (a `dns-remove` sticks until re-attached).
         self._adopted: set[str] = set()
-        self._without_dns: set[str] = set()  # attached with `--without-dns` (this run)
         # attach/detach bump the epoch and stamp the container: a resync that observed the
         # kernel before that leaves the container alone (its view is older than the call's).
         self._epoch = 0
@@ -169,13 +168,15 @@ class AttachPart(PluggedPart[Attachment]):
             gone.target.label,
             ",".join(str(i) for i in again.addresses),
         )
-        return again
+        return replace(again, dns=previous.dns)
 
     async def _adopt(self, a: Attachment) -> bool:
         """An attachment seen alive; claims and names only when new to us or re-addressed.
         True if anything worth saving changed."""
         key = a.target.key
         before = self.records.get(key)
+        if before is not None and not before.dns:
+            a = replace(a, dns=False)  # observed veths do not say it; the record does
         self.records[key] = a
         if key in self._adopted and before is not None and before.addresses == a.addresses:
             return before.to_json() != a.to_json()
@@ -195,7 +196,7 @@ class AttachPart(PluggedPart[Attachment]):
         self._adopted.add(key)
         if self.dns is not None and held:
             self.dns.service.unregister_container(key)
-        if key not in self._without_dns:
+        if a.dns:
             await self._register_dns(a.target, a.addresses)
         return True
 
@@ -216,7 +217,6 @@ class AttachPart(PluggedPart[Attachment]):
         """A container is gone: names now, addresses after Weave's grace period (`died`) or
         now."""
         self._adopted.discard(target.key)
-        self._without_dns.discard(target.key)
         if self.records.pop(target.key, None) is None and not died:
             return
         if died:
@@ -289,15 +289,12 @@ class AttachPart(PluggedPart[Attachment]):
         )
         async with self._lock:
             self._touch(target.key)
-            attached = await self._plug(target, addresses, multicast)
+            attached = replace(await self._plug(target, addresses, multicast), dns=request.dns)
             self.records[target.key] = attached
             self._adopted.add(target.key)
             self._save()
-        if request.dns:
-            self._without_dns.discard(target.key)
+        if request.dns:  # not with Weave's `attach --without-dns` (kept in the record)
             await self._register_dns(target, attached.addresses)
-        else:  # Weave's `attach --without-dns`
-            self._without_dns.add(target.key)
         self.host.mark_dirty("attach")
         log.info(
             "attached target=%s addresses=%s", target.label, ",".join(str(a) for a in addresses)
