@@ -13,10 +13,12 @@ import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NewType
+from typing import TYPE_CHECKING, NewType
 
 from weaved.errors import SpecError, WeavedError
-from weaved.spec.models import Spec
+
+if TYPE_CHECKING:  # pydantic's models stay out of what the mesh and weaveDNS import at runtime
+    from weaved.spec.models import Spec
 
 NAME_SALT = b"9oBJ0Jmip-"
 _GROUP = re.compile(r"^[0-9a-fA-F]{1,2}$")
