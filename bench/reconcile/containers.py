@@ -1,15 +1,22 @@
 """bench/reconcile/containers.py: one daemon with many attached (namespace) containers.
 
-Prints, each next to a baseline from the same run: attach latency p50/p99 (one at a time and 10
-at once; baseline: the same veth + address + up done with plain `ip` commands), the daemon's
-idle CPU and a no-op `plan` answered by the daemon (baseline: the same with only 10 attached),
-RSS after attaching and after K attach/detach cycles (the slope per cycle).
+Prints, each next to a baseline from the same run:
+- attach latency p50/p99/max: while filling the host (all, and the last tenth), one at a time
+  with N attached, and with 10 attaches in flight at once with N attached; baseline: what an
+  attach does (veth into the namespace, address, up) with plain `ip` commands, one at a time
+  and 10 at once;
+- the daemon's idle CPU and a no-op `plan` answered by the daemon, with 10 and with N attached;
+- RSS after attaching and over K detach+attach cycles of 10 containers: the samples and the
+  slope per cycle (least squares over the samples after the first tenth of the cycles);
+- the daemon's CPU-seconds for the whole run, the bench's wall time and the load average at
+  its start and end (others share the machine: compare runs made in the same minutes).
 
 Run as root: python bench/reconcile/containers.py [--containers 200] [--cycles 100]
 [--idle 30]; --containers 1000 for the large host. Everything lives in namespaces named
-`wdhs-*` that are deleted at the end. Profiling: BENCH_PYSPY=FILE records the daemon with
-py-spy; HS_TRACE=1 signals SIGUSR2 before and after the churn (for a sitecustomize that dumps
-tracemalloc snapshots).
+`wdas-*` (the daemon's host, the containers, the baseline's) that are deleted at the end, also
+on failure or Ctrl-C. Profiling: BENCH_PYSPY=FILE records the daemon with py-spy; HS_TRACE=1
+signals SIGUSR2 before and after the churn (for a sitecustomize that dumps tracemalloc
+snapshots).
 """
 
 from __future__ import annotations
@@ -18,12 +25,13 @@ import argparse
 import json
 import os
 import secrets
+import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -42,6 +50,7 @@ ipalloc:
 dns: {enabled: false}
 """
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+AT_ONCE = 10
 
 
 def cpu_seconds(pid: int) -> float:
@@ -54,6 +63,10 @@ def rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return 0.0
+
+
+def load_average() -> list[float]:
+    return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
 
 
 def pct(samples: list[float], q: float) -> float:
@@ -71,10 +84,33 @@ def summary(samples: list[float]) -> dict[str, float]:
     if not samples:
         return {}
     return {
+        "n": len(samples),
         "p50_ms": round(pct(samples, 0.5) * 1000, 1),
         "p99_ms": round(pct(samples, 0.99) * 1000, 1),
         "max_ms": round(max(samples) * 1000, 1),
     }
+
+
+def slope(points: list[tuple[float, float]]) -> float:
+    """Least-squares slope of y over x (0 with fewer than two points)."""
+    if len(points) < 2:
+        return 0.0
+    mx = statistics.fmean(x for x, _ in points)
+    my = statistics.fmean(y for _, y in points)
+    den = sum((x - mx) ** 2 for x, _ in points)
+    return sum((x - mx) * (y - my) for x, y in points) / den if den else 0.0
+
+
+def ip_batch(lines: Iterable[str], *, check: bool = True) -> None:
+    """Many `ip` commands in one process (`ip -batch`): a thousand namespaces in seconds."""
+    text = "".join(f"{line}\n" for line in lines)
+    if not text:
+        return
+    proc = subprocess.run(
+        ["ip", "-force", "-batch", "-"], input=text, capture_output=True, text=True, timeout=600
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"ip -batch → {proc.returncode}\n{proc.stderr[-2000:]}")
 
 
 class Bench:
@@ -82,11 +118,11 @@ class Bench:
         self.client, self.pid, self.tag = client, pid, tag
         self.names: list[str] = []
 
-    def new_ns(self) -> str:
-        name = f"wdhs-{self.tag}-{len(self.names)}"
-        sh(["ip", "netns", "add", name])
-        self.names.append(name)
-        return name
+    def new_namespaces(self, count: int) -> list[str]:
+        names = [f"wdas-{self.tag}-{len(self.names) + i}" for i in range(count)]
+        self.names += names  # before they exist: cleaned up even if creating fails half-way
+        ip_batch(f"netns add {name}" for name in names)
+        return names
 
     def attach(self, name: str) -> float:
         body = {"target": f"netns:{name}", "addresses": [], "request_id": secrets.token_hex(4)}
@@ -95,6 +131,10 @@ class Bench:
     def detach(self, name: str) -> float:
         body = {"target": f"netns:{name}", "addresses": []}
         return timed(lambda: self.client.call("POST", "/detach", body, timeout=120))
+
+    def at_once(self, names: list[str]) -> list[float]:
+        with ThreadPoolExecutor(AT_ONCE) as pool:
+            return list(pool.map(self.attach, names))
 
     def plan_ms(self) -> float:
         samples = [timed(lambda: self.client.call("POST", "/plan", {})) for _ in range(5)]
@@ -105,39 +145,81 @@ class Bench:
         time.sleep(seconds)
         return round(100 * (cpu_seconds(self.pid) - before) / (time.monotonic() - start), 2)
 
+    def snapshot(self, idle: float) -> dict[str, float]:
+        time.sleep(1)
+        return {
+            "noop_plan_ms": self.plan_ms(),
+            "idle_cpu_pct": self.idle_cpu_pct(idle),
+            "rss_mb": round(rss_mb(self.pid), 1),
+        }
+
     def cleanup(self) -> None:
-        for name in self.names:
-            sh(["ip", "netns", "delete", name], check=False)
+        ip_batch((f"netns delete {name}" for name in self.names), check=False)
+        self.names = []
 
 
-def plain_veth_ms(host: Netns, tag: str, count: int) -> list[float]:
-    """Baseline: what an attach does, by hand (veth into the namespace, address, up)."""
-    samples = []
-    for i in range(count):
-        ns = f"wdhs-{tag}-base{i}"
-        sh(["ip", "netns", "add", ns])
-        try:
-            start = time.perf_counter()
-            host.ip("link", "add", f"vb{i}", "type", "veth", "peer", "ethwe", "netns", ns)
-            address = f"10.99.{i // 250}.{i % 250 + 1}/12"
-            sh(["ip", "-n", ns, "addr", "add", address, "dev", "ethwe"])
-            sh(["ip", "-n", ns, "link", "set", "ethwe", "up"])
-            host.ip("link", "set", f"vb{i}", "up")
-            samples.append(time.perf_counter() - start)
-        finally:
-            sh(["ip", "netns", "delete", ns], check=False)
-    return samples
+def plain_ip(host: Netns, tag: str, count: int, at_once: int) -> list[float]:
+    """Baseline: what an attach does, by hand (veth into the namespace, address, up), with
+    `at_once` of them in flight."""
+    names = [f"wdas-{tag}-b{at_once}x{i}" for i in range(count)]
+
+    def one(i: int) -> float:
+        ns, veth = names[i], f"vb{at_once}x{i}"
+        start = time.perf_counter()
+        host.ip("link", "add", veth, "type", "veth", "peer", "ethwe", "netns", ns)
+        sh(["ip", "-n", ns, "addr", "add", f"10.99.{i // 250}.{i % 250 + 1}/12", "dev", "ethwe"])
+        sh(["ip", "-n", ns, "link", "set", "ethwe", "up"])
+        host.ip("link", "set", veth, "up")
+        return time.perf_counter() - start
+
+    try:
+        ip_batch(f"netns add {name}" for name in names)
+        with ThreadPoolExecutor(at_once) as pool:
+            return list(pool.map(one, range(count)))
+    finally:
+        ip_batch((f"netns delete {name}" for name in names), check=False)
+
+
+def churn(bench: Bench, names: list[str], cycles: int) -> dict[str, Any]:
+    """Detach and attach again, `cycles` times over `names`; RSS every 10 cycles."""
+    rss = [(0.0, rss_mb(bench.pid))]
+    detach_s: list[float] = []
+    trace = bool(os.environ.get("HS_TRACE"))
+    if trace:
+        os.kill(bench.pid, signal.SIGUSR2)
+    for cycle in range(cycles):
+        name = names[cycle % len(names)]
+        detach_s.append(bench.detach(name))
+        bench.attach(name)
+        if cycle % 10 == 9:
+            rss.append((cycle + 1.0, rss_mb(bench.pid)))
+    if trace:
+        os.kill(bench.pid, signal.SIGUSR2)
+        time.sleep(5)
+    warm = [p for p in rss if p[0] >= cycles / 10]
+    return {
+        "detach": summary(detach_s),
+        "cycles": cycles,
+        "rss_samples_mb": [round(y, 1) for _, y in rss],
+        "rss_slope_kb_per_cycle": round(slope(warm) * 1024, 1),
+    }
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--containers", type=int, default=200)
-    parser.add_argument("--cycles", type=int, default=100, help="attach+detach cycles for RSS")
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--containers", type=int, default=200, help="attached at once (≥ 40)")
+    parser.add_argument("--cycles", type=int, default=100, help="detach+attach cycles for RSS")
     parser.add_argument("--idle", type=float, default=30.0, help="seconds of idle CPU sampling")
     args = parser.parse_args()
+    if args.containers < 40:
+        parser.error("--containers must be at least 40")
+    # SIGTERM as Ctrl-C: the finally blocks delete every namespace made.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     tag = secrets.token_hex(2)
+    began, load_start = time.perf_counter(), load_average()
     result: dict[str, Any] = {"containers": args.containers}
-    with tempfile.TemporaryDirectory() as tmp, Netns("wdhs") as host:
+    fill_n = args.containers - 20 - 5 * AT_ONCE
+    with tempfile.TemporaryDirectory() as tmp, Netns("wdas") as host:
         spec = Path(tmp) / "weave.yaml"
         spec.write_text(SPEC)
         proc = host.popen_weaved(spec, "daemon", log=Path(tmp) / "daemon.log")
@@ -146,71 +228,38 @@ def main() -> int:
         try:
             wait_for(client.alive, timeout=120, interval=0.1)
             if os.environ.get("BENCH_PYSPY"):  # a flame graph of the daemon for the whole run
-                subprocess.Popen(
-                    [
-                        "py-spy",
-                        "record",
-                        "-p",
-                        str(proc.pid),
-                        "-o",
-                        os.environ["BENCH_PYSPY"],
-                        "-f",
-                        "raw",
-                        "--nonblocking",
-                    ]
-                )
-            base = plain_veth_ms(host, tag, 20)
-            first = [bench.attach(bench.new_ns()) for _ in range(10)]
-            time.sleep(1)
-            small = {
-                "noop_plan_ms": bench.plan_ms(),
-                "idle_cpu_pct": bench.idle_cpu_pct(args.idle),
-                "rss_mb": round(rss_mb(proc.pid), 1),
-            }
-            seq = first + [bench.attach(bench.new_ns()) for _ in range(args.containers - 30)]
-            batch = [bench.new_ns() for _ in range(20)]
-            with ThreadPoolExecutor(10) as pool:
-                concurrent = list(pool.map(bench.attach, batch))
-            time.sleep(1)
-            large = {
-                "noop_plan_ms": bench.plan_ms(),
-                "idle_cpu_pct": bench.idle_cpu_pct(args.idle),
-                "rss_mb": round(rss_mb(proc.pid), 1),
-            }
-            churn = bench.names[-10:]
-            rss = [rss_mb(proc.pid)]
-            detach_s: list[float] = []
-            if os.environ.get("HS_TRACE"):  # tracemalloc snapshots (see --help of tracemalloc)
-                os.kill(proc.pid, 12)
-            for cycle in range(args.cycles):
-                name = churn[cycle % len(churn)]
-                detach_s.append(bench.detach(name))
-                bench.attach(name)
-                if cycle % 10 == 9:
-                    rss.append(rss_mb(proc.pid))
-            if os.environ.get("HS_TRACE"):
-                os.kill(proc.pid, 12)
-                time.sleep(5)
+                out = os.environ["BENCH_PYSPY"]
+                spy = ["py-spy", "record", "-p", str(proc.pid), "-o", out, "-f", "raw"]
+                subprocess.Popen([*spy, "--nonblocking", "--threads"])
+            base_one = plain_ip(host, tag, 20, 1)
+            base_many = plain_ip(host, tag, 5 * AT_ONCE, AT_ONCE)
+            first = [bench.attach(name) for name in bench.new_namespaces(10)]
+            small = bench.snapshot(args.idle)
+            fill = first + [bench.attach(name) for name in bench.new_namespaces(fill_n - 10)]
+            one = [bench.attach(name) for name in bench.new_namespaces(20)]
+            many = bench.at_once(bench.new_namespaces(5 * AT_ONCE))
+            large = bench.snapshot(args.idle)
             result.update(
                 {
-                    "baseline_plain_ip_veth": summary(base),
-                    "attach_sequential": summary(seq),
-                    "attach_10_at_once": summary(concurrent),
-                    "detach": summary(detach_s),
+                    "baseline_plain_ip_one_at_a_time": summary(base_one),
+                    "attach_filling_all": summary(fill),
+                    "attach_filling_last_tenth": summary(fill[-max(1, len(fill) // 10) :]),
+                    f"attach_one_at_a_time_with_{args.containers - 20}": summary(one),
+                    f"baseline_plain_ip_{AT_ONCE}_at_once": summary(base_many),
+                    f"attach_{AT_ONCE}_at_once_with_{fill_n + 20}": summary(many),
                     "with_10_attached": small,
                     f"with_{args.containers}_attached": large,
-                    "rss_after_churn_mb": round(rss[-1], 1),
-                    "rss_slope_kb_per_cycle": round(
-                        (rss[-1] - rss[0]) * 1024 / max(1, args.cycles), 1
-                    ),
-                    "cycles": args.cycles,
                 }
             )
+            result.update(churn(bench, bench.names[-10:], args.cycles))
+            result["daemon_cpu_s"] = round(cpu_seconds(proc.pid), 1)
         finally:
             stop_process(proc)
             bench.cleanup()
             log = (Path(tmp) / "daemon.log").read_text(errors="replace")
             result["daemon_log_lines"] = log.count("\n")
+    result["bench_wall_s"] = round(time.perf_counter() - began, 1)
+    result["load_average_start_end"] = [load_start, load_average()]
     print(json.dumps(result, indent=2))
     return 0
 

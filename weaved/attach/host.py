@@ -14,7 +14,6 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from weaved.attach.kernel import IFF_UP, Changes, link_kind, nl, nsid, sysctl
-from weaved.dataplane.brport import hairpin_mode
 from weaved.errors import ConflictError, DependencyError
 from weaved.model.resources import ALIAS, BRIDGE
 
@@ -52,16 +51,20 @@ def configure_port(
     alias: str = "",
 ) -> None:
     """Make the link `index` an up port of the bridge with `mtu` (0: leave it), hairpin mode as
-    given, no IPv6 router advertisements, and `alias` (empty: leave it); only what differs."""
+    given, no IPv6 router advertisements, and `alias` (empty: leave it); only what differs.
+    Reads only this link (its port flags come with it): a dump of the bridge's ports made
+    every attach cost as much as the containers already attached."""
     link = ipr.get_links(index)[0]
     name = str(link.get_attr("IFLA_IFNAME"))
     if mtu and link.get_attr("IFLA_MTU") != mtu:
         nl(f"set {name} mtu {mtu}", ipr.link, "set", index=index, mtu=mtu)
         changes.append(f"{name}: mtu {link.get_attr('IFLA_MTU')} → {mtu}")
+    hairpin_now = _hairpin_of(link)
     if link.get_attr("IFLA_MASTER") != bridge_index:
         nl(f"set {name} master {BRIDGE}", ipr.link, "set", index=index, master=bridge_index)
         changes.append(f"{name}: master {BRIDGE}")
-    if bool(hairpin_mode(ipr, index)) != hairpin:
+        hairpin_now = False  # a new port starts with the kernel's defaults
+    if hairpin_now != hairpin:
         word = "on" if hairpin else "off"
         nl(f"set {name} hairpin {word}", ipr.brport, "set", index=index, mode=int(hairpin))
         changes.append(f"{name}: hairpin {word}")
@@ -72,6 +75,15 @@ def configure_port(
     if not link["flags"] & IFF_UP:
         nl(f"set {name} up", ipr.link, "set", index=index, state="up")
         changes.append(f"{name}: up")
+
+
+def _hairpin_of(link: Any) -> bool:
+    """Hairpin mode of a bridge port, from its own link message (IFLA_INFO_SLAVE_DATA)."""
+    info = link.get_attr("IFLA_LINKINFO")
+    port = info.get_attr("IFLA_INFO_SLAVE_DATA") if info is not None else None
+    if port is None or info.get_attr("IFLA_INFO_SLAVE_KIND") != "bridge":
+        return False
+    return bool(port.get_attr("IFLA_BRPORT_MODE"))
 
 
 def host_peer(ipr: IPRoute, netns_id: int | None, peer_index: int) -> Any | None:

@@ -212,6 +212,28 @@ def observe_attachments(
     return out
 
 
+def nothing_moved(known: Iterable[Attachment]) -> bool:
+    """The periodic check's first look, without a netlink message decoded: True when the host
+    has exactly the `vethwepl*` links `known` records (same names and indices, from
+    if_nameindex(3)), every namespace path is still there and every process alive. Then a
+    shallow observation would find nothing new; the bridge ports themselves are the
+    reconciler's to watch and repair."""
+    recorded = set()
+    for a in known:
+        recorded.add((a.veth, a.veth_index))
+        target = a.target
+        if target.netns_path and not os.path.exists(target.netns_path):
+            return False
+        if target.pid is not None and not pid_alive(target.pid):
+            return False
+    present = {
+        (name, index)
+        for index, name in socket.if_nameindex()
+        if name.startswith(VETH_PREFIX) and not name.startswith(CNI_VETH_PREFIX)
+    }
+    return present == recorded
+
+
 def _veth_id(link: Any) -> str:
     return str(link.get_attr("IFLA_IFNAME"))[len(VETH_PREFIX) :]
 

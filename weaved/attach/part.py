@@ -15,6 +15,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 from weaved.attach import (
@@ -30,12 +31,13 @@ from weaved.attach import (
 )
 from weaved.attach.addresses import addresses_for, held_by, release, to_detach
 from weaved.attach.docker_follow import DockerFollower, EventSource
+from weaved.attach.inflight import InFlight, Plumbing
+from weaved.attach.observe import nothing_moved
 from weaved.attach.plugged_part import PluggedPart
 from weaved.attach.requests import AttachRequest, DetachRequest
 from weaved.attach.routes import attach_routes
 from weaved.attach.weavedns import dns_routes, register_names, remove_resolv_conf
 from weaved.control import Handler
-from weaved.dataplane.base import Dataplane
 from weaved.dns.part import DnsPart
 from weaved.engine.reconcile import RuntimeFacts
 from weaved.errors import WeavedError
@@ -51,8 +53,9 @@ log = logging.getLogger(__name__)
 
 STORE = "attachments.json"
 WATCH_SECONDS = 5.0
-# Every check sees veths come and go (one link dump); every DEEP_EVERY-th also enters each
-# container's namespace to find what was changed inside by hand (e.g. an address removed).
+# Every check sees veths come and go (if_nameindex(3), a link dump only when they did); every
+# DEEP_EVERY-th also enters each container's namespace to find what was changed inside by hand
+# (e.g. an address removed).
 DEEP_EVERY = 12
 FIRST_LOOK_SECONDS = 10.0  # longest an attach waits for the first look after a start
 
@@ -79,6 +82,9 @@ class AttachPart(PluggedPart[Attachment]):
         # kernel before that leaves the container alone (its view is older than the call's).
         self._epoch = 0
         self._touched: dict[str, int] = {}
+        # Attach/detach of different containers run at once, off the dataplane thread.
+        self._inflight = InFlight()
+        self._plumbing = Plumbing()
         self._pruned = False  # IPAM forgets containers that vanished while we were down, once
         self._first_look = asyncio.Event()  # attach allocates after that (Weave: after reclaim)
         self.waits: dict[str, Wait] = {}  # attach request id → its place in IPAM's queue
@@ -97,6 +103,10 @@ class AttachPart(PluggedPart[Attachment]):
         self.records = self._load()
         self._spawn(self._watch_namespaces(), "attach-watch")
         self._spawn(self.docker.run(), "attach-docker")
+
+    async def stop(self) -> None:
+        await super().stop()
+        self._plumbing.close()
 
     def spec_changed(self, spec: Spec) -> None:
         moved = _docker_url_of(spec) != self.docker_url
@@ -118,17 +128,20 @@ class AttachPart(PluggedPart[Attachment]):
         first = not self._pruned
         known = list(self.records.values())
         deep = deep or first
-        seen = await self.host.on_dataplane(lambda _dp: observe_attachments(url, known, deep=deep))
+        if not deep and await self._plumbing.run(lambda: nothing_moved(known)):
+            return  # the usual case: no netlink dump decoded, no namespace entered
+        seen = await self._plumbing.run(lambda: observe_attachments(url, known, deep=deep))
         changed = False
         async with self._lock:
             for a in seen:
-                if self._touched.get(a.target.key, 0) > epoch:
+                key = a.target.key
+                if self._touched.get(key, 0) > epoch or key in self._inflight:
                     continue  # attached or detached while we looked: that call knows better
                 if a.state is AttachmentState.ATTACHED:
                     changed = await self._adopt(a) or changed
                     continue
                 if a.state is AttachmentState.ORPHANED:
-                    await self.host.on_dataplane(_detach_job(a.target))
+                    await self._plumbing.run(partial(detach, a.target, None))
                     self._forget(a.target, died=not first)
                 elif (again := await self._replug(a)) is not None:
                     self.records[a.target.key] = again
@@ -254,12 +267,12 @@ class AttachPart(PluggedPart[Attachment]):
     async def _plug(
         self, target: Target, addresses: Sequence[ipaddress.IPv4Interface], multicast: bool
     ) -> Attachment:
-        """Plug `target` in on the dataplane thread (the spec's MTU, weaveDNS's route).
+        """Plug `target` in on a plumbing thread (the spec's MTU, weaveDNS's route).
         Checksum offload stays on: sleeve's TAP carries partial checksums in its virtio-net
         header (or completes them for Weave peers) and fastdp is ~3.5x faster with it."""
         mtu, onlink = self.spec.mtu, dns_routes(self.spec)
-        return await self.host.on_dataplane(
-            lambda _dp: attach(
+        return await self._plumbing.run(
+            lambda: attach(
                 target, addresses, mtu, multicast, tx_checksum_off=False, onlink_routes=onlink
             )
         )
@@ -274,27 +287,31 @@ class AttachPart(PluggedPart[Attachment]):
         self, request: AttachRequest, wait: Wait | None = None
     ) -> tuple[Attachment, list[ipaddress.IPv4Interface]]:
         """Plug the target in with the request's addresses; returns the attachment and the
-        addresses of this call (what `weaved attach` prints)."""
+        addresses of this call (what `weaved attach` prints). Attaches of different
+        containers run at once; the converge it asks for is not waited for (the veth is
+        already a port of the bridge as the plan wants it)."""
         url = self.docker_url
-        target = await self.host.on_dataplane(lambda _dp: resolve_target(request.target, url))
-        self._touch(target.key)
-        # After a restart, addresses of containers gone meanwhile are freed first.
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._first_look.wait(), FIRST_LOOK_SECONDS)
-        addresses = await addresses_for(self.ipam, self.spec, target, request.addresses, wait)
-        multicast = (
-            self.spec.multicast_route
-            if request.multicast_route is None
-            else request.multicast_route
-        )
-        async with self._lock:
+        target = await self._plumbing.run(lambda: resolve_target(request.target, url))
+        async with self._inflight.hold(target.key):
             self._touch(target.key)
-            attached = replace(await self._plug(target, addresses, multicast), dns=request.dns)
-            self.records[target.key] = attached
-            self._adopted.add(target.key)
-            self._save()
-        if request.dns:  # not with Weave's `attach --without-dns` (kept in the record)
-            await self._register_dns(target, attached.addresses)
+            # After a restart, addresses of containers gone meanwhile are freed first.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._first_look.wait(), FIRST_LOOK_SECONDS)
+            addresses = await addresses_for(self.ipam, self.spec, target, request.addresses, wait)
+            multicast = (
+                self.spec.multicast_route
+                if request.multicast_route is None
+                else request.multicast_route
+            )
+            plugged = await self._plug(target, addresses, multicast)
+            attached = replace(plugged, dns=request.dns)
+            async with self._lock:
+                self._touch(target.key)
+                self.records[target.key] = attached
+                self._adopted.add(target.key)
+            await self._persist()
+            if request.dns:  # not with Weave's `attach --without-dns` (kept in the record)
+                await self._register_dns(target, attached.addresses)
         self.host.mark_dirty("attach")
         log.info(
             "attached target=%s addresses=%s", target.label, ",".join(str(a) for a in addresses)
@@ -305,33 +322,39 @@ class AttachPart(PluggedPart[Attachment]):
         """Weave's detach: the addresses named (`net:` ones: the container's IPAM address in
         that subnet), with none named the one IPAM gave it in the default subnet."""
         url = self.docker_url
-        target = await self.host.on_dataplane(lambda _dp: resolve_target(request.target, url))
-        self._touch(target.key)
-        async with self._lock:
+        target = await self._plumbing.run(lambda: resolve_target(request.target, url))
+        async with self._inflight.hold(target.key):
+            self._touch(target.key)
             held = held_by(target, self.records)
             wanted = to_detach(
                 self.ipam, self.spec, target, held, request.addresses, request.target
             )
-            self._touch(target.key)
-            detached = await self.host.on_dataplane(lambda _dp: detach(target, wanted))
-            removed = list(wanted)
-            release(self.ipam, target, removed)
-            if self.dns is not None:
-                for iface in removed:
-                    self.dns.service.dns_remove(target.key, [str(iface.ip)])
-            if detached.veth_removed or not detached.remaining:
-                self._adopted.discard(target.key)
-                self.records.pop(target.key, None)
-                if target.kind is TargetKind.NETNS:
-                    remove_resolv_conf(target.name)
-                log.info("detached target=%s (no address left)", target.label)
-            else:
-                known = self.records.get(target.key)
-                if known is not None:
-                    self.records[target.key] = replace(known, addresses=detached.remaining)
-            self._save()
+            detached = await self._plumbing.run(lambda: detach(target, wanted))
+            async with self._lock:
+                self._touch(target.key)
+                self._unrecord(target, wanted, detached)
+            await self._persist()
         self.host.mark_dirty("detach")
-        return removed
+        return list(wanted)
+
+    def _unrecord(
+        self, target: Target, removed: list[ipaddress.IPv4Interface], detached: Detached
+    ) -> None:
+        """A detach's addresses back to IPAM, its names out of weaveDNS, its record updated."""
+        release(self.ipam, target, removed)
+        if self.dns is not None:
+            for iface in removed:
+                self.dns.service.dns_remove(target.key, [str(iface.ip)])
+        if detached.veth_removed or not detached.remaining:
+            self._adopted.discard(target.key)
+            self.records.pop(target.key, None)
+            if target.kind is TargetKind.NETNS:
+                remove_resolv_conf(target.name)
+            log.info("detached target=%s (no address left)", target.label)
+        else:
+            known = self.records.get(target.key)
+            if known is not None:
+                self.records[target.key] = replace(known, addresses=detached.remaining)
 
     def key_for(self, text: str) -> str:
         """An attached container as the user names it (name, netns, PID, short or full ID) →
@@ -377,7 +400,3 @@ def with_containers(
 def _docker_url_of(spec: Spec) -> str:
     explicit = "socket" in spec.docker.model_fields_set
     return docker_url(spec.docker.socket if explicit else None)
-
-
-def _detach_job(target: Target) -> Callable[[Dataplane], Detached]:
-    return lambda _dp: detach(target, None)

@@ -1,6 +1,10 @@
 """What the daemon parts that plug containers in share (the attach part; CNI's): the records of
 what they plugged in, by key, kept in a file under the state directory; a lock held while
 they change; the background tasks stopped with the part; the spec in force.
+
+The records file is rewritten whole (atomically) on every change; `_persist` lets calls that
+change records at the same time share one write, so a burst of attaches is not a burst of
+whole-file rewrites.
 """
 
 from __future__ import annotations
@@ -41,6 +45,9 @@ class PluggedPart(Component, Generic[R]):
         self._daemon: Host | None = None
         self._lock = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
+        self._changes = 0  # record changes made so far …
+        self._written = 0  # … and how many of them the file holds
+        self._writing = asyncio.Lock()
 
     @property
     def host(self) -> Host:
@@ -52,6 +59,21 @@ class PluggedPart(Component, Generic[R]):
 
     def _save(self) -> None:
         save_records(self.store, self.records.values())
+        self._changes += 1
+        self._written = self._changes
+
+    async def _persist(self) -> None:
+        """Write the records, with the caller's change in them, on a thread; callers that come
+        while a write runs wait for it and share the next one."""
+        self._changes += 1
+        mine = self._changes
+        async with self._writing:
+            if self._written >= mine:
+                return  # a write that started after our change has it
+            upto = self._changes
+            records = list(self.records.values())
+            await asyncio.to_thread(save_records, self.store, records)
+            self._written = max(self._written, upto)
 
     def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
         self._tasks.append(asyncio.create_task(work, name=name))

@@ -1,0 +1,181 @@
+"""The attach part's calls at once, for real (root): attaches and detaches of different
+containers run together and never wait for the daemon's dataplane thread (busy with a converge
+of the whole host); a resync leaves a container alone while a call for it is under way.
+
+The part runs in-process on an event loop whose thread entered a host namespace where
+`weaved apply` made the bridge; IPAM is a small fake that records claims and releases.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from tests.helpers import Netns, sh
+from weaved.attach import part as attach_part
+from weaved.attach import plumbing
+from weaved.attach.netns import opened, run_in_netns
+from weaved.attach.part import AttachPart
+from weaved.attach.requests import AttachRequest, DetachRequest
+from weaved.ipam.address import CIDR
+from weaved.spec.models import Spec
+
+pytestmark = pytest.mark.timeout(120)
+
+T = TypeVar("T")
+SPEC = 'version: 1\npeer: {name: "3e:80:e7:5a:63:c9"}\nexpose: [{cidr: 10.2.1.1/24}]\n'
+COUNT = 10
+
+
+class FakeAllocator:
+    def __init__(self) -> None:
+        self.released: list[tuple[str, int]] = []
+
+    def lookup(self, ident: str, subnet: CIDR | None = None) -> list[CIDR]:
+        return []
+
+    def release_address(self, ident: str, addr: int, now: float) -> None:
+        self.released.append((ident, addr))
+
+
+class FakeIpam:
+    """Literal addresses are granted as asked; claims are recorded."""
+
+    def __init__(self) -> None:
+        self.allocator = FakeAllocator()
+        self.claims: list[tuple[str, str, bool]] = []
+
+    async def claim(
+        self, ident: str, cidr: CIDR, *, no_error_on_unknown: bool = False, **_: Any
+    ) -> CIDR:
+        self.claims.append((ident, str(cidr), no_error_on_unknown))
+        return cidr
+
+
+class BusyHost:
+    """A daemon whose dataplane thread never comes free (a converge that does not end)."""
+
+    def __init__(self) -> None:
+        self.dirty: list[str] = []
+
+    def mark_dirty(self, reason: str = "trigger") -> None:
+        self.dirty.append(reason)
+
+    async def on_dataplane(self, fn: Callable[[Any], T]) -> T:
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+
+@pytest.fixture
+def host(tmp_path: Path) -> Iterator[Netns]:
+    spec = tmp_path / "weave.yaml"
+    spec.write_text(SPEC)
+    with Netns("wdac") as ns:
+        ns.weaved(spec, "apply")
+        yield ns
+
+
+@pytest.fixture
+def containers() -> Iterator[list[str]]:
+    names = [Netns("wdac-c").name for _ in range(COUNT)]
+    for name in names:
+        sh(["ip", "netns", "add", name])
+    try:
+        yield names
+    finally:
+        for name in names:
+            sh(["ip", "netns", "delete", name], check=False)
+
+
+def new_part(tmp_path: Path) -> tuple[AttachPart, FakeIpam, BusyHost]:
+    ipam, daemon = FakeIpam(), BusyHost()
+    spec = Spec.model_validate({"version": 1, "expose": [{"cidr": "10.2.1.1/24"}]})
+    part = AttachPart(spec, tmp_path / "state", ipam, None)  # type: ignore[arg-type]
+    part._daemon = daemon  # type: ignore[assignment]  # started without its watchers
+    part._first_look.set()
+    part._pruned = True  # no IPAM pruning of a first look
+    return part, ipam, daemon
+
+
+def in_ns(ns: Netns, fn: Callable[[], T]) -> T:
+    """Run `fn` on a thread inside `ns`; threads it starts (the part's) are in `ns` too."""
+    with opened(f"/run/netns/{ns.name}") as fd:
+        return run_in_netns(fd, fn, timeout=90)
+
+
+def ethwe_addresses(name: str) -> list[str]:
+    out = sh(["ip", "-n", name, "-4", "-j", "addr", "show", "dev", "ethwe"], check=False).stdout
+    return [
+        f"{a['local']}/{a['prefixlen']}" for i in json.loads(out or "[]") for a in i["addr_info"]
+    ]
+
+
+def attach_request(name: str, address: str) -> AttachRequest:
+    return AttachRequest.from_json({"target": f"netns:{name}", "addresses": [address]})
+
+
+def test_attaches_and_detaches_run_at_once_without_the_dataplane_thread(
+    host: Netns, containers: list[str], tmp_path: Path
+) -> None:
+    part, ipam, daemon = new_part(tmp_path)
+    wanted = {name: f"10.2.1.{10 + i}/24" for i, name in enumerate(containers)}
+
+    async def scenario() -> None:
+        calls = [part.attach(attach_request(n, a)) for n, a in wanted.items()]
+        results = await asyncio.wait_for(asyncio.gather(*calls), 60)
+        assert [str(addrs[0]) for _, addrs in results] == list(wanted.values())
+        saved = json.loads((tmp_path / "state" / "attachments.json").read_text())
+        assert len(saved["attachments"]) == COUNT  # every record made it into the one file
+        assert {n: ethwe_addresses(n) for n in containers} == {n: [a] for n, a in wanted.items()}
+        detaches = [
+            part.detach(DetachRequest.from_json({"target": f"netns:{n}", "addresses": [a]}))
+            for n, a in wanted.items()
+        ]
+        await asyncio.wait_for(asyncio.gather(*detaches), 60)
+        await part.stop()
+
+    in_ns(host, lambda: asyncio.run(scenario()))
+    assert daemon.dirty.count("attach") == COUNT and daemon.dirty.count("detach") == COUNT
+    assert sorted(ipaddress.IPv4Address(a) for _, a in ipam.allocator.released) == sorted(
+        ipaddress.IPv4Interface(a).ip for a in wanted.values()
+    )
+    assert part.records == {}
+    assert json.loads((tmp_path / "state" / "attachments.json").read_text()) == {"attachments": []}
+    assert all(ethwe_addresses(n) == [] for n in containers)
+
+
+def test_a_resync_leaves_a_container_alone_while_its_attach_is_under_way(
+    host: Netns, containers: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    part, ipam, _ = new_part(tmp_path)
+    name = containers[0]
+    plugged, go_on = threading.Event(), threading.Event()
+
+    def slow_attach(*args: Any, **kwargs: Any) -> Any:
+        done = plumbing.attach(*args, **kwargs)  # in the kernel now …
+        plugged.set()
+        go_on.wait(30)  # … while the call has not finished yet
+        return done
+
+    monkeypatch.setattr(attach_part, "attach", slow_attach)
+
+    async def scenario() -> None:
+        call = asyncio.ensure_future(part.attach(attach_request(name, "10.2.1.50/24")))
+        await asyncio.to_thread(plugged.wait, 30)
+        await asyncio.wait_for(part.resync(deep=True), 30)  # sees the veth, must not adopt it
+        assert part.records == {}
+        assert ipam.claims == [(f"netns:{name}", "10.2.1.50/24", False)]  # the attach's only
+        go_on.set()
+        await asyncio.wait_for(call, 30)
+        assert list(part.records) == [f"netns:{name}"]
+        await part.stop()
+
+    in_ns(host, lambda: asyncio.run(scenario()))
+    assert ethwe_addresses(name) == ["10.2.1.50/24"]
