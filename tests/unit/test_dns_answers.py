@@ -257,3 +257,53 @@ def test_question_and_record_count_floods_get_formerr_at_constant_cost(
     assert (time.perf_counter() - start) / 100 < 0.0002  # was ~4 ms
     assert r is not None and r[:2] == q[:2]
     assert r[3] & 0x0F == RCODE.FORMERR
+
+
+def test_answers_from_the_cache_are_the_answers_built_fresh(zone: Zone) -> None:
+    """A query asked again is answered from what the first one left (keyed by every byte
+    after the id): same header, question and records as a fresh answerer builds."""
+    rd_off = query("c1.weave.local", rd=False)
+    cd = DNSRecord.question("Web.Weave.Local")
+    cd.header.cd = 1
+    asked = [
+        query("c1.weave.local"),
+        rd_off,
+        bytes(cd.pack()),
+        query("wEB"),
+        query("web.weave.local", "AAAA"),
+        query("nope.weave.local"),
+        query("web.weave.local", bufsize=1232),
+        query("big.weave.local"),
+    ]
+
+    def canonical(raw: bytes) -> tuple[object, ...]:
+        r = DNSRecord.parse(raw)
+        h = r.header
+        records = len(r.rr) if h.tc else sorted(map(str, r.rr))  # cut: any prefix of a shuffle
+        return (h.id, h.bitmap, h.q, h.a, str(r.q.qname), r.q.qtype, records)
+
+    warm = Answerer(zone, "weave.local.", ttl=1, rng=random.Random(1))
+    for q in asked:
+        warm.respond(q)
+    for q in asked:
+        again = struct.pack(">H", 4242) + q[2:]  # another id
+        fresh = Answerer(zone, "weave.local.", ttl=1, rng=random.Random(2)).respond(again)
+        cached = warm.respond(again)
+        assert cached is not None and fresh is not None
+        assert canonical(cached) == canonical(fresh)
+        assert DNSRecord.parse(cached).header.id == 4242
+
+
+def test_many_spellings_of_a_name_share_its_prepared_orders(answerer: Answerer) -> None:
+    """Case variants are cached one by one (each echoes its spelling) without a copy of
+    every order of the addresses each: a flood of spellings cannot multiply memory."""
+    spellings = [
+        "".join(c.upper() if (i >> k) & 1 else c for k, c in enumerate("web")) for i in range(8)
+    ]
+    for name in spellings:
+        for _ in range(2):
+            r = ask(answerer, query(f"{name}.weave.local"))
+            assert str(r.q.qname) == f"{name}.weave.local."
+            assert sorted(addrs(r)) == ["10.32.0.2", "10.32.0.3", "10.40.0.1"]
+    orders = {id(v[1]) for v in answerer._ready.values() if isinstance(v, tuple)}
+    assert len(orders) == 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -271,3 +272,43 @@ def test_a_peer_cannot_grow_the_zone_beyond_its_cap() -> None:
     assert z.count_of(US) == 5
     assert z.peer_gone(THEM) == 3 and z.count_of(THEM) == 0
     assert len(z.merge(flood[5:])) == 3
+
+
+operations = st.lists(
+    st.one_of(
+        st.tuples(st.just("merge"), st.lists(entries, max_size=4)),
+        st.tuples(st.just("add"), entries),
+        st.tuples(st.just("delete"), st.sampled_from(["c1", "c2"])),
+        st.tuples(st.just("gone"), st.sampled_from([US, THEM])),
+        st.tuples(st.just("purge"), st.sampled_from([NOW, NOW + TOMBSTONE_TIMEOUT + 2])),
+    ),
+    max_size=12,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(operations)
+def test_the_index_agrees_with_the_entries_whatever_happens(ops: list[tuple[str, Any]]) -> None:
+    """The name index keeps a lone entry bare and several in a group: whichever way a name
+    goes between one and several entries, lookups, keys and counts agree with the table."""
+    z = Zone(US)
+    for op, arg in ops:
+        if op == "merge":
+            z.merge(arg)
+        elif op == "add":
+            z.add(arg.hostname, arg.container_id, US, arg.addr)
+        elif op == "delete":
+            z.container_died(NOW, arg)
+        elif op == "gone":
+            z.peer_gone(arg)
+        else:
+            z.purge_tombstones(arg)
+        table = z.entries()
+        assert len(z) == len(table) == len({e.key for e in table})
+        for e in table:
+            assert z.get(e.key) == e
+        for name in ("a.weave.local.", "b.weave.local."):
+            live = [e.addr for e in table if e.live and e.hostname.lower() == name]
+            assert z.lookup(name.upper()) == live
+        for origin in (US, THEM):
+            assert z.count_of(origin) == sum(1 for e in table if e.origin == origin)

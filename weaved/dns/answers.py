@@ -15,13 +15,14 @@ Differences from Weave, on purpose: answer names are compressed (a pointer to th
 so about twice as many addresses fit a UDP answer; an EDNS0 size below 512 counts as 512.
 Like Weave, replies carry no OPT record.
 
-Speed: responses are prepared once per (lowercased qname, qtype) and kept until the zone
-changes. A query is served by checking its header bytes, walking the labels of its question,
-one dict lookup and one join of: the query's id, a prepared header, the query's own question
-bytes (so the client's spelling is echoed), and a prepared answer section whose records point
-back at the question name. Plain queries asked before (no EDNS0, answer under 512 bytes) skip
-the label walk: they are found by their whole question section. The order of the addresses
-comes from a few prepared permutations used in turn. dnslib is only used for unusual queries.
+Speed: a plain query (no EDNS0) asked before, whose answer fits 512 bytes, is answered by
+one dict lookup of everything after its id (which decides the whole response) and one
+concatenation: its id and the response kept for those bytes. Other queries check their
+header bytes, walk the labels of their question, and use a response prepared once per
+(name as spelt, type): a prepared header, the query's own question bytes (so the client's
+spelling is echoed), and a prepared answer section whose records point back at the question
+name. Both caches are dropped whenever the zone changes. The order of the addresses comes
+from a few prepared permutations used in turn. dnslib is only used for unusual queries.
 """
 
 from __future__ import annotations
@@ -59,7 +60,6 @@ _CD = 0x0010
 
 _POINTER_TO_QNAME = b"\xc0\x0c"
 _ONE_QUESTION_ONLY = b"\x00\x01\x00\x00\x00\x00"
-_PLAIN_COUNTS = _ONE_QUESTION_ONLY + b"\x00\x00"
 _OPT_TYPE = b"\x00\x29"
 _REVERSE_SUFFIX = (b"in-addr", b"arpa")
 _CACHE_LIMIT = 100_000
@@ -197,33 +197,29 @@ class Answerer:
         self._domain_labels = tuple(_labels(encode_name(self.domain.lower())))
         self._rng = rng if rng is not None else random.Random()
         self._cache: dict[bytes, Prepared] = {}
-        self._plain: dict[bytes, Prepared] = {}
+        self._ready: dict[bytes, bytes | tuple[bytes, tuple[bytes, ...]]] = {}
         self._turn = 0
         self._rr_header = struct.pack(">HHI", TYPE_A, CLASS_IN, ttl)
         zone.subscribe(self._forget)
 
     def _forget(self) -> None:
         self._cache.clear()
-        self._plain.clear()
+        self._ready.clear()
 
     # -- the hot path ----------------------------------------------------------------------
 
     def respond(self, q: bytes, tcp: bool = False) -> bytes | None:
         """The response to query `q`, or None to forward it upstream; b"" means drop it."""
-        # The commonest query: plain header (no EDNS), a question asked before, an answer
-        # that fits; found by its whole question section, no label walking at all.
-        question = q[12:]
-        p = self._plain.get(question)
-        if p is not None and not q[2] & 0xF8 and q[4:12] == _PLAIN_COUNTS:
+        # The commonest query: a plain one (no EDNS0) asked before, with an answer under 512
+        # bytes. Everything after the id decides the response, so it is found by those bytes
+        # and is those bytes' whole response minus the id: one dict lookup, one concatenation.
+        ready = self._ready.get(q[2:])
+        if ready is not None:
+            if isinstance(ready, bytes):
+                return q[:2] + ready
             self._turn += 1
-            return b"".join(
-                (
-                    q[:2],
-                    p.headers[(q[2] & 1) | (q[3] >> 3 & 2)],
-                    question,
-                    p.perms[self._turn % len(p.perms)],
-                )
-            )
+            head, perms = ready
+            return b"".join((q[:2], head, perms[self._turn % len(perms)]))
         try:
             # QR = 0, opcode QUERY, one question, no answers or authorities.
             if q[2] & 0xF8 or q[4:10] != _ONE_QUESTION_ONLY:
@@ -238,16 +234,6 @@ class Answerer:
             end = i + 5
             if end > len(q):
                 return self._unusual(q, tcp)
-            # Keyed by the name as spelt (one slice); spellings share the lowercased entry.
-            key = q[12 : i + 3]
-            p = self._cache.get(key)
-            if p is None:
-                p = self._prepare(q[12 : i + 1], q[i + 1] << 8 | q[i + 2], key)
-                if p is None:
-                    return None
-            self._turn += 1
-            answer = p.perms[self._turn % len(p.perms)]
-            header = p.headers[(q[2] & 1) | (q[3] >> 3 & 2)]
             if tcp:
                 limit = MAX_MESSAGE
             elif q[11]:
@@ -256,17 +242,35 @@ class Answerer:
                 limit = max(MIN_UDP_SIZE, q[end + 3] << 8 | q[end + 4])
             else:
                 limit = MIN_UDP_SIZE
+            # Keyed by the name as spelt and the type (one slice).
+            key = q[12 : i + 3]
+            p = self._cache.get(key)
+            fresh = p is None
+            if p is None:
+                p = self._prepare(q[12 : i + 1], key)
+                if p is None:
+                    return None
+            self._turn += 1
+            header = p.headers[(q[2] & 1) | (q[3] >> 3 & 2)]
             if end + p.size_after_question > limit:
                 if p.count > 1:
-                    return self._truncate(q, end, p, answer, limit)
-            elif (
-                end + p.size_after_question <= MIN_UDP_SIZE  # true for UDP too, not only TCP
-                and not q[11]
-                and end == len(q)
-                and len(self._plain) < _CACHE_LIMIT
-            ):
-                self._plain[q[12:]] = p
-            return b"".join((q[:2], header, q[12:end], answer))
+                    if fresh:
+                        self._remember(key, p)
+                    return self._truncate(q, end, p, p.perms[self._turn % len(p.perms)], limit)
+            elif end + p.size_after_question <= MIN_UDP_SIZE and not q[11] and end == len(q):
+                # A plain query: its response goes to `_ready` (not `p`: one copy), whole if
+                # it has one order, else its head and the orders (shared by all spellings).
+                head = header + q[12:end]
+                if len(self._ready) >= _CACHE_LIMIT:
+                    self._ready.clear()  # bounds memory against floods of random names
+                if len(p.perms) == 1:
+                    self._ready[q[2:]] = whole = head + p.perms[0]
+                    return q[:2] + whole
+                self._ready[q[2:]] = (head, p.perms)
+                return b"".join((q[:2], head, p.perms[self._turn % len(p.perms)]))
+            if fresh:
+                self._remember(key, p)
+            return b"".join((q[:2], header, q[12:end], p.perms[self._turn % len(p.perms)]))
         except IndexError:
             return self._unusual(q, tcp)
 
@@ -279,15 +283,15 @@ class Answerer:
 
     # -- building prepared answers ---------------------------------------------------------
 
-    def _prepare(self, qname: bytes, qtype: int, key: bytes) -> Prepared | None:
+    def _prepare(self, qname: bytes, key: bytes) -> Prepared | None:
+        """Built for this name, or shared with other spellings when it has several orders
+        (so a flood of spellings cannot hold a copy of every order each)."""
         lowered = qname.lower() + key[-2:]
         p = self._cache.get(lowered)
         if p is None:
-            p = self._build(qname, qtype)
-            if p is None:
-                return None
-            self._remember(lowered, p)
-        self._remember(key, p)
+            p = self._build(qname, key[-2] << 8 | key[-1])
+            if p is not None and len(p.perms) > 1:
+                self._remember(lowered, p)
         return p
 
     def _remember(self, key: bytes, p: Prepared) -> None:

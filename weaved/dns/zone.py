@@ -10,7 +10,7 @@ origin (tombstones) win over stale copies of the live entry still circulating in
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from typing import NamedTuple
 
@@ -116,8 +116,11 @@ class Zone:
         self.refused = 0
         """New entries refused because their origin had `max_per_origin` already."""
         self._per_origin: dict[PeerName, int] = {}
-        self._entries: dict[EntryKey, Entry] = {}
-        self._by_name: dict[str, dict[EntryKey, Entry]] = {}
+        # The one index: lowercased hostname -> its entry, or its entries by key when it has
+        # several. Most names have one, and that costs a dict slot and nothing more (no key
+        # tuple, no group dict), which is most of what a name costs (bench/dns/memory.py).
+        self._by_name: dict[str, Entry | dict[EntryKey, Entry]] = {}
+        self._count = 0
         self._listeners: list[Callable[[], None]] = []
         self.generation = 0
         """Bumped on every change."""
@@ -125,26 +128,40 @@ class Zone:
     # -- reading ---------------------------------------------------------------------------
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return self._count
+
+    def _all(self) -> Iterator[Entry]:
+        for group in self._by_name.values():
+            if isinstance(group, Entry):
+                yield group
+            else:
+                yield from group.values()
 
     def entries(self) -> list[Entry]:
         """All entries, tombstones included, in Weave's table order."""
-        return sorted(self._entries.values(), key=store_order)
+        return sorted(self._all(), key=store_order)
 
     def get(self, key: EntryKey) -> Entry | None:
-        return self._entries.get(key)
+        group = self._by_name.get(key[0].lower())
+        if group is None:
+            return None
+        if isinstance(group, Entry):
+            return group if group.key == key else None
+        return group.get(key)
 
     def lookup(self, hostname: str) -> list[int]:
         """Live addresses of `hostname` (an FQDN, any case), in table order."""
         group = self._by_name.get(hostname.lower())
-        if not group:
+        if group is None:
             return []
+        if isinstance(group, Entry):
+            return [group.addr] if group.live else []
         return [e.addr for e in sorted(group.values(), key=store_order) if e.live]
 
     def reverse_lookup(self, addr: int) -> str | None:
         """Hostname of the first live entry holding `addr`, in table order (as Weave)."""
         best: Entry | None = None
-        for e in self._entries.values():
+        for e in self._all():
             if e.addr == addr and e.live and (best is None or store_order(e) < store_order(best)):
                 best = e
         return None if best is None else best.hostname
@@ -155,23 +172,49 @@ class Zone:
         self._listeners.append(listener)
 
     def _put(self, entry: Entry) -> None:
-        if entry.key not in self._entries:
-            self._per_origin[entry.origin] = self._per_origin.get(entry.origin, 0) + 1
-        self._entries[entry.key] = entry
-        self._by_name.setdefault(entry.hostname.lower(), {})[entry.key] = entry
-
-    def _drop(self, key: EntryKey) -> None:
-        del self._entries[key]
-        left = self._per_origin[key[1]] - 1
-        if left:
-            self._per_origin[key[1]] = left
+        name = entry.hostname
+        lname = name.lower()
+        if lname == name:
+            lname = name  # one string for both (the usual case)
+        group = self._by_name.get(lname)
+        if group is None:
+            self._by_name[lname] = entry
+        elif isinstance(group, Entry):
+            if group.key == entry.key:
+                self._by_name[lname] = entry
+                return
+            self._by_name[lname] = {group.key: group, entry.key: entry}
         else:
-            del self._per_origin[key[1]]
-        lname = key[0].lower()
+            key = entry.key
+            replaced = key in group
+            group[key] = entry
+            if replaced:
+                return
+        self._count += 1
+        self._per_origin[entry.origin] = self._per_origin.get(entry.origin, 0) + 1
+
+    def _drop(self, entry: Entry) -> None:
+        lname = entry.hostname.lower()
         group = self._by_name[lname]
-        del group[key]
-        if not group:
+        if isinstance(group, Entry):
             del self._by_name[lname]
+        else:
+            del group[entry.key]
+            if len(group) == 1:
+                self._by_name[lname] = next(iter(group.values()))
+        self._count -= 1
+        left = self._per_origin[entry.origin] - 1
+        if left:
+            self._per_origin[entry.origin] = left
+        else:
+            del self._per_origin[entry.origin]
+
+    def _drop_all(self, gone: list[Entry]) -> int:
+        for e in gone:
+            self._drop(e)
+        if gone:
+            self._changed()
+        return len(gone)
 
     def _changed(self) -> None:
         self.generation += 1
@@ -185,8 +228,7 @@ class Zone:
 
         Returns the entry to broadcast (Weave broadcasts it even when nothing changed).
         """
-        key: EntryKey = (hostname, origin, container_id, addr)
-        old = self._entries.get(key)
+        old = self.get((hostname, origin, container_id, addr))
         if old is None:
             entry = Entry(container_id, origin, addr, hostname)
         elif not old.live:
@@ -200,8 +242,8 @@ class Zone:
     def tombstone(self, now: int, match: Callable[[Entry], bool]) -> list[Entry]:
         """Tombstone our own live entries that `match`; return them for broadcasting."""
         done: list[Entry] = []
-        for e in list(self._entries.values()):
-            if e.origin == self.our_name and e.live and match(e):
+        for e in [e for e in self._all() if e.origin == self.our_name and e.live]:
+            if match(e):
                 dead = replace(e, tombstone=now, version=e.version + 1)
                 self._put(dead)
                 done.append(dead)
@@ -232,34 +274,17 @@ class Zone:
 
     def peer_gone(self, peer: PeerName) -> int:
         """Forget every entry of a peer that left the topology; returns how many."""
-        gone = [k for k, e in self._entries.items() if e.origin == peer]
-        for key in gone:
-            self._drop(key)
-        if gone:
-            self._changed()
-        return len(gone)
+        return self._drop_all([e for e in self._all() if e.origin == peer])
 
     def retain_origins(self, known: Callable[[PeerName], bool]) -> int:
         """Drop entries whose origin is no longer known (peer_gone for every departed peer)."""
-        gone = [k for k, e in self._entries.items() if not known(e.origin)]
-        for key in gone:
-            self._drop(key)
-        if gone:
-            self._changed()
-        return len(gone)
+        return self._drop_all([e for e in self._all() if not known(e.origin)])
 
     def purge_tombstones(self, now: int) -> int:
         """Drop tombstones older than 30 minutes; returns how many."""
-        old = [
-            k
-            for k, e in self._entries.items()
-            if not e.live and now - e.tombstone > TOMBSTONE_TIMEOUT
-        ]
-        for key in old:
-            self._drop(key)
-        if old:
-            self._changed()
-        return len(old)
+        return self._drop_all(
+            [e for e in self._all() if not e.live and now - e.tombstone > TOMBSTONE_TIMEOUT]
+        )
 
     # -- gossip ----------------------------------------------------------------------------
 
@@ -267,7 +292,7 @@ class Zone:
         """Merge entries; return those that changed the table ("what is new to us")."""
         changed: list[Entry] = []
         for entry in incoming:
-            old = self._entries.get(entry.key)
+            old = self.get(entry.key)
             if old is None:
                 if (
                     entry.origin != self.our_name
@@ -310,7 +335,7 @@ class Zone:
             if not is_known_peer(e.origin):
                 continue
             if e.origin == self.our_name:
-                ours = self._entries.get(e.key)
+                ours = self.get(e.key)
                 if ours is not None:
                     if ours.version < e.version or (
                         ours.version == e.version and ours.tombstone != e.tombstone
@@ -325,5 +350,5 @@ class Zone:
             relay.append(e)
         new = self.merge(relay)
         if self.refused:  # what we refused to hold we do not pass on either
-            relay = [e for e in relay if e.key in self._entries]
+            relay = [e for e in relay if self.get(e.key) is not None]
         return Received(new, relay, overridden)
