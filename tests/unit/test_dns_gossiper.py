@@ -8,6 +8,7 @@ from weaved.dns.gossiper import DnsGossipData, DnsGossiper, container_fqdn
 from weaved.dns.wire import decode_gossip, encode_gossip
 from weaved.dns.zone import TOMBSTONE_TIMEOUT, Entry, Zone, ip_to_int
 from weaved.errors import ProtocolError
+from weaved.mesh.gossip import GossipQueue
 from weaved.mesh.gossip_api import GossipData, PeerName
 
 A, B, C = PeerName(0x3E80E75A63A7), PeerName(0x2A9FF1998A21), PeerName(0xAEC0016F34D5)
@@ -240,3 +241,23 @@ def test_dockers_default_hostname_is_never_registered() -> None:
     default = f"{cid[:12]}.weave.local"
     assert container_fqdn("weave.local.", default, "/c2", cid) == "c2.weave.local."
     assert container_fqdn("weave.local.", "c2.weave.local", "/c2", cid) == "c2.weave.local."
+
+
+def test_pending_gossip_grows_in_place_without_touching_what_other_queues_hold() -> None:
+    """A broadcast's data is in every neighbour's queue: merging into one queue must not
+    change another's, yet a burst of registrations must not copy the pending set each time."""
+    shared = DnsGossipData(1, [Entry("c0", A, 0, "n0.weave.local.")])
+    first, second = GossipQueue(A), GossipQueue(A)
+    first.add_broadcast("nameserver", A, shared)
+    second.add_broadcast("nameserver", A, shared)
+    for n in range(1, 50):
+        first.add_broadcast("nameserver", A, DnsGossipData(1 + n, [Entry(f"c{n}", A, n, "x.")]))
+    assert len(shared.entries) == 1  # what `second` holds is unchanged
+    out = first.pop()
+    assert out is not None and isinstance(out.data, DnsGossipData)
+    assert len(out.data.entries) == 50 and out.data.timestamp == 50
+    later = second.pop()
+    assert later is not None and later.data is shared
+    # The queue's own copy is grown, not copied again.
+    grown = out.data.merge(DnsGossipData(99, []))
+    assert grown is out.data
