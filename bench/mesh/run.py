@@ -135,9 +135,9 @@ def _count_updates() -> list[int]:
     """Count Topology.apply_update calls from now on (a fresh counter per size)."""
     counter = [0]
 
-    def counting(self: Topology, payload: bytes) -> UpdateResult:
+    def counting(self: Topology, payload: bytes, collect: bool = True) -> UpdateResult:
         counter[0] += 1
-        return _original_apply(self, payload)
+        return _original_apply(self, payload, collect)
 
     Topology.apply_update = counting  # type: ignore[method-assign]
     return counter

@@ -207,3 +207,22 @@ def test_full_state_down_one_connection_and_periodic() -> None:
     assert t.drain(B) == []
     h.send_all_gossip()
     assert len(t.drain(A)) + len(t.drain(B)) == 4
+
+
+def test_deferred_relays_merge_per_sender_until_flushed() -> None:
+    """With `defer`, what received gossip improved waits for one flush per loop turn, merged
+    per channel and sender (one route computation for all of it)."""
+    t = FakeTransport()
+    scheduled: list[Callable[[], None]] = []
+    h = GossipHub(US, t, random.Random(1), lambda: 0.0, scheduled.append)
+    rec = Recorder(reply=Data(frozenset({"x"})))
+    h.add_channel("topology", rec)
+    h.deliver(Gossip("topology", B, b"1"))
+    rec.reply = Data(frozenset({"y"}))
+    h.deliver(Gossip("topology", B, b"2"))
+    assert t.drain(A) == [] and len(scheduled) == 1  # nothing sent yet, one flush scheduled
+    scheduled.pop()()
+    assert t.drain(A) == [(Tag.GOSSIP, "topology", US, Data(frozenset({"x", "y"})))]
+    assert t.drain(B) == []  # not back to the sender
+    h.deliver(Gossip("topology", B, b"3"))
+    assert len(scheduled) == 1  # the next turn gets its own flush

@@ -21,7 +21,10 @@ from weaved.mesh.messages import (
     LegacyControl,
     MessageError,
     OverlayControl,
+    Tag,
     UnknownTag,
+    _decode_gossip,
+    _fast_gossip,
     encode_broadcast,
     encode_gossip,
     encode_heartbeat,
@@ -103,3 +106,39 @@ def test_small_messages() -> None:
 def test_garbage_envelopes_only_raise_message_error(tag: int, rest: bytes) -> None:
     with contextlib.suppress(MessageError):
         parse_message(bytes([tag]) + rest)
+
+
+@given(
+    st.sampled_from([Tag.GOSSIP, Tag.GOSSIP_BROADCAST]),
+    st.text(max_size=40),
+    st.integers(0, 2**64 - 1),
+    st.binary(max_size=300),
+)
+def test_fast_envelope_reading_equals_the_decoder(
+    tag: Tag, channel: str, sender: int, payload: bytes
+) -> None:
+    encode = encode_gossip if tag == Tag.GOSSIP else encode_broadcast
+    body = encode(channel, PeerName(sender), payload)
+    fast = _fast_gossip(tag, body)
+    assert fast is not None and fast == _decode_gossip(tag, body)
+
+
+@given(st.sampled_from([Tag.GOSSIP, Tag.GOSSIP_BROADCAST]), st.binary(max_size=120))
+def test_fast_envelope_reading_accepts_only_what_the_decoder_reads_alike(
+    tag: Tag, rest: bytes
+) -> None:
+    body = bytes([tag]) + rest
+    fast = _fast_gossip(tag, body)
+    if fast is not None:
+        assert fast == _decode_gossip(tag, body)
+
+
+def test_fast_envelope_reading_of_go_vectors() -> None:
+    read = 0
+    for e in _examples():
+        body = bytes.fromhex(e["framed_hex"])[4:]
+        if body and body[0] in (Tag.GOSSIP, Tag.GOSSIP_BROADCAST):
+            fast = _fast_gossip(Tag(body[0]), body)
+            assert fast is not None and fast == _decode_gossip(Tag(body[0]), body)
+            read += 1
+    assert read

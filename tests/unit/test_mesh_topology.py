@@ -390,3 +390,25 @@ def test_memoised_encoding_equals_plain_gob(rows: list[Any]) -> None:
     assert [(p.name, p.version, len(c)) for p, c in decoded] == [
         (r[0], r[3], len({x[0] for x in r[6]})) for r in rows
     ]
+
+
+def test_empty_payload_is_no_peers() -> None:
+    """Go's decoder reads zero records from an empty stream; ours raised IndexError (a peer
+    all of whose queued names were collected before sending produced one)."""
+    assert decode_topology(b"") == []
+    res = _topo(1).apply_update(b"")
+    assert not res.received and not res.improved and not res.removed
+
+
+def test_collection_deferred_to_settle() -> None:
+    us = _topo(1)
+    res = us.apply_update(_payload((Peer(PeerName(9), "far", 3, 1), [])), collect=False)
+    assert res.improved == {9} and not res.removed and not us.settled
+    assert PeerName(9) in us.peers
+    assert [p.name for p in us.settle()] == [9] and us.settled and PeerName(9) not in us.peers
+    assert us.settle() == []
+
+
+def test_gossip_data_of_collected_peers_sends_nothing() -> None:
+    t = _topo(1)
+    assert TopologyGossipData(t, frozenset({PeerName(9)})).encode() == []

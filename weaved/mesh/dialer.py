@@ -214,7 +214,9 @@ class Dialer:
                 LiveConnection(name, conn.address, conn.outbound)
                 for name, conn in host.connections.items()
             ]
-            plan = host.maker.plan(now, live, host.topology.discovery_view(), host.us)
+            # Without discovery the plan reads no topology: spare building the view.
+            view = host.topology.discovery_view() if host.maker.discovery else {}
+            plan = host.maker.plan(now, live, view, host.us)
             for attempt in plan.attempts:
                 host.spawn(self._dial(attempt), f"mesh-dial {attempt.address}")
             timeout = None if plan.wake_at is None else max(plan.wake_at - self._now(), 0.0)

@@ -194,11 +194,18 @@ class GossipHub:
         transport: Transport,
         rng: random.Random,
         now: Callable[[], float],
+        defer: Callable[[Callable[[], None]], object] | None = None,
     ) -> None:
+        """`defer(callback)`: run `callback` soon (the router's `loop.call_soon`). With it,
+        what received gossip improved is relayed once per turn of the loop, merged per channel
+        and sender, so one route computation serves every message that arrived meanwhile
+        (Weave defers its route recalculation for the same reason). Without it: at once."""
         self.us = us
         self._transport = transport
         self._rng = rng
         self._now = now
+        self._defer = defer
+        self._pending_relays: dict[tuple[str, PeerName], GossipData] = {}
         self.channels: dict[str, Channel] = {}
 
     def add_channel(self, name: str, gossiper: Gossiper) -> Channel:
@@ -254,6 +261,22 @@ class GossipHub:
         for hop in routes.random_neighbours(source, self._rng):
             self.send_down(channel, hop, data)
 
+    def _relay_received(self, channel: Channel, sender: PeerName, data: GossipData) -> None:
+        if self._defer is None or isinstance(channel.gossiper, SurrogateGossiper):
+            self.relay(channel.name, sender, data)
+            return
+        key = (channel.name, sender)
+        pending = self._pending_relays.get(key)
+        if pending is None and not self._pending_relays:
+            self._defer(self.flush_relays)
+        self._pending_relays[key] = data if pending is None else pending.merge(data)
+
+    def flush_relays(self) -> None:
+        """Relay what received gossip improved since the last flush (see `defer`)."""
+        pending, self._pending_relays = self._pending_relays, {}
+        for (channel, sender), data in pending.items():
+            self.relay(channel, sender, data)
+
     def send_down(self, channel: str, peer: PeerName, data: GossipData) -> None:
         queue = self._transport.gossip_queue(peer)
         if queue is not None:
@@ -307,7 +330,7 @@ class GossipHub:
             else:
                 update = channel.gossiper.on_gossip(msg.payload)
                 if update is not None:
-                    self.relay(msg.channel, msg.sender, update)
+                    self._relay_received(channel, msg.sender, update)
         except GossipError:
             raise
         except ProtocolError as e:

@@ -90,7 +90,7 @@ class Router:
         short_id = config.short_id if config.short_id is not None else random_short_id(self._rng)
         self._trusted = tuple(ipaddress.ip_network(s, strict=False) for s in config.trusted_subnets)
         self.topology = Topology(self.us, config.nickname, self.uid, short_id, self._rng)
-        self.hub = GossipHub(self.us, self, self._rng, self._now)
+        self.hub = GossipHub(self.us, self, self._rng, self._now, self._call_soon)
         self.maker = ConnectionMaker(config.port, config.discovery, self._rng)
         if overlays is None:
             factories = dict(overlay_factories or {})
@@ -112,6 +112,7 @@ class Router:
             lambda: self._running,
             self.dialer.wake,
             self._limited,
+            self._call_soon,
         )
         self.registry = ConnectionRegistry(
             self, self.us, self.inbound, self._limited, self._rng, self._now
@@ -319,6 +320,14 @@ class Router:
             return asyncio.get_running_loop().time()
         except RuntimeError:
             return time.monotonic()
+
+    @staticmethod
+    def _call_soon(callback: Callable[[], None]) -> None:
+        """Run `callback` on the loop's next turn (at once outside a running loop)."""
+        try:
+            asyncio.get_running_loop().call_soon(callback)
+        except RuntimeError:
+            callback()
 
     @property
     def running(self) -> bool:

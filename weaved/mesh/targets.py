@@ -186,6 +186,7 @@ class ConnectionMaker:
                 target.schedule.try_now(now)
                 self.targets[address] = target
 
+        inbound_normalised: set[str] | None = None
         for resolved in self.direct.values():
             if resolved is None:
                 continue
@@ -193,8 +194,11 @@ class ConnectionMaker:
             address = self._complete(ip, port)
             direct_addrs.add(address)
             # A target without a port is satisfied by any inbound connection from its IP.
-            if port is None and _normalise_ip(ip) in {_normalise_ip(i) for i in inbound_ips}:
-                continue
+            if port is None:
+                if inbound_normalised is None:
+                    inbound_normalised = {_normalise_ip(i) for i in inbound_ips}
+                if _normalise_ip(ip) in inbound_normalised:
+                    continue
             add(address)
 
         if self.discovery:

@@ -21,7 +21,6 @@ from weaved.mesh.peername import choose_short_id
 from weaved.mesh.routes import Graph, bfs
 from weaved.mesh.topology_wire import (
     CODEC,
-    MAX_NICKNAME,
     ConnectionInfo,
     Peer,
     TopologyError,
@@ -167,7 +166,7 @@ class Topology:
     def set_local_established(self, remote: PeerName) -> None:
         info = self.ourself.connections.get(remote)
         if info is not None and not info.established:
-            info.established = True
+            self.ourself.connections[remote] = info._replace(established=True)
             self.ourself.version += 1
             self._touch((self.us,))
             self._settled = False
@@ -180,15 +179,17 @@ class Topology:
 
     # --- merging -------------------------------------------------------------------------
 
-    def apply_update(self, payload: bytes) -> UpdateResult:
-        rows = CODEC.decode(payload)
+    def apply_update(self, payload: bytes, collect: bool = True) -> UpdateResult:
+        """Merge a payload. `collect=False` leaves the garbage collection it may call for to
+        `settle()` (the router runs it once per turn of its loop, not once per message)."""
+        rows = CODEC.decode(payload)  # nicknames over MAX_NICKNAME raise there
         peers = self.peers
-        unknown = {p[0] for p, _ in rows} | {c[0] for _, cs in rows for c in cs}
-        unknown -= peers.keys()
-        if len(peers) + len(unknown) > MAX_PEERS:
-            raise TopologyError(f"topology update would make more than {MAX_PEERS} peers")
-        if any(len(p[1]) > MAX_NICKNAME for p, _ in rows):
-            raise TopologyError(f"topology update with a nickname over {MAX_NICKNAME} characters")
+        # Names the update could add, counted exactly only when the bound could be crossed.
+        if len(peers) + len(rows) + sum(len(cs) for _, cs in rows) > MAX_PEERS:
+            unknown = {p[0] for p, _ in rows} | {c[0] for _, cs in rows for c in cs}
+            unknown -= peers.keys()
+            if len(peers) + len(unknown) > MAX_PEERS:
+                raise TopologyError(f"topology update would make more than {MAX_PEERS} peers")
 
         # Peer objects are made only for what is new or better: most of a gossip round
         # repeats what we hold.
@@ -221,9 +222,10 @@ class Topology:
             existing.version = version
             existing.uid = uid
             existing.nickname = nickname
+            connections = connections_of(conns)
             if not lost_connections:
-                lost_connections = not existing.connections.keys() <= {c[0] for c in conns}
-            existing.connections = connections_of(conns)
+                lost_connections = not existing.connections.keys() <= connections.keys()
+            existing.connections = connections
             existing.short_id = short_id
             existing.has_short_id = has_short_id
             improved.add(name)
@@ -238,12 +240,22 @@ class Topology:
         self._touch(improved)
         # Collecting is a search of the whole graph; only lost connections, new peers (which
         # may hang on nothing) or lost references can leave a peer unreachable.
-        if new_names or lost_connections or not self._settled:
-            removed = self.garbage_collect()
+        if new_names or lost_connections:
+            self._settled = False
+        if collect:
+            removed = self.settle()
             for peer in removed:
                 improved.discard(peer.name)
-            self._settled = True
-        if (new_names or improved) and self.reassign_short_id_if_lost():
+        # Only a peer that is new or changed can have taken our short ID (the full check
+        # is a pass over every peer).
+        ours = self.ourself.short_id
+        if (
+            any(
+                (p := peers.get(n)) is not None and p.has_short_id and p.short_id == ours
+                for n in (*new_names, *improved)
+            )
+            and self.reassign_short_id_if_lost()
+        ):
             local_changed = True
         return UpdateResult(
             received=frozenset(p[0] for p, _ in rows),
@@ -251,6 +263,19 @@ class Topology:
             removed=tuple(removed),
             local_changed=local_changed,
         )
+
+    @property
+    def settled(self) -> bool:
+        """No garbage collection pending (see `apply_update(collect=False)`)."""
+        return self._settled
+
+    def settle(self) -> list[Peer]:
+        """Collect garbage if something may have left a peer unreachable since the last time."""
+        if self._settled:
+            return []
+        removed = self.garbage_collect()
+        self._settled = True
+        return removed
 
     def garbage_collect(self) -> list[Peer]:
         """Drop peers unreachable over any connection and not referenced by ours."""
@@ -294,7 +319,9 @@ class TopologyGossipData:
     names: frozenset[PeerName]
 
     def encode(self) -> list[bytes]:
-        return [self.topology.encode(sorted(self.names))]
+        # Peers collected since this was queued are left out; none left: nothing to send.
+        payload = self.topology.encode(sorted(self.names))
+        return [payload] if payload else []
 
     def merge(self, other: GossipDataLike) -> TopologyGossipData:
         if not isinstance(other, TopologyGossipData):

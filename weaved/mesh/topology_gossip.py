@@ -34,8 +34,13 @@ class TopologyKeeper:
         running: Callable[[], bool],
         wake_maker: Callable[[], None],
         limited: RateLimitedLog,
+        defer: Callable[[Callable[[], None]], object] | None = None,
     ) -> None:
+        """`defer(callback)`: run `callback` soon; received updates are then garbage-collected
+        once per turn of the loop (before the hub relays them), not once each."""
         self.topology = topology
+        self._defer = defer
+        self._settle_scheduled = False
         self._delay = delay  # coalescing of our own topology updates
         self._running = running
         self._wake_maker = wake_maker
@@ -63,14 +68,25 @@ class TopologyKeeper:
 
     def apply(self, payload: bytes) -> UpdateResult:
         """A received topology payload, merged; raises on garbage."""
-        result = self.topology.apply_update(payload)
+        result = self.topology.apply_update(payload, collect=self._defer is None)
         self.removed(list(result.removed))
         if result.improved or result.removed:
             self._routes = None
             self._wake_maker()
         if result.local_changed:
             self.announce({self.topology.us})
+        if self._defer is not None and not self.topology.settled and not self._settle_scheduled:
+            self._settle_scheduled = True
+            self._defer(self._settle)
         return result
+
+    def _settle(self) -> None:
+        self._settle_scheduled = False
+        removed = self.topology.settle()
+        if removed:
+            self.removed(removed)
+            self._routes = None
+            self._wake_maker()
 
     def removed(self, peers: list[Peer]) -> None:
         for peer in peers:

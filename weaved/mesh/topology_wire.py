@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from weaved.errors import ProtocolError
 from weaved.mesh import gob
@@ -29,9 +29,9 @@ class TopologyError(ProtocolError):
 MAX_NICKNAME = 255  # a host name; Weave's nicknames are host names
 
 
-@dataclass
-class ConnectionInfo:
-    """A connection as a peer reports it (for our own peer: a live connection)."""
+class ConnectionInfo(NamedTuple):
+    """A connection as a peer reports it (for our own peer: a live connection). A tuple: the
+    decoded records hold these, and a peer's table entry shares them (no copy per update)."""
 
     remote: PeerName
     address: str
@@ -39,8 +39,11 @@ class ConnectionInfo:
     established: bool
 
 
-@dataclass
+@dataclass(slots=True)
 class Peer:
+    """A peer's record. A remote peer's `connections` dict is replaced, never changed in
+    place; every change to our own record bumps its version (the encoding memo relies on it)."""
+
     name: PeerName
     nickname: str = ""
     uid: int = 0  # 0: placeholder, known only as the far end of someone's connection
@@ -49,6 +52,8 @@ class Peer:
     has_short_id: bool = False
     connections: dict[PeerName, ConnectionInfo] = field(default_factory=dict)
     local_refs: int = 0  # our connections (and attempts) that point at this peer
+    # (summary fields, the connections dict it was made from, their count, the encoded record)
+    wire: tuple[object, ...] | None = field(default=None, repr=False, compare=False)
 
     @property
     def placeholder(self) -> bool:
@@ -62,7 +67,7 @@ def _name_from_bin(raw: object) -> PeerName:
 
 
 _PeerRow = tuple[PeerName, str, int, int, int, bool]
-_ConnRow = tuple[PeerName, str, bool, bool]
+_ConnRow = ConnectionInfo
 _Decoded = tuple[tuple[_PeerRow, tuple[_ConnRow, ...]], ...]
 
 
@@ -70,22 +75,25 @@ def decode_topology(payload: bytes) -> list[tuple[Peer, list[ConnectionInfo]]]:
     """The (peer, connections) pairs of a topology payload, as fresh objects; raises
     `TopologyError`."""
     rows = CODEC.decode(payload)
-    return [(Peer(*peer), [ConnectionInfo(*c) for c in conns]) for peer, conns in rows]
+    return [(Peer(*peer), list(conns)) for peer, conns in rows]
 
 
 def _row(summary: Any, conns: Any) -> tuple[_PeerRow, tuple[_ConnRow, ...]]:
     if not isinstance(summary, dict) or not isinstance(conns, list):
         raise TopologyError("topology update items have unexpected types")
+    nickname = str(summary["NickName"])
+    if len(nickname) > MAX_NICKNAME:
+        raise TopologyError(f"topology update with a nickname over {MAX_NICKNAME} characters")
     peer: _PeerRow = (
         _name_from_bin(summary["NameByte"]),
-        str(summary["NickName"]),
+        nickname,
         int(summary["UID"]),
         int(summary["Version"]),
         int(summary["ShortID"]),
         bool(summary["HasShortID"]),
     )
     rows = tuple(
-        (
+        ConnectionInfo(
             _name_from_bin(c["NameByte"]),
             str(c["RemoteTCPAddr"]),
             bool(c["Outbound"]),
@@ -97,7 +105,7 @@ def _row(summary: Any, conns: Any) -> tuple[_PeerRow, tuple[_ConnRow, ...]]:
 
 
 def connections_of(rows: tuple[_ConnRow, ...]) -> dict[PeerName, ConnectionInfo]:
-    return {c[0]: ConnectionInfo(*c) for c in rows}
+    return {c[0]: c for c in rows}
 
 
 def _decode_rows(payload: bytes) -> _Decoded:
@@ -180,6 +188,22 @@ class PayloadCodec:
         self.stats = {"records": 0, "decoded": 0, "general": 0}
 
     def _record(self, peer: Peer) -> tuple[bytes, bytes]:
+        # The peer's own memo first: building the content key below walks its connections.
+        head = (peer.version, peer.uid, peer.nickname, peer.short_id, peer.has_short_id)
+        conns_now = peer.connections
+        memo = peer.wire
+        if (
+            memo is not None
+            and memo[1] is conns_now
+            and memo[2] == len(conns_now)
+            and memo[0] == head
+        ):
+            return memo[3]  # type: ignore[return-value]
+        cached = self._record_by_content(peer)
+        peer.wire = (head, conns_now, len(conns_now), cached)
+        return cached
+
+    def _record_by_content(self, peer: Peer) -> tuple[bytes, bytes]:
         key = (
             peer.name,
             peer.nickname,
@@ -187,9 +211,7 @@ class PayloadCodec:
             peer.version,
             peer.short_id,
             peer.has_short_id,
-            tuple(
-                (c.remote, c.address, c.outbound, c.established) for c in peer.connections.values()
-            ),
+            tuple(peer.connections.values()),
         )
         cached = self._records.get(key)
         if cached is None:
@@ -255,8 +277,10 @@ class PayloadCodec:
         while i < len(spans) and spans[i][0] < 0:
             i += 1
         cl_at = i
+        if cl_at >= len(spans):  # also an empty payload: no records (the general path says so)
+            return None
         values = [spans[ps_at], *spans[cl_at:]]
-        if cl_at >= len(spans) or len(values) % 2:
+        if len(values) % 2:
             return None
         ps_id, cl_id = spans[ps_at][0], spans[cl_at][0]
         out: list[tuple[int, int, int, int]] = []
