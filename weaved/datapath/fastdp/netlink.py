@@ -95,12 +95,12 @@ class FastdpKernel:
             df = DF_NAMES.get(data.get_attr("IFLA_VXLAN_DF") or 0, "unset")
         master = self._name(link.get_attr("IFLA_MASTER"))
         port_learning = isolated = None
-        if master:
-            for msg in self.ipr.link("dump", family=socket.AF_BRIDGE):
-                info_br = msg.get_attr("IFLA_PROTINFO")
-                if msg["index"] == idx and info_br is not None:
-                    port_learning = bool(info_br.get_attr("IFLA_BRPORT_LEARNING"))
-                    isolated = bool(info_br.get_attr("IFLA_BRPORT_ISOLATED"))
+        # The port's flags come with the link itself (IFLA_INFO_SLAVE_DATA): a dump of every
+        # bridge port cost a converge as much as the containers attached.
+        port = info.get_attr("IFLA_INFO_SLAVE_DATA") if master and info is not None else None
+        if port is not None and info.get_attr("IFLA_INFO_SLAVE_KIND") == "bridge":
+            port_learning = bool(port.get_attr("IFLA_BRPORT_LEARNING"))
+            isolated = bool(port.get_attr("IFLA_BRPORT_ISOLATED"))
         return LinkRow(
             kind=kind,
             vni=vni,
