@@ -11,6 +11,7 @@ from weaved.attach.part import AttachPart
 from weaved.cni.part import CniPart
 from weaved.context import Context
 from weaved.daemon.lastgood import load_start_spec
+from weaved.daemon.memory import fix_mmap_threshold
 from weaved.daemon.service import Daemon, DaemonConfig
 from weaved.datapath.fastdp.part import FastdpPart
 from weaved.datapath.overlays import OVERLAYS
@@ -75,6 +76,7 @@ def run_daemon(
     host_root: str | None = None,
     sys_root: str | None = None,
 ) -> int:
+    fix_mmap_threshold()  # before any netlink read: see memory.py
     config = DaemonConfig(ctx.spec_path, ctx.state_dir, ctx.socket_path, resync_seconds)
     try:
         spec, _refused = load_start_spec(ctx.spec_path, ctx.state_dir)
