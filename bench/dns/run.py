@@ -14,11 +14,14 @@ sockets and firewall rules, which otherwise tax every packet of both; --no-netns
 in ours. --compare-tree DIR also runs weaveDNS from another source tree (e.g. a worktree at
 an older commit) on 127.0.0.73, in the same rounds: before/after in the same minutes.
 
-Prints, per server: queries/s (best and median over the rounds), its CPU time per query
-(user + system, steadier than q/s on a busy machine), its RSS with the names loaded; then
-weaved/dnsmasq (best and median) and the load average; once per --names size (target,
-issue 16: >= 1.0x dnsmasq at 1 000 names). Needs dnsperf, dnsmasq (and taskset for --pin,
-iproute2 for the namespace); every step is bounded in time and processes are stopped by pid.
+The weaveDNS measured is this tree's (the one holding this file). Each server is first
+asked every name once (its steady state: weaveDNS's answers cached, as dnsmasq's hosts
+are); then the rounds. Prints, per server: queries/s (best and median over the rounds), its
+CPU time per query (user + system, steadier than q/s on a busy machine), its RSS with the
+names loaded and asked; then weaved/dnsmasq (best and median) and the load average; once per
+--names size (target, issue 16: >= 1.0x dnsmasq at 1 000 names). Needs dnsperf, dnsmasq (and
+taskset for --pin, iproute2 for the namespace); every step is bounded in time and processes
+are stopped by pid.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from pathlib import Path
 WEAVED_ADDR = "127.0.0.71"
 DNSMASQ_ADDR = "127.0.0.72"
 COMPARE_ADDR = "127.0.0.73"
+OUR_TREE = Path(__file__).resolve().parents[2]
 
 
 @dataclass
@@ -84,9 +88,10 @@ def write_inputs(workdir: Path, names: int) -> tuple[Path, Path]:
 def start_weaved(
     hosts: Path, addr: str, port: int, where: Where, tree: str | None = None
 ) -> subprocess.Popen[str]:
-    argv = [sys.executable, "-m", "weaved.dns", "--listen", f"{addr}:{port}"]
+    # -P: the code comes from `tree` (PYTHONPATH) only, never from the working directory.
+    argv = [sys.executable, "-P", "-m", "weaved.dns", "--listen", f"{addr}:{port}"]
     argv += ["--hosts", str(hosts), "--resolv-conf", "/dev/null"]
-    env = dict(os.environ, PYTHONPATH=tree) if tree else None
+    env = dict(os.environ, PYTHONPATH=tree or str(OUR_TREE))
     proc = subprocess.Popen(where.argv(argv), stdout=subprocess.PIPE, text=True, env=env)
     assert proc.stdout is not None
     line = proc.stdout.readline()
@@ -140,6 +145,12 @@ def dnsperf(
     return float(qps.group(1)), int(done.group(1)), codes.group(1).strip() if codes else "?"
 
 
+def warm_up(addr: str, port: int, queries: Path, where: Where) -> None:
+    argv = ["dnsperf", "-s", addr, "-p", str(port), "-d", str(queries), "-n", "1"]
+    argv += ["-q", "256", "-t", "2"]
+    subprocess.run(where.argv(argv), capture_output=True, text=True, timeout=300, check=False)
+
+
 def stop(proc: subprocess.Popen[str]) -> None:
     proc.terminate()
     try:
@@ -177,6 +188,8 @@ def run_size(args: argparse.Namespace, names: int, server: Where, client: Where)
                 results["compared"] = Result(COMPARE_ADDR, proc)
             results["dnsmasq"] = Result(DNSMASQ_ADDR, start_dnsmasq(hosts, args.port, server))
             order = list(results)
+            for r in results.values():  # every name asked once: each server's steady state
+                warm_up(r.addr, args.port, queries, client)
             for round_ in range(args.rounds):
                 for name in order if round_ % 2 == 0 else order[::-1]:
                     r = results[name]
