@@ -312,3 +312,6 @@ def test_the_index_agrees_with_the_entries_whatever_happens(ops: list[tuple[str,
             assert z.lookup(name.upper()) == live
         for origin in (US, THEM):
             assert z.count_of(origin) == sum(1 for e in table if e.origin == origin)
+        for addr in (A1, A2):
+            holders = [e.hostname for e in table if e.live and e.addr == addr]
+            assert z.reverse_lookup(addr) == (holders[0] if holders else None)

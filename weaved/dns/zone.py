@@ -121,6 +121,8 @@ class Zone:
         # tuple, no group dict), which is most of what a name costs (bench/dns/memory.py).
         self._by_name: dict[str, Entry | dict[EntryKey, Entry]] = {}
         self._count = 0
+        self._by_addr: dict[int, str] | None = None
+        """Address -> hostname for reverse lookups; built when asked, dropped on change."""
         self._listeners: list[Callable[[], None]] = []
         self.generation = 0
         """Bumped on every change."""
@@ -160,11 +162,18 @@ class Zone:
 
     def reverse_lookup(self, addr: int) -> str | None:
         """Hostname of the first live entry holding `addr`, in table order (as Weave)."""
-        best: Entry | None = None
-        for e in self._all():
-            if e.addr == addr and e.live and (best is None or store_order(e) < store_order(best)):
-                best = e
-        return None if best is None else best.hostname
+        if self._by_addr is None:
+            # Built at the first reverse lookup after a change: a scan of the table for each
+            # (5.6 ms at 50 000 names) let PTR queries for outside addresses, which are all
+            # forwarded and never cached, take a core.
+            first: dict[int, Entry] = {}
+            for e in self._all():
+                if e.live:
+                    held = first.get(e.addr)
+                    if held is None or store_order(e) < store_order(held):
+                        first[e.addr] = e
+            self._by_addr = {a: e.hostname for a, e in first.items()}
+        return self._by_addr.get(addr)
 
     # -- change notification ---------------------------------------------------------------
 
@@ -217,6 +226,7 @@ class Zone:
         return len(gone)
 
     def _changed(self) -> None:
+        self._by_addr = None
         self.generation += 1
         for listener in self._listeners:
             listener()
