@@ -41,8 +41,9 @@ def encode_gossip(
     return (encoder or Encoder()).encode(DNS_GOSSIP_DATA, value)
 
 
-def _entry(raw: dict[str, Any]) -> Entry:
-    origin, addr = raw["Origin"], raw["Addr"]
+def _entry(raw: dict[str, Any], origins: dict[int, PeerName]) -> Entry:
+    addr = raw["Addr"]
+    origin = origins.setdefault(raw["Origin"], raw["Origin"])
     if origin > _MAX_PEER_NAME:
         raise ProtocolError(f"nameserver entry with an impossible peer name {origin:#x}")
     if addr > _MAX_ADDR:
@@ -50,7 +51,7 @@ def _entry(raw: dict[str, Any]) -> Entry:
         raise ProtocolError(f"nameserver entry address {addr} does not fit 32 bits")
     return Entry(
         container_id=raw["ContainerID"],
-        origin=PeerName(origin),
+        origin=origin,
         addr=addr,
         hostname=raw["Hostname"],
         version=raw["Version"],
@@ -64,4 +65,6 @@ def decode_gossip(payload: bytes) -> tuple[int, list[Entry]]:
     Like Go's decoder, only the first value is read; anything after it is ignored.
     """
     value = Decoder(payload).next(DNS_GOSSIP_DATA)
-    return value["Timestamp"], [_entry(raw) for raw in value["Entries"]]
+    # One int per origin, not one per entry: the zone keeps them (32 bytes a name).
+    origins: dict[int, PeerName] = {}
+    return value["Timestamp"], [_entry(raw, origins) for raw in value["Entries"]]
