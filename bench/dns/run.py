@@ -18,10 +18,11 @@ The weaveDNS measured is this tree's (the one holding this file). Each server is
 asked every name once (its steady state: weaveDNS's answers cached, as dnsmasq's hosts
 are); then the rounds. Prints, per server: queries/s (best and median over the rounds), its
 CPU time per query (user + system, steadier than q/s on a busy machine), its RSS with the
-names loaded and asked; then weaved/dnsmasq (best and median) and the load average; once per
---names size (target, issue 16: >= 1.0x dnsmasq at 1 000 names). Needs dnsperf, dnsmasq (and
-taskset for --pin, iproute2 for the namespace); every step is bounded in time and processes
-are stopped by pid.
+names loaded and asked; then weaved/dnsmasq (best and median q/s, and queries per CPU-second:
+what q/s becomes where the server, not dnsperf, is what is short of CPU) and the load
+average; once per --names size (target, issue 16: >= 1.0x dnsmasq at 1 000 names). Needs
+dnsperf, dnsmasq (and taskset for --pin, iproute2 for the namespace); every step is bounded
+in time and processes are stopped by pid.
 """
 
 from __future__ import annotations
@@ -216,9 +217,14 @@ def run_size(args: argparse.Namespace, names: int, server: Where, client: Where)
             f"   responses: {r.codes}"
         )
     w, d = results["weaved"], results["dnsmasq"]
+
+    def cpu(r: Result) -> float:
+        return statistics.median(r.user_us) + statistics.median(r.sys_us)
+
     print(
         f"ratio    best {max(w.qps) / max(d.qps):9.2f}       median "
         f"{statistics.median(w.qps) / statistics.median(d.qps):9.2f}"
+        f"   queries per CPU-second {cpu(d) / cpu(w):4.2f}"
         f"   (weaved / dnsmasq, {names} names, pinned: {server.cpus is not None},"
         f" private netns: {server.netns is not None}, load average"
         f" {load_before[0]:.2f} -> {load_after[0]:.2f})"
@@ -228,6 +234,7 @@ def run_size(args: argparse.Namespace, names: int, server: Where, client: Where)
         print(
             f"compared best {max(c.qps) / max(d.qps):9.2f}       median "
             f"{statistics.median(c.qps) / statistics.median(d.qps):9.2f}"
+            f"   queries per CPU-second {cpu(d) / cpu(c):4.2f}"
             f"   ({args.compare_tree} / dnsmasq)"
         )
 
