@@ -23,6 +23,7 @@ import logging
 import os
 import random
 import resource
+import signal
 import subprocess
 import sys
 import time
@@ -32,7 +33,8 @@ from weaved.datapath.overlays import OVERLAYS
 from weaved.dns.gossiper import DnsGossipData
 from weaved.dns.service import DnsConfig, DnsService
 from weaved.dns.zone import Entry
-from weaved.mesh.gossip_api import PeerName
+from weaved.mesh.gossip import SurrogateData
+from weaved.mesh.gossip_api import GossipData, PeerName
 from weaved.mesh.router import MeshConfig, Router
 
 TARGET_HOST = "127.5.0.1"
@@ -68,6 +70,8 @@ async def target_main(port: int) -> None:
     )
     dns.join_mesh(router)
     await router.start()
+    if os.environ.get("BENCH_MEMORY_TRACE"):
+        _trace_on_signals()
     server = asyncio.create_task(dns.run())
     loop = asyncio.get_running_loop()
     eof = loop.run_in_executor(None, sys.stdin.read)
@@ -77,6 +81,72 @@ async def target_main(port: int) -> None:
         await asyncio.wait([eof], timeout=0.5)
     server.cancel()
     await router.stop()
+
+
+def _trace_on_signals() -> None:
+    """--trace: SIGUSR1 takes a tracemalloc snapshot, SIGUSR2 prints what grew since (stderr)."""
+    import signal
+    import tracemalloc
+
+    tracemalloc.start(8)
+    base: list[tracemalloc.Snapshot] = []
+
+    def mark() -> None:
+        base[:] = [tracemalloc.take_snapshot()]
+        traced, peak = tracemalloc.get_traced_memory()
+        print(f"trace: base {traced / 1e6:.1f} MB traced (peak {peak / 1e6:.1f})", file=sys.stderr)
+        for stat in base[0].statistics("filename")[:15]:
+            print(
+                f"trace: by file {stat.size / 1e3:8.0f} kB {stat.count:7d} {stat.traceback}",
+                file=sys.stderr,
+            )
+        for stat in base[0].statistics("lineno")[:25]:
+            print(
+                f"trace: by line {stat.size / 1e3:8.0f} kB {stat.count:7d} {stat.traceback}",
+                file=sys.stderr,
+            )
+
+    def dump() -> None:
+        try:
+            _dump()
+        except Exception:
+            import traceback
+
+            traceback.print_exc()
+
+    def _dump() -> None:
+        now = tracemalloc.take_snapshot()
+        traced, peak = tracemalloc.get_traced_memory()
+        print(f"trace: now {traced / 1e6:.1f} MB traced (peak {peak / 1e6:.1f})", file=sys.stderr)
+        top = now.compare_to(base[0], "traceback") if base else now.statistics("traceback")
+        for stat in top[:12]:
+            print(f"trace: {stat.size_diff / 1e3:+.0f} kB {stat.count_diff:+d}", file=sys.stderr)
+            for line in stat.traceback.format()[-8:]:
+                print(f"trace:     {line}", file=sys.stderr)
+
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGUSR1, mark)
+    loop.add_signal_handler(signal.SIGUSR2, dump)
+
+
+class SettledDns:
+    """The `nameserver` channel of a fake peer that already holds every name: broadcasts are
+    passed on along their tree (as weaveDNS does), gossip brings nothing new. Without it the
+    fakes ran surrogates, which relay every distinct full state they see, so each full state
+    the target sent a restarted peer came back through most of its 250 connections (5 000
+    names each time): a mesh of peers without weaveDNS, not the daemon's case."""
+
+    def on_gossip_unicast(self, sender: PeerName, payload: bytes) -> None:
+        return None
+
+    def on_gossip_broadcast(self, sender: PeerName, payload: bytes) -> GossipData | None:
+        return SurrogateData((payload,))
+
+    def gossip(self) -> GossipData | None:
+        return None
+
+    def on_gossip(self, payload: bytes) -> GossipData | None:
+        return None
 
 
 class FakePeer:
@@ -109,6 +179,10 @@ class FakePeer:
                 host=fake_host(self.i),
                 port=self.port,
                 overlays=("sleeve",),
+                # Fake peers keep to their ring and random links (discovery among 250 routers
+                # in one process is 31 000 connections); the target discovers them all and
+                # connects to each, as a daemon in a 250-peer mesh does.
+                discovery=False,
                 seed=self.rng.getrandbits(32),
             ),
             overlay_factories=OVERLAYS,
@@ -118,6 +192,8 @@ class FakePeer:
                 DnsConfig(listen="127.0.0.1:1", resolv_conf="/dev/null"), self.router.peer_view()
             )
             self.dns.join_mesh(self.router)
+        else:
+            self.router.add_channel("nameserver", SettledDns())
         await self.router.start()
         self.router.set_targets(targets)
 
@@ -134,11 +210,13 @@ class FakePeer:
 async def driver(args: argparse.Namespace) -> int:
     rng = random.Random(args.seed)
     port = rng.randrange(20000, 40000)
+    env = dict(os.environ, BENCH_MEMORY_TRACE="1") if args.trace else None
     target = subprocess.Popen(
         [sys.executable, __file__, "--target", str(port)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
+        env=env,
     )
     assert target.stdout is not None and target.stdin is not None
     latest = {"peers": 0, "names": 0}
@@ -178,6 +256,8 @@ async def driver(args: argparse.Namespace) -> int:
             f"target with {latest['peers'] - 1} peers and {latest['names']} names "
             f"(after {full:.1f} s): RSS {rss1:.1f} MB (target <= {RSS_TARGET_MB:.0f} MB)"
         )
+        if args.trace:
+            target.send_signal(signal.SIGUSR1)
         samples: list[tuple[float, float]] = []
         restarts = hung = 0
         c0 = time.monotonic()
@@ -202,6 +282,9 @@ async def driver(args: argparse.Namespace) -> int:
             f"churn: RSS slope {slope(samples) * 60:+.2f} MB/min "
             f"(first {samples[0][1]:.1f}, last {samples[-1][1]:.1f}, target flat)"
         )
+        if args.trace:
+            target.send_signal(signal.SIGUSR2)
+            await asyncio.sleep(30.0)
     finally:
         await asyncio.gather(*(f.stop() for f in fakes), return_exceptions=True)
         target.stdin.close()
@@ -236,6 +319,9 @@ def main() -> int:
     ap.add_argument("--sample", type=float, default=10.0, help="seconds between RSS samples")
     ap.add_argument("--timeout", type=float, default=300.0)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument(
+        "--trace", action="store_true", help="the target prints what tracemalloc saw grow"
+    )
     ap.add_argument("--target", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
     logging.basicConfig(level=logging.CRITICAL)  # stopping routers by the hundred is noisy

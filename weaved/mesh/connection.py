@@ -368,6 +368,9 @@ class Connection:
                     self._host.handle_message(self, parse_message(body))
                     if self._done.done():
                         return
+                # Keep nothing of this read while waiting for the next: with hundreds of
+                # connections the last chunk and message of each were tens of MB.
+                data = body = b""
         except FramingError as e:
             reason = (
                 CloseReason.DECRYPT_FAILED if "decrypt" in str(e).lower() else CloseReason.FRAMING
@@ -410,6 +413,8 @@ class Connection:
                             break
                         for body in item.bodies():
                             self._writer.write(self._msg_writer.frame(body))
+                        item = None
+                    body = b""  # the transport has its own copy; keep none while waiting
                     await self._writer.drain()
         except FramingError as e:
             self.shutdown(Closed(CloseReason.FRAMING, str(e)))

@@ -162,10 +162,12 @@ class PayloadCodec:
     update re-decodes just the peers that changed), with one decoder primed once with the
     definitions. A payload framed any other way takes the general path."""
 
-    _MAX_RECORDS = 8192
-    _MAX_DECODED = 8192
+    # Repeats arrive within moments (from each neighbour, in each periodic round), so a few
+    # records per peer of a 250-peer mesh is plenty; a decoded record costs ~4x its bytes.
+    _MAX_RECORDS = 2048
+    _MAX_DECODED = 2048
     _MAX_DIALECTS = 8
-    _MAX_DECODED_BYTES = 2 << 20  # keys in total; a peer's record is ~100 bytes + 50 a link
+    _MAX_DECODED_BYTES = 1 << 20  # keys in total; a peer's record is ~100 bytes + 50 a link
 
     def __init__(self) -> None:
         enc = gob.Encoder()
