@@ -11,6 +11,9 @@ attached at once on 3 hosts, each next to a baseline from the same run.
   attachments (an attach costs more with more already attached). Printed per burst: until
   all are addressed, and the p50 and max of one attach.
 
+Also printed: the bench's wall time and the load average at its start and end (others share
+the machine: compare runs made in the same minutes).
+
 Run as root: python bench/ipam/run.py [--containers 50]. The lab (namespaces `wd-<lab>-*`)
 is torn down at the end.
 """
@@ -42,6 +45,10 @@ ipalloc:
   range: 10.32.0.0/12
   init: {{mode: consensus, peer_count: 3}}
 """
+
+
+def _load_average() -> list[float]:
+    return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
 
 
 def specs(directory: Path) -> Path:
@@ -98,6 +105,7 @@ def main() -> int:
     args = parser.parse_args()
     lab = Lab(f"hsipam{secrets.token_hex(2)}")
     result: dict[str, Any] = {}
+    began, load_start = time.perf_counter(), _load_average()
     with tempfile.TemporaryDirectory() as tmp:
         try:
             started = time.perf_counter()
@@ -139,6 +147,8 @@ def main() -> int:
             )
         finally:
             lab.down()
+    result["bench_wall_s"] = round(time.perf_counter() - began, 1)
+    result["load_average_start_end"] = [load_start, _load_average()]
     print(json.dumps(result, indent=2))
     return 0
 

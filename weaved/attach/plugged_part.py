@@ -14,7 +14,7 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
-from weaved.attach.store import Record, load_records, save_records
+from weaved.attach.store import Record, RecordTexts, load_records, save_records
 from weaved.dns.part import DnsPart
 from weaved.ipam.part import IpamPart
 from weaved.part import Component, Host
@@ -48,6 +48,7 @@ class PluggedPart(Component, Generic[R]):
         self._changes = 0  # record changes made so far …
         self._written = 0  # … and how many of them the file holds
         self._writing = asyncio.Lock()
+        self._texts = RecordTexts()  # used by the writer only (one at a time)
 
     @property
     def host(self) -> Host:
@@ -72,7 +73,7 @@ class PluggedPart(Component, Generic[R]):
                 return  # a write that started after our change has it
             upto = self._changes
             records = list(self.records.values())
-            await asyncio.to_thread(save_records, self.store, records)
+            await asyncio.to_thread(save_records, self.store, records, self._texts)
             self._written = max(self._written, upto)
 
     def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:

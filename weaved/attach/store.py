@@ -48,11 +48,34 @@ def load_records(path: Path, from_json: Callable[[dict[str, Any]], R], lost: str
     return out
 
 
-def save_records(path: Path, records: Iterable[Record]) -> None:
-    """Replace `path` with `records`; ApplyError (with a hint) when it cannot be written."""
+class RecordTexts:
+    """Each record's JSON text, kept while the record object is the same one (records are
+    immutable): rewriting the file after one attach encodes one record, not all of them
+    (~50 ms with 1 000 containers)."""
+
+    def __init__(self) -> None:
+        self._texts: dict[str, tuple[Record, str]] = {}
+
+    def text(self, records: Iterable[Record]) -> str:
+        fresh: dict[str, tuple[Record, str]] = {}
+        for record in records:
+            known = self._texts.get(record.key)
+            if known is None or known[0] is not record:
+                known = (record, json.dumps(record.to_json(), separators=(",", ":")))
+            fresh[record.key] = known
+        self._texts = fresh
+        return '{"attachments": [\n' + ",\n".join(t for _, t in fresh.values()) + "\n]}\n"
+
+
+def save_records(path: Path, records: Iterable[Record], texts: RecordTexts | None = None) -> None:
+    """Replace `path` with `records`; ApplyError (with a hint) when it cannot be written.
+    `texts`: encode through that cache (one line per record) instead of all afresh."""
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        text = json.dumps({"attachments": [r.to_json() for r in records]}, indent=1)
+        if texts is not None:
+            text = texts.text(records)
+        else:
+            text = json.dumps({"attachments": [r.to_json() for r in records]}, indent=1)
         write_atomically(path, path.with_suffix(".tmp"), text)
     except OSError as exc:
         raise ApplyError(
