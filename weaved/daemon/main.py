@@ -11,7 +11,7 @@ from weaved.attach.part import AttachPart
 from weaved.cni.part import CniPart
 from weaved.context import Context
 from weaved.daemon.lastgood import load_start_spec
-from weaved.daemon.memory import fix_mmap_threshold
+from weaved.daemon.memory import fix_mmap_threshold, give_back_freed_memory
 from weaved.daemon.service import Daemon, DaemonConfig
 from weaved.datapath.fastdp.part import FastdpPart
 from weaved.datapath.overlays import OVERLAYS
@@ -95,6 +95,10 @@ def run_daemon(
             build_parts(spec, ctx, *roots),
             start_spec=spec,
         )
-        return await daemon.run()
+        trimming = asyncio.create_task(give_back_freed_memory(), name="malloc-trim")
+        try:
+            return await daemon.run()
+        finally:
+            trimming.cancel()
 
     return asyncio.run(main())
