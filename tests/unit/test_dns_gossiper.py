@@ -285,3 +285,19 @@ def test_a_payload_asks_the_mesh_for_its_peers_once(clock: Clock) -> None:
     us.on_gossip_broadcast(B, state.encode()[0])
     us.sync_peers()
     assert CountingPeers.calls == 3
+
+
+def test_the_zone_state_kept_as_a_list_encodes_and_merges_as_any_other(mesh: Mesh) -> None:
+    node = mesh.nodes[A]
+    for n in range(20):
+        node.add(f"n{n}.weave.local.", f"c{n}", f"10.32.0.{n + 1}")
+    node.delete(container_id="c3")
+    state = node.gossip()
+    assert isinstance(state, DnsGossipData)
+    plain = DnsGossipData(state.timestamp, node.zone.entries())
+    assert state.encode() == plain.encode()
+    extra = DnsGossipData(state.timestamp + 1, [Entry("x", B, 99, "x.weave.local.")])
+    merged = state.merge(extra)
+    assert isinstance(merged, DnsGossipData)
+    assert merged.entries == {**plain.entries, **extra.entries}
+    assert state.entries == plain.entries and repr(state) == repr(plain)
