@@ -53,7 +53,13 @@ __all__ = [
 log = logging.getLogger(__name__)
 _limited = RateLimitedLog(log, 10.0)
 
-READ_SIZE = 256 * 1024
+READ_SIZE = 64 * 1024
+"""Bytes one read takes from the stream. With STREAM_LIMIT, what a busy daemon holds of each
+connection's unprocessed input (the kernel's socket buffer holds the rest): with 250 peers
+sending at once, 256 kB reads and asyncio's default limit held ~30 MB in the target of
+bench/memory, and the allocator kept the pages after the burst."""
+STREAM_LIMIT = 32 * 1024
+"""asyncio's StreamReader limit: it stops reading from the socket at twice this."""
 MAX_QUEUED_BYTES = 16 * 1024 * 1024
 """Raw messages waiting for a remote that does not read; more are dropped (and counted)."""
 LARGE_MESSAGE = 1024 * 1024

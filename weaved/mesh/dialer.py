@@ -20,7 +20,7 @@ from typing import Any, Protocol
 from weaved.backoff import RetrySchedule
 from weaved.lograte import RateLimitedLog
 from weaved.mesh.admission import Admission
-from weaved.mesh.connection import Connection, os_error_text, set_linger_zero
+from weaved.mesh.connection import STREAM_LIMIT, Connection, os_error_text, set_linger_zero
 from weaved.mesh.gossip_api import PeerName
 from weaved.mesh.reasons import NEVER_RETRY, Closed, CloseReason
 from weaved.mesh.targets import Attempt, ConnectionMaker, LiveConnection, split_target
@@ -189,7 +189,7 @@ class Dialer:
                 continue
             self._limited.info(("accepted", source), "connection accepted addr=%s:%d", *addr[:2])
             try:
-                reader, writer = await asyncio.open_connection(sock=client)
+                reader, writer = await asyncio.open_connection(sock=client, limit=STREAM_LIMIT)
             except OSError as e:
                 admission.done(source)
                 self._limited.info(
@@ -239,7 +239,9 @@ class Dialer:
         local = (config.host, 0) if config.host else None
         try:
             reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(host, port or config.port, local_addr=local),
+                asyncio.open_connection(
+                    host, port or config.port, local_addr=local, limit=STREAM_LIMIT
+                ),
                 config.dial_timeout,
             )
         except (OSError, TimeoutError) as e:
