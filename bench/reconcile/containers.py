@@ -12,11 +12,12 @@ Prints, each next to a baseline from the same run:
   its start and end (others share the machine: compare runs made in the same minutes).
 
 Run as root: python bench/reconcile/containers.py [--containers 200] [--cycles 100]
-[--idle 30]; --containers 1000 for the large host. Everything lives in namespaces named
-`wdas-*` (the daemon's host, the containers, the baseline's) that are deleted at the end, also
-on failure or Ctrl-C. Profiling: BENCH_PYSPY=FILE records the daemon with py-spy; HS_TRACE=1
-signals SIGUSR2 before and after the churn (for a sitecustomize that dumps tracemalloc
-snapshots).
+[--idle 30] [--fill-in-flight 1]; --containers 1000 for the large host (with
+--fill-in-flight 10 it fills in minutes; the filling figures are then 10 at once).
+Everything lives in namespaces named `wdas-*` (the daemon's host, the containers, the
+baseline's) that are deleted at the end, also on failure or Ctrl-C. Profiling:
+BENCH_PYSPY=FILE records the daemon with py-spy; HS_TRACE=1 signals SIGUSR2 before and after
+the churn (for a sitecustomize that dumps tracemalloc snapshots).
 """
 
 from __future__ import annotations
@@ -132,8 +133,8 @@ class Bench:
         body = {"target": f"netns:{name}", "addresses": []}
         return timed(lambda: self.client.call("POST", "/detach", body, timeout=120))
 
-    def at_once(self, names: list[str]) -> list[float]:
-        with ThreadPoolExecutor(AT_ONCE) as pool:
+    def at_once(self, names: list[str], in_flight: int = AT_ONCE) -> list[float]:
+        with ThreadPoolExecutor(in_flight) as pool:
             return list(pool.map(self.attach, names))
 
     def plan_ms(self) -> float:
@@ -210,6 +211,12 @@ def main() -> int:
     parser.add_argument("--containers", type=int, default=200, help="attached at once (≥ 40)")
     parser.add_argument("--cycles", type=int, default=100, help="detach+attach cycles for RSS")
     parser.add_argument("--idle", type=float, default=30.0, help="seconds of idle CPU sampling")
+    parser.add_argument(
+        "--fill-in-flight",
+        type=int,
+        default=1,
+        help="attaches in flight while filling the host (10: a large host filled faster)",
+    )
     args = parser.parse_args()
     if args.containers < 40:
         parser.error("--containers must be at least 40")
@@ -235,7 +242,11 @@ def main() -> int:
             base_many = plain_ip(host, tag, 5 * AT_ONCE, AT_ONCE)
             first = [bench.attach(name) for name in bench.new_namespaces(10)]
             small = bench.snapshot(args.idle)
-            fill = first + [bench.attach(name) for name in bench.new_namespaces(fill_n - 10)]
+            rest = bench.new_namespaces(fill_n - 10)
+            if args.fill_in_flight > 1:
+                fill = first + bench.at_once(rest, args.fill_in_flight)
+            else:
+                fill = first + [bench.attach(name) for name in rest]
             one = [bench.attach(name) for name in bench.new_namespaces(20)]
             many = bench.at_once(bench.new_namespaces(5 * AT_ONCE))
             large = bench.snapshot(args.idle)
