@@ -148,3 +148,35 @@ def test_idle_control_connections_log_nothing(
         s.close()
     new = log.read_text()[len(before) :]
     assert "Traceback" not in new and "client_connected_cb" not in new, new[-2000:]
+
+
+def test_the_daemons_plan_shows_hand_made_drift(tmp_path: Path) -> None:
+    """The daemon answers `plan` from its last nftables listing while the ruleset's generation
+    stays the same, and compiles once per spec: a hand-made change, in nftables or netlink,
+    must still show in the next plan (no resync in between to repair it)."""
+    spec = tmp_path / "weave.yaml"
+    spec.write_text(SPEC)
+    with netns() as ns:
+        proc = ns.popen_weaved(spec, "daemon", "--resync", "600", log=tmp_path / "daemon.log")
+        try:
+            wait_for(lambda: (tmp_path / "weaved.sock").exists(), timeout=20)
+            wait_for(
+                lambda: "converged at" in ns.weaved(spec, "status", check=False).stdout, timeout=20
+            )
+            for _ in range(2):  # the second plan is answered from the cached listing
+                plan = ns.weaved(spec, "plan", "--detailed-exitcode", check=False)
+                assert plan.returncode == 0, plan.stdout
+            listing = ns.nft("-a", "list", "chain", "ip", "weaved", "input").stdout
+            line = next(x for x in listing.splitlines() if '"wd:mesh-tcp:' in x)
+            ns.nft("delete", "rule", "ip", "weaved", "input", "handle", line.split()[-1])
+            plan = ns.weaved(spec, "plan", "--detailed-exitcode", check=False)
+            assert plan.returncode == 2 and "+ nft/ip/weaved/input/mesh-tcp" in plan.stdout
+            ns.ip("link", "set", "weave", "mtu", "1300")
+            plan = ns.weaved(spec, "plan", "--detailed-exitcode", check=False)
+            assert "~ link/weave" in plan.stdout and "mesh-tcp" in plan.stdout, plan.stdout
+            ns.weaved(spec, "apply")
+            plan = ns.weaved(spec, "plan", "--detailed-exitcode", check=False)
+            assert plan.returncode == 0, plan.stdout
+        finally:
+            code = stop_process(proc)
+            assert code == 0, (tmp_path / "daemon.log").read_text()

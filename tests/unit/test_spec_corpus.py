@@ -227,3 +227,18 @@ def test_a_crash_inside_the_loader_is_an_error_not_a_traceback(
     monkeypatch.setattr("weaved.spec.loader.check_spec", explode)
     with pytest.raises(Bug, match=r"w\.yaml: internal error while loading the spec: KeyError"):
         parse_spec_bytes(b"version: 1\n", "w.yaml")
+
+
+def test_a_large_hosts_spec_is_within_the_bounds() -> None:
+    """Issue 16's large host: 1 000 exposed subnets and 1 000 service rules with every key
+    written out (the key and value bounds once refused it at 1 000 keys)."""
+    lines = ["version: 1", "expose:"]
+    lines += [f"  - {{cidr: 10.{100 + i // 250}.{i % 250}.1/24}}" for i in range(1000)]
+    lines += ["services:", "  export:"]
+    lines += [
+        f'    - {{name: s{i}, port: {10000 + i}, to: "10.100.0.{2 + i % 200}:80",'
+        f" protocol: tcp, in_interface: eth0}}"
+        for i in range(1000)
+    ]
+    spec = parse_spec_bytes(("\n".join(lines) + "\n").encode(), "w.yaml")
+    assert len(spec.expose) == 1000 and len(spec.services.export) == 1000

@@ -54,15 +54,19 @@ class KernelDataplane:
             return kinds is None or any(k in kinds for k in group)
 
         resources = []
-        bridge, foreign_bridge = self.netlink.observe_bridge() if wanted(Kind.LINK) else (None, "")
+        # One link dump serves the bridge, its ports and the routes' devices.
+        links = self.netlink.links() if wanted(*NETLINK_KINDS) else {}
+        bridge, foreign_bridge = (
+            self.netlink.observe_bridge(links) if wanted(Kind.LINK) else (None, "")
+        )
         if bridge is not None:
             resources.append(bridge)
-        ports = self.netlink.observe_ports(PORT_PREFIX) if wanted(Kind.PORT) else {}
+        ports = self.netlink.observe_ports(links, PORT_PREFIX) if wanted(Kind.PORT) else {}
         if wanted(Kind.ADDR):
-            resources += self.netlink.observe_addresses()
+            resources += self.netlink.observe_addresses(links)
         host_routes: list[HostRoute] = []
         if wanted(Kind.ROUTE):
-            routes, host_routes = self.netlink.observe_routes()
+            routes, host_routes = self.netlink.observe_routes(links)
             resources += routes
         sysctls: dict[str, str] = {}
         if wanted(Kind.SYSCTL):

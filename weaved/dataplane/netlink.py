@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import ipaddress
+from collections.abc import Mapping
 from typing import Any
 
 from pyroute2 import IPRoute
@@ -11,7 +12,8 @@ from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.rtnl.ifaddrmsg import IFA_F_NOPREFIXROUTE
 
 from weaved.compile.facts import HostRoute
-from weaved.dataplane import brport, sysctl
+from weaved.dataplane import brport, rtnl, sysctl
+from weaved.dataplane.rtnl import Link, Rtnl
 from weaved.errors import ApplyError
 from weaved.model.host import PortFlags, PortRow
 from weaved.model.resources import ADDR_LABEL, ALIAS, BRIDGE, RTPROT_WEAVED, Kind, Resource, attrs
@@ -25,29 +27,32 @@ SCOPE_NAMES = {v: k for k, v in SCOPES.items()}
 
 class Netlink:
     def __init__(self) -> None:
-        self.ipr = IPRoute()
+        self.ipr = IPRoute()  # writes
+        self.rtnl = Rtnl()  # reads: dumps decoded only as far as weaved looks
         self.writes = 0
 
     def close(self) -> None:
         self.ipr.close()
+        self.rtnl.close()
 
     # --- observe -------------------------------------------------------------------------
     def index(self, ifname: str) -> int | None:
-        found = self.ipr.link_lookup(ifname=ifname)
-        return int(found[0]) if found else None
+        link = self.rtnl.link(name=ifname)
+        return link.index if link is not None else None
 
-    def observe_bridge(self) -> tuple[Resource | None, str]:
+    def links(self) -> dict[str, Link]:
+        """Every link by name: one dump that the bridge, ports and routes are all read from."""
+        return {link.name: link for link in self.rtnl.links()}
+
+    def observe_bridge(self, links: Mapping[str, Link]) -> tuple[Resource | None, str]:
         """(our bridge, or None; what the link named like it is when it is not ours). A link
         is ours only with the alias weaved gives its bridge: a name proves nothing."""
-        idx = self.index(BRIDGE)
-        if idx is None:
+        link = links.get(BRIDGE)
+        if link is None:
             return None, ""
-        link = self.ipr.get_links(idx)[0]
-        info = link.get_attr("IFLA_LINKINFO")
-        kind = info.get_attr("IFLA_INFO_KIND") if info is not None else "unknown"
-        alias = link.get_attr("IFLA_IFALIAS") or ""
-        if alias != ALIAS:
-            shown = f"alias {alias!r}" if alias else "no alias"
+        kind = link.kind or "unknown"
+        if link.alias != ALIAS:
+            shown = f"alias {link.alias!r}" if link.alias else "no alias"
             return None, f"a {kind} with {shown}"
         return (
             Resource(
@@ -55,10 +60,10 @@ class Netlink:
                 Kind.LINK,
                 attrs(
                     type=kind,
-                    mtu=link.get_attr("IFLA_MTU"),
-                    alias=alias,
-                    mac=link.get_attr("IFLA_ADDRESS"),
-                    state="up" if link["flags"] & IFF_UP else "down",
+                    mtu=link.mtu,
+                    alias=link.alias,
+                    mac=link.mac,
+                    state="up" if link.flags & IFF_UP else "down",
                     ipv6_autoconf=sysctl.ipv6_autoconf(BRIDGE),
                     promote_secondaries=sysctl.promote_secondaries(BRIDGE),
                 ),
@@ -66,58 +71,55 @@ class Netlink:
             "",
         )
 
-    def owned_bridge_index(self) -> int | None:
-        idx = self.index(BRIDGE)
-        if idx is None:
-            return None
-        alias = self.ipr.get_links(idx)[0].get_attr("IFLA_IFALIAS") or ""
-        return idx if alias == ALIAS else None
+    def owned_bridge_index(self, links: Mapping[str, Link] | None = None) -> int | None:
+        link = links.get(BRIDGE) if links is not None else self.rtnl.link(name=BRIDGE)
+        return link.index if link is not None and link.alias == ALIAS else None
 
-    def observe_ports(self, prefix: str) -> dict[str, PortRow]:
-        return brport.port_rows(self.ipr, prefix)
+    def observe_ports(self, links: Mapping[str, Link], prefix: str) -> dict[str, PortRow]:
+        return brport.port_rows(links.values(), prefix)
 
-    def observe_addresses(self) -> list[Resource]:
-        idx = self.owned_bridge_index()
+    def observe_addresses(self, links: Mapping[str, Link] | None = None) -> list[Resource]:
+        idx = self.owned_bridge_index(links)
         if idx is None:
             return []
         out = []
-        for msg in self.ipr.get_addr(family=AF_INET, index=idx):
-            label = msg.get_attr("IFA_LABEL")
-            if label != ADDR_LABEL:
+        for addr in self.rtnl.addresses(idx):
+            if addr.label != ADDR_LABEL:
                 continue  # an address someone else put on the bridge: not ours
-            iface = ipaddress.IPv4Interface(f"{msg.get_attr('IFA_ADDRESS')}/{msg['prefixlen']}")
+            iface = ipaddress.IPv4Interface(f"{addr.address}/{addr.prefixlen}")
             out.append(
-                Resource(f"addr/{BRIDGE}/{iface.with_prefixlen}", Kind.ADDR, attrs(label=label))
+                Resource(
+                    f"addr/{BRIDGE}/{iface.with_prefixlen}", Kind.ADDR, attrs(label=addr.label)
+                )
             )
         return out
 
-    def _routes(self) -> list[Any]:
-        return list(self.ipr.get_routes(family=AF_INET, table=MAIN_TABLE))
-
-    def observe_routes(self) -> tuple[list[Resource], list[HostRoute]]:
+    def observe_routes(
+        self, links: Mapping[str, Link] | None = None
+    ) -> tuple[list[Resource], list[HostRoute]]:
+        links = self.links() if links is None else links
         ours: list[Resource] = []
         foreign: list[HostRoute] = []
-        names = {int(link["index"]): link.get_attr("IFLA_IFNAME") for link in self.ipr.get_links()}
-        bridge = self.owned_bridge_index()
-        for msg in self._routes():
-            dst = ipaddress.IPv4Network(f"{msg.get_attr('RTA_DST') or '0.0.0.0'}/{msg['dst_len']}")
-            oif = msg.get_attr("RTA_OIF")
-            dev = names.get(oif or -1, "?")
+        names = {link.index: name for name, link in links.items()}
+        bridge = self.owned_bridge_index(links)
+        for route in self.rtnl.routes(MAIN_TABLE):
+            dst = rtnl.network(route)
+            dev = names.get(route.oif, "?")
             # Ours: our protocol number *and* our bridge; proto 87 elsewhere is someone else's.
-            if msg["proto"] == RTPROT_WEAVED and bridge is not None and oif == bridge:
+            if route.proto == RTPROT_WEAVED and bridge is not None and route.oif == bridge:
                 ours.append(
                     Resource(
                         f"route/{dst}",
                         Kind.ROUTE,
                         attrs(
                             dev=dev,
-                            src=msg.get_attr("RTA_PREFSRC") or "",
-                            scope=SCOPE_NAMES.get(msg["scope"], str(msg["scope"])),
-                            proto=msg["proto"],
+                            src=route.prefsrc,
+                            scope=SCOPE_NAMES.get(route.scope, str(route.scope)),
+                            proto=route.proto,
                         ),
                     )
                 )
-            elif msg["type"] == 1:  # unicast routes only; local/broadcast live in other tables
+            elif route.type == 1:  # unicast routes only; local/broadcast live in other tables
                 foreign.append(HostRoute(dst, dev, f"{dst} dev {dev}"))
         return ours, foreign
 

@@ -2,11 +2,18 @@
 
 Only the tables named `weaved` (families ip and bridge) are ever read or written. A change is
 one transaction that rebuilds the tables whole: the kernel commits all of it or none of it.
+
+Reading is cached by the ruleset's generation: the kernel counts every committed nftables
+transaction in the namespace (anyone's: `nft add rule` by hand too), so while that number stays
+the same the tables are what they were at the last listing, and a no-op plan costs one small
+netlink request instead of listing (and parsing) thousands of rules.
 """
 
 from __future__ import annotations
 
 import re
+import socket
+import struct
 from typing import Any
 
 from weaved.errors import ApplyError, DependencyError
@@ -103,12 +110,52 @@ def parse_listing(family: str, text: str) -> list[Resource]:
     return out
 
 
+NETLINK_NETFILTER = 12
+NFT_MSG_GETGEN = (10 << 8) | 16  # NFNL_SUBSYS_NFTABLES, NFT_MSG_GETGEN
+NFT_MSG_NEWGEN = (10 << 8) | 15
+NFTA_GEN_ID = 1
+
+
+def ruleset_generation() -> int | None:
+    """The namespace's nftables generation (bumped by every committed transaction); None when
+    it cannot be read (then nothing is cached)."""
+    try:
+        with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER) as sock:
+            sock.settimeout(2.0)
+            sock.bind((0, 0))
+            body = struct.pack("=BBH", socket.AF_UNSPEC, 0, 0)  # nfgenmsg
+            sock.send(struct.pack("=IHHII", 16 + len(body), NFT_MSG_GETGEN, 1, 1, 0) + body)
+            data = sock.recv(4096)
+    except OSError:
+        return None
+    if len(data) < 20 or struct.unpack_from("=H", data, 4)[0] != NFT_MSG_NEWGEN:
+        return None
+    offset, end = 20, min(len(data), struct.unpack_from("=I", data, 0)[0])
+    while offset + 4 <= end:
+        length, kind = struct.unpack_from("=HH", data, offset)
+        if length < 4:
+            break
+        if kind & 0x3FFF == NFTA_GEN_ID and length >= 8:
+            return int(struct.unpack_from("!I", data, offset + 4)[0])
+        offset += (length + 3) & ~3
+    return None
+
+
 class Nft:
     def __init__(self) -> None:
         self.nft = _load_binding()
         self.writes = 0
+        self._listed: tuple[int, list[Resource]] | None = None  # (generation, what was listed)
 
     def observe(self) -> list[Resource]:
+        generation = ruleset_generation()  # before listing: a change meanwhile bumps it again
+        if generation is not None and self._listed is not None and self._listed[0] == generation:
+            return list(self._listed[1])
+        out = self._list()
+        self._listed = None if generation is None else (generation, out)
+        return list(out)
+
+    def _list(self) -> list[Resource]:
         out: list[Resource] = []
         for family in FAMILIES:
             rc, text, err = self.nft.cmd(f"list table {family} {NFT_TABLE}")

@@ -91,6 +91,8 @@ def make_plan(desired: State, observed: State, deferred: Sequence[tuple[str, str
         if have is None:
             changes.append(Change(Action.CREATE, key, want.kind, None, want, note=want.note))
             continue
+        if have.attrs == want.attrs:
+            continue  # the common case, without building the attributes' dicts
         fields = _differing(have, want)
         if not fields:
             continue
