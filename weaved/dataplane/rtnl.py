@@ -50,6 +50,7 @@ IFA_ADDRESS, IFA_LOCAL, IFA_LABEL = 1, 2, 3
 RTA_DST, RTA_OIF, RTA_PREFSRC, RTA_TABLE = 1, 4, 7, 15
 NDA_DST, NDA_LLADDR, NDA_PORT, NDA_MASTER = 1, 2, 6, 9
 NLA_TYPE_MASK = 0x3FFF
+NTF_SELF = 0x02
 _BRPORT_FLAGS = {
     IFLA_BRPORT_MODE: "hairpin",
     IFLA_BRPORT_LEARNING: "learning",
@@ -262,13 +263,17 @@ class Rtnl:
     # --- bridge forwarding database -------------------------------------------------------
     def fdb(self, master: int = 0, ifindex: int = 0) -> list[Fdb]:
         """Bridge FDB entries: of the ports of bridge `master` and the bridge itself, or of
-        the port `ifindex` (what `bridge fdb show br B` / `dev D` print)."""
+        the port `ifindex` (what `bridge fdb show br B` / `dev D` print). With `master`, the
+        devices' own entries (NTF_SELF: a port's multicast list, three of every five entries
+        with many containers) are skipped undecoded: they never carry NDA_MASTER."""
         body = _NDMSG.pack(socket.AF_BRIDGE, ifindex, 0, 0, 0)
         if master:
             body += _attr(NDA_MASTER, _U32.pack(master))
         out = []
         for data, start, end in self._request(RTM_GETNEIGH, NLM_F_REQUEST | NLM_F_DUMP, body):
             _family, index, state, flags, _type = _NDMSG.unpack_from(data, start)
+            if master and flags & NTF_SELF:
+                continue
             mac, dst, port, owner = "", None, None, 0
             for kind, a, b in attrs(data, start + _NDMSG.size, end):
                 if kind == NDA_LLADDR:
