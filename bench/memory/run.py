@@ -5,10 +5,11 @@ The process measured (the "target") runs what the daemon runs for these: a mesh 
 the sleeve overlay and a DnsService on the `nameserver` channel (the kernel parts, which hold
 nothing per peer, are left out so no root is needed). This process runs N fake peers
 (real routers on loopback, the real protocol); peer 0 dials the target, the others form a
-mesh among themselves; once the target knows every peer, peer 0 gossips names/N DNS names
-per peer with that peer as origin. Printed: the target's RSS once
+mesh among themselves (a ring plus a random link each, no discovery); the target discovers
+them and connects to every one, as a daemon does. Once the target knows every peer, peer 0
+gossips names/N DNS names per peer with that peer as origin. Printed: the target's RSS once
 it holds every peer and every name (target: <= 80 MB), then during --churn seconds of peer
-restarts (a random fake peer is stopped and started again with a new UID and its names) the
+restarts (a random fake peer is stopped and started again with a new UID) the
 RSS every few seconds and its least-squares slope in MB/min (target: flat).
 
     .venv/bin/python bench/memory/run.py [--peers 250] [--names 5000] [--churn 120]
