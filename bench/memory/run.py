@@ -34,7 +34,7 @@ from weaved.datapath.overlays import OVERLAYS
 from weaved.dns.gossiper import DnsGossipData
 from weaved.dns.service import DnsConfig, DnsService
 from weaved.dns.zone import Entry
-from weaved.mesh.gossip import SurrogateData
+from weaved.mesh.gossip import SurrogateGossiper
 from weaved.mesh.gossip_api import GossipData, PeerName
 from weaved.mesh.router import MeshConfig, Router
 
@@ -130,21 +130,12 @@ def _trace_on_signals() -> None:
     loop.add_signal_handler(signal.SIGUSR2, dump)
 
 
-class SettledDns:
+class SettledDns(SurrogateGossiper):
     """The `nameserver` channel of a fake peer that already holds every name: broadcasts are
     passed on along their tree (as weaveDNS does), gossip brings nothing new. Without it the
     fakes ran surrogates, which relay every distinct full state they see, so each full state
     the target sent a restarted peer came back through most of its 250 connections (5 000
     names each time): a mesh of peers without weaveDNS, not the daemon's case."""
-
-    def on_gossip_unicast(self, sender: PeerName, payload: bytes) -> None:
-        return None
-
-    def on_gossip_broadcast(self, sender: PeerName, payload: bytes) -> GossipData | None:
-        return SurrogateData((payload,))
-
-    def gossip(self) -> GossipData | None:
-        return None
 
     def on_gossip(self, payload: bytes) -> GossipData | None:
         return None
@@ -194,7 +185,7 @@ class FakePeer:
             )
             self.dns.join_mesh(self.router)
         else:
-            self.router.add_channel("nameserver", SettledDns())
+            self.router.add_channel("nameserver", SettledDns(time.monotonic))
         await self.router.start()
         self.router.set_targets(targets)
 
