@@ -133,13 +133,14 @@ def test_killed_and_restarted_containers_come_and_go_five_times(lab: Lab) -> Non
 
 def test_attachments_survive_a_daemon_restart(lab: Lab) -> None:
     (r,) = add(lab, "host3", "rs")
+    add(lab, "host1", "rsq")  # asks from another host (the test runs alone too)
     before = ps(lab, "host3")
     lab.stop_host("host3")
     lab.start_host("host3")
     lab.wait_mesh()
     assert ps(lab, "host3") == before  # re-observed, not recreated
     assert lab.in_container("rs", ["ping", "-c1", "-W2", str(r)]).returncode == 0
-    wait_for(lambda: resolve(lab, "nx", "rs.weave.local") == [str(r)], timeout=30, interval=0.5)
+    wait_for(lambda: resolve(lab, "rsq", "rs.weave.local") == [str(r)], timeout=30, interval=0.5)
 
 
 def test_names_outside_the_domain_go_upstream(
@@ -170,12 +171,15 @@ def test_names_outside_the_domain_go_upstream(
         stderr=subprocess.DEVNULL,
     )
     try:
+        add(lab, "host1", "up1")  # its own asker: the test runs alone too
         spec = Path(lab.host("host1").spec)
         edit_spec(spec, lambda doc: doc["dns"].__setitem__("upstream", ["192.0.2.1"]))
         wait_for(
-            lambda: resolve(lab, "nx", "known.example") == ["203.0.113.7"], timeout=20, interval=0.5
+            lambda: resolve(lab, "up1", "known.example") == ["203.0.113.7"],
+            timeout=20,
+            interval=0.5,
         )
-        out = lab.in_container("nx", ["dig", "+time=2", "nothing.example"]).stdout
+        out = lab.in_container("up1", ["dig", "+time=2", "nothing.example"]).stdout
         assert "status: NXDOMAIN" in out
         status = lab.exec("host1", ["weaved", "status"], capture=True).stdout
         assert "Upstream: 192.0.2.1" in status
