@@ -14,6 +14,7 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from weaved.attach.kernel import IFF_UP, Changes, link_kind, nl, nsid, sysctl
+from weaved.dataplane.brport import port_data
 from weaved.errors import ConflictError, DependencyError
 from weaved.model.resources import ALIAS, BRIDGE
 
@@ -59,7 +60,8 @@ def configure_port(
     if mtu and link.get_attr("IFLA_MTU") != mtu:
         nl(f"set {name} mtu {mtu}", ipr.link, "set", index=index, mtu=mtu)
         changes.append(f"{name}: mtu {link.get_attr('IFLA_MTU')} → {mtu}")
-    hairpin_now = _hairpin_of(link)
+    port = port_data(link)
+    hairpin_now = bool(port.get_attr("IFLA_BRPORT_MODE")) if port is not None else False
     if link.get_attr("IFLA_MASTER") != bridge_index:
         nl(f"set {name} master {BRIDGE}", ipr.link, "set", index=index, master=bridge_index)
         changes.append(f"{name}: master {BRIDGE}")
@@ -75,15 +77,6 @@ def configure_port(
     if not link["flags"] & IFF_UP:
         nl(f"set {name} up", ipr.link, "set", index=index, state="up")
         changes.append(f"{name}: up")
-
-
-def _hairpin_of(link: Any) -> bool:
-    """Hairpin mode of a bridge port, from its own link message (IFLA_INFO_SLAVE_DATA)."""
-    info = link.get_attr("IFLA_LINKINFO")
-    port = info.get_attr("IFLA_INFO_SLAVE_DATA") if info is not None else None
-    if port is None or info.get_attr("IFLA_INFO_SLAVE_KIND") != "bridge":
-        return False
-    return bool(port.get_attr("IFLA_BRPORT_MODE"))
 
 
 def host_peer(ipr: IPRoute, netns_id: int | None, peer_index: int) -> Any | None:

@@ -14,6 +14,16 @@ from weaved.model.host import PortFlags, PortRow
 IFF_UP = 1
 
 
+def port_data(link: Any) -> Any | None:
+    """A pyroute2 link message's bridge-port attributes (IFLA_INFO_SLAVE_DATA) when the link
+    is a bridge port, else None: a port's flags come with its own link, no dump of the
+    bridge's ports needed."""
+    info = link.get_attr("IFLA_LINKINFO")
+    if info is None or info.get_attr("IFLA_INFO_SLAVE_KIND") != "bridge":
+        return None
+    return info.get_attr("IFLA_INFO_SLAVE_DATA")
+
+
 def hairpin_mode(ipr: Any, index: int) -> bool | None:
     """Whether the bridge port `index` has hairpin mode on; None when it is not a port.
     One link is asked for (its bridge-port data), never the whole bridge's dump."""
@@ -21,10 +31,7 @@ def hairpin_mode(ipr: Any, index: int) -> bool | None:
         link = ipr.get_links(index)[0]
     except NetlinkError:
         return None
-    info = link.get_attr("IFLA_LINKINFO")
-    if info is None or info.get_attr("IFLA_INFO_SLAVE_KIND") != "bridge":
-        return None
-    data = info.get_attr("IFLA_INFO_SLAVE_DATA")
+    data = port_data(link)
     mode = data.get_attr("IFLA_BRPORT_MODE") if data is not None else None
     return None if mode is None else bool(mode)
 

@@ -16,6 +16,7 @@ import socket
 import struct
 from typing import Any
 
+from weaved.dataplane import rtnl
 from weaved.errors import ApplyError, DependencyError
 from weaved.model.resources import NFT_TABLE, Kind, Resource, State, attrs
 
@@ -124,20 +125,19 @@ def ruleset_generation() -> int | None:
             sock.settimeout(2.0)
             sock.bind((0, 0))
             body = struct.pack("=BBH", socket.AF_UNSPEC, 0, 0)  # nfgenmsg
-            sock.send(struct.pack("=IHHII", 16 + len(body), NFT_MSG_GETGEN, 1, 1, 0) + body)
+            header = rtnl.HEADER.pack(rtnl.HEADER.size + len(body), NFT_MSG_GETGEN, 1, 1, 0)
+            sock.send(header + body)
             data = sock.recv(4096)
     except OSError:
         return None
-    if len(data) < 20 or struct.unpack_from("=H", data, 4)[0] != NFT_MSG_NEWGEN:
+    if len(data) < rtnl.HEADER.size + 4:
         return None
-    offset, end = 20, min(len(data), struct.unpack_from("=I", data, 0)[0])
-    while offset + 4 <= end:
-        length, kind = struct.unpack_from("=HH", data, offset)
-        if length < 4:
-            break
-        if kind & 0x3FFF == NFTA_GEN_ID and length >= 8:
-            return int(struct.unpack_from("!I", data, offset + 4)[0])
-        offset += (length + 3) & ~3
+    length, kind, _flags, _seq, _pid = rtnl.HEADER.unpack_from(data)
+    if kind != NFT_MSG_NEWGEN:
+        return None
+    for attr, start, stop in rtnl.attrs(data, rtnl.HEADER.size + 4, min(len(data), length)):
+        if attr == NFTA_GEN_ID and stop - start >= 4:
+            return int(struct.unpack_from("!I", data, start)[0])
     return None
 
 

@@ -30,7 +30,7 @@ RTM_GETADDR = 22
 RTM_GETROUTE = 26
 RTM_GETNEIGH = 30
 
-_HDR = struct.Struct("=IHHII")  # nlmsghdr: len, type, flags, seq, pid
+HEADER = struct.Struct("=IHHII")  # nlmsghdr: len, type, flags, seq, pid
 _ATTR = struct.Struct("=HH")
 _IFINFO = struct.Struct("=BxHiII")  # family, type, index, flags, change
 _IFADDR = struct.Struct("=BBBBi")  # family, prefixlen, flags, scope, index
@@ -164,16 +164,16 @@ class Rtnl:
         for _attempt in range(3):
             self.seq += 1
             seq = self.seq
-            self.sock.send(_HDR.pack(_HDR.size + len(body), kind, flags, seq, 0) + body)
+            self.sock.send(HEADER.pack(HEADER.size + len(body), kind, flags, seq, 0) + body)
             answers: list[tuple[bytes, int, int]] = []
             interrupted = False
             done = False
             while not done:
                 data = self.sock.recv(1 << 20)
                 offset = 0
-                while offset + _HDR.size <= len(data):
-                    length, mtype, mflags, mseq, _pid = _HDR.unpack_from(data, offset)
-                    if length < _HDR.size:
+                while offset + HEADER.size <= len(data):
+                    length, mtype, mflags, mseq, _pid = HEADER.unpack_from(data, offset)
+                    if length < HEADER.size:
                         break
                     end = offset + length
                     if mseq == seq:
@@ -181,12 +181,12 @@ class Rtnl:
                         if mtype == NLMSG_DONE:
                             done = True
                         elif mtype == NLMSG_ERROR:
-                            code = struct.unpack_from("=i", data, offset + _HDR.size)[0]
+                            code = struct.unpack_from("=i", data, offset + HEADER.size)[0]
                             if code:
                                 raise DumpError(-code, os.strerror(-code))
                             done = True
                         else:
-                            answers.append((data, offset + _HDR.size, end))
+                            answers.append((data, offset + HEADER.size, end))
                     offset = (end + 3) & ~3
                 if not flags & NLM_F_DUMP and answers:
                     done = True

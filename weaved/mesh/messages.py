@@ -185,45 +185,38 @@ def _item(dec: gob.Decoder, typ: gob.GobType, what: str) -> object:
         raise MessageError(f"gossip envelope: bad {what}: {type(e).__name__}: {e}") from e
 
 
-def _uint_at(buf: bytes, pos: int) -> tuple[int, int]:
-    """A gob unsigned integer at `pos` and the position after it (IndexError when short)."""
-    b = buf[pos]
-    if b < 0x80:
-        return b, pos + 1
-    n = 256 - b
-    end = pos + 1 + n
-    if n > 8 or end > len(buf):
-        raise IndexError("bad integer")
-    return int.from_bytes(buf[pos + 1 : end], "big"), end
-
-
-def _value_at(buf: bytes, pos: int, type_byte: int) -> tuple[int, int, int]:
-    """A top-level gob message of one predeclared type at `pos`: (first value byte, end of the
-    message, the value's leading uint). IndexError when it is anything else."""
-    length, start = _uint_at(buf, pos)
+def _value_at(r: gob.Reader, type_byte: int) -> tuple[int, int, int]:
+    """A top-level gob message of one predeclared type at the cursor: (first value byte, end
+    of the message, the value's leading uint); the cursor is left at that first value byte.
+    GobError when it is anything else."""
+    length = r.uint()
+    start = r.pos
     end = start + length
-    if end > len(buf) or buf[start] != type_byte or buf[start + 1] != 0:
-        raise IndexError("not the usual envelope")
-    value, at = _uint_at(buf, start + 2)
-    return at, end, value
+    if end > r.end or r.buf[start] != type_byte or r.buf[start + 1] != 0:
+        raise gob.GobError("not the usual envelope")
+    r.pos = start + 2
+    value = r.uint()
+    return r.pos, end, value
 
 
 def _fast_gossip(tag: Tag, body: bytes) -> Message | None:
     """Gossip and broadcast envelopes as every encoder writes them (a string, a uint and a
     []byte message, gob type ids 6, 3 and 5), read without a decoder: this runs for every
     topology message. None for anything else, which the decoder then reads and judges."""
+    r = gob.Reader(body, 1, len(body))
     try:
-        at, end, size = _value_at(body, 1, 0x0C)
+        at, end, size = _value_at(r, 0x0C)
         if at + size != end:
             return None
         channel = body[at:end].decode("utf-8", "surrogateescape")
-        at, end, sender = _value_at(body, end, 0x06)
+        r.pos = end
+        at, end, sender = _value_at(r, 0x06)
         if at != end:
             return None
-        at, end, size = _value_at(body, end, 0x0A)
+        at, end, size = _value_at(r, 0x0A)
         if at + size != end or end != len(body):
             return None
-    except IndexError:
+    except (gob.GobError, IndexError):
         return None
     if tag == Tag.GOSSIP:
         return Gossip(channel, PeerName(sender), body[at:end])

@@ -19,6 +19,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from weaved.datapath.fastdp.config import DEFAULT_UNDERLAY_MTU
 from weaved.datapath.fastdp.fdb import Device, FdbRow, LinkRow
+from weaved.dataplane.brport import port_data
 from weaved.dataplane.rtnl import Rtnl
 from weaved.errors import ApplyError, DependencyError
 from weaved.model.resources import Kind, Resource
@@ -101,8 +102,8 @@ class FastdpKernel:
         port_learning = isolated = None
         # The port's flags come with the link itself (IFLA_INFO_SLAVE_DATA): a dump of every
         # bridge port cost a converge as much as the containers attached.
-        port = info.get_attr("IFLA_INFO_SLAVE_DATA") if master and info is not None else None
-        if port is not None and info.get_attr("IFLA_INFO_SLAVE_KIND") == "bridge":
+        port = port_data(link) if master else None
+        if port is not None:
             port_learning = bool(port.get_attr("IFLA_BRPORT_LEARNING"))
             isolated = bool(port.get_attr("IFLA_BRPORT_ISOLATED"))
         return LinkRow(

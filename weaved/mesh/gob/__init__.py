@@ -45,7 +45,7 @@ from weaved.mesh.gob.descriptors import (
 )
 from weaved.mesh.gob.encoder import Encoder, encode_one
 from weaved.mesh.gob.errors import GobError, GobValueError
-from weaved.mesh.gob.reader import MAX_DECODED_COST, message_spans
+from weaved.mesh.gob.reader import MAX_DECODED_COST, Reader, message_spans
 
 __all__ = [
     "BOOL",
@@ -70,6 +70,7 @@ __all__ = [
     "Map",
     "Opaque",
     "Primitive",
+    "Reader",
     "Slice",
     "Struct",
     "decode_all",
