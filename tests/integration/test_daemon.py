@@ -3,13 +3,16 @@ spec, serve the control API to root only, stop cleanly."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -25,23 +28,31 @@ def mtu(ns: Netns) -> int:
     return int(json.loads(proc.stdout)[0]["mtu"])
 
 
-@pytest.fixture
-def running(tmp_path: Path) -> object:
+@contextlib.contextmanager
+def daemon_ready(tmp_path: Path, resync: str) -> Iterator[tuple[Netns, Path, Any]]:
+    """A daemon on SPEC in a fresh namespace, once its first converge finished; it must stop
+    cleanly afterwards."""
     spec = tmp_path / "weave.yaml"
     spec.write_text(SPEC)
     with netns() as ns:
-        proc = ns.popen_weaved(spec, "daemon", "--resync", "2", log=tmp_path / "daemon.log")
+        proc = ns.popen_weaved(spec, "daemon", "--resync", resync, log=tmp_path / "daemon.log")
         try:
             # Ready = the first converge finished (the socket appears a little earlier).
             wait_for(lambda: (tmp_path / "weaved.sock").exists(), timeout=20)
             wait_for(
                 lambda: "converged at" in ns.weaved(spec, "status", check=False).stdout, timeout=20
             )
-            assert mtu(ns) == 1400
             yield ns, spec, proc
         finally:
             code = stop_process(proc)
             assert code == 0, (tmp_path / "daemon.log").read_text()
+
+
+@pytest.fixture
+def running(tmp_path: Path) -> object:
+    with daemon_ready(tmp_path, "2") as (ns, spec, proc):
+        assert mtu(ns) == 1400
+        yield ns, spec, proc
 
 
 def test_converges_at_start_and_status_shows_it(running: tuple[Netns, Path, object]) -> None:
@@ -154,29 +165,18 @@ def test_the_daemons_plan_shows_hand_made_drift(tmp_path: Path) -> None:
     """The daemon answers `plan` from its last nftables listing while the ruleset's generation
     stays the same, and compiles once per spec: a hand-made change, in nftables or netlink,
     must still show in the next plan (no resync in between to repair it)."""
-    spec = tmp_path / "weave.yaml"
-    spec.write_text(SPEC)
-    with netns() as ns:
-        proc = ns.popen_weaved(spec, "daemon", "--resync", "600", log=tmp_path / "daemon.log")
-        try:
-            wait_for(lambda: (tmp_path / "weaved.sock").exists(), timeout=20)
-            wait_for(
-                lambda: "converged at" in ns.weaved(spec, "status", check=False).stdout, timeout=20
-            )
-            for _ in range(2):  # the second plan is answered from the cached listing
-                plan = ns.weaved(spec, "plan", "--detailed-exitcode", check=False)
-                assert plan.returncode == 0, plan.stdout
-            listing = ns.nft("-a", "list", "chain", "ip", "weaved", "input").stdout
-            line = next(x for x in listing.splitlines() if '"wd:mesh-tcp:' in x)
-            ns.nft("delete", "rule", "ip", "weaved", "input", "handle", line.split()[-1])
-            plan = ns.weaved(spec, "plan", "--detailed-exitcode", check=False)
-            assert plan.returncode == 2 and "+ nft/ip/weaved/input/mesh-tcp" in plan.stdout
-            ns.ip("link", "set", "weave", "mtu", "1300")
-            plan = ns.weaved(spec, "plan", "--detailed-exitcode", check=False)
-            assert "~ link/weave" in plan.stdout and "mesh-tcp" in plan.stdout, plan.stdout
-            ns.weaved(spec, "apply")
+    with daemon_ready(tmp_path, "600") as (ns, spec, _proc):
+        for _ in range(2):  # the second plan is answered from the cached listing
             plan = ns.weaved(spec, "plan", "--detailed-exitcode", check=False)
             assert plan.returncode == 0, plan.stdout
-        finally:
-            code = stop_process(proc)
-            assert code == 0, (tmp_path / "daemon.log").read_text()
+        listing = ns.nft("-a", "list", "chain", "ip", "weaved", "input").stdout
+        line = next(x for x in listing.splitlines() if '"wd:mesh-tcp:' in x)
+        ns.nft("delete", "rule", "ip", "weaved", "input", "handle", line.split()[-1])
+        plan = ns.weaved(spec, "plan", "--detailed-exitcode", check=False)
+        assert plan.returncode == 2 and "+ nft/ip/weaved/input/mesh-tcp" in plan.stdout
+        ns.ip("link", "set", "weave", "mtu", "1300")
+        plan = ns.weaved(spec, "plan", "--detailed-exitcode", check=False)
+        assert "~ link/weave" in plan.stdout and "mesh-tcp" in plan.stdout, plan.stdout
+        ns.weaved(spec, "apply")
+        plan = ns.weaved(spec, "plan", "--detailed-exitcode", check=False)
+        assert plan.returncode == 0, plan.stdout
