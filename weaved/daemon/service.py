@@ -32,7 +32,7 @@ from weaved.daemon.notify import (
 from weaved.daemon.rollout import Guard, Probe, Rollout
 from weaved.daemon.watch import FileKey, file_key, poll_file, watch_file
 from weaved.dataplane.base import Dataplane
-from weaved.engine.reconcile import Applied, RuntimeFacts, apply_spec, plan_spec
+from weaved.engine.reconcile import Applied, CompileCache, RuntimeFacts, apply_spec, plan_spec
 from weaved.errors import WeavedError
 from weaved.mesh.status_text import report_head
 from weaved.model.resources import Resource, State
@@ -110,6 +110,7 @@ class Daemon:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dataplane")
         self._dataplane_factory = dataplane_factory
         self._dataplane: Dataplane | None = None
+        self.compiles = CompileCache()  # the last compile, reused while spec and facts stay
         self.leaving = False  # set by `weaved reset`: hand our IPAM space to a live peer
         self._password_watch: tuple[str | None, asyncio.Task[None] | None] = (None, None)
         self.rollout = Rollout(self)
@@ -253,7 +254,9 @@ class Daemon:
     async def _converge_spec(self, spec: Spec, record: ConvergeRecord) -> None:
         facts = self.runtime_facts()
         try:
-            applied: Applied = await self.on_dataplane(lambda dp: apply_spec(spec, dp, facts))
+            applied: Applied = await self.on_dataplane(
+                lambda dp: apply_spec(spec, dp, facts, self.compiles)
+            )
             parts = self.components_plan(spec)
             for component in self.components:
                 record.writes += component.converge(spec)
@@ -416,7 +419,7 @@ class Daemon:
     async def _plan(self, req: Request) -> Response:
         spec = await self._spec_for(req)
         facts = self.runtime_facts()
-        planned = await self.on_dataplane(lambda dp: plan_spec(spec, dp, facts))
+        planned = await self.on_dataplane(lambda dp: plan_spec(spec, dp, facts, self.compiles))
         plan = merge_plans(planned.plan, self.components_plan(spec))
         text = render_plan(plan)
         if self.rollout.last is not None:  # what the file on disk would change again

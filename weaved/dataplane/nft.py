@@ -1,7 +1,8 @@
 """weaved's nftables tables through libnftables (Debian's python3-nftables binding).
 
 Only the tables named `weaved` (families ip and bridge) are ever read or written. A change is
-one transaction that rebuilds the tables whole: the kernel commits all of it or none of it.
+one transaction, committed by the kernel all or nothing: the rules that differ, by handle, when
+the tables are otherwise as last listed (`nft_delta`), else the tables rebuilt whole.
 
 Reading is cached by the ruleset's generation: the kernel counts every committed nftables
 transaction in the namespace (anyone's: `nft add rule` by hand too), so while that number stays
@@ -11,16 +12,25 @@ netlink request instead of listing (and parsing) thousands of rules.
 
 from __future__ import annotations
 
-import re
+import logging
 import socket
 import struct
 from typing import Any
 
 from weaved.dataplane import rtnl
+from weaved.dataplane.nft_delta import (
+    ListedRule,
+    Listing,
+    delta_script,
+    echoed,
+    listed_resource,
+    parse_listing,
+    rule_line,
+)
 from weaved.errors import ApplyError, DependencyError
-from weaved.model.resources import NFT_TABLE, Kind, Resource, State, attrs
+from weaved.model.resources import NFT_TABLE, Kind, Resource, State
 
-COMMENT_PREFIX = "wd:"
+log = logging.getLogger(__name__)
 FAMILIES = ("ip", "bridge")
 
 
@@ -35,13 +45,8 @@ def _load_binding() -> Any:
     return nftables.Nftables()
 
 
-def rule_comment(resource: Resource) -> str:
-    rule_id = resource.key.rsplit("/", 1)[1]
-    return f"{COMMENT_PREFIX}{rule_id}:{resource.get('hash')}"
-
-
 def render_script(desired: State) -> str:
-    """The transaction that makes the kernel's weaved tables equal to `desired`."""
+    """The transaction that rebuilds the kernel's weaved tables whole as `desired`."""
     lines: list[str] = []
     tables = {r.get("family") for r in desired.by_kind(Kind.NFT_TABLE)}
     for family in FAMILIES:
@@ -62,53 +67,10 @@ def render_script(desired: State) -> str:
             )
             for rule in desired.by_kind(Kind.NFT_RULE):
                 if rule.get("chain") == f"{family} {name}":
-                    lines.append(f'    {rule.body} comment "{rule_comment(rule)}"')
+                    lines.append(f"    {rule_line(rule)}")
             lines.append("  }")
         lines.append("}")
     return "\n".join(lines) + "\n"
-
-
-# `nft list` prints standard priorities by name; these are their numbers per family.
-NAMED_PRIORITIES = {
-    "ip": {"raw": -300, "mangle": -150, "dstnat": -100, "filter": 0, "security": 50, "srcnat": 100},
-    "bridge": {"dstnat": -300, "filter": -200, "out": 100, "srcnat": 300},
-}
-_CHAIN = re.compile(r"^\tchain (\S+) \{$")
-_HOOK = re.compile(r"^\t\ttype (\S+) hook (\S+) priority ([^;]+); policy (\S+);$")
-_COMMENT = re.compile(r' comment "wd:([^"]*)"$')
-
-
-def parse_listing(family: str, text: str) -> list[Resource]:
-    """weaved's objects from `nft list table` text output.
-
-    The text form is parsed rather than JSON because libnftables produces it about three times
-    faster, and only the chain headers and rule comments matter here."""
-    out = [Resource(f"nft/{family}/{NFT_TABLE}", Kind.NFT_TABLE, attrs(family=family))]
-    chain = ""
-    for line in text.splitlines():
-        if m := _CHAIN.match(line):
-            chain = m.group(1)
-        elif (m := _HOOK.match(line)) and chain:
-            prio_text = m.group(3).strip()
-            names = NAMED_PRIORITIES.get(family, {})
-            prio = names[prio_text] if prio_text in names else int(prio_text)
-            out.append(
-                Resource(
-                    f"nft/{family}/{NFT_TABLE}/{chain}",
-                    Kind.NFT_CHAIN,
-                    attrs(type=m.group(1), hook=m.group(2), priority=prio, policy=m.group(4)),
-                )
-            )
-        elif (m := _COMMENT.search(line)) and chain:
-            rule_id, _, digest = m.group(1).rpartition(":")
-            out.append(
-                Resource(
-                    f"nft/{family}/{NFT_TABLE}/{chain}/{rule_id}",
-                    Kind.NFT_RULE,
-                    attrs(chain=f"{family} {chain}", hash=digest),
-                )
-            )
-    return out
 
 
 NETLINK_NETFILTER = 12
@@ -144,31 +106,96 @@ def ruleset_generation() -> int | None:
 class Nft:
     def __init__(self) -> None:
         self.nft = _load_binding()
+        self.nft.set_handle_output(True)  # listings show each rule's handle
         self.writes = 0
-        self._listed: tuple[int, list[Resource]] | None = None  # (generation, what was listed)
+        self.rebuilds = 0  # transactions that rewrote the tables whole
+        self._listed: tuple[int, Listing] | None = None  # (generation, what was listed)
 
     def observe(self) -> list[Resource]:
+        return list(self._listing().resources)
+
+    def _listing(self) -> Listing:
         generation = ruleset_generation()  # before listing: a change meanwhile bumps it again
         if generation is not None and self._listed is not None and self._listed[0] == generation:
-            return list(self._listed[1])
-        out = self._list()
-        self._listed = None if generation is None else (generation, out)
-        return list(out)
+            return self._listed[1]
+        listing = self._list()
+        self._listed = None if generation is None else (generation, listing)
+        return listing
 
-    def _list(self) -> list[Resource]:
-        out: list[Resource] = []
+    def _list(self) -> Listing:
+        resources: list[Resource] = []
+        chains: dict[tuple[str, str], tuple[ListedRule, ...]] = {}
+        others = False
         for family in FAMILIES:
             rc, text, err = self.nft.cmd(f"list table {family} {NFT_TABLE}")
             if rc != 0:
                 if "No such file or directory" in err:
                     continue
                 raise ApplyError(f"nft list table {family} {NFT_TABLE}: {err.strip()}")
-            out += parse_listing(family, text)
-        return out
+            listing = parse_listing(family, text)
+            resources += listing.resources
+            chains.update(listing.chains)
+            others |= listing.others
+        return Listing(tuple(resources), chains, others)
 
     def commit(self, desired: State) -> None:
-        script = render_script(desired)
-        rc, _, err = self.nft.cmd(script)
+        """Make weaved's tables equal to `desired` in one transaction: only the rules that
+        differ when the tables are otherwise as listed (and nobody changed them since), or the
+        tables rebuilt whole."""
+        if self._commit_delta(desired):
+            return
+        rc, _, err = self.nft.cmd(render_script(desired))
         if rc != 0:
             raise ApplyError(f"nftables transaction refused, nothing was changed: {err.strip()}")
         self.writes += 1
+        self.rebuilds += 1
+
+    def _commit_delta(self, desired: State) -> bool:
+        """The rules that differ, replaced/inserted/deleted by handle; False when only a
+        rebuild can do it (nothing was changed then). The kernel's echo of the transaction
+        names the new rules' handles and the generation it made, so the listing stays known
+        without listing again when no one else committed in between."""
+        listed = self._listed
+        if listed is None or ruleset_generation() != listed[0]:
+            return False
+        delta = delta_script(desired, listed[1])
+        if delta is None:
+            return False
+        script, after = delta
+        if not script:
+            return True
+        self.nft.set_echo_output(True)
+        try:
+            rc, out, err = self.nft.cmd(script)
+        finally:
+            self.nft.set_echo_output(False)
+        if rc != 0:  # e.g. a rule deleted by hand meanwhile: the rebuild is always right
+            log.debug("nft delta refused, rebuilding error=%s", err.strip())
+            return False
+        self.writes += 1
+        handles, generation = echoed(out)
+        self._listed = None
+        if generation is None:
+            generation = ruleset_generation()
+        if generation != listed[0] + 1:
+            return True  # someone else committed too: the next observe lists again
+        chains = dict(listed[1].chains)
+        for key, rules in after.items():
+            # A rule written now is known from the kernel's echo of it, not from our script.
+            same = {(r.rule_id, r.digest) for r in chains.get(key, ())}
+            chains[key] = tuple(
+                r
+                if (r.rule_id, r.digest) in same
+                else ListedRule(r.rule_id, r.digest, handles.get((key, _comment(r)), 0))
+                for r in rules
+            )
+            if any(r.handle == 0 for r in chains[key]):
+                return True  # not echoed as written: list again
+        resources = [r for r in listed[1].resources if r.kind is not Kind.NFT_RULE]
+        resources += [listed_resource(f, c, r) for (f, c), rules in chains.items() for r in rules]
+        self._listed = (generation, Listing(tuple(resources), chains, listed[1].others))
+        return True
+
+
+def _comment(rule: ListedRule) -> str:
+    return f"{rule.rule_id}:{rule.digest}"

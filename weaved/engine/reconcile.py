@@ -79,39 +79,51 @@ def owned(observation: Observation, desired: State) -> State:
     return observed_view(observation.state, desired, observation.ports, observation.sysctls)
 
 
-_last_compiled: tuple[Spec, Facts, Compiled] | None = None
-_compile_lock = threading.Lock()
-
-
-def compiled_for(spec: Spec, facts: Facts) -> Compiled:
+class CompileCache:
     """compile_spec, remembered for the last (spec, facts): compile is pure, and the daemon
     plans the same spec object against the same facts at every resync of a healthy host (1 000
     service rules are ~0.15 s of compiling). The spec is compared by identity (the daemon
-    replaces it on every edit), the facts by value."""
-    global _last_compiled
-    with _compile_lock:
-        last = _last_compiled
-    if last is not None and last[0] is spec and last[1] == facts:
-        return last[2]
-    compiled = compile_spec(spec, facts)
-    with _compile_lock:
-        _last_compiled = (spec, facts, compiled)
-    return compiled
+    replaces it on every edit), the facts by value. One per daemon (its dataplane thread and
+    its plan requests share it)."""
+
+    def __init__(self) -> None:
+        self._last: tuple[Spec, Facts, Compiled] | None = None
+        self._lock = threading.Lock()
+
+    def compiled(self, spec: Spec, facts: Facts) -> Compiled:
+        with self._lock:
+            last = self._last
+        if last is not None and last[0] is spec and last[1] == facts:
+            return last[2]
+        compiled = compile_spec(spec, facts)
+        with self._lock:
+            self._last = (spec, facts, compiled)
+        return compiled
 
 
-def plan_spec(spec: Spec, dataplane: Dataplane, runtime: RuntimeFacts | None = None) -> Planned:
+def plan_spec(
+    spec: Spec,
+    dataplane: Dataplane,
+    runtime: RuntimeFacts | None = None,
+    compiles: CompileCache | None = None,
+) -> Planned:
     observation = dataplane.observe()
     facts = facts_for(spec, observation, runtime or RuntimeFacts())
-    compiled = compiled_for(spec, facts)
+    compiled = compile_spec(spec, facts) if compiles is None else compiles.compiled(spec, facts)
     deferred = tuple((d.what, d.reason) for d in compiled.deferred)
     plan = make_plan(compiled.state, owned(observation, compiled.state), deferred)
     return Planned(plan, compiled, observation, facts.peer_name)
 
 
-def apply_spec(spec: Spec, dataplane: Dataplane, runtime: RuntimeFacts | None = None) -> Applied:
+def apply_spec(
+    spec: Spec,
+    dataplane: Dataplane,
+    runtime: RuntimeFacts | None = None,
+    compiles: CompileCache | None = None,
+) -> Applied:
     """Converge and verify; a plan that is already empty makes no kernel write at all."""
     started = time.monotonic()
-    planned = plan_spec(spec, dataplane, runtime)
+    planned = plan_spec(spec, dataplane, runtime, compiles)
     report = ApplyReport()
     if not planned.plan.empty:
         report = dataplane.execute(planned.plan, planned.compiled.state)

@@ -1,0 +1,108 @@
+"""An edit changes only the nftables rules that differ, in place and in order, in one
+transaction; hand-made rules and chains in weaved's table are drift, planned and removed."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import Netns, netns
+from tests.integration.test_apply import keys, plan_json, write_spec
+
+SPEC = """\
+version: 1
+peer: {name: "3e:80:e7:5a:63:a7"}
+expose:
+  - cidr: 10.2.1.1/24
+services:
+  export:
+%s
+"""
+_LINE = re.compile(r'comment "wd:([^:"]+):[^"]*" # handle (\d+)$')
+
+
+def exports(*entries: tuple[str, int, int]) -> str:
+    return SPEC % "\n".join(
+        f'    - {{name: {name}, port: {port}, to: "10.2.1.{20 + port % 200}:{to}"}}'
+        for name, port, to in entries
+    )
+
+
+def rules(ns: Netns, chain: str) -> list[tuple[str, int]]:
+    """(rule id, handle) of weaved's rules in `chain`, in the kernel's order."""
+    text = ns.nft("-a", "list", "chain", "ip", "weaved", chain).stdout
+    return [
+        (m.group(1), int(m.group(2))) for line in text.splitlines() if (m := _LINE.search(line))
+    ]
+
+
+def table_handle(ns: Netns) -> str:
+    return ns.nft("-a", "list", "table", "ip", "weaved").stdout.splitlines()[0]
+
+
+@pytest.fixture
+def ns() -> object:
+    with netns("wdB") as n:
+        yield n
+
+
+def test_an_edited_rule_is_replaced_in_place_and_nothing_else_is_rewritten(
+    ns: Netns, tmp_path: Path
+) -> None:
+    spec = write_spec(tmp_path, exports(("a", 1001, 80), ("b", 1002, 80), ("c", 1003, 80)))
+    ns.weaved(spec, "apply")
+    table, before = table_handle(ns), rules(ns, "prerouting")
+    others = {c: rules(ns, c) for c in ("input", "forward")}
+    spec.write_text(exports(("a", 1001, 80), ("b", 1002, 8080), ("c", 1003, 80)))
+    assert "1 kernel writes" in ns.weaved(spec, "apply").stdout  # one transaction
+    assert table_handle(ns) == table  # the table was not rebuilt
+    assert rules(ns, "prerouting") == before  # same rules, same handles, same order
+    assert "dnat to 10.2.1.22:8080" in ns.nft("list", "chain", "ip", "weaved", "output").stdout
+    assert {c: rules(ns, c) for c in others} == others
+    assert keys(plan_json(ns, spec)) == []
+
+
+def test_added_rules_take_their_place_between_untouched_neighbours(
+    ns: Netns, tmp_path: Path
+) -> None:
+    spec = write_spec(tmp_path, exports(("a", 1001, 80), ("c", 1003, 80)))
+    ns.weaved(spec, "apply")
+    table, before = table_handle(ns), dict(rules(ns, "prerouting"))
+    spec.write_text(exports(("a", 1001, 80), ("b", 1002, 80), ("c", 1003, 80), ("d", 1004, 80)))
+    ns.weaved(spec, "apply")
+    after = rules(ns, "prerouting")
+    assert table_handle(ns) == table
+    ids = [rid for rid, _ in after]
+    assert ids[ids.index("export-a") :][:4] == ["export-a", "export-b", "export-c", "export-d"]
+    assert all(dict(after)[rid] == handle for rid, handle in before.items())
+    spec.write_text(exports(("a", 1001, 80), ("d", 1004, 80)))  # and removed again
+    ns.weaved(spec, "apply")
+    assert [rid for rid, _ in rules(ns, "prerouting") if rid.startswith("export-")] == [
+        "export-a",
+        "export-d",
+    ]
+    assert keys(plan_json(ns, spec)) == []
+
+
+def test_hand_made_rules_and_chains_in_our_table_are_drift(ns: Netns, tmp_path: Path) -> None:
+    spec = write_spec(tmp_path, exports(("a", 1001, 80), ("b", 1002, 80)))
+    ns.weaved(spec, "apply")
+    before = rules(ns, "prerouting")
+    ns.nft("add", "rule", "ip", "weaved", "prerouting", "tcp", "dport", "22", "accept")
+    copy = next(h for rid, h in before if rid == "export-a")
+    listing = ns.nft("-a", "list", "chain", "ip", "weaved", "prerouting").stdout
+    body = next(x for x in listing.splitlines() if f"# handle {copy}" in x).strip()
+    ns.run(["nft", f"add rule ip weaved prerouting {body.rsplit(' # handle', 1)[0]}"])
+    plan = keys(plan_json(ns, spec))
+    assert len(plan) == 2 and all(
+        a == "-" and k.startswith("nft/ip/weaved/prerouting/~handle-") for a, k in plan
+    ), plan
+    ns.weaved(spec, "apply")
+    assert rules(ns, "prerouting") == before
+    assert "dport 22" not in ns.nft("list", "chain", "ip", "weaved", "prerouting").stdout
+    ns.nft("add", "chain", "ip", "weaved", "mine")
+    assert ("-", "nft/ip/weaved/mine") in keys(plan_json(ns, spec))
+    ns.weaved(spec, "apply")
+    assert keys(plan_json(ns, spec)) == []

@@ -1,0 +1,211 @@
+"""weaved's nftables tables as listed (with each rule's handle and place), and the smallest
+transaction that turns them into the desired State (pure: text in, text out).
+
+An edit of one service rule on a host with thousands of rules should not rewrite the table:
+the rules whose comment (`wd:<id>:<hash>`) already says the right thing keep their handle and
+place; a changed rule is replaced in place by its handle, a new one inserted before the next
+rule it must precede, an unwanted one (ours no longer wanted, a hand-added one without our
+comment, a second copy of ours) deleted by handle. Everything else — a table or chain missing
+or different, anything in the table that is not a chain (a set), rules in an order an
+insert cannot fix — is left to the full rebuild (`render_script`), which is always right.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from weaved.model.resources import NFT_TABLE, Kind, Resource, State, attrs
+
+COMMENT_PREFIX = "wd:"
+STRAY = "~handle-"  # key part of a rule in our table without our comment ("~" is no rule id)
+
+
+@dataclass(frozen=True, slots=True)
+class ListedRule:
+    rule_id: str  # STRAY + handle for a rule that is not weaved's (or a second copy of one)
+    digest: str
+    handle: int
+
+
+ChainKey = tuple[str, str]  # (family, chain)
+Chains = Mapping[ChainKey, tuple[ListedRule, ...]]
+
+
+@dataclass(frozen=True)
+class Listing:
+    """What `nft -a list table` showed: weaved's objects, and each chain's rules in order."""
+
+    resources: tuple[Resource, ...]
+    chains: Chains
+    # Something in a table besides chains and rules (a set, a map): only a rebuild knows it.
+    others: bool = False
+
+
+def rule_comment(resource: Resource) -> str:
+    rule_id = resource.key.rsplit("/", 1)[1]
+    return f"{COMMENT_PREFIX}{rule_id}:{resource.get('hash')}"
+
+
+def rule_line(resource: Resource) -> str:
+    return f'{resource.body} comment "{rule_comment(resource)}"'
+
+
+# `nft list` prints standard priorities by name; these are their numbers per family.
+NAMED_PRIORITIES = {
+    "ip": {"raw": -300, "mangle": -150, "dstnat": -100, "filter": 0, "security": 50, "srcnat": 100},
+    "bridge": {"dstnat": -300, "filter": -200, "out": 100, "srcnat": 300},
+}
+_BLOCK = re.compile(r"^\t(\S+) (\S+) \{")  # a table's chain, set, map, … (with -a: "# handle N")
+_HOOK = re.compile(r"^\t\ttype (\S+) hook (\S+) priority ([^;]+); policy (\S+);$")
+_RULE = re.compile(r"^\t\t.*? # handle (\d+)$")
+_COMMENT = re.compile(r' comment "wd:([^"]*)" # handle \d+$')
+
+
+def parse_listing(family: str, text: str) -> Listing:
+    """weaved's objects from `nft -a list table` text output (handles shown).
+
+    The text form is parsed rather than JSON because libnftables produces it about three times
+    faster, and only the chain headers, rule comments and handles matter here."""
+    out = [Resource(f"nft/{family}/{NFT_TABLE}", Kind.NFT_TABLE, attrs(family=family))]
+    chains: dict[ChainKey, list[ListedRule]] = {}
+    chain = ""
+    others = False
+    for line in text.splitlines():
+        if m := _BLOCK.match(line):
+            chain = m.group(2) if m.group(1) == "chain" else ""
+            others |= m.group(1) != "chain"
+            if chain:
+                chains[(family, chain)] = []
+                seen: set[str] = set()
+        elif not chain:
+            continue
+        elif m := _HOOK.match(line):
+            prio_text = m.group(3).strip()
+            names = NAMED_PRIORITIES.get(family, {})
+            prio = names[prio_text] if prio_text in names else int(prio_text)
+            out.append(
+                Resource(
+                    f"nft/{family}/{NFT_TABLE}/{chain}",
+                    Kind.NFT_CHAIN,
+                    attrs(type=m.group(1), hook=m.group(2), priority=prio, policy=m.group(4)),
+                )
+            )
+        elif m := _RULE.match(line):
+            handle = int(m.group(1))
+            rule_id, digest = f"{STRAY}{handle}", ""
+            if c := _COMMENT.search(line):
+                rule_id, _, digest = c.group(1).rpartition(":")
+            if rule_id in seen:  # a second copy of one of ours: not ours
+                rule_id, digest = f"{STRAY}{handle}", ""
+            seen.add(rule_id)
+            chains[(family, chain)].append(ListedRule(rule_id, digest, handle))
+    based = {r.key for r in out}
+    for (fam, name), rules in chains.items():
+        if f"nft/{fam}/{NFT_TABLE}/{name}" not in based:  # no hook: not one of ours
+            out.append(Resource(f"nft/{fam}/{NFT_TABLE}/{name}", Kind.NFT_CHAIN, attrs(hook="-")))
+        out += [listed_resource(fam, name, r) for r in rules]
+    return Listing(tuple(out), {k: tuple(v) for k, v in chains.items()}, others)
+
+
+def listed_resource(family: str, chain: str, rule: ListedRule) -> Resource:
+    return Resource(
+        f"nft/{family}/{NFT_TABLE}/{chain}/{rule.rule_id}",
+        Kind.NFT_RULE,
+        attrs(chain=f"{family} {chain}", hash=rule.digest),
+    )
+
+
+def desired_chains(desired: State) -> dict[ChainKey, list[Resource]]:
+    """Each desired chain's rules in their order (the order of the desired State)."""
+    out: dict[ChainKey, list[Resource]] = {}
+    for chain in desired.by_kind(Kind.NFT_CHAIN):
+        fam, _, name = chain.key.split("/")[1:4]
+        out[(fam, name)] = []
+    for rule in desired.by_kind(Kind.NFT_RULE):
+        fam, _, name = rule.get("chain").partition(" ")
+        out.setdefault((fam, name), []).append(rule)
+    return out
+
+
+def delta_script(desired: State, listing: Listing) -> tuple[str, Chains] | None:
+    """The transaction that makes the listed tables equal to `desired` touching only rules, and
+    each changed chain's rules as they will be (new rules without a handle yet, 0); None when
+    only a rebuild can do it. An empty script: nothing to change."""
+    wanted_meta = {
+        r.key: r for r in (*desired.by_kind(Kind.NFT_TABLE), *desired.by_kind(Kind.NFT_CHAIN))
+    }
+    listed_meta = {
+        r.key: r for r in listing.resources if r.kind in (Kind.NFT_TABLE, Kind.NFT_CHAIN)
+    }
+    if listing.others or wanted_meta != listed_meta:
+        return None
+    wanted = desired_chains(desired)
+    if set(wanted) != set(listing.chains):
+        return None  # a chain without a hook (not in listed_meta) is someone's
+    lines: list[str] = []
+    after: dict[ChainKey, tuple[ListedRule, ...]] = {}
+    for key, rules in wanted.items():
+        script, handles = _chain_delta(key, rules, listing.chains[key])
+        if script:
+            lines += script
+            after[key] = tuple(
+                ListedRule(r.key.rsplit("/", 1)[1], r.get("hash"), handles.get(r.key, 0))
+                for r in rules
+            )
+    return "\n".join(lines) + ("\n" if lines else ""), after
+
+
+def _chain_delta(
+    key: ChainKey, rules: list[Resource], listed: tuple[ListedRule, ...]
+) -> tuple[list[str], dict[str, int]]:
+    """The lines for one chain, and the handles its rules keep (by key)."""
+    family, chain = key
+    where = f"{family} {NFT_TABLE} {chain}"
+    wanted_ids = [r.key.rsplit("/", 1)[1] for r in rules]
+    wanted_set = set(wanted_ids)
+    kept = [r for r in listed if r.rule_id in wanted_set]
+    kept_ids = {r.rule_id for r in kept}
+    lines = [f"delete rule {where} handle {r.handle}" for r in listed if r.rule_id not in kept_ids]
+    if [r.rule_id for r in kept] != [i for i in wanted_ids if i in kept_ids]:
+        # Rules out of order: an insert cannot move them; the chain is written again.
+        lines = [f"flush chain {where}"]
+        lines += [f"add rule {where} {rule_line(r)}" for r in rules]
+        return lines, {}
+    by_id = {r.rule_id: r for r in kept}
+    anchor: ListedRule | None = None  # the next kept rule after the current position
+    ahead: list[str] = []
+    for index in range(len(rules) - 1, -1, -1):  # backwards: each new rule knows its successor
+        rule, rule_id = rules[index], wanted_ids[index]
+        old = by_id.get(rule_id)
+        if old is not None:
+            if old.digest != rule.get("hash"):
+                ahead.append(f"replace rule {where} handle {old.handle} {rule_line(rule)}")
+            anchor = old
+        elif anchor is None:
+            ahead.append(f"add rule {where} {rule_line(rule)}")
+        else:
+            ahead.append(f"insert rule {where} position {anchor.handle} {rule_line(rule)}")
+    # Appends and inserts before one anchor must run in the desired order.
+    keeps = {r.key: by_id[i].handle for r, i in zip(rules, wanted_ids, strict=True) if i in by_id}
+    return lines + ahead[::-1], keeps
+
+
+_ECHOED = re.compile(
+    r'^(?:add|insert) rule (\S+) \S+ (\S+) .* comment "wd:([^"]*)" # handle (\d+)$'
+)
+_GENERATION = re.compile(r"^# new generation (\d+) ")
+
+
+def echoed(text: str) -> tuple[dict[tuple[ChainKey, str], int], int | None]:
+    """From libnftables' echo of a transaction: the handle of each rule it added (by chain and
+    comment) and the generation the commit made."""
+    handles: dict[tuple[ChainKey, str], int] = {}
+    generation = None
+    for line in text.splitlines():
+        if m := _ECHOED.match(line):
+            handles[((m.group(1), m.group(2)), m.group(3))] = int(m.group(4))
+        elif m := _GENERATION.match(line):
+            generation = int(m.group(1))
+    return handles, generation
