@@ -59,8 +59,6 @@ NAMED_PRIORITIES = {
 }
 _BLOCK = re.compile(r"^\t(\S+) (\S+) \{")  # a table's chain, set, map, … (with -a: "# handle N")
 _HOOK = re.compile(r"^\t\ttype (\S+) hook (\S+) priority ([^;]+); policy (\S+);$")
-_RULE = re.compile(r"^\t\t.*? # handle (\d+)$")
-_COMMENT = re.compile(r' comment "wd:([^"]*)" # handle \d+$')
 
 
 def parse_listing(family: str, text: str) -> Listing:
@@ -72,16 +70,27 @@ def parse_listing(family: str, text: str) -> Listing:
     chains: dict[ChainKey, list[ListedRule]] = {}
     chain = ""
     others = False
+    seen: set[str] = set()  # the rule ids of the current chain
     for line in text.splitlines():
-        if m := _BLOCK.match(line):
+        if chain and line.startswith("\t\t") and not line.startswith("\t\ttype "):
+            rest, found, handle_text = line.rpartition(" # handle ")
+            if not found:
+                continue
+            handle = int(handle_text)
+            rule_id, digest = f"{STRAY}{handle}", ""
+            if rest.endswith('"') and (at := rest.rfind(' comment "wd:')) >= 0:
+                rule_id, _, digest = rest[at + 13 : -1].rpartition(":")
+            if rule_id in seen:  # a second copy of one of ours: not ours
+                rule_id, digest = f"{STRAY}{handle}", ""
+            seen.add(rule_id)
+            chains[(family, chain)].append(ListedRule(rule_id, digest, handle))
+        elif m := _BLOCK.match(line):
             chain = m.group(2) if m.group(1) == "chain" else ""
             others |= m.group(1) != "chain"
             if chain:
                 chains[(family, chain)] = []
-                seen: set[str] = set()
-        elif not chain:
-            continue
-        elif m := _HOOK.match(line):
+                seen = set()
+        elif chain and (m := _HOOK.match(line)):
             prio_text = m.group(3).strip()
             names = NAMED_PRIORITIES.get(family, {})
             prio = names[prio_text] if prio_text in names else int(prio_text)
@@ -92,15 +101,6 @@ def parse_listing(family: str, text: str) -> Listing:
                     attrs(type=m.group(1), hook=m.group(2), priority=prio, policy=m.group(4)),
                 )
             )
-        elif m := _RULE.match(line):
-            handle = int(m.group(1))
-            rule_id, digest = f"{STRAY}{handle}", ""
-            if c := _COMMENT.search(line):
-                rule_id, _, digest = c.group(1).rpartition(":")
-            if rule_id in seen:  # a second copy of one of ours: not ours
-                rule_id, digest = f"{STRAY}{handle}", ""
-            seen.add(rule_id)
-            chains[(family, chain)].append(ListedRule(rule_id, digest, handle))
     based = {r.key for r in out}
     for (fam, name), rules in chains.items():
         if f"nft/{fam}/{NFT_TABLE}/{name}" not in based:  # no hook: not one of ours
@@ -110,11 +110,9 @@ def parse_listing(family: str, text: str) -> Listing:
 
 
 def listed_resource(family: str, chain: str, rule: ListedRule) -> Resource:
-    return Resource(
-        f"nft/{family}/{NFT_TABLE}/{chain}/{rule.rule_id}",
-        Kind.NFT_RULE,
-        attrs(chain=f"{family} {chain}", hash=rule.digest),
-    )
+    # attrs(chain=…, hash=…) spelled out: built for every listed rule, already sorted
+    fields = (("chain", f"{family} {chain}"), ("hash", rule.digest))
+    return Resource(f"nft/{family}/{NFT_TABLE}/{chain}/{rule.rule_id}", Kind.NFT_RULE, fields)
 
 
 def desired_chains(desired: State) -> dict[ChainKey, list[Resource]]:

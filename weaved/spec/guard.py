@@ -150,17 +150,19 @@ def prescan(text: str) -> tuple[Scan, list[Problem]]:
     if refused := text_problems(text):
         return scan, refused
     counts = {"depth": 0, "keys": 0, "aliases": 0, "values": 0}
-    previous = ""
+    after_key = False
     try:
         for token in _tokens(CParser(text)):
             name = type(token).__name__
-            where = (token.start_mark.line + 1, token.start_mark.column + 1)
-            if name == "AliasToken":
-                scan.first_alias = scan.first_alias or where
-            excess = _excess(name, token, counts, after_key=previous == "KeyToken")
+            if name in _PLAIN:  # most tokens: nothing to count
+                after_key = False
+                continue
+            if name == "AliasToken" and scan.first_alias is None:
+                scan.first_alias = _where(token)
+            excess = _excess(name, token, counts, after_key=after_key)
             if excess is not None:
-                return scan, [Problem((), excess[0], excess[1], *where)]
-            previous = name
+                return scan, [Problem((), excess[0], excess[1], *_where(token))]
+            after_key = name == "KeyToken"
     except MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (0, 0)
@@ -214,6 +216,11 @@ _OPENERS = {
     "FlowMappingStartToken",
 }
 _CLOSERS = {"BlockEndToken", "FlowSequenceEndToken", "FlowMappingEndToken"}
+_PLAIN = {"ValueToken", "FlowEntryToken", "BlockEntryToken"}  # counted by no bound
+
+
+def _where(token: Any) -> tuple[int, int]:
+    return token.start_mark.line + 1, token.start_mark.column + 1
 
 
 def _tokens(parser: Any) -> Iterator[Any]:

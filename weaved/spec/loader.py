@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import io
 import logging
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
-from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
 from weaved.errors import Bug, SpecError
+from weaved.spec import fastload
 from weaved.spec.checks import CHECK_DEPENDS, check_spec
 from weaved.spec.cluster import is_cluster_text
 from weaved.spec.diagnostics import Problem, SourceText, SpecProblems
@@ -56,9 +55,10 @@ def _checks_of_valid_sections(
 
 
 def _fast_parse(text: str, check_files: bool) -> Spec | None:
-    """The common case, a valid spec, through libyaml; None means "go and locate problems"."""
+    """The common case, a valid spec, built from libyaml's events; None means "go and locate
+    problems" (or: leave it to the full loader)."""
     try:
-        document = YAML(typ="safe", pure=False).load(io.StringIO(text))
+        document = fastload.load(text)
         expanded_size(document)
         spec = Spec.model_validate(document)
     except (YAMLError, ValidationError, ValueError, TypeError, KeyError):
