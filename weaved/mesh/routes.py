@@ -146,4 +146,12 @@ class Routes:
         return self._broadcast[key]
 
     def random_neighbours(self, except_: PeerName, rng: random.Random) -> list[PeerName]:
+        # The next hops of `unicast_all` are exactly the peers our own record connects to
+        # (they are the search's first level), and at least as many peers are reachable: when
+        # the fan-out covers every hop, the weights (a search of the whole graph) cannot
+        # change the choice. Gossip relays once per turn of a busy loop, mostly in that case.
+        ours = [r for r in self.graph.get(self.us, {}) if r != self.us and r != UNKNOWN_PEER]
+        hops = [r for r in ours if r != except_]
+        if len(hops) <= gossip_fanout(len(ours) + 1):
+            return sorted(hops)
         return choose_neighbours(self.unicast_all, except_, rng)

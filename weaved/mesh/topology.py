@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 
 from weaved.mesh.gossip_api import GossipData as GossipDataLike
 from weaved.mesh.gossip_api import PeerName
@@ -23,8 +24,8 @@ from weaved.mesh.topology_wire import (
     CODEC,
     ConnectionInfo,
     Peer,
+    Row,
     TopologyError,
-    connections_of,
     decode_topology,
 )
 
@@ -45,10 +46,15 @@ bound, a peer could gossip any number of invented peers that vouch for each othe
 
 @dataclass(frozen=True)
 class UpdateResult:
-    received: frozenset[PeerName]  # every peer named in the update
     improved: frozenset[PeerName]  # peers whose record changed: what gossip forwards
     removed: tuple[Peer, ...]  # garbage-collected afterwards
     local_changed: bool  # our own record changed (version bump or new short ID)
+    rows: tuple[Row, ...] = field(repr=False, default=())  # the update's records, decoded
+
+    @cached_property
+    def received(self) -> frozenset[PeerName]:
+        """Every peer the update carried a record of (only broadcasts need it)."""
+        return frozenset(p[0] for p, _ in self.rows)
 
 
 class Topology:
@@ -71,6 +77,11 @@ class Topology:
         # False when something may have made a peer unreachable or unreferenced since the
         # last garbage collection: an update that changes nothing need not collect again.
         self._settled = False
+        # Peers reachable from us over any gossiped connection as of the last collection, and
+        # the peers whose connection lists grew since: while no connection is lost, a
+        # collection only searches on from those (None: search the whole graph).
+        self._reached: set[PeerName] | None = None
+        self._grown: set[PeerName] = set()
 
     # --- reading -------------------------------------------------------------------------
 
@@ -161,6 +172,7 @@ class Topology:
         self.ourself.connections[info.remote] = info
         self.ourself.version += 1
         self._touch((self.us,))
+        self._grown.add(self.us)
         self._settled = False
 
     def set_local_established(self, remote: PeerName) -> None:
@@ -175,6 +187,7 @@ class Topology:
         if self.ourself.connections.pop(remote, None) is not None:
             self.ourself.version += 1
             self._touch((self.us,))
+            self._reached = None
             self._settled = False
 
     # --- merging -------------------------------------------------------------------------
@@ -184,62 +197,67 @@ class Topology:
         `settle()` (the router runs it once per turn of its loop, not once per message)."""
         rows = CODEC.decode(payload)  # nicknames over MAX_NICKNAME raise there
         peers = self.peers
-        # Names the update could add, counted exactly only when the bound could be crossed.
-        if len(peers) + len(rows) + sum(len(cs) for _, cs in rows) > MAX_PEERS:
-            unknown = {p[0] for p, _ in rows} | {c[0] for _, cs in rows for c in cs}
+        # Names the update could add, counted only when the bound could be crossed: each
+        # name takes at least 4 bytes of the payload (a non-empty NameByte in a struct).
+        if len(peers) + len(payload) // 4 > MAX_PEERS:
+            unknown = {p[0] for p, _ in rows} | {r for _, cs in rows for r in cs}
             unknown -= peers.keys()
             if len(peers) + len(unknown) > MAX_PEERS:
                 raise TopologyError(f"topology update would make more than {MAX_PEERS} peers")
 
         # Peer objects are made only for what is new or better: most of a gossip round
-        # repeats what we hold.
+        # repeats what we hold. A record's connections dict is the decoded one, shared.
         new_names: set[PeerName] = set()
         improved: set[PeerName] = set()
         local_changed = False
         lost_connections = False
+        named: list[Mapping[PeerName, object]] = []  # lists that may name new peers
         for (name, nickname, uid, version, short_id, has_short_id), conns in rows:
             existing = peers.get(name)
             if existing is None:
-                peers[name] = Peer(name, nickname, uid, version, short_id, has_short_id)
-                peers[name].connections = connections_of(conns)
+                peer = Peer(name, nickname, uid, version, short_id, has_short_id, conns)
+                peers[name] = peer
                 new_names.add(name)
                 improved.add(name)
-                continue
-            if existing is self.ourself:
+            elif existing is self.ourself:
                 if uid != existing.uid and version >= existing.version:
                     # Someone gossips about an older incarnation of us: supersede it.
                     existing.version = version + 1
                     local_changed = True
-                continue
-            if version < existing.version or (
+            elif version < existing.version or (
                 version == existing.version
                 and (
                     uid < existing.uid
                     or (uid == existing.uid and (not has_short_id or existing.has_short_id))
                 )
             ):
-                continue
-            existing.version = version
-            existing.uid = uid
-            existing.nickname = nickname
-            connections = connections_of(conns)
-            if not lost_connections:
-                lost_connections = not existing.connections.keys() <= connections.keys()
-            existing.connections = connections
-            existing.short_id = short_id
-            existing.has_short_id = has_short_id
-            improved.add(name)
-        for _, conns in rows:
-            for c in conns:
-                if c[0] not in peers:
-                    peers[c[0]] = Peer(c[0])
-                    new_names.add(c[0])
+                pass  # not better than what we hold
+            else:
+                existing.version = version
+                existing.uid = uid
+                existing.nickname = nickname
+                if not lost_connections:
+                    lost_connections = not existing.connections.keys() <= conns.keys()
+                existing.connections = conns
+                existing.short_id = short_id
+                existing.has_short_id = has_short_id
+                improved.add(name)
+            named.append(conns)
+        for listed in named:  # names known only from connection lists: placeholders
+            for remote in listed:
+                if remote not in peers:
+                    peers[remote] = Peer(remote)
+                    new_names.add(remote)
 
         removed: list[Peer] = []
         self._touch(new_names)
         self._touch(improved)
         # Collecting is a search of the whole graph; only lost connections, new peers (which
         # may hang on nothing) or lost references can leave a peer unreachable.
+        if lost_connections:
+            self._reached = None
+        elif self._reached is not None:
+            self._grown |= improved
         if new_names or lost_connections:
             self._settled = False
         if collect:
@@ -257,12 +275,7 @@ class Topology:
             and self.reassign_short_id_if_lost()
         ):
             local_changed = True
-        return UpdateResult(
-            received=frozenset(p[0] for p, _ in rows),
-            improved=frozenset(improved),
-            removed=tuple(removed),
-            local_changed=local_changed,
-        )
+        return UpdateResult(frozenset(improved), tuple(removed), local_changed, rows)
 
     @property
     def settled(self) -> bool:
@@ -279,7 +292,21 @@ class Topology:
 
     def garbage_collect(self) -> list[Peer]:
         """Drop peers unreachable over any connection and not referenced by ours."""
-        _, reached = bfs(self.graph(), self.us, established=False)
+        reached = self._reached
+        if reached is None:
+            reached = set(bfs(self.graph(), self.us, established=False)[1])
+        else:
+            peers = self.peers
+            frontier = [n for n in self._grown if n in reached]
+            while frontier:
+                peer = peers.get(frontier.pop())
+                for remote in peer.connections if peer is not None else ():
+                    if remote not in reached:
+                        reached.add(remote)
+                        frontier.append(remote)
+        self._reached, self._grown = reached, set()
+        if len(reached) >= len(self.peers):
+            return []  # every peer reachable (the common case while a mesh grows)
         removed = [p for n, p in self.peers.items() if n not in reached and p.local_refs == 0]
         for p in removed:
             del self.peers[p.name]

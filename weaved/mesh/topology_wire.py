@@ -19,7 +19,15 @@ from weaved.mesh.gob.weave_types import CONNECTION_SUMMARY_LIST, PEER_SUMMARY
 from weaved.mesh.gossip_api import PeerName
 from weaved.mesh.peername import peer_name_to_bytes
 
-__all__ = ["CODEC", "ConnectionInfo", "PayloadCodec", "Peer", "TopologyError", "decode_topology"]
+__all__ = [
+    "CODEC",
+    "ConnectionInfo",
+    "PayloadCodec",
+    "Peer",
+    "Row",
+    "TopologyError",
+    "decode_topology",
+]
 
 
 class TopologyError(ProtocolError):
@@ -67,18 +75,22 @@ def _name_from_bin(raw: object) -> PeerName:
 
 
 _PeerRow = tuple[PeerName, str, int, int, int, bool]
-_ConnRow = ConnectionInfo
-_Decoded = tuple[tuple[_PeerRow, tuple[_ConnRow, ...]], ...]
+_Connections = dict[PeerName, ConnectionInfo]
+Row = tuple[_PeerRow, _Connections]
+"""A decoded record: the summary's fields and the connections by remote name. The dict is
+shared by every table entry made from the record (the codec's cache hands the same row out
+again): never modified, as `Peer` says."""
+_Decoded = tuple[Row, ...]
 
 
 def decode_topology(payload: bytes) -> list[tuple[Peer, list[ConnectionInfo]]]:
     """The (peer, connections) pairs of a topology payload, as fresh objects; raises
     `TopologyError`."""
     rows = CODEC.decode(payload)
-    return [(Peer(*peer), list(conns)) for peer, conns in rows]
+    return [(Peer(*peer), list(conns.values())) for peer, conns in rows]
 
 
-def _row(summary: Any, conns: Any) -> tuple[_PeerRow, tuple[_ConnRow, ...]]:
+def _row(summary: Any, conns: Any) -> Row:
     if not isinstance(summary, dict) or not isinstance(conns, list):
         raise TopologyError("topology update items have unexpected types")
     nickname = str(summary["NickName"])
@@ -92,26 +104,22 @@ def _row(summary: Any, conns: Any) -> tuple[_PeerRow, tuple[_ConnRow, ...]]:
         int(summary["ShortID"]),
         bool(summary["HasShortID"]),
     )
-    rows = tuple(
-        ConnectionInfo(
+    connections: _Connections = {}
+    for c in conns:  # a remote named twice: the last entry stands (Go's map does the same)
+        info = ConnectionInfo(
             _name_from_bin(c["NameByte"]),
             str(c["RemoteTCPAddr"]),
             bool(c["Outbound"]),
             bool(c["Established"]),
         )
-        for c in conns
-    )
-    return peer, rows
-
-
-def connections_of(rows: tuple[_ConnRow, ...]) -> dict[PeerName, ConnectionInfo]:
-    return {c[0]: c for c in rows}
+        connections[info.remote] = info
+    return peer, connections
 
 
 def _decode_rows(payload: bytes) -> _Decoded:
     """Any topology payload, through a fresh gob stream (the general, slower path)."""
     dec = gob.Decoder(payload)
-    out: list[tuple[_PeerRow, tuple[_ConnRow, ...]]] = []
+    out: list[Row] = []
     with _as_topology_error():
         while not dec.at_end():
             summary = dec.next(PEER_SUMMARY)
@@ -185,7 +193,7 @@ class PayloadCodec:
         # from ours), each with a serial that keys its records in the shared cache.
         self._dialects: dict[tuple[bytes, bytes], tuple[gob.Decoder, int]] = {}
         self._serial = 0
-        self._decoded: dict[tuple[int, bytes], tuple[_PeerRow, tuple[_ConnRow, ...]]] = {}
+        self._decoded: dict[tuple[int, bytes], Row] = {}
         self._decoded_bytes = 0
         self.stats = {"records": 0, "decoded": 0, "general": 0}
 
@@ -240,7 +248,7 @@ class PayloadCodec:
             self.stats["general"] += 1
             return _decode_rows(payload)
         decoder, serial, spans = framed
-        out: list[tuple[_PeerRow, tuple[_ConnRow, ...]]] = []
+        out: list[Row] = []
         cache = self._decoded
         for ps_start, ps_end, cl_start, cl_end in spans:
             if ps_end == cl_start:
@@ -308,16 +316,14 @@ class PayloadCodec:
             self._dialects[defs] = primed
         return primed[0], primed[1], out
 
-    def _decode_record(
-        self, decoder: gob.Decoder, record: bytes, ps_len: int
-    ) -> tuple[_PeerRow, tuple[_ConnRow, ...]]:
+    def _decode_record(self, decoder: gob.Decoder, record: bytes, ps_len: int) -> Row:
         self.stats["decoded"] += 1
         with _as_topology_error():
             summary = decoder.decode_value(record, 0, ps_len, PEER_SUMMARY)
             conns = decoder.decode_value(record, ps_len, len(record), CONNECTION_SUMMARY_LIST)
             return _row(summary, conns)
 
-    def _remember(self, key: tuple[int, bytes], row: tuple[_PeerRow, tuple[_ConnRow, ...]]) -> None:
+    def _remember(self, key: tuple[int, bytes], row: Row) -> None:
         cache = self._decoded
         cache[key] = row
         self._decoded_bytes += len(key[1])
