@@ -23,6 +23,7 @@ from typing import TypeVar
 import pytest
 
 from tests.helpers import Netns, sh, stop_process, wait_for
+from tests.probes import LISTEN, SPOOF
 from weaved.attach import observe, plumbing
 from weaved.attach.model import Attachment, AttachmentState
 from weaved.attach.netns import opened, run_in_netns
@@ -261,8 +262,7 @@ def test_reobserve_after_the_fact(host: Netns, tmp_path: Path) -> None:
         )
 
         after = {
-            a.target.label: a
-            for a in in_ns(host, lambda: observe.observe_attachments(None, known))
+            a.target.label: a for a in in_ns(host, lambda: observe.observe_attachments(None, known))
         }
         assert after[c1.name[:12]].state is AttachmentState.ATTACHED
         assert after[str(lone.pid)].state is AttachmentState.GONE
@@ -368,3 +368,41 @@ def test_the_quick_check_reads_only_the_host_and_the_deep_one_finds_changes_insi
         host.ip("link", "del", target.veth)
         gone = in_ns(host, lambda: observe.observe_attachments(None, [attached], deep=False))
         assert [a.state for a in gone] == [AttachmentState.GONE]
+
+
+def set_elements(host: Netns) -> set[tuple[str, str]]:
+    """The anti-spoofing set's (port, address) elements as the kernel has them."""
+    out = host.run(["nft", "-j", "list", "set", "bridge", "weaved", "ports"]).stdout
+    found = [o["set"] for o in json.loads(out)["nftables"] if "set" in o]
+    return {(e["concat"][0], e["concat"][1]) for e in found[0].get("elem", [])}
+
+
+def test_a_new_port_sends_only_from_its_addresses_before_any_converge(host: Netns) -> None:
+    """The plug lets a port's own addresses through before the port is up; everything else it
+    sends is dropped at once, without waiting for a converge to learn about the port (this
+    host's tables were made by `weaved apply` before either container existed; nothing
+    converges afterwards). Detach takes the addresses out again."""
+    with Netns("wdac") as sender, Netns("wdac") as receiver:
+        targets = [netns_target(c.name) for c in (sender, receiver)]
+        for target, address in zip(targets, ("10.2.1.31/24", "10.2.1.32/24"), strict=True):
+            in_ns(host, lambda t=target, a=address: plumbing.attach(t, [Iface(a)]))
+        listener = subprocess.Popen(
+            [*exec_in(receiver), sys.executable, "-c", LISTEN, "5"],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert listener.stdout is not None and listener.stdout.readline().strip() == "ready"
+            sender.run([sys.executable, "-c", SPOOF, "10.2.1.99", "10.2.1.32", "spoofed"])
+            sender.run([sys.executable, "-c", SPOOF, "10.2.1.31", "10.2.1.32", "honest"])
+            out, _ = listener.communicate(timeout=20)
+        finally:
+            listener.kill()
+        assert "10.2.1.31 honest" in out and "spoofed" not in out
+        assert set_elements(host) == {
+            (targets[0].veth, "10.2.1.31"),
+            (targets[1].veth, "10.2.1.32"),
+        }
+
+        in_ns(host, lambda: plumbing.detach(targets[0], None))
+        assert set_elements(host) == {(targets[1].veth, "10.2.1.32")}

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -180,3 +181,30 @@ def test_the_daemons_plan_shows_hand_made_drift(tmp_path: Path) -> None:
         ns.weaved(spec, "apply")
         plan = ns.weaved(spec, "plan", "--detailed-exitcode", check=False)
         assert plan.returncode == 0, plan.stdout
+
+
+def test_anti_spoofing_elements_are_planned_and_repaired(tmp_path: Path) -> None:
+    """The anti-spoofing set's elements are owned state: one removed or added by hand shows in
+    the plan and the next converge (SIGHUP here: the resync's path, without its timing) puts
+    the set back as the attachments say."""
+    from weaved.attach.target import netns_target
+
+    def elements() -> set[tuple[str, str]]:
+        out = ns.run(["nft", "-j", "list", "set", "bridge", "weaved", "ports"]).stdout
+        found = [o["set"] for o in json.loads(out)["nftables"] if "set" in o]
+        return {(e["concat"][0], e["concat"][1]) for e in found[0].get("elem", [])}
+
+    with daemon_ready(tmp_path, "600") as (ns, spec, proc), Netns("wdasc") as c:
+        ns.weaved(spec, "attach", "10.2.1.5/24", c.name)
+        veth = netns_target(c.name).veth
+        assert elements() == {(veth, "10.2.1.5")}
+        wait_for(
+            lambda: ns.weaved(spec, "plan", "--detailed-exitcode", check=False).returncode == 0
+        )
+        ns.nft("delete", "element", "bridge", "weaved", "ports", f'{{ "{veth}" . 10.2.1.5 }}')
+        ns.nft("add", "element", "bridge", "weaved", "ports", '{ "vethwepl999" . 10.2.1.77 }')
+        plan = ns.weaved(spec, "plan", "--detailed-exitcode", check=False).stdout
+        assert f"+ nftset/bridge/weaved/ports/{veth}/10.2.1.5" in plan, plan
+        assert "- nftset/bridge/weaved/ports/vethwepl999/10.2.1.77" in plan, plan
+        proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: elements() == {(veth, "10.2.1.5")}, timeout=8)

@@ -106,23 +106,30 @@ def port(veth: str, *addresses: str) -> ContainerPort:
 
 
 def test_each_container_port_sends_only_from_its_addresses() -> None:
+    """Every container port is judged by its name prefix against the set `ports` of
+    (port . address) elements: the rule text does not depend on who is attached, and a port
+    with no element (every address detached, or not yet known) sends no IPv4 and no ARP."""
     facts = Facts(container_ports=(port("vethwepl12", "10.32.0.5", "10.40.0.9"), port("vethwepl7")))
-    got = rules(Spec(version=1), facts)
-    ports = 'iifname { "vethwepl12", "vethwepl7" }'
-    own = '{ "vethwepl12" . 10.32.0.5, "vethwepl12" . 10.40.0.9 }'
-    # vethwepl7 had every address detached: it is in no pair, so it sends no IPv4 and no ARP.
-    assert got["nft/bridge/weaved/prerouting/spoof-ip"] == (
-        f"{ports} iifname . ip saddr != {own} drop"
-    )
-    assert got["nft/bridge/weaved/prerouting/spoof-arp"] == (
-        f"{ports} arp saddr ip != 0.0.0.0 iifname . arp saddr ip != {own} drop"
-    )
-    alone = rules(Spec(version=1), Facts(container_ports=(port("vethwepl7"),)))
-    assert alone["nft/bridge/weaved/prerouting/spoof-all"] == (
-        'iifname { "vethwepl7" } ether type { ip, arp } drop'
-    )
-    # Ports weaved did not attach (no record) are not its to judge.
-    assert not [k for k in rules(Spec(version=1)) if "/spoof" in k]
+    state = compile_spec(Spec(version=1), facts).state
+    got = {r.key: r.body for r in state.by_kind(Kind.NFT_RULE)}
+    for prefix, suffix in (("vethwepl*", ""), ("vethwl*", "-plugin")):
+        assert got[f"nft/bridge/weaved/prerouting/spoof-ip{suffix}"] == (
+            f'iifname "{prefix}" iifname . ip saddr != @ports drop'
+        )
+        assert got[f"nft/bridge/weaved/prerouting/spoof-arp{suffix}"] == (
+            f'iifname "{prefix}" arp saddr ip != 0.0.0.0 iifname . arp saddr ip != @ports drop'
+        )
+    assert [r.key for r in state.by_kind(Kind.NFT_ELEMENT)] == [
+        "nftset/bridge/weaved/ports/vethwepl12/10.32.0.5",
+        "nftset/bridge/weaved/ports/vethwepl12/10.40.0.9",
+    ]
+    assert [r.key for r in state.by_kind(Kind.NFT_SET)] == ["nftset/bridge/weaved/ports"]
+    # Nobody attached: the same rules (an unknown port is dropped), an empty set.
+    alone = compile_spec(Spec(version=1), Facts()).state
+    assert {r.key: r.body for r in alone.by_kind(Kind.NFT_RULE) if "/spoof" in r.key} == {
+        k: v for k, v in got.items() if "/spoof" in k
+    }
+    assert not alone.by_kind(Kind.NFT_ELEMENT)
 
 
 def test_mesh_ports_follow_the_spec_and_dns_is_let_in() -> None:

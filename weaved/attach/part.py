@@ -37,7 +37,9 @@ from weaved.attach.plugged_part import PluggedPart
 from weaved.attach.requests import AttachRequest, DetachRequest
 from weaved.attach.routes import attach_routes
 from weaved.attach.weavedns import dns_routes, register_names, remove_resolv_conf
+from weaved.compile.antispoof import Pair, pairs_of
 from weaved.control import Handler
+from weaved.dataplane.nftsets import remove_elements
 from weaved.dns.part import DnsPart
 from weaved.engine.reconcile import RuntimeFacts
 from weaved.errors import WeavedError
@@ -330,12 +332,23 @@ class AttachPart(PluggedPart[Attachment]):
                 self.ipam, self.spec, target, held, request.addresses, request.target
             )
             detached = await self._plumbing.run(lambda: detach(target, wanted))
+            await self._plumbing.run(lambda: remove_elements(self._unsent(target, detached)))
             async with self._lock:
                 self._touch(target.key)
                 self._unrecord(target, wanted, detached)
             await self._persist()
         self.host.mark_dirty("detach")
         return list(wanted)
+
+    def _unsent(self, target: Target, detached: Detached) -> list[Pair]:
+        """The (port, address) pairs of a record the detach drops whole that the kernel work
+        did not take out of the anti-spoofing set (its namespace was gone already)."""
+        known = self.records.get(target.key)
+        if known is None or not (detached.veth_removed or not detached.remaining):
+            return []
+        return pairs_of(
+            known.veth, {i.ip for i in known.addresses} - {i.ip for i in detached.removed}
+        )
 
     def _unrecord(
         self, target: Target, removed: list[ipaddress.IPv4Interface], detached: Detached

@@ -29,6 +29,8 @@ from weaved.attach.kernel import AttachError, Changes, link_kind, netnsid
 from weaved.attach.model import CONTAINER_IFNAME, VETH_PREFIX, Attachment, Detached, Target
 from weaved.attach.netns import NetnsGone, opened, run_in_netns
 from weaved.attach.veth import VethPair, plug_veth
+from weaved.compile.antispoof import pairs_of
+from weaved.dataplane.nftsets import remove_elements
 from weaved.errors import ConflictError
 
 log = logging.getLogger(__name__)
@@ -72,6 +74,7 @@ def attach(
                     f" {target.label}\n  hint: `ip link del {name}` if it is stale"
                 ),
                 changes=done,
+                sends_from=[a.ip for a in addresses],
             )
     finally:
         ipr.close()
@@ -108,6 +111,7 @@ def detach(target: Target, addresses: Sequence[ipaddress.IPv4Interface] | None =
             removed, veth_removed, remaining = run_in_netns(fd, lambda: remove_addresses(wanted))
     except NetnsGone:
         return Detached(target)
+    remove_elements(pairs_of(target.veth, [i.ip for i in removed]))  # no longer sent from
     if removed or veth_removed:
         log.info(
             "detached target=%s removed=%s veth_removed=%s",

@@ -6,11 +6,16 @@ namespace and configured there by the caller, or, for Docker, left in this names
 Docker to move. A pair found there already is completed, not recreated; a pair this call
 created is removed again when any later step fails. Each caller keeps its own words for a
 name that is taken (`host_taken`, `peer_taken`) and for a missing bridge (`no_bridge_hint`).
+
+The bridge drops what any container port sends from an address that is not in the
+anti-spoofing set (compile/antispoof.py): the addresses a port may send from (`sends_from`)
+are added to that set before the port is brought up, so no port is ever up and unchecked.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import ipaddress
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -19,6 +24,8 @@ from pyroute2 import IPRoute
 from weaved.attach.host import NO_BRIDGE_HINT, configure_port, delete_quietly, own_bridge
 from weaved.attach.kernel import Changes, nl
 from weaved.attach.netns import run_in_netns
+from weaved.compile.antispoof import pairs_of
+from weaved.dataplane.nftsets import add_elements
 from weaved.errors import ConflictError
 
 T = TypeVar("T")
@@ -56,6 +63,7 @@ def plug_veth(
     peer_taken: str | None = None,
     no_bridge_hint: str = NO_BRIDGE_HINT,
     changes: Changes | None = None,
+    sends_from: Sequence[ipaddress.IPv4Address] = (),
 ) -> Plugged[T]:
     """Create the pair (unless `existing`, the host end's ifindex, says the caller found it
     plugged already), make the host end an up port of the bridge (`mtu` 0: the bridge's;
@@ -64,6 +72,7 @@ def plug_veth(
     A link named `pair.host` that is not `existing` is reused, or with `host_taken` refused
     (ConflictError with that text); with `peer_taken`, a link named `pair.peer` in the
     peer's namespace is refused before anything is made. Appends what was done to `changes`.
+    `sends_from`: the addresses the port may send from, let through before the port is up.
     Blocking; run it from a thread in the host namespace that runs no asyncio loop."""
     done: Changes = [] if changes is None else changes
     bridge = own_bridge(ipr, no_bridge_hint)
@@ -80,6 +89,7 @@ def plug_veth(
             raise ConflictError(peer_taken)
         index = _create(ipr, pair, mtu, done)
     try:
+        add_elements(pairs_of(pair.host, sends_from))
         configure_port(ipr, index, bridge_index, mtu, done, hairpin=hairpin, alias=alias)
         fd = pair.netns_fd
         result = inside(mtu) if fd is None else run_in_netns(fd, lambda: inside(mtu))

@@ -108,7 +108,10 @@ class CniPart(PluggedPart[CniRecord]):
     async def _daemon_unplug(self, rec: CniRecord) -> None:
         assert self._daemon is not None
         if rec.veth:
-            await self._daemon.on_dataplane(lambda _dp: plumbing.unplug(rec.veth, "", rec.ifname))
+            ips = [a.ip for a in rec.addresses]
+            await self._daemon.on_dataplane(
+                lambda _dp: plumbing.unplug(rec.veth, "", rec.ifname, ips)
+            )
 
     async def _reobserve(self) -> None:
         """After a restart: the records are completed from the kernel (each CNI veth carries
@@ -287,7 +290,10 @@ class CniPart(PluggedPart[CniRecord]):
             veth = ""  # the interface is another plugin's
         async with self._lock:
             if veth:
-                await self._daemon.on_dataplane(lambda _dp: plumbing.unplug(veth, netns, ifname))
+                ips = [a.ip for a in rec.addresses] if rec else []
+                await self._daemon.on_dataplane(
+                    lambda _dp: plumbing.unplug(veth, netns, ifname, ips)
+                )
             if rec is not None:
                 await self._release(rec)
                 self.records.pop(key, None)

@@ -31,6 +31,8 @@ from weaved.attach.model import CNI_VETH_PREFIX
 from weaved.attach.netns import NetnsGone, opened, run_in_netns
 from weaved.attach.veth import VethPair, plug_veth
 from weaved.cni.records import ALIAS_PREFIX
+from weaved.compile.antispoof import pairs_of
+from weaved.dataplane.nftsets import remove_elements
 from weaved.errors import ApplyError
 from weaved.model.resources import BRIDGE
 
@@ -140,14 +142,23 @@ def plug(
             alias=alias,
             peer_taken=f"{ifname} already exists in {netns}",
             no_bridge_hint=NO_BRIDGE_HINT,
+            sends_from=[a.ip for a in addresses],
         )
     log.info("cni plugged veth=%s ifname=%s netns=%s", veth, ifname, netns)
     return Plugged(veth, plugged.mac, plugged.inside, tuple(addresses))
 
 
-def unplug(veth: str, netns: str, ifname: str) -> None:
-    """Remove the pair (from the host side; from inside when only the inside is left). Nothing
-    there is not an error: DEL is idempotent."""
+def unplug(
+    veth: str, netns: str, ifname: str, sent_from: Sequence[ipaddress.IPv4Address] = ()
+) -> None:
+    """Remove the pair (from the host side; from inside when only the inside is left), then
+    its addresses `sent_from` from the anti-spoofing set. Nothing there is not an error: DEL
+    is idempotent."""
+    _unplug(veth, netns, ifname)
+    remove_elements(pairs_of(veth, sent_from))
+
+
+def _unplug(veth: str, netns: str, ifname: str) -> None:
     with IPRoute() as ipr:
         if ipr.link_lookup(ifname=veth):
             delete_quietly(ipr, veth)

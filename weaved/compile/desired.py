@@ -6,6 +6,7 @@ import ipaddress
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from weaved.compile.antispoof import antispoof_resources
 from weaved.compile.dns import dns_resources
 from weaved.compile.facts import Facts
 from weaved.compile.firewall import firewall_compat, nft_resources
@@ -117,6 +118,7 @@ def compile_spec(spec: Spec, facts: Facts) -> Compiled:
         *sysctl_resources(spec),  # before the firewall: its guard rule leads its chain
         *dns_resources(spec, facts, addresses),
         *nft_resources(spec, facts, addresses),
+        *antispoof_resources(facts.container_ports),
         *firewall_compat(facts),
     ]
     return Compiled(State.of(resources), tuple(deferred))

@@ -1,6 +1,6 @@
 """The firewall part of the desired State (pure): weaved's nftables tables, chains and rules
-(isolation, anti-spoofing, what reaches the host, forwarding, masquerading, services) and the
-iptables compatibility rules.
+(isolation, what reaches the host, forwarding, masquerading, services) and the
+iptables compatibility rules. Anti-spoofing is `antispoof.py`'s.
 
 Rule text is assembled only from values that cannot change a rule's structure: ipaddress
 objects, integers, fixed words, and interface names that pass `quote_ifname` (the spec
@@ -15,7 +15,7 @@ import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from weaved.compile.facts import ContainerPort, Facts
+from weaved.compile.facts import Facts
 from weaved.model.resources import BRIDGE, NFT_TABLE, Kind, Resource, attrs
 from weaved.spec.models import (
     DNS_LINK_ADDRESS,
@@ -227,34 +227,6 @@ def _input(spec: Spec, addresses: list[ipaddress.IPv4Interface]) -> Iterator[Res
     yield rule("ip", "input", "other", f"iifname {br} drop", note)
 
 
-def _antispoof(ports: Iterable[ContainerPort]) -> Iterator[Resource]:
-    """Each container port sends only from the addresses it was given (IP and ARP sender; ARP
-    probes use 0.0.0.0), so address-based isolation means something. One lookup in a set of
-    (port, address) pairs per frame, however many containers there are."""
-    known = sorted({p.veth for p in ports})
-    note = "containers send only from their own addresses"
-    if known:
-        iif = "iifname { " + ", ".join(map(quote_ifname, known)) + " }"
-        pairs = sorted({(p.veth, ip) for p in ports for ip in p.addresses})
-        own = "{ " + ", ".join(f"{quote_ifname(v)} . {ip}" for v, ip in pairs) + " }"
-        if pairs:
-            body = f"{iif} iifname . ip saddr != {own} drop"
-            yield rule("bridge", "prerouting", "spoof-ip", body, note)
-            body = f"{iif} arp saddr ip != 0.0.0.0 iifname . arp saddr ip != {own} drop"
-            yield rule("bridge", "prerouting", "spoof-arp", body, note)
-        else:  # every address detached: nothing to send from
-            yield rule(
-                "bridge", "prerouting", "spoof-all", f"{iif} ether type {{ ip, arp }} drop", note
-            )
-    yield rule(
-        "bridge",
-        "prerouting",
-        "vlan",
-        f"iifname {quote_ifname(CONTAINER_PORTS)} ether type {{ 8021q, 8021ad }} drop",
-        "containers send no VLAN-tagged frames (a way around the address checks)",
-    )
-
-
 def _dns_locality(spec: Spec) -> Iterator[Resource]:
     """The DNS link address exists on every host's bridge: its traffic stays between this
     host and its own containers, never crossing the mesh to another host's bridge."""
@@ -370,7 +342,6 @@ def nft_resources(
     yield from _isolation(spec, facts, addresses)
     yield from _forward(facts, addresses)
     yield from _input(spec, addresses)
-    yield from _antispoof(facts.container_ports)
     yield from _dns_locality(spec)
     yield from _masquerade(addresses)
     yield from _services(spec)

@@ -11,6 +11,7 @@ from weaved.dataplane.base import ApplyReport, Observation
 from weaved.dataplane.iptables import Iptables
 from weaved.dataplane.netlink import Netlink
 from weaved.dataplane.nft import Nft
+from weaved.dataplane.nftsets import apply_element_changes
 from weaved.dataplane.sysctl import Originals, read_sysctl, write_sysctl
 from weaved.errors import ApplyError, WeavedError
 from weaved.model.host import SYSCTLS, sysctl_resource
@@ -21,7 +22,7 @@ log = logging.getLogger(__name__)
 
 NETLINK_KINDS = {Kind.LINK, Kind.PORT, Kind.ADDR, Kind.ROUTE}
 PORT_PREFIX = "vethwe"  # sleeve's TAP and container veths: candidates, owned only by record
-NFT_KINDS = {Kind.NFT_TABLE, Kind.NFT_CHAIN, Kind.NFT_RULE}
+NFT_KINDS = {Kind.NFT_TABLE, Kind.NFT_SET, Kind.NFT_CHAIN, Kind.NFT_RULE}
 
 
 def inverse(change: Change) -> Change:
@@ -39,13 +40,20 @@ class KernelDataplane:
         self.iptables = Iptables()
         self.originals = Originals(state_dir)
         self.sysctl_writes = 0
+        self.element_writes = 0
 
     def close(self) -> None:
         self.netlink.close()
 
     @property
     def writes(self) -> int:
-        return self.netlink.writes + self.nft.writes + self.iptables.writes + self.sysctl_writes
+        return (
+            self.netlink.writes
+            + self.nft.writes
+            + self.iptables.writes
+            + self.sysctl_writes
+            + self.element_writes
+        )
 
     def observe(self, kinds: frozenset[Kind] | None = None) -> Observation:
         """Everything weaved owns, or only objects of `kinds` (then host facts stay empty)."""
@@ -75,7 +83,7 @@ class KernelDataplane:
             resources += [
                 sysctl_resource(k, sysctls[k]) for k in self.originals.load() if k in sysctls
             ]
-        if wanted(*NFT_KINDS):
+        if wanted(*NFT_KINDS, Kind.NFT_ELEMENT):
             resources += self.nft.observe()
         forward_drop = False
         if wanted(Kind.IPT_RULE):
@@ -161,9 +169,12 @@ class KernelDataplane:
                     self._sysctl_change(change)
                     done.append(change)
                     report.done.append(change.key)
-            if any(c.kind in NFT_KINDS for c in plan.changes):
-                self.nft.commit(desired)
-                report.done += [c.key for c in plan.changes if c.kind in NFT_KINDS]
+            nft = [c for c in plan.changes if c.kind in NFT_KINDS or c.kind is Kind.NFT_ELEMENT]
+            if any(c.kind in NFT_KINDS for c in nft):
+                self.nft.commit(desired)  # the rules that differ, or a rebuild (with elements)
+            if any(c.kind is Kind.NFT_ELEMENT for c in nft):  # idempotent after a rebuild
+                self.element_writes += apply_element_changes(nft)
+            report.done += [c.key for c in nft]
             for change in plan.changes:
                 if change.kind is Kind.IPT_RULE:
                     self._ipt_change(change)

@@ -27,6 +27,7 @@ from weaved.dataplane.nft_delta import (
     parse_listing,
     rule_line,
 )
+from weaved.dataplane.nftsets import render_sets
 from weaved.errors import ApplyError, DependencyError
 from weaved.model.resources import NFT_TABLE, Kind, Resource, State
 
@@ -55,6 +56,7 @@ def render_script(desired: State) -> str:
         if family not in tables:
             continue
         lines.append(f"table {family} {NFT_TABLE} {{")
+        lines += render_sets(desired, family)  # before the rules that name them
         for chain in desired.by_kind(Kind.NFT_CHAIN):
             fam, _, name = chain.key.split("/")[1:4]
             if fam != family:

@@ -5,8 +5,8 @@ An edit of one service rule on a host with thousands of rules should not rewrite
 the rules whose comment (`wd:<id>:<hash>`) already says the right thing keep their handle and
 place; a changed rule is replaced in place by its handle, a new one inserted before the next
 rule it must precede, an unwanted one (ours no longer wanted, a hand-added one without our
-comment, a second copy of ours) deleted by handle. Everything else — a table or chain missing
-or different, anything in the table that is not a chain (a set), rules in an order an
+comment, a second copy of ours) deleted by handle. Everything else — a table, set or chain
+missing or different, anything in the table that is not a chain or set, rules in an order an
 insert cannot fix — is left to the full rebuild (`render_script`), which is always right.
 """
 
@@ -16,6 +16,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from weaved.dataplane.nftsets import parse_sets
 from weaved.model.resources import NFT_TABLE, Kind, Resource, State, attrs
 
 COMMENT_PREFIX = "wd:"
@@ -39,7 +40,7 @@ class Listing:
 
     resources: tuple[Resource, ...]
     chains: Chains
-    # Something in a table besides chains and rules (a set, a map): only a rebuild knows it.
+    # Something in a table besides chains, rules and sets (a map): only a rebuild knows it.
     others: bool = False
 
 
@@ -86,7 +87,7 @@ def parse_listing(family: str, text: str) -> Listing:
             chains[(family, chain)].append(ListedRule(rule_id, digest, handle))
         elif m := _BLOCK.match(line):
             chain = m.group(2) if m.group(1) == "chain" else ""
-            others |= m.group(1) != "chain"
+            others |= m.group(1) not in ("chain", "set")  # sets: dataplane/nftsets.py
             if chain:
                 chains[(family, chain)] = []
                 seen = set()
@@ -106,6 +107,7 @@ def parse_listing(family: str, text: str) -> Listing:
         if f"nft/{fam}/{NFT_TABLE}/{name}" not in based:  # no hook: not one of ours
             out.append(Resource(f"nft/{fam}/{NFT_TABLE}/{name}", Kind.NFT_CHAIN, attrs(hook="-")))
         out += [listed_resource(fam, name, r) for r in rules]
+    out += parse_sets(family, text)
     return Listing(tuple(out), {k: tuple(v) for k, v in chains.items()}, others)
 
 
@@ -131,12 +133,9 @@ def delta_script(desired: State, listing: Listing) -> tuple[str, Chains] | None:
     """The transaction that makes the listed tables equal to `desired` touching only rules, and
     each changed chain's rules as they will be (new rules without a handle yet, 0); None when
     only a rebuild can do it. An empty script: nothing to change."""
-    wanted_meta = {
-        r.key: r for r in (*desired.by_kind(Kind.NFT_TABLE), *desired.by_kind(Kind.NFT_CHAIN))
-    }
-    listed_meta = {
-        r.key: r for r in listing.resources if r.kind in (Kind.NFT_TABLE, Kind.NFT_CHAIN)
-    }
+    meta = (Kind.NFT_TABLE, Kind.NFT_SET, Kind.NFT_CHAIN)  # a set's elements: nftsets.py
+    wanted_meta = {r.key: r for kind in meta for r in desired.by_kind(kind)}
+    listed_meta = {r.key: r for r in listing.resources if r.kind in meta}
     if listing.others or wanted_meta != listed_meta:
         return None
     wanted = desired_chains(desired)

@@ -11,6 +11,7 @@ owns their lifetime (ReleaseAddress), so they survive a dockerd restart (contain
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import logging
 import os
@@ -155,8 +156,9 @@ class DockerPluginPart(Component):
         address = str(interface.get("Address") or "")
         self.endpoints[endpoint] = Endpoint(host, address.split("/")[0])
         self._save()
+        sends_from = _addresses(address)
         mac = await self._daemon.on_dataplane(
-            lambda _dp: plumbing.create_pair(host, peer, given_mac)
+            lambda _dp: plumbing.create_pair(host, peer, given_mac, sends_from)
         )
         self._daemon.mark_dirty("docker endpoint")
         log.info("docker endpoint created endpoint=%s veth=%s", endpoint[:12], host)
@@ -166,7 +168,9 @@ class DockerPluginPart(Component):
         assert self._daemon is not None
         endpoint = str(body.get("EndpointID", ""))
         host, _ = core.veth_pair(endpoint)
-        await self._daemon.on_dataplane(lambda _dp: plumbing.delete_pair(host))
+        known = self.endpoints.get(endpoint)
+        ips = _addresses(known.address) if known is not None else []
+        await self._daemon.on_dataplane(lambda _dp: plumbing.delete_pair(host, ips))
         if self.endpoints.pop(endpoint, None) is not None:
             self._save()
         self._daemon.mark_dirty("docker endpoint")
@@ -436,3 +440,11 @@ class DockerPluginPart(Component):
             f"         Driver: {self.driver} ({self.spec.docker.plugin.socket})\n"
             f"      Endpoints: {len(self.endpoints)}"
         )
+
+
+def _addresses(text: str) -> list[ipaddress.IPv4Address]:
+    """An endpoint's address as Docker gave it ("10.32.0.5/12" or ""), for anti-spoofing."""
+    try:
+        return [ipaddress.IPv4Address(text.split("/")[0])] if text else []
+    except ValueError:
+        return []

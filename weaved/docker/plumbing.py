@@ -8,12 +8,16 @@ How a restarted daemon knows these veths are its own: the endpoint records in
 
 from __future__ import annotations
 
+import ipaddress
 import logging
+from collections.abc import Sequence
 
 from pyroute2 import IPRoute
 
 from weaved.attach.host import delete_quietly
 from weaved.attach.veth import VethPair, plug_veth
+from weaved.compile.antispoof import pairs_of
+from weaved.dataplane.nftsets import remove_elements
 from weaved.errors import ApplyError
 
 log = logging.getLogger(__name__)
@@ -21,9 +25,11 @@ log = logging.getLogger(__name__)
 NO_BRIDGE_HINT = "is `weaved daemon` running? see `weaved plan`"
 
 
-def create_pair(host: str, peer: str, mac: str | None) -> str:
-    """Create (or reuse) the pair; returns the MAC of the side Docker moves. Blocking: run it
-    on the daemon's dataplane thread."""
+def create_pair(
+    host: str, peer: str, mac: str | None, sends_from: Sequence[ipaddress.IPv4Address] = ()
+) -> str:
+    """Create (or reuse) the pair, the host side sending only from `sends_from`; returns the
+    MAC of the side Docker moves. Blocking: run it on the daemon's dataplane thread."""
 
     def peer_mac(_mtu: int) -> str:
         found = ipr.link_lookup(ifname=peer)
@@ -33,13 +39,18 @@ def create_pair(host: str, peer: str, mac: str | None) -> str:
 
     with IPRoute() as ipr:
         pair = VethPair(host, peer, peer_mac=mac)
-        return plug_veth(ipr, pair, peer_mac, no_bridge_hint=NO_BRIDGE_HINT).inside
+        plugged = plug_veth(
+            ipr, pair, peer_mac, no_bridge_hint=NO_BRIDGE_HINT, sends_from=sends_from
+        )
+        return plugged.inside
 
 
-def delete_pair(host: str) -> None:
-    """Remove the pair from the host side; nothing there is not an error."""
+def delete_pair(host: str, sent_from: Sequence[ipaddress.IPv4Address] = ()) -> None:
+    """Remove the pair from the host side, then its addresses from the anti-spoofing set;
+    nothing there is not an error."""
     with IPRoute() as ipr:
         delete_quietly(ipr, host)
+    remove_elements(pairs_of(host, sent_from))
 
 
 def exists(host: str) -> bool:

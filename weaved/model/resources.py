@@ -30,6 +30,8 @@ class Kind(StrEnum):
     NFT_TABLE = "nft-table"
     NFT_CHAIN = "nft-chain"
     NFT_RULE = "nft-rule"
+    NFT_SET = "nft-set"  # a named set in weaved's table (compile/antispoof.py)
+    NFT_ELEMENT = "nft-element"  # one element of such a set
     IPT_RULE = "ipt-rule"
     MESH_TARGET = "mesh-target"
     MESH = "mesh"  # the router's settings (mesh/part.py)

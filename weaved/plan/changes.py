@@ -25,6 +25,8 @@ KIND_ORDER: tuple[Kind, ...] = (
     Kind.FDB,
     Kind.SYSCTL,
     Kind.NFT_TABLE,
+    Kind.NFT_SET,
+    Kind.NFT_ELEMENT,
     Kind.NFT_CHAIN,
     Kind.NFT_RULE,
     Kind.IPT_RULE,
