@@ -196,3 +196,20 @@ def test_what_containers_are_told(dns: str, told: str, link: bool) -> None:
     spec = parse_spec_text(BASE + dns, "w.yaml")
     assert nameserver(spec) == told and uses_link_address(spec) is link
     assert listen_address(spec, {}) == (spec.dns.listen or "169.254.53.53:53")
+
+
+def test_address_orders_are_ipaddress_orders() -> None:
+    import ipaddress
+    import random
+
+    from weaved.compile.firewall import interface_order, network_order
+
+    rng = random.Random(16)
+    ifaces = [
+        ipaddress.IPv4Interface(f"10.{rng.randrange(4)}.{rng.randrange(4)}.{rng.randrange(4)}/{p}")
+        for p in (8, 16, 24, 30, 32)
+        for _ in range(40)
+    ]
+    assert sorted(set(ifaces), key=interface_order) == sorted(set(ifaces))
+    nets = {i.network for i in ifaces}
+    assert sorted(nets, key=network_order) == sorted(nets)

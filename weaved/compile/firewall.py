@@ -70,6 +70,16 @@ def addr_set(items: Iterable[ipaddress.IPv4Address | ipaddress.IPv4Network]) -> 
     return values[0] if len(values) == 1 else "{ " + ", ".join(values) + " }"
 
 
+def network_order(net: ipaddress.IPv4Network) -> tuple[int, int]:
+    """The order of `sorted(networks)`, without ipaddress's Python-level comparisons (sorting
+    1 000 exposed subnets that way cost ~7 ms, three times per compile)."""
+    return int(net.network_address), int(net.netmask)
+
+
+def interface_order(iface: ipaddress.IPv4Interface) -> tuple[int, int, int]:
+    return (*network_order(iface.network), int(iface.ip))
+
+
 def rule_key(family: str, chain: str, rule_id: str) -> str:
     # Rule ids end up in keys and nft comments, where "/" would be ambiguous.
     return f"nft/{family}/{NFT_TABLE}/{chain}/{rule_id.replace('/', '_')}"
@@ -175,7 +185,7 @@ def _forward(facts: Facts, addresses: list[ipaddress.IPv4Interface]) -> Iterator
         f'oifname {br} meta iifkind "bridge"{unless} drop',
         "no way around isolation through another local bridge (docker0)",
     )
-    exposed = sorted({a.network for a in addresses})
+    exposed = sorted({a.network for a in addresses}, key=network_order)
     if exposed:
         yield rule(
             "ip", "forward", "in-exposed", f"oifname {br} ip daddr {addr_set(exposed)} accept", note
@@ -216,7 +226,7 @@ def _input(spec: Spec, addresses: list[ipaddress.IPv4Interface]) -> Iterator[Res
             f"iifname {br}{to} meta l4proto {{ tcp, udp }} th dport {port} accept",
             "weaveDNS",
         )
-    for iface in sorted(set(addresses)):
+    for iface in sorted(set(addresses), key=interface_order):
         yield rule(
             "ip",
             "input",
@@ -259,7 +269,7 @@ def _dns_locality(spec: Spec) -> Iterator[Resource]:
 
 
 def _masquerade(addresses: list[ipaddress.IPv4Interface]) -> Iterator[Resource]:
-    exposed_nets = sorted({a.network for a in addresses})
+    exposed_nets = sorted({a.network for a in addresses}, key=network_order)
     if exposed_nets:
         yield rule(
             "ip",
