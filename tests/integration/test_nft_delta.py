@@ -4,6 +4,7 @@ transaction; hand-made rules and chains in weaved's table are drift, planned and
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -106,3 +107,40 @@ def test_hand_made_rules_and_chains_in_our_table_are_drift(ns: Netns, tmp_path: 
     assert ("-", "nft/ip/weaved/mine") in keys(plan_json(ns, spec))
     ns.weaved(spec, "apply")
     assert keys(plan_json(ns, spec)) == []
+
+
+def test_a_chain_out_of_order_is_rewritten_in_order_and_later_edits_stay_small(
+    ns: Netns, tmp_path: Path
+) -> None:
+    """One process (as the daemon): the handles a rewrite made are the ones its next edit uses."""
+    specs = [
+        exports(("a", 1001, 80), ("b", 1002, 80), ("c", 1003, 80)),
+        exports(("a", 1001, 80), ("b", 1002, 81), ("c", 1003, 80)),
+        exports(("a", 1001, 80), ("b", 1002, 81), ("c", 1003, 82)),
+    ]
+    for index, text in enumerate(specs):
+        (tmp_path / f"{index}.yaml").write_text(text)
+    code = f"""
+import subprocess
+from weaved.dataplane.kernel import KernelDataplane
+from weaved.engine.reconcile import apply_spec
+from weaved.spec.loader import load_spec
+dp = KernelDataplane()
+apply_spec(load_spec("{tmp_path}/0.yaml"), dp)
+# By hand: export-a moved to the end of its chain (same rule, same comment).
+listing = subprocess.run(["nft", "-a", "list", "chain", "ip", "weaved", "prerouting"],
+    capture_output=True, text=True, check=True).stdout
+line = next(x for x in listing.splitlines() if '"wd:export-a:' in x).strip()
+body, _, handle = line.rpartition(" # handle ")
+subprocess.run(["nft", f"delete rule ip weaved prerouting handle {{handle}}\\n"
+    f"add rule ip weaved prerouting {{body}}"], check=True)
+apply_spec(load_spec("{tmp_path}/1.yaml"), dp)
+apply_spec(load_spec("{tmp_path}/2.yaml"), dp)
+print("rebuilds", dp.nft.rebuilds)
+"""
+    out = ns.run([sys.executable, "-c", code]).stdout
+    assert "rebuilds 1" in out, out  # the first apply only
+    ids = [rid for rid, _ in rules(ns, "prerouting") if rid.startswith("export-")]
+    assert ids == ["export-a", "export-b", "export-c"]
+    assert "dnat to 10.2.1.23:82" in ns.nft("list", "chain", "ip", "weaved", "output").stdout
+    assert keys(plan_json(ns, tmp_path / "2.yaml")) == []

@@ -157,10 +157,9 @@ class Nft:
         rebuild can do it (nothing was changed then). The kernel's echo of the transaction
         names the new rules' handles and the generation it made, so the listing stays known
         without listing again when no one else committed in between."""
-        listed = self._listed
-        if listed is None or ruleset_generation() != listed[0]:
-            return False
-        delta = delta_script(desired, listed[1])
+        listing = self._listing()  # as planned, or listed afresh when someone committed since
+        before = None if self._listed is None else self._listed[0]  # None: not readable
+        delta = delta_script(desired, listing)
         if delta is None:
             return False
         script, after = delta
@@ -179,23 +178,23 @@ class Nft:
         self._listed = None
         if generation is None:
             generation = ruleset_generation()
-        if generation != listed[0] + 1:
+        if before is None or generation != before + 1:
             return True  # someone else committed too: the next observe lists again
-        chains = dict(listed[1].chains)
+        chains = dict(listing.chains)
         for key, rules in after.items():
             # A rule written now is known from the kernel's echo of it, not from our script.
             same = {(r.rule_id, r.digest) for r in chains.get(key, ())}
             chains[key] = tuple(
                 r
-                if (r.rule_id, r.digest) in same
+                if r.handle and (r.rule_id, r.digest) in same  # kept as it was
                 else ListedRule(r.rule_id, r.digest, handles.get((key, _comment(r)), 0))
                 for r in rules
             )
             if any(r.handle == 0 for r in chains[key]):
                 return True  # not echoed as written: list again
-        resources = [r for r in listed[1].resources if r.kind is not Kind.NFT_RULE]
+        resources = [r for r in listing.resources if r.kind is not Kind.NFT_RULE]
         resources += [listed_resource(f, c, r) for (f, c), rules in chains.items() for r in rules]
-        self._listed = (generation, Listing(tuple(resources), chains, listed[1].others))
+        self._listed = (generation, Listing(tuple(resources), chains, listing.others))
         return True
 
 
