@@ -28,7 +28,7 @@ NLM_F_DUMP_INTR = 0x10
 RTM_NEWLINK, RTM_GETLINK = 16, 18
 RTM_GETADDR = 22
 RTM_GETROUTE = 26
-RTM_GETNEIGH = 30
+RTM_NEWNEIGH, RTM_DELNEIGH, RTM_GETNEIGH = 28, 29, 30
 
 HEADER = struct.Struct("=IHHII")  # nlmsghdr: len, type, flags, seq, pid
 _ATTR = struct.Struct("=HH")
@@ -48,7 +48,7 @@ IFLA_BRPORT_ISOLATED = 33
 RTEXT_FILTER_SKIP_STATS = 1 << 3
 IFA_ADDRESS, IFA_LOCAL, IFA_LABEL = 1, 2, 3
 RTA_DST, RTA_OIF, RTA_PREFSRC, RTA_TABLE = 1, 4, 7, 15
-NDA_DST, NDA_LLADDR, NDA_PORT, NDA_MASTER = 1, 2, 6, 9
+NDA_DST, NDA_LLADDR, NDA_VLAN, NDA_PORT, NDA_MASTER = 1, 2, 5, 6, 9
 NLA_TYPE_MASK = 0x3FFF
 NTF_SELF = 0x02
 _BRPORT_FLAGS = {
@@ -105,6 +105,7 @@ class Fdb:
     master: int = 0
     dst: str | None = None
     port: int | None = None
+    vlan: int = 0
 
 
 def attrs(data: bytes, offset: int, end: int) -> Iterator[tuple[int, int, int]]:
@@ -271,21 +272,44 @@ class Rtnl:
             body += _attr(NDA_MASTER, _U32.pack(master))
         out = []
         for data, start, end in self._request(RTM_GETNEIGH, NLM_F_REQUEST | NLM_F_DUMP, body):
-            _family, index, state, flags, _type = _NDMSG.unpack_from(data, start)
-            if master and flags & NTF_SELF:
+            if master and _NDMSG.unpack_from(data, start)[3] & NTF_SELF:
                 continue
-            mac, dst, port, owner = "", None, None, 0
-            for kind, a, b in attrs(data, start + _NDMSG.size, end):
-                if kind == NDA_LLADDR:
-                    mac = _mac(data, a, b)
-                elif kind == NDA_DST:
-                    dst = _ipv4(data, a, b) or None
-                elif kind == NDA_PORT:
-                    port = int(_U16BE.unpack_from(data, a)[0])
-                elif kind == NDA_MASTER:
-                    owner = _u32(data, a)
-            out.append(Fdb(index, state, flags, mac, owner, dst, port))
+            out.append(_fdb(data, start, end))
         return out
+
+
+def fdb_events(data: bytes) -> list[tuple[bool, Fdb]]:
+    """The bridge forwarding entries announced in what a socket bound to RTMGRP_NEIGH read:
+    (True: added or changed, False: deleted; the entry). Other neighbours (ARP) are left out."""
+    out = []
+    offset = 0
+    while offset + HEADER.size <= len(data):
+        length, mtype, _flags, _seq, _pid = HEADER.unpack_from(data, offset)
+        if length < HEADER.size:
+            break
+        start, end = offset + HEADER.size, min(offset + length, len(data))
+        neigh = mtype in (RTM_NEWNEIGH, RTM_DELNEIGH) and end - start >= _NDMSG.size
+        if neigh and data[start] == socket.AF_BRIDGE:
+            out.append((mtype == RTM_NEWNEIGH, _fdb(data, start, end)))
+        offset = (offset + length + 3) & ~3
+    return out
+
+
+def _fdb(data: bytes, start: int, end: int) -> Fdb:
+    _family, index, state, flags, _type = _NDMSG.unpack_from(data, start)
+    mac, dst, port, owner, vlan = "", None, None, 0, 0
+    for kind, a, b in attrs(data, start + _NDMSG.size, end):
+        if kind == NDA_LLADDR:
+            mac = _mac(data, a, b)
+        elif kind == NDA_DST:
+            dst = _ipv4(data, a, b) or None
+        elif kind == NDA_PORT:
+            port = int(_U16BE.unpack_from(data, a)[0])
+        elif kind == NDA_MASTER:
+            owner = _u32(data, a)
+        elif kind == NDA_VLAN:
+            vlan = int(struct.unpack_from("=H", data, a)[0])
+    return Fdb(index, state, flags, mac, owner, dst, port, vlan)
 
 
 def _link(data: bytes, start: int, end: int) -> Link:

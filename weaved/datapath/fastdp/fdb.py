@@ -98,6 +98,7 @@ class FdbRow:
     state: str  # permanent | static | dynamic
     dst: str | None = None
     dst_port: int | None = None
+    vlan: int = 0
 
 
 def link_key(device: Device) -> str:
@@ -237,11 +238,12 @@ def observed_state(device: Device, link: LinkRow | None, rows: Iterable[FdbRow])
 def local_macs(rows: Iterable[FdbRow], bridge: str, remote_ports: Iterable[str]) -> frozenset[str]:
     """MACs that live on this host: the bridge's own address and what the bridge learnt on its
     local ports (containers), not what it learnt behind the tunnel or sleeve's TAP."""
-    remote = set(remote_ports)
-    found: set[str] = set()
-    for row in rows:
-        if not row.master or not is_unicast_mac(row.mac):
-            continue
-        if row.port == bridge or (row.state == "dynamic" and row.port not in remote):
-            found.add(row.mac.lower())
-    return frozenset(found)
+    remote = frozenset(remote_ports)
+    return frozenset(row.mac.lower() for row in rows if is_local_row(row, bridge, remote))
+
+
+def is_local_row(row: FdbRow, bridge: str, remote: frozenset[str]) -> bool:
+    """An entry of the bridge's table for a MAC on this host (see local_macs)."""
+    if not row.master or not is_unicast_mac(row.mac):
+        return False
+    return row.port == bridge or (row.state == "dynamic" and row.port not in remote)

@@ -42,7 +42,7 @@ class VxlanUnsupported(DependencyError):
     """The kernel cannot make VXLAN devices (module missing, not built in)."""
 
 
-def _fdb_state(state: int) -> str:
+def fdb_state(state: int) -> str:
     if state & NUD_PERMANENT:
         return "permanent"
     if state & NUD_NOARP:
@@ -137,9 +137,10 @@ class FastdpKernel:
                     port=names[ifindex],
                     master=msg.get_attr("NDA_MASTER") is not None
                     or bool(msg["flags"] & NTF_MASTER),
-                    state=_fdb_state(int(msg["state"])),
+                    state=fdb_state(int(msg["state"])),
                     dst=msg.get_attr("NDA_DST"),
                     dst_port=msg.get_attr("NDA_PORT"),
+                    vlan=int(msg.get_attr("NDA_VLAN") or 0),
                 )
             )
         return out
@@ -164,9 +165,10 @@ class FastdpKernel:
                     mac=entry.mac,
                     port=names[entry.ifindex],
                     master=bool(entry.master) or bool(entry.flags & NTF_MASTER),
-                    state=_fdb_state(entry.state),
+                    state=fdb_state(entry.state),
                     dst=entry.dst,
                     dst_port=entry.port,
+                    vlan=entry.vlan,
                 )
             )
         return out

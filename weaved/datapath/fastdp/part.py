@@ -41,12 +41,17 @@ from weaved.datapath.fastdp.fdb import (
     LinkRow,
     PeerPath,
     desired_state,
-    local_macs,
     observed_state,
     vxlan_fdb_key,
 )
 from weaved.datapath.fastdp.frames import mac_text
 from weaved.datapath.fastdp.health import PathState
+from weaved.datapath.fastdp.localmacs import (
+    FULL_READ_SECONDS,
+    LocalMacs,
+    neigh_socket,
+    read_changes,
+)
 from weaved.datapath.fastdp.netlink import FastdpKernel, VxlanUnsupported
 from weaved.datapath.fastdp.overlay import (
     ENCRYPTED_MESH_REASON,
@@ -70,7 +75,6 @@ __all__ = ["FastdpPart"]
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-RTMGRP_NEIGH = 0x4
 SLEEVE_MODE_REASON = "fastdp off: the spec's datapath.mode is sleeve"
 
 
@@ -82,6 +86,7 @@ class _Seen:
     rows: list[FdbRow]
     bridge_rows: list[FdbRow]
     underlay_mtu: int
+    since: int  # LocalMacs.mark() before the bridge's table was read
 
 
 class FastdpPart(Component):
@@ -116,6 +121,10 @@ class FastdpPart(Component):
         self._tasks: list[asyncio.Task[None]] = []
         self._underlay_mtu = DEFAULT_UNDERLAY_MTU
         self._local: frozenset[str] = frozenset()
+        self._macs = LocalMacs(BRIDGE, (DEVICE, *remote_ports))
+        # Announcements are applied only when the kernel read is this process's namespace
+        # (the event socket's); another (tests' namespaces, fakes) is read every interval.
+        self._apply_events = kernel_factory is FastdpKernel
         self._unsupported: str | None = None
         self._converged_paths: tuple[PeerPath, ...] | None = None
         self._graph: object = None
@@ -313,6 +322,7 @@ class FastdpPart(Component):
         """`ips`: measure the underlay MTU towards them (() = the default route's device);
         None: keep the last measurement."""
         mtu_before = self._underlay_mtu
+        since = self._macs.mark()
 
         def observe(kernel: FastdpKernel) -> _Seen:
             device = Device()
@@ -321,6 +331,7 @@ class FastdpPart(Component):
                 rows=kernel.device_rows(device),
                 bridge_rows=kernel.bridge_rows(BRIDGE),
                 underlay_mtu=mtu_before if ips is None else kernel.underlay_mtu(ips),
+                since=since,
             )
 
         return self._on_worker(observe)
@@ -339,7 +350,8 @@ class FastdpPart(Component):
 
     def _absorb(self, seen: _Seen) -> None:
         self._underlay_mtu = seen.underlay_mtu
-        self._set_local(local_macs(seen.bridge_rows, BRIDGE, (DEVICE, *self.remote_ports)))
+        self._macs.reset(seen.bridge_rows, seen.since)
+        self._set_local(self._macs.macs())
 
     def _set_local(self, local: frozenset[str]) -> None:
         self._local = local
@@ -396,19 +408,25 @@ class FastdpPart(Component):
             self._daemon.mark_dirty(f"fastdp {why}")
 
     async def _watch(self) -> None:
-        """Local MACs (woken by bridge-table events, else every `watch_interval`), and a
-        safety net for changes of the forwarder in use that no fastdp event announced."""
+        """Local MACs (from the bridge table's announcements, see localmacs.py; without
+        them the table is read every `watch_interval`), and a safety net for changes of the
+        forwarder in use that no fastdp event announced."""
         loop = asyncio.get_running_loop()
-        sock = _neigh_events()
+        sock = neigh_socket()
         if sock is not None:
             loop.add_reader(sock.fileno(), self._drain, sock)
+        events = sock is not None and self._apply_events
+        last_read = -FULL_READ_SECONDS
         try:
             while True:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self.watch_interval)
                 await asyncio.sleep(0.05)  # let a burst of events settle
                 self._wake.clear()
-                await self._refresh_local(loop)
+                due = self.clock() - last_read >= FULL_READ_SECONDS
+                read = not events or self._macs.stale or due
+                if read and await self._refresh_local(loop):
+                    last_read = self.clock()
                 self._check_relaying()
                 if self._converged_paths is not None and self.paths() != self._converged_paths:
                     self._changed("paths changed")
@@ -420,14 +438,25 @@ class FastdpPart(Component):
                 sock.close()
 
     def _drain(self, sock: socket.socket) -> None:
-        with contextlib.suppress(OSError):
-            while sock.recv(65536):
-                pass
-        self._wake.set()
-
-    async def _refresh_local(self, loop: asyncio.AbstractEventLoop) -> None:
-        if self._executor is None:
+        if not self._apply_events:
+            with contextlib.suppress(OSError):
+                while sock.recv(65536):
+                    pass
+            self._wake.set()
             return
+        changes = read_changes(sock, BRIDGE)
+        if changes is None:  # some were lost: read the whole table again
+            self._macs.stale = True
+            self._wake.set()
+        elif changes:
+            self._macs.apply(changes)
+            self._set_local(self._macs.macs())
+
+    async def _refresh_local(self, loop: asyncio.AbstractEventLoop) -> bool:
+        """Read the bridge's whole table; False if it could not be read now."""
+        if self._executor is None:
+            return False
+        since = self._macs.mark()
 
         def read() -> list[FdbRow]:
             if self._kernel is None:
@@ -438,25 +467,15 @@ class FastdpPart(Component):
             rows = await loop.run_in_executor(self._executor, read)
         except Exception as exc:
             log.debug("fastdp local MAC refresh failed error=%s", exc)
-            return
-        local = local_macs(rows, BRIDGE, (DEVICE, *self.remote_ports))
+            return False
+        self._macs.reset(rows, since)
+        local = self._macs.macs()
         if local != self._local:
             self._set_local(local)
+        return True
 
 
 def _encrypted(spec: Spec) -> bool:
     """Encryption is on for some link: then no VXLAN device may exist (it accepts frames
     from anyone on the underlay, and this kernel has no ESP to authenticate them)."""
     return spec.password_file is not None
-
-
-def _neigh_events() -> socket.socket | None:
-    """A netlink socket that wakes us on neighbour/FDB changes (their content is not read)."""
-    try:
-        sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
-        sock.bind((0, RTMGRP_NEIGH))
-        sock.setblocking(False)
-    except OSError as exc:
-        log.info("fastdp: no netlink events, polling only error=%s", exc)
-        return None
-    return sock

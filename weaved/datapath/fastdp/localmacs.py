@@ -1,0 +1,148 @@
+"""The MACs that live on this host, kept current from the bridge's own announcements.
+
+Peers learn from us which MACs are ours, and no peer may claim one of them (fdb.desired_state).
+They were re-read from the bridge's whole table on every neighbour or FDB event and every
+second besides: ~30 ms per read with 1 000 containers (~5 000 entries), the daemon's largest
+idle cost. Now each RTM_NEWNEIGH/RTM_DELNEIGH of the bridge's table is applied as it comes
+(the bridge keys its table by MAC and VLAN, so an announcement replaces or removes one entry);
+the whole table is read only at start, after the socket overflowed (ENOBUFS: announcements
+were lost), and every `FULL_READ_SECONDS` as a safety net.
+
+A full read races the announcements that arrive while it runs: those applied after the
+read began are applied again on top of its result (`mark` before reading, `reset` after).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+import threading
+from collections import deque
+from collections.abc import Iterable
+
+from weaved.datapath.fastdp.fdb import FdbRow, is_local_row
+from weaved.datapath.fastdp.netlink import fdb_state
+from weaved.dataplane.rtnl import NTF_SELF, fdb_events
+
+__all__ = [
+    "FULL_READ_SECONDS",
+    "LocalMacs",
+    "bridge_changes",
+    "neigh_socket",
+    "read_changes",
+]
+
+log = logging.getLogger(__name__)
+
+FULL_READ_SECONDS = 60.0
+RTMGRP_NEIGH = 0x4
+REPLAY_LOG = 4096  # announcements kept for replay over a full read running meanwhile
+
+Change = tuple[bool, FdbRow]  # (added or changed, entry) / (deleted, entry)
+
+
+def bridge_changes(data: bytes, bridge_index: int) -> list[Change]:
+    """The changes of bridge `bridge_index`'s table in what an RTMGRP_NEIGH socket read (other
+    bridges, devices' own entries and ARP neighbours are left out). Ports are named now (an
+    ioctl each): an entry on a port already gone gets the name ""."""
+    out: list[Change] = []
+    for added, entry in fdb_events(data):
+        if entry.master != bridge_index or entry.flags & NTF_SELF or not entry.mac:
+            continue
+        port = ""
+        if added:
+            with contextlib.suppress(OSError):
+                port = socket.if_indextoname(entry.ifindex)
+        row = FdbRow(entry.mac, port, True, fdb_state(entry.state), vlan=entry.vlan)
+        out.append((added, row))
+    return out
+
+
+class LocalMacs:
+    """The bridge table's entries by (MAC, VLAN), each local or not. Used from the event
+    loop (announcements) and the reconciler's thread (a converge's full read): locked."""
+
+    def __init__(self, bridge: str, remote_ports: Iterable[str]) -> None:
+        self.bridge = bridge
+        self.remote = frozenset(remote_ports)
+        self._lock = threading.Lock()
+        self._local: dict[tuple[str, int], bool] = {}
+        self._seq = 0
+        self._log: deque[tuple[int, Change]] = deque(maxlen=REPLAY_LOG)
+        self.stale = True  # no full read yet, or announcements were lost since
+
+    def mark(self) -> int:
+        """Take before a full read begins; hand to `reset` with its result."""
+        with self._lock:
+            return self._seq
+
+    def reset(self, rows: Iterable[FdbRow], since: int) -> None:
+        """A full read of the table, begun at `mark()` == since."""
+        local = {
+            (row.mac.lower(), row.vlan): is_local_row(row, self.bridge, self.remote)
+            for row in rows
+            if row.master
+        }
+        with self._lock:
+            replay = [change for seq, change in self._log if seq > since]
+            lost = len(replay) < self._seq - since  # fell off the log: read again
+            self._local = local
+            for change in replay:
+                self._apply(change)
+            self.stale = lost
+
+    def apply(self, changes: Iterable[Change]) -> None:
+        with self._lock:
+            for change in changes:
+                self._seq += 1
+                self._log.append((self._seq, change))
+                self._apply(change)
+
+    def _apply(self, change: Change) -> None:
+        added, row = change
+        key = (row.mac.lower(), row.vlan)
+        if added:
+            self._local[key] = is_local_row(row, self.bridge, self.remote)
+        else:
+            self._local.pop(key, None)
+
+    def macs(self) -> frozenset[str]:
+        with self._lock:
+            return frozenset(mac for (mac, _vlan), local in self._local.items() if local)
+
+
+def read_changes(sock: socket.socket, bridge: str) -> list[Change] | None:
+    """Every change of `bridge`'s table queued on the non-blocking RTMGRP_NEIGH socket `sock`;
+    None when some were lost (the socket overflowed: read the whole table again)."""
+    try:
+        bridge_index = socket.if_nametoindex(bridge)
+    except OSError:
+        bridge_index = 0  # no bridge: nothing of its table to follow
+    changes: list[Change] = []
+    while True:
+        try:
+            data = sock.recv(1 << 20)
+        except BlockingIOError:
+            return changes
+        except OSError as exc:  # ENOBUFS
+            log.debug("fastdp neighbour events lost error=%s", exc)
+            return None
+        if not data:
+            return changes
+        if bridge_index:
+            changes += bridge_changes(data, bridge_index)
+
+
+def neigh_socket() -> socket.socket | None:
+    """A netlink socket that tells us of neighbour/FDB changes."""
+    try:
+        sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
+        with contextlib.suppress(OSError):  # room for a burst (1 000 containers attached)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        sock.bind((0, RTMGRP_NEIGH))
+        sock.setblocking(False)
+    except OSError as exc:
+        log.info("fastdp: no netlink events, polling only error=%s", exc)
+        return None
+    return sock
