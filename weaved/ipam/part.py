@@ -29,6 +29,7 @@ from weaved.ipam.allocator import (
     SeedStart,
     StartMode,
 )
+from weaved.ipam.durable import DurableOutbox, WriteBehindStore
 from weaved.ipam.errors import IpamError
 from weaved.ipam.gossiper import IpamGossiper
 from weaved.ipam.persist import FileStore
@@ -92,12 +93,15 @@ class IpamPart(Component):
             start=start_mode(spec),
         )
         state_dir.mkdir(parents=True, exist_ok=True)
-        self.store = FileStore(state_dir)
+        # Written off the event loop; answers and messages wait for the write (durable.py).
+        self.store = WriteBehindStore(FileStore(state_dir))
         self._router = router
         self.allocator = Allocator(
             config, peers=router.peer_view(), store=self.store, on_complete=self._complete
         )
         self.gossiper = IpamGossiper(self.allocator, clock=time.time)
+        self.outbox = DurableOutbox(self.gossiper, self.store)
+        self.allocator.attach(self.outbox)
         self.gossiper.set_sender(router.add_channel(CHANNEL, self.gossiper))
         self._waiting: dict[int, asyncio.Future[CIDR]] = {}
         self._expose: dict[int, str] = {}  # expose index → allocated ADDR/LEN
@@ -119,6 +123,7 @@ class IpamPart(Component):
         if self._daemon is not None and self._daemon.leaving:
             heir = self.allocator.shutdown(time.time())
             log.info("ipam space handed over heir=%s", format_peer_name(heir) if heir else "none")
+            await self.store.close()  # the hand-over is written, and its broadcast released
             if heir is not None:
                 await asyncio.sleep(HANDOFF_FLUSH_SECONDS)  # let the broadcast leave
             # As Weave's reset: a relaunched host must not take back addresses it gave away.
@@ -129,6 +134,8 @@ class IpamPart(Component):
                 task.cancel()
         for future in self._waiting.values():
             future.cancel()
+        await self.store.close()
+        self.outbox.cancel()
 
     async def _tick(self) -> None:
         while True:
@@ -157,6 +164,12 @@ class IpamPart(Component):
             await self._settle(result, None)
 
     async def _settle(self, result: Allocated | Claimed | Pending, wait: Wait | None) -> CIDR:
+        """The address once it is on disk: an answer given must survive a crash."""
+        cidr = await self._outcome(result, wait)
+        await self.store.synced()
+        return cidr
+
+    async def _outcome(self, result: Allocated | Claimed | Pending, wait: Wait | None) -> CIDR:
         if not isinstance(result, Pending):
             return result.cidr
         future: asyncio.Future[CIDR] = asyncio.get_running_loop().create_future()
