@@ -406,3 +406,21 @@ def test_a_new_port_sends_only_from_its_addresses_before_any_converge(host: Netn
 
         in_ns(host, lambda: plumbing.detach(targets[0], None))
         assert set_elements(host) == {(targets[1].veth, "10.2.1.32")}
+
+
+def test_the_inside_check_in_turn_finds_only_a_change_made_by_hand(host: Netns) -> None:
+    """Issue 16.3: the periodic check looks into a few containers at a time (changed_inside);
+    a container as attached reads as unchanged (else every turn would cost a link dump), one
+    changed by hand is named, and observing just that one finds the change."""
+    with Netns("wdhs") as c1, Netns("wdhs") as c2:
+        t1, t2 = netns_target(c1.name), netns_target(c2.name)
+        a1 = in_ns(host, lambda: plumbing.attach(t1, [Iface("10.2.1.41/24")]))
+        a2 = in_ns(host, lambda: plumbing.attach(t2, [Iface("10.2.1.42/24")]))
+        assert in_ns(host, lambda: observe.changed_inside([a1, a2])) == []
+        c2.ip("addr", "del", "10.2.1.42/24", "dev", "ethwe")
+        assert in_ns(host, lambda: observe.changed_inside([a1, a2])) == [a2.veth]
+        seen = in_ns(host, lambda: observe.observe_attachments(None, [a1, a2], deep={a2.veth}))
+        assert {a.veth: a.addresses for a in seen} == {
+            a1.veth: (Iface("10.2.1.41/24"),),
+            a2.veth: (),
+        }

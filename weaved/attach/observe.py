@@ -8,7 +8,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import socket
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
@@ -134,7 +134,10 @@ class _Locator:
 
 
 def observe_attachments(
-    docker_url: str | None = None, known: Iterable[Attachment] = (), *, deep: bool = True
+    docker_url: str | None = None,
+    known: Iterable[Attachment] = (),
+    *,
+    deep: bool | Collection[str] = True,
 ) -> list[Attachment]:
     """Every container plugged in on this host, looked up in the kernel (host side: links named
     `vethwepl*`; container side: its `ethwe`, read inside its namespace).
@@ -147,7 +150,8 @@ def observe_attachments(
     `deep` False: a container whose host veth is the one `known` recorded (same index and
     peer) keeps its recorded container side, its namespace not entered; the periodic check
     of a host with many containers is then one link dump, and a deep one now and then finds
-    what was changed inside a container by hand.
+    what was changed inside a container by hand. A collection: the host veths of the
+    containers to look into (besides those whose veth changed).
     """
     ipr = IPRoute()
     links: list[Any] = []
@@ -195,7 +199,8 @@ def observe_attachments(
             and previous.veth_index == int(link["index"])
             and previous.peer_index == peer_index
         )
-        if loc is not None and (deep or not unchanged):
+        look = deep if isinstance(deep, bool) else name in deep
+        if loc is not None and (look or not unchanged):
             try:
                 with opened(loc.path) as fd:
                     side = run_in_netns(fd, partial(probe_side, peer_index))
@@ -232,6 +237,24 @@ def nothing_moved(known: Iterable[Attachment]) -> bool:
         if name.startswith(VETH_PREFIX) and not name.startswith(CNI_VETH_PREFIX)
     }
     return present == recorded
+
+
+def changed_inside(known: Iterable[Attachment]) -> list[str]:
+    """The host veths of `known` containers whose inside (`ethwe`: addresses, MTU, routes)
+    is no longer what was recorded, each read in its namespace; a namespace that cannot be
+    entered is left to the host-side checks."""
+    out = []
+    for a in known:
+        if not a.target.netns_path:
+            continue
+        try:
+            with opened(a.target.netns_path) as fd:
+                side = run_in_netns(fd, partial(probe_side, a.peer_index))
+        except (NetnsGone, OSError):
+            continue
+        if side is None or side.onto(a) != a:
+            out.append(a.veth)
+    return out
 
 
 def _veth_id(link: Any) -> str:
