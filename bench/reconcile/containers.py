@@ -14,8 +14,9 @@ Prints, each next to a baseline from the same run:
 Run as root: python bench/reconcile/containers.py [--containers 200] [--cycles 100]
 [--idle 30] [--fill-in-flight 1]; --containers 1000 for the large host (with
 --fill-in-flight 10 it fills in minutes; the filling figures are then 10 at once).
-Everything lives in namespaces named `wdas-*` (the daemon's host, the containers, the
-baseline's) that are deleted at the end, also on failure or Ctrl-C. Profiling:
+Everything lives in namespaces named `wdas-*` (`--prefix`: another name, e.g. when two
+people run it at once) (the daemon's host, the containers, the baseline's) that are deleted
+at the end, also on failure or Ctrl-C. Profiling:
 BENCH_PYSPY=FILE records the daemon with py-spy; HS_TRACE=1 signals SIGUSR2 before and after
 the churn (for a sitecustomize that dumps tracemalloc snapshots).
 """
@@ -116,11 +117,11 @@ def ip_batch(lines: Iterable[str], *, check: bool = True) -> None:
 
 class Bench:
     def __init__(self, client: Client, pid: int, tag: str) -> None:
-        self.client, self.pid, self.tag = client, pid, tag
+        self.client, self.pid, self.tag = client, pid, tag  # tag: PREFIX-RANDOM
         self.names: list[str] = []
 
     def new_namespaces(self, count: int) -> list[str]:
-        names = [f"wdas-{self.tag}-{len(self.names) + i}" for i in range(count)]
+        names = [f"{self.tag}-{len(self.names) + i}" for i in range(count)]
         self.names += names  # before they exist: cleaned up even if creating fails half-way
         ip_batch(f"netns add {name}" for name in names)
         return names
@@ -162,7 +163,7 @@ class Bench:
 def plain_ip(host: Netns, tag: str, count: int, at_once: int) -> list[float]:
     """Baseline: what an attach does, by hand (veth into the namespace, address, up), with
     `at_once` of them in flight."""
-    names = [f"wdas-{tag}-b{at_once}x{i}" for i in range(count)]
+    names = [f"{tag}-b{at_once}x{i}" for i in range(count)]
 
     def one(i: int) -> float:
         ns, veth = names[i], f"vb{at_once}x{i}"
@@ -211,6 +212,7 @@ def main() -> int:
     parser.add_argument("--containers", type=int, default=200, help="attached at once (≥ 40)")
     parser.add_argument("--cycles", type=int, default=100, help="detach+attach cycles for RSS")
     parser.add_argument("--idle", type=float, default=30.0, help="seconds of idle CPU sampling")
+    parser.add_argument("--prefix", default="wdas", help="of every namespace made (≤ 8 chars)")
     parser.add_argument(
         "--fill-in-flight",
         type=int,
@@ -222,11 +224,13 @@ def main() -> int:
         parser.error("--containers must be at least 40")
     # SIGTERM as Ctrl-C: the finally blocks delete every namespace made.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
-    tag = secrets.token_hex(2)
+    if not 0 < len(args.prefix) <= 8 or not args.prefix.replace("-", "").isalnum():
+        parser.error("--prefix: 1 to 8 letters, digits or dashes")
+    tag = f"{args.prefix}-{secrets.token_hex(2)}"
     began, load_start = time.perf_counter(), load_average()
     result: dict[str, Any] = {"containers": args.containers}
     fill_n = args.containers - 20 - 5 * AT_ONCE
-    with tempfile.TemporaryDirectory() as tmp, Netns("wdas") as host:
+    with tempfile.TemporaryDirectory() as tmp, Netns(args.prefix) as host:
         spec = Path(tmp) / "weave.yaml"
         spec.write_text(SPEC)
         proc = host.popen_weaved(spec, "daemon", log=Path(tmp) / "daemon.log")
