@@ -126,7 +126,10 @@ class FileStore:
             raise _corrupt(self.path, e) from e
 
     def save(self, state: PersistedState) -> None:
-        data = json.dumps(to_document(state), indent=1, sort_keys=True).encode() + b"\n"
+        # Compact: with `indent` json encodes in pure Python, 8 ms of 1 000 owned addresses
+        # (10× the C encoder), holding the GIL the event loop needs.
+        doc = to_document(state)
+        data = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode() + b"\n"
         try:
             self.state_dir.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(prefix=f".{FILE_NAME}.", dir=self.state_dir)
