@@ -30,6 +30,7 @@ import sys
 import time
 from pathlib import Path
 
+from weaved.daemon.memory import fix_mmap_threshold, give_back_freed_memory
 from weaved.datapath.overlays import OVERLAYS
 from weaved.dns.gossiper import DnsGossipData
 from weaved.dns.service import DnsConfig, DnsService
@@ -53,8 +54,14 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
-async def target_main(port: int) -> None:
-    """The measured process: prints `peers names` every 0.5 s until stdin closes."""
+async def target_main(port: int, plain_allocator: bool) -> None:
+    """The measured process: prints `peers names blocks` every 0.5 s until stdin closes.
+    Its allocator is set up as `weaved daemon` sets up its own (weaved/daemon/memory.py:
+    mallopt, malloc_trim every 10 s) unless `plain_allocator`."""
+    trimming: asyncio.Task[None] | None = None
+    if not plain_allocator:
+        fix_mmap_threshold()
+        trimming = asyncio.create_task(give_back_freed_memory())
     router = Router(
         MeshConfig(
             name=PeerName(0x0B00_0000_0001),
@@ -71,16 +78,22 @@ async def target_main(port: int) -> None:
     )
     dns.join_mesh(router)
     await router.start()
-    if os.environ.get("BENCH_MEMORY_TRACE"):
+    if os.environ.get("BENCH_MEMORY_TRACE") == "types":
+        _count_types_on_signals()
+    elif os.environ.get("BENCH_MEMORY_TRACE"):
         _trace_on_signals()
     server = asyncio.create_task(dns.run())
     loop = asyncio.get_running_loop()
     eof = loop.run_in_executor(None, sys.stdin.read)
     while not eof.done():
         live = sum(1 for e in dns.zone.entries() if e.live)
-        print(json.dumps({"peers": len(router.topology.peers), "names": live}), flush=True)
+        # Python's live memory blocks: flat while RSS grows means the allocator keeps pages.
+        status = {"peers": len(router.topology.peers), "names": live}
+        print(json.dumps(status | {"blocks": sys.getallocatedblocks()}), flush=True)
         await asyncio.wait([eof], timeout=0.5)
     server.cancel()
+    if trimming is not None:
+        trimming.cancel()
     await router.stop()
 
 
@@ -124,6 +137,33 @@ def _trace_on_signals() -> None:
             print(f"trace: {stat.size_diff / 1e3:+.0f} kB {stat.count_diff:+d}", file=sys.stderr)
             for line in stat.traceback.format()[-8:]:
                 print(f"trace:     {line}", file=sys.stderr)
+
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGUSR1, mark)
+    loop.add_signal_handler(signal.SIGUSR2, dump)
+
+
+def _count_types_on_signals() -> None:
+    """--count-types: SIGUSR1 counts live objects by type, SIGUSR2 prints which counts grew
+    since (stderr); cheap enough not to change what is measured, unlike tracemalloc."""
+    import collections
+    import gc
+
+    base: list[collections.Counter[str]] = []
+
+    def count() -> collections.Counter[str]:
+        gc.collect()
+        return collections.Counter(type(o).__qualname__ for o in gc.get_objects())
+
+    def mark() -> None:
+        base[:] = [count()]
+
+    def dump() -> None:
+        now = count()
+        grew = now - base[0] if base else now
+        print(f"types: gc.garbage {len(gc.garbage)}; grew since the churn began:", file=sys.stderr)
+        for name, n in grew.most_common(20):
+            print(f"types: {n:+8d} {name} (now {now[name]})", file=sys.stderr)
 
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGUSR1, mark)
@@ -202,16 +242,19 @@ class FakePeer:
 async def driver(args: argparse.Namespace) -> int:
     rng = random.Random(args.seed)
     port = rng.randrange(20000, 40000)
-    env = dict(os.environ, BENCH_MEMORY_TRACE="1") if args.trace else None
+    env = None
+    if args.trace or args.count_types:
+        env = dict(os.environ, BENCH_MEMORY_TRACE="1" if args.trace else "types")
+    plain = ["--plain-allocator"] if args.plain_allocator else []
     target = subprocess.Popen(
-        [sys.executable, __file__, "--target", str(port)],
+        [sys.executable, __file__, "--target", str(port), *plain],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
         env=env,
     )
     assert target.stdout is not None and target.stdin is not None
-    latest = {"peers": 0, "names": 0}
+    latest = {"peers": 0, "names": 0, "blocks": 0}
 
     async def read_target() -> None:
         loop = asyncio.get_running_loop()
@@ -248,9 +291,10 @@ async def driver(args: argparse.Namespace) -> int:
             f"target with {latest['peers'] - 1} peers and {latest['names']} names "
             f"(after {full:.1f} s): RSS {rss1:.1f} MB (target <= {RSS_TARGET_MB:.0f} MB)"
         )
-        if args.trace:
+        if args.trace or args.count_types:
             target.send_signal(signal.SIGUSR1)
         samples: list[tuple[float, float]] = []
+        blocks: list[tuple[float, float]] = []
         restarts = hung = 0
         c0 = time.monotonic()
         next_sample = c0
@@ -263,20 +307,33 @@ async def driver(args: argparse.Namespace) -> int:
             restarts += 1
             if time.monotonic() >= next_sample:
                 samples.append((time.monotonic() - c0, rss_mb(target.pid)))
+                blocks.append((time.monotonic() - c0, float(latest["blocks"])))
                 next_sample += args.sample
+        await asyncio.sleep(1.0)  # the target's last line is of after the churn
         samples.append((time.monotonic() - c0, rss_mb(target.pid)))
+        blocks.append((time.monotonic() - c0, float(latest["blocks"])))
+        warm = [s for s in samples if s[0] >= args.churn / 10]
+        warm_blocks = [b for b in blocks if b[0] >= args.churn / 10]
         print(
             f"churn: {restarts} peer restarts ({hung} did not stop within 10 s) in "
             f"{args.churn:.0f} s; RSS MB at t(s): "
             + " ".join(f"{t:.0f}:{r:.1f}" for t, r in samples)
         )
         print(
-            f"churn: RSS slope {slope(samples) * 60:+.2f} MB/min "
-            f"(first {samples[0][1]:.1f}, last {samples[-1][1]:.1f}, target flat)"
+            f"churn: RSS slope {slope(warm) * 60:+.2f} MB/min after the first tenth "
+            f"({slope(samples) * 60:+.2f} over all; first {samples[0][1]:.1f}, "
+            f"last {samples[-1][1]:.1f}; target flat; allocator: "
+            f"{'plain glibc' if args.plain_allocator else 'as the daemon'})"
         )
-        if args.trace:
+        print(
+            f"churn: Python's allocated blocks slope {slope(warm_blocks) * 60:+.0f}/min "
+            f"after the first tenth (at t(s): "
+            + " ".join(f"{t:.0f}:{n / 1000:.0f}k" for t, n in blocks[:: max(1, len(blocks) // 12)])
+            + f" end:{blocks[-1][1] / 1000:.0f}k)"
+        )
+        if args.trace or args.count_types:
             target.send_signal(signal.SIGUSR2)
-            await asyncio.sleep(30.0)
+            await asyncio.sleep(30.0 if args.trace else 5.0)
     finally:
         await asyncio.gather(*(f.stop() for f in fakes), return_exceptions=True)
         target.stdin.close()
@@ -314,11 +371,21 @@ def main() -> int:
     ap.add_argument(
         "--trace", action="store_true", help="the target prints what tracemalloc saw grow"
     )
+    ap.add_argument(
+        "--count-types",
+        action="store_true",
+        help="the target prints which object types grew over the churn (cheaper than --trace)",
+    )
+    ap.add_argument(
+        "--plain-allocator",
+        action="store_true",
+        help="the target leaves glibc's malloc as it is (the daemon tunes it: memory.py)",
+    )
     ap.add_argument("--target", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
     logging.basicConfig(level=logging.CRITICAL)  # stopping routers by the hundred is noisy
     if args.target is not None:
-        asyncio.run(target_main(args.target))
+        asyncio.run(target_main(args.target, args.plain_allocator))
         return 0
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
