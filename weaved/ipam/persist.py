@@ -127,7 +127,7 @@ class FileStore:
 
     def save(self, state: PersistedState) -> None:
         # Compact: with `indent` json encodes in pure Python, 8 ms of 1 000 owned addresses
-        # (10× the C encoder), holding the GIL the event loop needs.
+        # (ten times the C encoder), holding the GIL the event loop needs.
         doc = to_document(state)
         data = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode() + b"\n"
         try:
