@@ -27,6 +27,7 @@ from weaved.mesh.topology_wire import (
     Row,
     TopologyError,
     decode_topology,
+    memo,
 )
 
 __all__ = [
@@ -54,7 +55,7 @@ class UpdateResult:
     @cached_property
     def received(self) -> frozenset[PeerName]:
         """Every peer the update carried a record of (only broadcasts need it)."""
-        return frozenset(p[0] for p, _ in self.rows)
+        return frozenset(p[0] for p, _, _ in self.rows)
 
 
 class Topology:
@@ -200,7 +201,7 @@ class Topology:
         # Names the update could add, counted only when the bound could be crossed: each
         # name takes at least 4 bytes of the payload (a non-empty NameByte in a struct).
         if len(peers) + len(payload) // 4 > MAX_PEERS:
-            unknown = {p[0] for p, _ in rows} | {r for _, cs in rows for r in cs}
+            unknown = {p[0] for p, _, _ in rows} | {r for _, cs, _ in rows for r in cs}
             unknown -= peers.keys()
             if len(peers) + len(unknown) > MAX_PEERS:
                 raise TopologyError(f"topology update would make more than {MAX_PEERS} peers")
@@ -212,10 +213,12 @@ class Topology:
         local_changed = False
         lost_connections = False
         named: list[Mapping[PeerName, object]] = []  # lists that may name new peers
-        for (name, nickname, uid, version, short_id, has_short_id), conns in rows:
+        for (name, nickname, uid, version, short_id, has_short_id), conns, wire in rows:
             existing = peers.get(name)
             if existing is None:
                 peer = Peer(name, nickname, uid, version, short_id, has_short_id, conns)
+                if wire is not None:
+                    memo(peer, wire)
                 peers[name] = peer
                 new_names.add(name)
                 improved.add(name)
@@ -241,6 +244,8 @@ class Topology:
                 existing.connections = conns
                 existing.short_id = short_id
                 existing.has_short_id = has_short_id
+                if wire is not None:
+                    memo(existing, wire)
                 improved.add(name)
             named.append(conns)
         for listed in named:  # names known only from connection lists: placeholders

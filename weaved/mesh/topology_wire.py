@@ -76,10 +76,12 @@ def _name_from_bin(raw: object) -> PeerName:
 
 _PeerRow = tuple[PeerName, str, int, int, int, bool]
 _Connections = dict[PeerName, ConnectionInfo]
-Row = tuple[_PeerRow, _Connections]
-"""A decoded record: the summary's fields and the connections by remote name. The dict is
-shared by every table entry made from the record (the codec's cache hands the same row out
-again): never modified, as `Peer` says."""
+Wire = tuple[bytes, bytes]
+Row = tuple[_PeerRow, _Connections, Wire | None]
+"""A decoded record: the summary's fields, the connections by remote name, and the record's
+bytes when they are exactly what our encoder writes for it (then relaying the record sends
+them as they came, see `memo`). The dict is shared by every table entry made from the record
+(the codec's cache hands the same row out again): never modified, as `Peer` says."""
 _Decoded = tuple[Row, ...]
 
 
@@ -87,7 +89,7 @@ def decode_topology(payload: bytes) -> list[tuple[Peer, list[ConnectionInfo]]]:
     """The (peer, connections) pairs of a topology payload, as fresh objects; raises
     `TopologyError`."""
     rows = CODEC.decode(payload)
-    return [(Peer(*peer), list(conns.values())) for peer, conns in rows]
+    return [(Peer(*peer), list(conns.values())) for peer, conns, _ in rows]
 
 
 def _row(summary: Any, conns: Any) -> Row:
@@ -113,7 +115,7 @@ def _row(summary: Any, conns: Any) -> Row:
             bool(c["Established"]),
         )
         connections[info.remote] = info
-    return peer, connections
+    return peer, connections, None
 
 
 def _decode_rows(payload: bytes) -> _Decoded:
@@ -140,14 +142,27 @@ def _as_topology_error() -> Iterator[None]:
 
 
 def _summary(peer: Peer) -> dict[str, Any]:
+    return _summary_of(
+        (peer.name, peer.nickname, peer.uid, peer.version, peer.short_id, peer.has_short_id)
+    )
+
+
+def _summary_of(row: _PeerRow) -> dict[str, Any]:
+    name, nickname, uid, version, short_id, has_short_id = row
     return {
-        "NameByte": peer_name_to_bytes(peer.name),
-        "NickName": peer.nickname,
-        "UID": peer.uid,
-        "Version": peer.version,
-        "ShortID": peer.short_id,
-        "HasShortID": peer.has_short_id,
+        "NameByte": peer_name_to_bytes(name),
+        "NickName": nickname,
+        "UID": uid,
+        "Version": version,
+        "ShortID": short_id,
+        "HasShortID": has_short_id,
     }
+
+
+def memo(peer: Peer, wire: Wire) -> None:
+    """`wire` is `peer`'s encoded record as it is now (a decoded row's bytes)."""
+    head = (peer.version, peer.uid, peer.nickname, peer.short_id, peer.has_short_id)
+    peer.wire = (head, peer.connections, len(peer.connections), wire)
 
 
 def _conn_summary(c: ConnectionInfo) -> dict[str, Any]:
@@ -228,12 +243,15 @@ class PayloadCodec:
             if len(self._records) >= self._MAX_RECORDS:
                 self._records.clear()
             conns = [_conn_summary(c) for c in peer.connections.values()]
-            cached = (
-                self._enc.encode(PEER_SUMMARY, _summary(peer)),
-                self._enc.encode(CONNECTION_SUMMARY_LIST, conns),
-            )
+            cached = self._encode_record(_summary(peer), conns)
             self._records[key] = cached
         return cached
+
+    def _encode_record(self, summary: dict[str, Any], conns: list[dict[str, Any]]) -> Wire:
+        return (
+            self._enc.encode(PEER_SUMMARY, summary),
+            self._enc.encode(CONNECTION_SUMMARY_LIST, conns),
+        )
 
     def encode(self, peers: Iterable[Peer]) -> bytes:
         parts: list[bytes] = []
@@ -321,7 +339,14 @@ class PayloadCodec:
         with _as_topology_error():
             summary = decoder.decode_value(record, 0, ps_len, PEER_SUMMARY)
             conns = decoder.decode_value(record, ps_len, len(record), CONNECTION_SUMMARY_LIST)
-            return _row(summary, conns)
+            peer, connections, _ = _row(summary, conns)
+        # Relayed as they came only if byte for byte what we would write: then no peer can
+        # tell (our type ids, Go's canonical value encoding; anything else is re-encoded).
+        wire = (record[:ps_len], record[ps_len:])
+        ours = self._encode_record(
+            _summary_of(peer), [_conn_summary(c) for c in connections.values()]
+        )
+        return peer, connections, wire if wire == ours else None
 
     def _remember(self, key: tuple[int, bytes], row: Row) -> None:
         cache = self._decoded
