@@ -432,3 +432,23 @@ async def test_sleeve_carries_data_frames_to_the_plugged_consumer(password: byte
         dropped = overlay_b.stats.frames_dropped
         sleeve.send_frames([SleeveFrame(a.us, b.us, eth)], df=False)
         await eventually(lambda: overlay_b.stats.frames_dropped == dropped + 1, what="drop count")
+
+
+@in_loop
+async def test_read_timeout_ends_a_silent_connection_only(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """No data for read_timeout ends a connection (Weave's read deadline); a peer that keeps
+    sending (heartbeats) keeps its connection however long it lasts."""
+    caplog.set_level(logging.INFO, logger="weaved.mesh")
+    async with mesh(discovery=False) as m:
+        hub = await m.add(0, read_timeout=1.0, gossip_interval=60.0)
+        chatty = await m.add(1, targets=[0], heartbeat_interval=0.2, gossip_interval=60.0)
+        silent = await m.add(2, targets=[0], heartbeat_interval=60.0, gossip_interval=60.0)
+        await eventually(lambda: len(hub.connections) == 2, what="both connected")
+        first = hub.connections[silent.us]
+        await eventually(lambda: first.finished, timeout=10.0, what="silent peer timed out")
+        assert "reason=read-timeout" in caplog.text
+        kept = hub.connections[chatty.us]
+        await asyncio.sleep(2.5)
+        assert hub.connections.get(chatty.us) is kept and not kept.finished

@@ -196,6 +196,8 @@ class Connection:
         self._raw_bytes = 0
         self.dropped = 0  # messages not queued because the remote was not reading
         self._reserved = 0  # of the host's InboundBudget, for the large message being read
+        self._reading_since: float | None = None  # loop time the read under way began
+        self._watchdog: asyncio.TimerHandle | None = None
         self._wake = asyncio.Event()
         self._msg_writer = MessageWriter()
         self._msg_reader = MessageReader()
@@ -346,6 +348,8 @@ class Connection:
 
     async def _read_loop(self) -> None:
         read_timeout = self._host.timeouts().read_timeout
+        loop = asyncio.get_running_loop()
+        self._watchdog = loop.call_later(read_timeout, self._read_watchdog, read_timeout)
         # Bytes after the features message arrived with the handshake.
         pending = self._msg_reader.take_buffered()
         try:
@@ -355,15 +359,11 @@ class Connection:
                 else:
                     if not await self._reserve_for_large_message(read_timeout):
                         return
-                    try:
-                        data = await asyncio.wait_for(self._reader.read(READ_SIZE), read_timeout)
-                    except TimeoutError:
-                        self.shutdown(
-                            Closed(
-                                CloseReason.READ_TIMEOUT, "read tcp: i/o timeout (no data for 60s)"
-                            )
-                        )
-                        return
+                    # One timer watches every read (wait_for per read made a task and a timer
+                    # for each: a busy mesh reads thousands of times a second).
+                    self._reading_since = loop.time()
+                    data = await self._reader.read(READ_SIZE)
+                    self._reading_since = None
                     if not data:
                         self.shutdown(Closed(CloseReason.EOF, "EOF"))
                         return
@@ -390,6 +390,26 @@ class Connection:
             self.shutdown(Closed(CloseReason.PROTOCOL_ERROR, str(e)))
         except OSError as e:
             self.shutdown(_io_closed(e))
+        finally:
+            self._reading_since = None
+            if self._watchdog is not None:
+                self._watchdog.cancel()
+                self._watchdog = None
+
+    def _read_watchdog(self, read_timeout: float) -> None:
+        """A read waiting `read_timeout` for data ends the connection (Weave's read deadline);
+        otherwise look again when the read under way would reach it."""
+        self._watchdog = None
+        if self._done.done():
+            return
+        since = self._reading_since
+        loop = asyncio.get_running_loop()
+        left = read_timeout if since is None else since + read_timeout - loop.time()
+        if left <= 0:
+            why = "read tcp: i/o timeout (no data for 60s)"
+            self.shutdown(Closed(CloseReason.READ_TIMEOUT, why))
+            return
+        self._watchdog = loop.call_later(left, self._read_watchdog, read_timeout)
 
     async def _reserve_for_large_message(self, timeout: float) -> bool:
         need = self._msg_reader.pending_length
