@@ -204,6 +204,25 @@ def test_nil_maps_inside_slices_are_sent_empty() -> None:
     assert decode_one(encode_one(typ, [None, {"a": 1}]), typ) == [{}, {"a": 1}]
 
 
+def test_encode_one_writes_what_a_fresh_stream_writes_every_time() -> None:
+    """encode_one keeps each type's definitions and encoder (issue 16: a handshake compiled
+    the type of types anew each time); the bytes are a fresh Encoder's, call after call."""
+    cases: list[tuple[GobType, Any]] = [
+        (wt.FEATURES, {"Name": "aa:bb:cc:dd:ee:ff", "NickName": "host1"}),
+        (wt.RANGE, {"Start": 1, "End": 300}),
+        (wt.PEER_SUMMARY, {"NameByte": b"\x01" * 6, "NickName": "h", "Version": 3}),
+        (wt.CONNECTION_SUMMARY_LIST, [{"NameByte": b"\x02" * 6, "Established": True}]),
+        (Slice(Map(STRING, UINT)), [None, {"a": 1}]),
+        (UINT, 7),
+    ]
+    for _ in range(3):
+        for typ, value in cases:
+            assert encode_one(typ, value) == Encoder().encode(typ, value)
+    with pytest.raises(GobValueError):
+        encode_one(wt.RANGE, {"Start": -1})
+    assert encode_one(wt.RANGE, {"Start": 1}) == Encoder().encode(wt.RANGE, {"Start": 1})
+
+
 def test_not_a_descriptor() -> None:
     with pytest.raises(GobValueError):
         encode_one(GobType(), 1)

@@ -1,7 +1,8 @@
 """The gob encoder: Python values to Go's bytes, type definitions sent once per stream.
 
 A struct field whose value is zero is omitted, with Go's exceptions (see the package docstring);
-each descriptor's encoder is compiled once per stream into a closure.
+each descriptor's encoder is compiled once per process into a closure (it depends on the type
+alone), shared by every stream.
 """
 
 from __future__ import annotations
@@ -113,6 +114,10 @@ _PRIMITIVE_ENCODERS: dict[int, _Enc] = {
 _SEND_IF_NONZERO, _SEND_IF_NOT_NONE, _SEND_ALWAYS = 0, 1, 2
 
 
+_COMPILED: dict[GobType, _Enc] = {}
+"""Compiled encoders by type (descriptors are immutable; a handful exist)."""
+
+
 class Encoder:
     """One gob stream (type ids from 65 in first-use order, each type defined once per stream)."""
 
@@ -120,7 +125,7 @@ class Encoder:
         self._ids: dict[GobType, int] = {}
         self._next_id = FIRST_USER_ID
         self._sent: set[GobType] = set()
-        self._encoders: dict[GobType, _Enc] = {}
+        self._encoders = _COMPILED
 
     def encode(self, typ: GobType, value: Any) -> bytes:
         """The messages needed for `value`: type definitions not yet sent, then the value."""
@@ -298,6 +303,30 @@ class Encoder:
         return enc
 
 
+_FRESH: dict[GobType, tuple[bytes, int, _Enc]] = {}
+"""Per type: what a fresh stream sends before its first value (the definitions), the type's
+id there and its encoder. Every handshake sends its features this way."""
+_MAX_FRESH = 64
+
+
 def encode_one(typ: GobType, value: Any) -> bytes:
-    """`value` as a complete gob stream of its own (a fresh Encoder)."""
-    return Encoder().encode(typ, value)
+    """`value` as a complete gob stream of its own (what a fresh Encoder writes)."""
+    primed = _FRESH.get(typ)
+    if primed is None:
+        enc = Encoder()
+        enc._assign_ids(typ)
+        defs = bytearray()
+        enc._send_definitions(typ, defs, set())
+        primed = (bytes(defs), enc._type_id(typ), enc._encoder(typ))
+        if len(_FRESH) < _MAX_FRESH:
+            _FRESH[typ] = primed
+    defs_bytes, type_id, encode_value = primed
+    body = bytearray()
+    put_int(body, type_id)
+    if not isinstance(typ, Struct):
+        body.append(0)  # a top-level non-struct is a "singleton" field 0
+    encode_value(value, body)
+    out = bytearray(defs_bytes)
+    put_uint(out, len(body))
+    out += body
+    return bytes(out)
