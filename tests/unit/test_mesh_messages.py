@@ -11,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.wire import VECTORS
+from weaved.mesh import gob
 from weaved.mesh.gossip_api import PeerName
 from weaved.mesh.messages import (
     Blank,
@@ -24,6 +25,7 @@ from weaved.mesh.messages import (
     Tag,
     UnknownTag,
     _decode_gossip,
+    _envelope,
     _fast_gossip,
     encode_broadcast,
     encode_gossip,
@@ -142,3 +144,21 @@ def test_fast_envelope_reading_of_go_vectors() -> None:
             assert fast is not None and fast == _decode_gossip(Tag(body[0]), body)
             read += 1
     assert read
+
+
+@given(
+    st.sampled_from([Tag.GOSSIP, Tag.GOSSIP_BROADCAST]),
+    st.text(max_size=40),
+    st.integers(0, 2**64 - 1),
+    st.binary(max_size=70_000),
+)
+def test_gossip_envelope_writing_equals_the_encoder(
+    tag: Tag, channel: str, sender: int, payload: bytes
+) -> None:
+    """The envelope written with a kept head and one copy of the payload is the encoder's."""
+    encode = encode_gossip if tag == Tag.GOSSIP else encode_broadcast
+    for _ in range(2):  # the second from the kept head
+        body = encode(channel, PeerName(sender), payload)
+        assert body == _envelope(
+            tag, (gob.STRING, channel), (gob.UINT, sender), (gob.BYTES, payload)
+        )

@@ -12,6 +12,7 @@ from enum import IntEnum
 
 from weaved.errors import ProtocolError
 from weaved.mesh import gob
+from weaved.mesh.gob.varint import put_uint
 from weaved.mesh.gossip_api import PeerName
 
 __all__ = [
@@ -129,14 +130,35 @@ def encode_heartbeat() -> bytes:
     return bytes([Tag.HEARTBEAT])
 
 
+_HEADS: dict[tuple[Tag, str, PeerName], bytes] = {}
+"""Tag, channel and sender items by (tag, channel, sender): the same on every message of one."""
+_MAX_HEADS = 512
+_BYTES_ITEM = bytes([5 << 1, 0])  # a top-level []byte: type id 5 (zig-zag), singleton field 0
+
+
+def _gossip_envelope(tag: Tag, channel: str, sender: PeerName, payload: bytes) -> bytes:
+    """`_envelope(tag, channel, sender, payload)`, with the payload copied once (the gossip
+    relayed by a busy router is most of what it sends)."""
+    key = (tag, channel, sender)
+    head = _HEADS.get(key)
+    if head is None:
+        head = _envelope(tag, (gob.STRING, channel), (gob.UINT, sender))
+        if len(_HEADS) >= _MAX_HEADS:
+            _HEADS.clear()
+        _HEADS[key] = head
+    size = bytearray()
+    put_uint(size, len(payload))
+    item = bytearray()
+    put_uint(item, len(_BYTES_ITEM) + len(size) + len(payload))
+    return b"".join((head, item, _BYTES_ITEM, size, payload))
+
+
 def encode_gossip(channel: str, sender: PeerName, payload: bytes) -> bytes:
-    return _envelope(Tag.GOSSIP, (gob.STRING, channel), (gob.UINT, sender), (gob.BYTES, payload))
+    return _gossip_envelope(Tag.GOSSIP, channel, sender, payload)
 
 
 def encode_broadcast(channel: str, sender: PeerName, payload: bytes) -> bytes:
-    return _envelope(
-        Tag.GOSSIP_BROADCAST, (gob.STRING, channel), (gob.UINT, sender), (gob.BYTES, payload)
-    )
+    return _gossip_envelope(Tag.GOSSIP_BROADCAST, channel, sender, payload)
 
 
 def encode_unicast(channel: str, sender: PeerName, dest: PeerName, payload: bytes) -> bytes:
