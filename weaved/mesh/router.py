@@ -110,7 +110,7 @@ class Router:
             self.hub,
             config.topology_delay,
             lambda: self._running,
-            self.dialer.wake,
+            self._topology_changed,
             self._limited,
             self._call_soon,
         )
@@ -305,6 +305,11 @@ class Router:
         conn = self.connections.get(peer)
         if conn is not None:
             conn.wake()
+
+    def _topology_changed(self) -> None:
+        # Only discovery plans from the topology; our own connections wake the dialer anyway.
+        if self.maker.discovery:
+            self.dialer.wake()
 
     def trusts(self, ip: str) -> bool:
         try:

@@ -8,6 +8,7 @@ it again.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import random
 from collections.abc import Iterable, Mapping
@@ -237,6 +238,7 @@ class ConnectionMaker:
         return Plan(tuple(attempts), wake_at)
 
 
+@functools.lru_cache(maxsize=1024)  # a plan asks again for every inbound peer
 def _normalise_ip(ip: str) -> str:
     try:
         return str(ipaddress.ip_address(ip))
