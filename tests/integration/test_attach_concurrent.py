@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import json
+import subprocess
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -24,6 +25,9 @@ from weaved.attach import plumbing
 from weaved.attach.netns import opened, run_in_netns
 from weaved.attach.part import AttachPart
 from weaved.attach.requests import AttachRequest, DetachRequest
+from weaved.attach.target import netns_target
+from weaved.dataplane.nftsets import add_elements, remove_elements
+from weaved.engine.reconcile import RuntimeFacts
 from weaved.ipam.address import CIDR
 from weaved.spec.models import Spec
 
@@ -142,7 +146,10 @@ def test_attaches_and_detaches_run_at_once_without_the_dataplane_thread(
         await part.stop()
 
     in_ns(host, lambda: asyncio.run(scenario()))
-    assert daemon.dirty.count("attach") == COUNT and daemon.dirty.count("detach") == COUNT
+    # An attach makes what a converge would for it and asks for none, unless a converge may
+    # have planned without it or it brings a subnet the isolation rules do not know (here no
+    # converge ever took facts: each is such a subnet); a detach asks for none either.
+    assert daemon.dirty == ["attach in a new subnet"] * COUNT
     assert sorted(ipaddress.IPv4Address(a) for _, a in ipam.allocator.released) == sorted(
         ipaddress.IPv4Interface(a).ip for a in wanted.values()
     )
@@ -179,3 +186,52 @@ def test_a_resync_leaves_a_container_alone_while_its_attach_is_under_way(
 
     in_ns(host, lambda: asyncio.run(scenario()))
     assert ethwe_addresses(name) == ["10.2.1.50/24"]
+
+
+def test_what_a_converge_that_planned_without_an_attach_undid_is_made_again(
+    host: Netns, containers: list[str], tmp_path: Path
+) -> None:
+    """A converge that took its facts before an attach was recorded may remove the elements
+    the plug added (it plans them as not wanted). The attach asks for no converge of its own:
+    once that converge has finished, the part adds them again. Likewise a detach's removal."""
+    part, _ipam, daemon = new_part(tmp_path)
+    name = containers[0]
+    veth = netns_target(name).veth
+    spec = part.spec
+
+    async def scenario() -> None:
+        part.facts(RuntimeFacts())  # a converge starts: its facts know no container
+        await part.attach(attach_request(name, "10.2.1.60/24"))
+        assert in_kernel() == {(veth, "10.2.1.60")}  # let through before the port was up
+        await asyncio.to_thread(remove_elements, [(veth, ipaddress.IPv4Address("10.2.1.60"))])
+        part.converge(spec)  # … that converge ends, having removed the "unwanted" element
+        await asyncio.wait_for(until(lambda: in_kernel() == {(veth, "10.2.1.60")}), 10)
+
+        part.facts(RuntimeFacts())  # one more, whose facts still hold the container
+        detach = DetachRequest.from_json({"target": f"netns:{name}", "addresses": ["10.2.1.60/24"]})
+        await part.detach(detach)
+        assert in_kernel() == set()
+        await asyncio.to_thread(add_elements, [(veth, ipaddress.IPv4Address("10.2.1.60"))])
+        part.converge(spec)
+        await asyncio.wait_for(until(lambda: in_kernel() == set()), 10)
+        await part.stop()
+
+    in_ns(host, lambda: asyncio.run(scenario()))
+    assert "attach in a new subnet" in daemon.dirty  # the first in 10.2.1.0/24 only
+
+
+async def until(predicate: Callable[[], bool]) -> None:
+    while not await asyncio.to_thread(predicate):
+        await asyncio.sleep(0.05)
+
+
+def in_kernel() -> set[tuple[str, str]]:
+    """The anti-spoofing set's elements (called on a thread inside the host namespace)."""
+    out = subprocess.run(
+        ["nft", "-j", "list", "set", "bridge", "weaved", "ports"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    found = [o["set"] for o in json.loads(out)["nftables"] if "set" in o]
+    return {(e["concat"][0], e["concat"][1]) for e in found[0].get("elem", [])}

@@ -10,7 +10,7 @@ The library API (all of it needs root, none of it needs the daemon):
 
 from weaved.attach.model import Attachment, AttachmentState, Detached, Target, TargetKind
 from weaved.attach.observe import observe_attachments
-from weaved.attach.plumbing import attach, detach, detach_all, rebridge
+from weaved.attach.plumbing import attach, detach, detach_all, reassert, rebridge
 from weaved.attach.target import TargetError, resolve_target
 
 __all__ = [
@@ -24,6 +24,7 @@ __all__ = [
     "detach",
     "detach_all",
     "observe_attachments",
+    "reassert",
     "rebridge",
     "resolve_target",
 ]

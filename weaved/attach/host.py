@@ -7,7 +7,11 @@ veth by the record that names it (the `vethwepl` prefix alone proves nothing).
 
 from __future__ import annotations
 
+import errno
+import ipaddress
 import logging
+import socket
+from collections.abc import Iterable
 from typing import Any
 
 from pyroute2 import IPRoute
@@ -16,9 +20,10 @@ from pyroute2.netlink.exceptions import NetlinkError
 from weaved.attach.kernel import IFF_UP, Changes, link_kind, nl, nsid, sysctl
 from weaved.dataplane.brport import port_data
 from weaved.errors import ConflictError, DependencyError
-from weaved.model.resources import ALIAS, BRIDGE
+from weaved.model.resources import ALIAS, BRIDGE, RTPROT_WEAVED
 
 log = logging.getLogger(__name__)
+RT_SCOPE_LINK = 253
 
 
 NO_BRIDGE_HINT = "run `weaved apply` (or start `weaved daemon`)"
@@ -101,3 +106,48 @@ def delete_quietly(ipr: IPRoute, name: str) -> None:
             ipr.link("del", index=index)
     except NetlinkError as exc:
         log.error("could not remove veth name=%s error=%s", name, exc)
+
+
+def route_back(ipr: IPRoute, ips: Iterable[ipaddress.IPv4Address], src: str) -> None:
+    """weaveDNS's /32 routes back to a container's addresses (compile/dns.py's, which the next
+    converge would add): made by the attach itself, so the container's first lookup is
+    answered without waiting for one. An address inside a subnet the bridge has an address in
+    needs none. Without the bridge's link address (no converge yet) nothing is made here."""
+    found = ipr.link_lookup(ifname=BRIDGE)
+    if not found:
+        return
+    index = int(found[0])
+    own = [
+        ipaddress.IPv4Interface(f"{a.get_attr('IFA_ADDRESS')}/{a['prefixlen']}")
+        for a in ipr.get_addr(family=socket.AF_INET, index=index)
+    ]
+    if not any(str(a.ip) == src for a in own):
+        return
+    routed = [a.network for a in own if str(a.ip) != src]
+    for ip in ips:
+        if any(ip in net for net in routed):
+            continue
+        try:
+            ipr.route(
+                "replace",
+                dst=f"{ip}/32",
+                oif=index,
+                proto=RTPROT_WEAVED,
+                scope=RT_SCOPE_LINK,
+                prefsrc=src,
+            )
+        except NetlinkError as exc:
+            log.warning("no route back to ip=%s error=%s (the next converge adds it)", ip, exc)
+
+
+def no_route_back(ipr: IPRoute, ips: Iterable[ipaddress.IPv4Address]) -> None:
+    """Remove weaved's /32 routes to addresses a container gave back (route_back's)."""
+    found = ipr.link_lookup(ifname=BRIDGE)
+    if not found:
+        return
+    for ip in ips:
+        try:
+            ipr.route("del", dst=f"{ip}/32", oif=int(found[0]), proto=RTPROT_WEAVED)
+        except NetlinkError as exc:
+            if exc.code not in (errno.ESRCH, errno.ENOENT):
+                log.warning("cannot remove route to ip=%s error=%s", ip, exc)

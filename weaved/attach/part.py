@@ -27,17 +27,20 @@ from weaved.attach import (
     attach,
     detach,
     observe_attachments,
+    reassert,
     resolve_target,
 )
 from weaved.attach.addresses import addresses_for, held_by, release, to_detach
+from weaved.attach.converging import Converges
 from weaved.attach.docker_follow import DockerFollower, EventSource
-from weaved.attach.inflight import InFlight, Plumbing
+from weaved.attach.inflight import InFlight
 from weaved.attach.observe import changed_inside, nothing_moved
 from weaved.attach.plugged_part import PluggedPart
 from weaved.attach.requests import AttachRequest, DetachRequest
 from weaved.attach.routes import attach_routes
 from weaved.attach.weavedns import dns_routes, register_names, remove_resolv_conf
 from weaved.compile.antispoof import Pair, pairs_of
+from weaved.compile.dns import uses_link_address
 from weaved.control import Handler
 from weaved.dataplane.nftsets import remove_elements
 from weaved.dns.part import DnsPart
@@ -49,7 +52,7 @@ from weaved.ipam.address import CIDR
 from weaved.ipam.part import IpamPart, Wait
 from weaved.model.host import CONTAINER_FLAGS, WantedPort
 from weaved.part import Host
-from weaved.spec.models import Spec
+from weaved.spec.models import DNS_LINK_ADDRESS, Spec
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +65,7 @@ WATCH_SECONDS = 5.0
 # idle cost does not grow with its containers (entering all 1 000 at once took ~2 s of CPU).
 INSIDE_EVERY = 12
 INSIDE_PER_CHECK = 10
+SETTLE_SECONDS = 60.0  # longest a raced call waits for the converges it overlapped
 FIRST_LOOK_SECONDS = 10.0  # longest an attach waits for the first look after a start
 
 
@@ -89,7 +93,11 @@ class AttachPart(PluggedPart[Attachment]):
         self._touched: dict[str, int] = {}
         # Attach/detach of different containers run at once, off the dataplane thread.
         self._inflight = InFlight()
-        self._plumbing = Plumbing()
+        # An attach makes what a converge would for it and asks for none (converging.py),
+        # unless it brings a subnet the isolation rules do not name yet.
+        self._converges = Converges()
+        self._settling: set[asyncio.Task[None]] = set()
+        self._subnets: frozenset[ipaddress.IPv4Network] = frozenset()
         self._pruned = False  # IPAM forgets containers that vanished while we were down, once
         self._inside_after = ""  # the last container looked into (see _inside_turn)
         self._first_look = asyncio.Event()  # attach allocates after that (Weave: after reclaim)
@@ -109,10 +117,6 @@ class AttachPart(PluggedPart[Attachment]):
         self.records = self._load()
         self._spawn(self._watch_namespaces(), "attach-watch")
         self._spawn(self.docker.run(), "attach-docker")
-
-    async def stop(self) -> None:
-        await super().stop()
-        self._plumbing.close()
 
     def spec_changed(self, spec: Spec) -> None:
         moved = _docker_url_of(spec) != self.docker_url
@@ -294,9 +298,16 @@ class AttachPart(PluggedPart[Attachment]):
         Checksum offload stays on: sleeve's TAP carries partial checksums in its virtio-net
         header (or completes them for Weave peers) and fastdp is ~3.5x faster with it."""
         mtu, onlink = self.spec.mtu, dns_routes(self.spec)
+        back = DNS_LINK_ADDRESS if uses_link_address(self.spec) else ""
         return await self._plumbing.run(
             lambda: attach(
-                target, addresses, mtu, multicast, tx_checksum_off=False, onlink_routes=onlink
+                target,
+                addresses,
+                mtu,
+                multicast,
+                tx_checksum_off=False,
+                onlink_routes=onlink,
+                route_back_from=back,
             )
         )
 
@@ -317,6 +328,7 @@ class AttachPart(PluggedPart[Attachment]):
         target = await self._plumbing.run(lambda: resolve_target(request.target, url))
         async with self._inflight.hold(target.key):
             self._touch(target.key)
+            since = self._converges.since()
             # After a restart, addresses of containers gone meanwhile are freed first.
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._first_look.wait(), FIRST_LOOK_SECONDS)
@@ -335,7 +347,10 @@ class AttachPart(PluggedPart[Attachment]):
             await self._persist()
             if request.dns:  # not with Weave's `attach --without-dns` (kept in the record)
                 await self._register_dns(target, attached.addresses)
-        self.host.mark_dirty("attach")
+        if self._converges.raced(since):
+            self._settle(target, attached.veth, [a.ip for a in addresses], present=True)
+        if any(a.network not in self._known_subnets() for a in attached.addresses):
+            self.host.mark_dirty("attach in a new subnet")
         log.info(
             "attached target=%s addresses=%s", target.label, ",".join(str(a) for a in addresses)
         )
@@ -348,6 +363,7 @@ class AttachPart(PluggedPart[Attachment]):
         target = await self._plumbing.run(lambda: resolve_target(request.target, url))
         async with self._inflight.hold(target.key):
             self._touch(target.key)
+            since = self._converges.since()
             held = held_by(target, self.records)
             wanted = to_detach(
                 self.ipam, self.spec, target, held, request.addresses, request.target
@@ -358,7 +374,8 @@ class AttachPart(PluggedPart[Attachment]):
                 self._touch(target.key)
                 self._unrecord(target, wanted, detached)
             await self._persist()
-        self.host.mark_dirty("detach")
+        if self._converges.raced(since):
+            self._settle(target, target.veth, [a.ip for a in wanted], present=False)
         return list(wanted)
 
     def _unsent(self, target: Target, detached: Detached) -> list[Pair]:
@@ -400,12 +417,51 @@ class AttachPart(PluggedPart[Attachment]):
         return text
 
     # --- facts, views, API --------------------------------------------------------------
+    def _known_subnets(self) -> frozenset[ipaddress.IPv4Network]:
+        """Subnets the firewall's isolation rules already name (compile/firewall._subnets):
+        the default subnet and those of the containers the last converge knew."""
+        default = self.spec.ipalloc.default_subnet or self.spec.ipalloc.range
+        return self._subnets | {ipaddress.IPv4Network(default)}
+
+    def _settle(
+        self, target: Target, veth: str, ips: list[ipaddress.IPv4Address], *, present: bool
+    ) -> None:
+        """After the converges that overlapped an attach (detach) have finished, make its
+        elements and route back again (remove them again), unless a later call for the
+        container changed its addresses meanwhile."""
+
+        async def settle() -> None:
+            await self._converges.settled(SETTLE_SECONDS)
+            async with self._inflight.hold(target.key):
+                known = self.records.get(target.key)
+                held = {a.ip for a in known.addresses} if known is not None else set()
+                mine = [ip for ip in ips if (ip in held) is present]
+                back = DNS_LINK_ADDRESS if uses_link_address(self.spec) else ""
+                await self._plumbing.run(lambda: reassert(veth, mine, back, present=present))
+
+        task = asyncio.create_task(settle(), name="attach-settle")
+        self._settling.add(task)
+        task.add_done_callback(self._settling.discard)
+
     def facts(self, facts: RuntimeFacts) -> RuntimeFacts:
+        self._converges.facts_taken()
         ports = tuple(
             WantedPort(a.veth, CONTAINER_FLAGS, f"container {a.target.label}")
             for a in self.records.values()
         )
-        return with_containers(facts, ports, {a.veth: a.addresses for a in self.records.values()})
+        out = with_containers(facts, ports, {a.veth: a.addresses for a in self.records.values()})
+        self._subnets = frozenset(ipaddress.IPv4Network(n) for n in out.container_subnets)
+        return out
+
+    def converge(self, spec: Spec) -> int:
+        self._converges.converged()
+        return 0
+
+    async def stop(self) -> None:
+        for task in list(self._settling):
+            task.cancel()
+        await asyncio.gather(*self._settling, return_exceptions=True)
+        await super().stop()
 
     def routes(self) -> dict[tuple[str, str], Handler]:
         return attach_routes(self)

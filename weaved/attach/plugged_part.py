@@ -14,6 +14,7 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
+from weaved.attach.inflight import Plumbing
 from weaved.attach.store import Record, RecordTexts, load_records, save_records
 from weaved.dns.part import DnsPart
 from weaved.ipam.part import IpamPart
@@ -49,6 +50,9 @@ class PluggedPart(Component, Generic[R]):
         self._written = 0  # … and how many of them the file holds
         self._writing = asyncio.Lock()
         self._texts = RecordTexts()  # used by the writer only (one at a time)
+        # Kernel work of plugs and unplugs: off the daemon's dataplane thread, so a plug never
+        # waits behind a converge of the whole host.
+        self._plumbing = Plumbing()
 
     @property
     def host(self) -> Host:
@@ -83,6 +87,7 @@ class PluggedPart(Component, Generic[R]):
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._plumbing.close()
 
     def spec_changed(self, spec: Spec) -> None:
         self.spec = spec

@@ -23,14 +23,14 @@ from collections.abc import Collection, Sequence
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from weaved.attach.host import configure_port, host_peer, own_bridge
+from weaved.attach.host import configure_port, host_peer, no_route_back, own_bridge, route_back
 from weaved.attach.inside import configure_side, probe_side, remove_addresses
 from weaved.attach.kernel import AttachError, Changes, link_kind, netnsid
 from weaved.attach.model import CONTAINER_IFNAME, VETH_PREFIX, Attachment, Detached, Target
 from weaved.attach.netns import NetnsGone, opened, run_in_netns
 from weaved.attach.veth import VethPair, plug_veth
 from weaved.compile.antispoof import pairs_of
-from weaved.dataplane.nftsets import remove_elements
+from weaved.dataplane.nftsets import add_elements, remove_elements
 from weaved.errors import ConflictError
 
 log = logging.getLogger(__name__)
@@ -45,12 +45,14 @@ def attach(
     tx_checksum_off: bool = True,
     changes: Changes | None = None,
     onlink_routes: Sequence[ipaddress.IPv4Network] = (),
+    route_back_from: str = "",
 ) -> Attachment:
     """Plug `target` into the bridge with `addresses` (adding any it lacks) and return what the
     kernel then shows. `mtu` 0 = the bridge's MTU. `tx_checksum_off` False keeps the container's
     TX checksum offload (Weave's --keep-tx-on; only safe when no userspace datapath forwards its
-    packets). Appends what was done to `changes`. Blocking; call it from a thread in the host
-    namespace that runs no asyncio loop (the daemon's dataplane thread)."""
+    packets). `route_back_from`: weaveDNS's link address, to route its answers back (empty:
+    no DNS at that address). Appends what was done to `changes`. Blocking; call it from a
+    thread in the host namespace that runs no asyncio loop (a plumbing thread)."""
     done: Changes = [] if changes is None else changes
     ipr = IPRoute()
     try:
@@ -76,6 +78,8 @@ def attach(
                 changes=done,
                 sends_from=[a.ip for a in addresses],
             )
+        if route_back_from:
+            route_back(ipr, [a.ip for a in addresses], route_back_from)
     finally:
         ipr.close()
     if done:
@@ -111,7 +115,10 @@ def detach(target: Target, addresses: Sequence[ipaddress.IPv4Interface] | None =
             removed, veth_removed, remaining = run_in_netns(fd, lambda: remove_addresses(wanted))
     except NetnsGone:
         return Detached(target)
-    remove_elements(pairs_of(target.veth, [i.ip for i in removed]))  # no longer sent from
+    if removed:  # no longer sent from, nor answered at
+        remove_elements(pairs_of(target.veth, [i.ip for i in removed]))
+        with IPRoute() as ipr:
+            no_route_back(ipr, [i.ip for i in removed])
     if removed or veth_removed:
         log.info(
             "detached target=%s removed=%s veth_removed=%s",
@@ -120,6 +127,24 @@ def detach(target: Target, addresses: Sequence[ipaddress.IPv4Interface] | None =
             veth_removed,
         )
     return Detached(target, removed, veth_removed, remaining)
+
+
+def reassert(
+    veth: str, ips: Sequence[ipaddress.IPv4Address], route_back_from: str, *, present: bool
+) -> None:
+    """Make a port's anti-spoofing elements and routes back for `ips` again (`present`), or
+    remove them again: what a converge that planned without the call may have undone."""
+    if not ips:
+        return
+    pairs = pairs_of(veth, ips)
+    with IPRoute() as ipr:
+        if present:
+            add_elements(pairs)
+            if route_back_from:
+                route_back(ipr, ips, route_back_from)
+        else:
+            remove_elements(pairs)
+            no_route_back(ipr, ips)
 
 
 def detach_all(names: Collection[str] | None = None) -> list[str]:

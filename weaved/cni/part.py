@@ -109,9 +109,7 @@ class CniPart(PluggedPart[CniRecord]):
         assert self._daemon is not None
         if rec.veth:
             ips = [a.ip for a in rec.addresses]
-            await self._daemon.on_dataplane(
-                lambda _dp: plumbing.unplug(rec.veth, "", rec.ifname, ips)
-            )
+            await self._plumbing.run(lambda: plumbing.unplug(rec.veth, "", rec.ifname, ips))
 
     async def _reobserve(self) -> None:
         """After a restart: the records are completed from the kernel (each CNI veth carries
@@ -246,8 +244,8 @@ class CniPart(PluggedPart[CniRecord]):
         alias = rec.to_alias()
         try:
             async with self._lock:
-                plugged = await self._daemon.on_dataplane(
-                    lambda _dp: plumbing.plug(
+                plugged = await self._plumbing.run(
+                    lambda: plumbing.plug(
                         netns, ifname, veth, addresses, routes, hairpin, mtu, alias
                     )
                 )
@@ -291,9 +289,7 @@ class CniPart(PluggedPart[CniRecord]):
         async with self._lock:
             if veth:
                 ips = [a.ip for a in rec.addresses] if rec else []
-                await self._daemon.on_dataplane(
-                    lambda _dp: plumbing.unplug(veth, netns, ifname, ips)
-                )
+                await self._plumbing.run(lambda: plumbing.unplug(veth, netns, ifname, ips))
             if rec is not None:
                 await self._release(rec)
                 self.records.pop(key, None)

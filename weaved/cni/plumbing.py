@@ -131,7 +131,7 @@ def plug(
 ) -> Plugged:
     """Create (or complete) the pair, put the host side on the bridge with `alias` (the
     attachment's record, `CniRecord.to_alias`), configure the inside.
-    Blocking; run it on the daemon's dataplane thread."""
+    Blocking; run it on a plumbing thread (attach/inflight.py)."""
     with IPRoute() as ipr, opened(netns) as fd:
         plugged = plug_veth(
             ipr,

@@ -25,6 +25,7 @@ import docker.errors
 import docker.types
 
 from weaved.attach.hostname import dns_name, rules_of
+from weaved.attach.inflight import Plumbing
 from weaved.compile.dns import uses_link_address
 from weaved.control import ControlServer, Handler, Request, Response
 from weaved.dns.part import DnsPart
@@ -74,6 +75,7 @@ class DockerPluginPart(Component):
         self._daemon: Host | None = None
         self._server: ControlServer | None = None
         self._task: asyncio.Task[None] | None = None
+        self._plumbing = Plumbing()  # endpoints' kernel work, off the dataplane thread
 
     @property
     def enabled(self) -> bool:
@@ -106,6 +108,7 @@ class DockerPluginPart(Component):
             await asyncio.gather(self._task, return_exceptions=True)
         if self._server is not None:
             await self._server.stop()
+        self._plumbing.close()
 
     def spec_changed(self, spec: Spec) -> None:
         if spec.docker.plugin != self.spec.docker.plugin and self._daemon is not None:
@@ -157,8 +160,8 @@ class DockerPluginPart(Component):
         self.endpoints[endpoint] = Endpoint(host, address.split("/")[0])
         self._save()
         sends_from = _addresses(address)
-        mac = await self._daemon.on_dataplane(
-            lambda _dp: plumbing.create_pair(host, peer, given_mac, sends_from)
+        mac = await self._plumbing.run(
+            lambda: plumbing.create_pair(host, peer, given_mac, sends_from)
         )
         self._daemon.mark_dirty("docker endpoint")
         log.info("docker endpoint created endpoint=%s veth=%s", endpoint[:12], host)
@@ -170,7 +173,7 @@ class DockerPluginPart(Component):
         host, _ = core.veth_pair(endpoint)
         known = self.endpoints.get(endpoint)
         ips = _addresses(known.address) if known is not None else []
-        await self._daemon.on_dataplane(lambda _dp: plumbing.delete_pair(host, ips))
+        await self._plumbing.run(lambda: plumbing.delete_pair(host, ips))
         if self.endpoints.pop(endpoint, None) is not None:
             self._save()
         self._daemon.mark_dirty("docker endpoint")

@@ -29,7 +29,7 @@ def create_pair(
     host: str, peer: str, mac: str | None, sends_from: Sequence[ipaddress.IPv4Address] = ()
 ) -> str:
     """Create (or reuse) the pair, the host side sending only from `sends_from`; returns the
-    MAC of the side Docker moves. Blocking: run it on the daemon's dataplane thread."""
+    MAC of the side Docker moves. Blocking: run it on a plumbing thread."""
 
     def peer_mac(_mtu: int) -> str:
         found = ipr.link_lookup(ifname=peer)
