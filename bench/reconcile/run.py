@@ -9,7 +9,8 @@ almost no CPU from the daemon it measures. The daemon's CPU-seconds from the wri
 rule shows are printed too.
 
 Run as root: python bench/reconcile/run.py [--objects 1000]. Everything happens in a private
-network namespace that is deleted at the end. The code measured is the one PYTHONPATH names.
+network namespace that is deleted at the end. The code measured is the one PYTHONPATH names;
+run from that tree (`python -m weaved` puts the current directory first on its path).
 """
 
 from __future__ import annotations

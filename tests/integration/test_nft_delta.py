@@ -107,6 +107,11 @@ def test_hand_made_rules_and_chains_in_our_table_are_drift(ns: Netns, tmp_path: 
     assert ("-", "nft/ip/weaved/mine") in keys(plan_json(ns, spec))
     ns.weaved(spec, "apply")
     assert keys(plan_json(ns, spec)) == []
+    ns.run(["nft", "chain ip weaved input { policy drop; }"])  # a hand-changed chain
+    assert keys(plan_json(ns, spec)) == [("~", "nft/ip/weaved/input")]
+    ns.weaved(spec, "apply")
+    assert "policy accept" in ns.nft("list", "chain", "ip", "weaved", "input").stdout
+    assert keys(plan_json(ns, spec)) == []
 
 
 def test_a_chain_out_of_order_is_rewritten_in_order_and_later_edits_stay_small(
