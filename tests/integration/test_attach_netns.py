@@ -357,6 +357,10 @@ def test_the_quick_check_reads_only_the_host_and_the_deep_one_finds_changes_insi
         target = netns_target(c1.name)
         attached = in_ns(host, lambda: plumbing.attach(target, [Iface("10.2.1.31/24")]))
         assert attached.peer_index > 0
+        assert in_ns(host, lambda: observe.nothing_moved([attached]))
+        # A veth that a call under way made (not recorded yet) is no news for the quick look.
+        assert not in_ns(host, lambda: observe.nothing_moved([]))
+        assert in_ns(host, lambda: observe.nothing_moved([], busy={target.veth}))
         c1.ip("addr", "del", "10.2.1.31/24", "dev", "ethwe")
 
         quick = in_ns(host, lambda: observe.observe_attachments(None, [attached], deep=False))

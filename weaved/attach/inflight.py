@@ -27,23 +27,33 @@ class InFlight:
     def __init__(self) -> None:
         self._locks: dict[str, asyncio.Lock] = {}
         self._holders: dict[str, int] = {}  # callers holding or waiting for each key's lock
+        self._veths: dict[str, str] = {}  # each key's host veth, while a call holds it
 
     @asynccontextmanager
-    async def hold(self, key: str) -> AsyncIterator[None]:
-        """The container `key` is ours until the block ends (waits for an earlier call)."""
+    async def hold(self, key: str, veth: str = "") -> AsyncIterator[None]:
+        """The container `key` (whose host veth is `veth`) is ours until the block ends
+        (waits for an earlier call)."""
         lock = self._locks.setdefault(key, asyncio.Lock())
         self._holders[key] = self._holders.get(key, 0) + 1
         try:
             async with lock:
+                if veth:
+                    self._veths[key] = veth
                 yield
         finally:
             self._holders[key] -= 1
             if not self._holders[key]:
                 del self._holders[key]
                 del self._locks[key]
+                self._veths.pop(key, None)
 
     def __contains__(self, key: object) -> bool:
         return key in self._holders
+
+    def veths(self) -> frozenset[str]:
+        """Host veths of the containers whose calls are under way (made or removed by them:
+        the periodic check does not take their coming and going for news)."""
+        return frozenset(self._veths.values())
 
     def __len__(self) -> int:
         return len(self._holders)

@@ -217,15 +217,17 @@ def observe_attachments(
     return out
 
 
-def nothing_moved(known: Iterable[Attachment]) -> bool:
+def nothing_moved(known: Iterable[Attachment], busy: Collection[str] = ()) -> bool:
     """The periodic check's first look, without a netlink message decoded: True when the host
     has exactly the `vethwepl*` links `known` records (same names and indices, from
     if_nameindex(3)), every namespace path is still there and every process alive. Then a
     shallow observation would find nothing new; the bridge ports themselves are the
-    reconciler's to watch and repair."""
+    reconciler's to watch and repair. Veths named in `busy` (calls under way make or remove
+    them) are left out on both sides: a burst of attaches is no reason to decode a dump."""
     recorded = set()
     for a in known:
-        recorded.add((a.veth, a.veth_index))
+        if a.veth not in busy:
+            recorded.add((a.veth, a.veth_index))
         target = a.target
         if target.netns_path and not os.path.exists(target.netns_path):
             return False
@@ -234,7 +236,9 @@ def nothing_moved(known: Iterable[Attachment]) -> bool:
     present = {
         (name, index)
         for index, name in socket.if_nameindex()
-        if name.startswith(VETH_PREFIX) and not name.startswith(CNI_VETH_PREFIX)
+        if name.startswith(VETH_PREFIX)
+        and not name.startswith(CNI_VETH_PREFIX)
+        and name not in busy
     }
     return present == recorded
 

@@ -139,7 +139,8 @@ class AttachPart(PluggedPart[Attachment]):
         first = not self._pruned
         known = list(self.records.values())
         look: bool | set[str] = deep or first
-        if not look and await self._plumbing.run(lambda: nothing_moved(known)):
+        busy = self._inflight.veths()
+        if not look and await self._plumbing.run(lambda: nothing_moved(known, busy)):
             turn = self._inside_turn(known, inside)
             if not turn:
                 return  # the usual case: no netlink dump decoded, no namespace entered
@@ -326,7 +327,7 @@ class AttachPart(PluggedPart[Attachment]):
         already a port of the bridge as the plan wants it)."""
         url = self.docker_url
         target = await self._plumbing.run(lambda: resolve_target(request.target, url))
-        async with self._inflight.hold(target.key):
+        async with self._inflight.hold(target.key, target.veth):
             self._touch(target.key)
             since = self._converges.since()
             # After a restart, addresses of containers gone meanwhile are freed first.
@@ -361,7 +362,7 @@ class AttachPart(PluggedPart[Attachment]):
         that subnet), with none named the one IPAM gave it in the default subnet."""
         url = self.docker_url
         target = await self._plumbing.run(lambda: resolve_target(request.target, url))
-        async with self._inflight.hold(target.key):
+        async with self._inflight.hold(target.key, target.veth):
             self._touch(target.key)
             since = self._converges.since()
             held = held_by(target, self.records)
