@@ -160,6 +160,9 @@ class _NoTransport:
     def current_routes(self) -> Any:
         raise AssertionError("not used")
 
+    def neighbours(self) -> list[PeerName]:
+        return []
+
     def gossip_queue(self, peer: PeerName) -> None:
         return None
 

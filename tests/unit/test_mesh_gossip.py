@@ -76,6 +76,9 @@ class FakeTransport:
     def current_routes(self) -> Routes:
         return self.routes
 
+    def neighbours(self) -> list[PeerName]:
+        return list(GRAPH[US])
+
     def gossip_queue(self, peer: PeerName) -> GossipQueue | None:
         return self.queues.get(peer)
 

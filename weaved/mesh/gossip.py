@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -33,7 +33,7 @@ from weaved.mesh.messages import (
     encode_unicast,
 )
 from weaved.mesh.peername import format_peer_name
-from weaved.mesh.routes import Routes
+from weaved.mesh.routes import Routes, all_neighbours
 
 __all__ = [
     "GOSSIP_INTERVAL",
@@ -152,6 +152,10 @@ class Transport(Protocol):
 
     def current_routes(self) -> Routes: ...
 
+    def neighbours(self) -> Iterable[PeerName]:
+        """The peers our own topology record connects to (no routes computed)."""
+        ...
+
     def gossip_queue(self, peer: PeerName) -> GossipQueue | None:
         """The queue of our connection to `peer` (any state), or None; waking the writer is
         the transport's business."""
@@ -257,8 +261,10 @@ class GossipHub:
                 self._transport.wake(hop)
 
     def relay(self, channel: str, source: PeerName, data: GossipData) -> None:
-        routes = self._transport.current_routes()
-        for hop in routes.random_neighbours(source, self._rng):
+        hops = all_neighbours(self.us, self._transport.neighbours(), source)
+        if hops is None:
+            hops = self._transport.current_routes().random_neighbours(source, self._rng)
+        for hop in hops:
             self.send_down(channel, hop, data)
 
     def _relay_received(self, channel: Channel, sender: PeerName, data: GossipData) -> None:

@@ -290,6 +290,9 @@ class Router:
     def current_routes(self) -> Routes:
         return self.routes()
 
+    def neighbours(self) -> Iterable[PeerName]:
+        return self.topology.ourself.connections.keys()
+
     def gossip_queue(self, peer: PeerName) -> GossipQueue | None:
         conn = self.connections.get(peer)
         return conn.queue if conn is not None and not conn.finished else None

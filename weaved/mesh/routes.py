@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import random
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -20,6 +20,7 @@ from weaved.mesh.gossip_api import UNKNOWN_PEER, PeerName
 __all__ = [
     "Graph",
     "Routes",
+    "all_neighbours",
     "bfs",
     "broadcast_hops",
     "choose_neighbours",
@@ -146,12 +147,20 @@ class Routes:
         return self._broadcast[key]
 
     def random_neighbours(self, except_: PeerName, rng: random.Random) -> list[PeerName]:
-        # The next hops of `unicast_all` are exactly the peers our own record connects to
-        # (they are the search's first level), and at least as many peers are reachable: when
-        # the fan-out covers every hop, the weights (a search of the whole graph) cannot
-        # change the choice. Gossip relays once per turn of a busy loop, mostly in that case.
-        ours = [r for r in self.graph.get(self.us, {}) if r != self.us and r != UNKNOWN_PEER]
-        hops = [r for r in ours if r != except_]
-        if len(hops) <= gossip_fanout(len(ours) + 1):
-            return sorted(hops)
-        return choose_neighbours(self.unicast_all, except_, rng)
+        hops = all_neighbours(self.us, self.graph.get(self.us, {}), except_)
+        return hops if hops is not None else choose_neighbours(self.unicast_all, except_, rng)
+
+
+def all_neighbours(
+    us: PeerName, ours: Iterable[PeerName], except_: PeerName
+) -> list[PeerName] | None:
+    """`choose_neighbours`' answer without the routes when it is every neighbour but
+    `except_`, else None. `ours`: the peers our own record connects to.
+
+    They are exactly the next hops of `unicast_all` (the search's first level), and at least
+    as many peers are reachable: when the fan-out covers every hop, the weights (a search of
+    the whole graph) cannot change the choice. Gossip relays once per turn of a busy loop,
+    mostly in that case."""
+    mine = [r for r in ours if r != us and r != UNKNOWN_PEER]
+    hops = [r for r in mine if r != except_]
+    return sorted(hops) if len(hops) <= gossip_fanout(len(mine) + 1) else None
