@@ -173,11 +173,18 @@ def _chain_delta(
     by_id = {r.rule_id: r for r in kept}
     anchor: ListedRule | None = None  # the next kept rule after the current position
     ahead: list[str] = []
+    replaced: list[str] = []
     for index in range(len(rules) - 1, -1, -1):  # backwards: each new rule knows its successor
         rule, rule_id = rules[index], wanted_ids[index]
         old = by_id.get(rule_id)
         if old is not None:
-            if old.digest != rule.get("hash"):
+            if old.digest != rule.get("hash") and "{" in rule.body:
+                # libnftables 1.0.6 aborts the process on `replace rule` with an anonymous
+                # interval set ("BUG: unhandled op 2"): the new rule goes in before the old
+                # one, which is deleted after every insert that names it as their position.
+                ahead.append(f"insert rule {where} position {old.handle} {rule_line(rule)}")
+                replaced.append(f"delete rule {where} handle {old.handle}")
+            elif old.digest != rule.get("hash"):
                 ahead.append(f"replace rule {where} handle {old.handle} {rule_line(rule)}")
             anchor = old
         elif anchor is None:
@@ -186,7 +193,7 @@ def _chain_delta(
             ahead.append(f"insert rule {where} position {anchor.handle} {rule_line(rule)}")
     # Appends and inserts before one anchor must run in the desired order.
     keeps = {r.key: by_id[i].handle for r, i in zip(rules, wanted_ids, strict=True) if i in by_id}
-    return lines + ahead[::-1], keeps
+    return lines + ahead[::-1] + replaced, keeps
 
 
 _ECHOED = re.compile(
