@@ -171,3 +171,19 @@ def test_repeated_update_does_not_collect_but_a_lost_connection_does() -> None:
     result = us.apply_update(PayloadCodec().encode([p2]))
     assert calls == [1] and [p.name for p in result.removed] == [3]
     assert set(us.graph()) == {1, 2}
+
+
+def test_a_peers_old_records_do_not_pile_up_in_the_decode_cache() -> None:
+    """bench/memory: each restart around a well-connected peer changes its record, and every
+    version stayed decoded until 1 MB of them were cached (250 ConnectionInfo each)."""
+    codec = PayloadCodec()
+    hub = PeerName(1)
+    for version in range(200):  # the hub's connections change with each restart around it
+        conns = {
+            PeerName(n): ConnectionInfo(PeerName(n), f"10.0.0.{n}:6783", True, True)
+            for n in range(2, 250)
+            if n != 2 + version % 248
+        }
+        payload = PayloadCodec().encode([Peer(hub, "hub", 7, version, 1, True, conns)])
+        assert _values(codec.decode(payload)) == _values(_decode_rows(payload))
+    assert codec.records_held() <= 4  # 12 kB each

@@ -191,6 +191,13 @@ class PayloadCodec:
     _MAX_DECODED = 2048
     _MAX_DIALECTS = 8
     _MAX_DECODED_BYTES = 1 << 20  # keys in total; a peer's record is ~100 bytes + 50 a link
+    # Key bytes of one peer's decoded records (its versions in flight; the newest is always
+    # kept). Without this bound a churn of peer restarts filled the cache with old versions
+    # of the best-connected peers' records (a 250-link record: 12 kB of key, 250
+    # ConnectionInfo): bench/memory's target grew ~5 MB over a 10-minute churn, +25 000
+    # ConnectionInfo, until the 1 MB bound. Small records keep many versions (bench/mesh's
+    # 250 routers in one process share this cache, each with its own view of a peer).
+    _DECODED_BYTES_PER_PEER = 32 << 10
 
     def __init__(self) -> None:
         enc = gob.Encoder()
@@ -210,6 +217,8 @@ class PayloadCodec:
         self._serial = 0
         self._decoded: dict[tuple[int, bytes], Row] = {}
         self._decoded_bytes = 0
+        # per peer: its keys in the cache, oldest first, and their bytes
+        self._decoded_of: dict[PeerName, tuple[list[tuple[int, bytes]], list[int]]] = {}
         self.stats = {"records": 0, "decoded": 0, "general": 0}
 
     def _record(self, peer: Peer) -> tuple[bytes, bytes]:
@@ -352,10 +361,25 @@ class PayloadCodec:
         cache = self._decoded
         cache[key] = row
         self._decoded_bytes += len(key[1])
+        if len(self._decoded_of) > self._MAX_DECODED:
+            self._decoded_of.clear()  # only a bound per peer is lost (the cache keeps its own)
+        keys, held = self._decoded_of.setdefault(row[0][0], ([], [0]))
+        keys.append(key)
+        held[0] += len(key[1])
+        while held[0] > self._DECODED_BYTES_PER_PEER and len(keys) > 1:
+            old = keys.pop(0)
+            held[0] -= len(old[1])
+            self._forget(old)
         while len(cache) > self._MAX_DECODED or self._decoded_bytes > self._MAX_DECODED_BYTES:
-            old = next(iter(cache))  # oldest first
-            del cache[old]
-            self._decoded_bytes -= len(old[1])
+            self._forget(next(iter(cache)))  # oldest first
+
+    def _forget(self, key: tuple[int, bytes]) -> None:
+        if self._decoded.pop(key, None) is not None:
+            self._decoded_bytes -= len(key[1])
+
+    def records_held(self) -> int:
+        """Decoded records in the cache (for tests: it must not grow with a peer's history)."""
+        return len(self._decoded)
 
 
 CODEC = PayloadCodec()
