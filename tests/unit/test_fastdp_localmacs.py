@@ -99,3 +99,15 @@ def test_a_read_older_than_the_replay_log_asks_for_another() -> None:
     )
     macs.reset([], since)
     assert macs.stale
+
+
+def test_a_read_keeps_only_what_later_reads_may_replay() -> None:
+    macs = LocalMacs("weave", ())
+    early = macs.mark()
+    macs.apply([(True, row(A, "vethwepl1"))])
+    late = macs.mark()
+    macs.apply([(True, row(B, "vethwepl2"))])
+    macs.reset([], late)  # the log before `late` is dropped
+    assert macs.macs() == {B} and not macs.stale
+    macs.reset([], early)  # a read begun before that can no longer be patched up
+    assert macs.stale

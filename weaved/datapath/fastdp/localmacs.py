@@ -91,6 +91,8 @@ class LocalMacs:
             for change in replay:
                 self._apply(change)
             self.stale = lost
+            while self._log and self._log[0][0] <= since:  # older reads: read again (rare)
+                self._log.popleft()
 
     def apply(self, changes: Iterable[Change]) -> None:
         with self._lock:
