@@ -428,3 +428,24 @@ def test_the_inside_check_in_turn_finds_only_a_change_made_by_hand(host: Netns) 
             a1.veth: (Iface("10.2.1.41/24"),),
             a2.veth: (),
         }
+
+
+def test_a_later_apply_keeps_what_an_attach_without_the_daemon_let_through(
+    host: Netns, tmp_path: Path
+) -> None:
+    """No daemon runs: `weaved attach` plugs two containers, then `weaved apply` runs again (a
+    spec edit, a reboot script). Their ports have no record, so they are left alone, and so are
+    their anti-spoofing elements: the containers still reach each other. An element of a port
+    that no longer exists is not kept."""
+    spec = spec_of(tmp_path)
+    with Netns("wdac") as c1, Netns("wdac") as c2:
+        weaved_attach(host, spec, "attach", "10.2.1.41/24", c1.name)
+        weaved_attach(host, spec, "attach", "10.2.1.42/24", c2.name)
+        host.run(
+            ["nft", 'add element bridge weaved ports { "vethweplgone" . 10.2.1.43 }'], check=True
+        )
+        host.weaved(spec, "apply")
+        pairs = {(netns_target(c.name).veth, a) for c, a in ((c1, "10.2.1.41"), (c2, "10.2.1.42"))}
+        assert set_elements(host) == pairs
+        assert ping(exec_in(c1), "10.2.1.42")
+        assert "no changes" in host.weaved(spec, "plan").stdout.lower()

@@ -213,3 +213,28 @@ def test_address_orders_are_ipaddress_orders() -> None:
     assert sorted(set(ifaces), key=interface_order) == sorted(set(ifaces))
     nets = {i.network for i in ifaces}
     assert sorted(nets, key=network_order) == sorted(nets)
+
+
+def test_elements_of_an_unrecorded_port_that_exists_are_kept_as_found() -> None:
+    """A port no record names but whose link exists keeps its elements (an attach made with no
+    daemon); a recorded port's extra elements and a vanished port's are not kept."""
+    from weaved.compile.antispoof import element_key, element_resource, unrecorded_ports
+    from weaved.model.resources import State
+
+    ip = ipaddress.IPv4Address
+    observed = State.of(
+        [
+            element_resource("vethweplhand", ip("10.32.0.9")),
+            element_resource("vethweplhand", ip("10.32.0.8")),
+            element_resource("vethwepl7", ip("10.32.0.66")),
+            element_resource("vethweplgone", ip("10.32.0.5")),
+        ]
+    )
+    kept = unrecorded_ports(observed, ["vethweplhand", "vethwepl7"], ["vethwepl7"])
+    assert kept == (ContainerPort("vethweplhand", (ip("10.32.0.8"), ip("10.32.0.9"))),)
+    facts = Facts(container_ports=(port("vethwepl7", "10.32.0.7"),), unrecorded_ports=kept)
+    keys = set(compile_spec(Spec(version=1), facts).state.resources)
+    assert element_key("vethweplhand", ip("10.32.0.9")) in keys
+    assert element_key("vethwepl7", ip("10.32.0.7")) in keys
+    assert element_key("vethwepl7", ip("10.32.0.66")) not in keys
+    assert element_key("vethweplgone", ip("10.32.0.5")) not in keys

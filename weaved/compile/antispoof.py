@@ -18,7 +18,7 @@ from collections.abc import Iterable, Iterator
 
 from weaved.compile.facts import ContainerPort
 from weaved.compile.firewall import CONTAINER_PORTS, PLUGIN_PORTS, quote_ifname, rule
-from weaved.model.resources import NFT_TABLE, Kind, Resource, attrs
+from weaved.model.resources import NFT_TABLE, Kind, Resource, State, attrs
 
 SET_FAMILY = "bridge"
 SET_NAME = "ports"
@@ -57,12 +57,34 @@ def element_text(pairs: Iterable[Pair]) -> str:
     return "{ " + ", ".join(f"{quote_ifname(v)} . {ip}" for v, ip in sorted(set(pairs))) + " }"
 
 
-def antispoof_resources(ports: Iterable[ContainerPort]) -> Iterator[Resource]:
-    """The set, one element per (port, address) the parts recorded, and the rules."""
+def unrecorded_ports(
+    observed: State, links: Iterable[str], recorded: Iterable[str]
+) -> tuple[ContainerPort, ...]:
+    """The set's elements (as `observed`) of ports whose link exists (`links`) but that no
+    record names. Whoever added them was root (a `weaved attach` with no daemon running, or
+    this daemon before it stopped): they are left as found, like the port itself, so the
+    container keeps sending. Elements of ports that no longer exist are not kept."""
+    present, named = set(links), set(recorded)
+    found: dict[str, list[ipaddress.IPv4Address]] = {}
+    for element in observed.by_kind(Kind.NFT_ELEMENT):
+        veth, ip = element_of(element.key)
+        if veth in present and veth not in named:
+            found.setdefault(veth, []).append(ip)
+    return tuple(ContainerPort(v, tuple(sorted(ips))) for v, ips in sorted(found.items()))
+
+
+def antispoof_resources(
+    ports: Iterable[ContainerPort], unrecorded: Iterable[ContainerPort] = ()
+) -> Iterator[Resource]:
+    """The set, one element per (port, address) the parts recorded or found on a port no
+    record names (`unrecorded_ports`), and the rules."""
     yield set_resource()
     for p in sorted(ports, key=lambda p: p.veth):
         for veth, ip in pairs_of(p.veth, p.addresses):
             yield element_resource(veth, ip, f"{veth} sends from {ip}")
+    for p in unrecorded:
+        for veth, ip in pairs_of(p.veth, p.addresses):
+            yield element_resource(veth, ip, f"{veth} sends from {ip} (no record: kept as found)")
     for prefix, suffix in ((CONTAINER_PORTS, ""), (PLUGIN_PORTS, "-plugin")):
         iif = f"iifname {quote_ifname(prefix)}"
         own = f"@{SET_NAME}"

@@ -118,7 +118,7 @@ def compile_spec(spec: Spec, facts: Facts) -> Compiled:
         *sysctl_resources(spec),  # before the firewall: its guard rule leads its chain
         *dns_resources(spec, facts, addresses),
         *nft_resources(spec, facts, addresses),
-        *antispoof_resources(facts.container_ports),
+        *antispoof_resources(facts.container_ports, facts.unrecorded_ports),
         *firewall_compat(facts),
     ]
     return Compiled(State.of(resources), tuple(deferred))

@@ -45,3 +45,7 @@ class Facts:
     foreign_bridge: str = ""
     # Containers attached on this host (from the attachment records), one entry per veth
     container_ports: tuple[ContainerPort, ...] = ()
+    # Ports no record names whose link exists (a `weaved attach` made with no daemon running,
+    # or every container while the daemon is stopped), with the anti-spoofing elements the set
+    # already has for them: kept as found, as such a port itself is left alone
+    unrecorded_ports: tuple[ContainerPort, ...] = ()

@@ -9,6 +9,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from weaved.compile.antispoof import unrecorded_ports
 from weaved.compile.desired import Compiled, compile_spec
 from weaved.compile.facts import ContainerPort, Facts
 from weaved.compile.host import observed_view, without_vanished_ports
@@ -55,6 +56,7 @@ class Applied:
 
 
 def facts_for(spec: Spec, observation: Observation, runtime: RuntimeFacts) -> Facts:
+    recorded = [veth for veth, _ in runtime.container_ports] + [p.name for p in runtime.ports]
     return Facts(
         peer_name=(
             runtime.peer_name
@@ -72,6 +74,7 @@ def facts_for(spec: Spec, observation: Observation, runtime: RuntimeFacts) -> Fa
             ContainerPort(veth, tuple(ipaddress.IPv4Address(a) for a in addresses))
             for veth, addresses in runtime.container_ports
         ),
+        unrecorded_ports=unrecorded_ports(observation.state, observation.ports, recorded),
     )
 
 
