@@ -141,7 +141,7 @@ class AttachPart(PluggedPart[Attachment]):
         look: bool | set[str] = deep or first
         busy = self._inflight.veths()
         if not look and await self._plumbing.run(lambda: nothing_moved(known, busy)):
-            turn = self._inside_turn(known, inside)
+            turn = [a for a in self._inside_turn(known, inside) if a.veth not in busy]
             if not turn:
                 return  # the usual case: no netlink dump decoded, no namespace entered
             changed_veths = await self._plumbing.run(lambda: changed_inside(turn))
