@@ -35,8 +35,8 @@ def test_forwarding_survives_dockers_drop_policy(tmp_path: Path) -> None:
         plan = host.weaved(spec, "plan").stdout
         assert "+ ipt/filter/FORWARD/weave-in" in plan and "+ ipt/filter/FORWARD/weave-out" in plan
         host.weaved(spec, "apply")
-        plug(host, c1, "vethwepl1", "10.2.1.21/24", bridge=True)
-        plug(host, c2, "vethwepl2", "10.2.1.22/24", bridge=True)
+        plug(host, c1, "vethtc1", "10.2.1.21/24", bridge=True)  # not weaved's prefix: no attach
+        plug(host, c2, "vethtc2", "10.2.1.22/24", bridge=True)
         plug(host, outside, "out0", "203.0.113.2/24", bridge=False)
         host.ip("addr", "add", "203.0.113.1/24", "dev", "out0")
         outside.ip("route", "add", "10.2.1.0/24", "via", "203.0.113.1")

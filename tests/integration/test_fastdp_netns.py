@@ -235,11 +235,13 @@ class Lab:
         return host.ns.ip("link", "show", "weave", check=False).returncode == 0
 
     def _plug_container(self, host: Host) -> None:
+        # A hand-made port, so not named vethwepl…: one with weaved's prefix that no attach let
+        # through sends nothing (anti-spoofing fails closed).
         host.ns.ip(
-            "link", "add", "vethwepl0", "type", "veth", "peer", "name", "eth0",
+            "link", "add", "vethtc0", "type", "veth", "peer", "name", "eth0",
             "netns", host.container.name,
         )  # fmt: skip
-        host.ns.ip("link", "set", "vethwepl0", "mtu", str(CONTAINER_MTU), "master", "weave", "up")
+        host.ns.ip("link", "set", "vethtc0", "mtu", str(CONTAINER_MTU), "master", "weave", "up")
         host.container.ip("link", "set", "eth0", "mtu", str(CONTAINER_MTU))
         host.container.ip("addr", "add", f"{host.overlay_ip}/24", "dev", "eth0")
         host.container.ip("link", "set", "eth0", "up")

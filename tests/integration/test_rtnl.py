@@ -15,6 +15,7 @@ from pyroute2 import NetNS
 
 from tests.helpers import Netns, sh
 from weaved.attach.netns import opened, run_in_netns
+from weaved.datapath.fastdp.netlink import FastdpKernel
 from weaved.dataplane.rtnl import Rtnl
 
 pytestmark = pytest.mark.timeout(120)
@@ -43,7 +44,7 @@ def host(tmp_path: Path) -> Iterator[tuple[Netns, Rtnl, Any]]:
             "link set vethwepl3 type bridge_slave hairpin off learning on",
             "route add 10.3.0.0/16 dev weave proto 87 scope link src 10.2.1.1",
             "route add default dev vethwepl0",
-            "route add 192.0.2.0/24 dev vethwepl3 proto static",
+            "route add 192.0.2.0/24 dev vethwepl3 proto static mtu 1400",
             "route add 198.51.100.0/24 dev weave table 100",
             "link set peer0 up",
             "link set peer3 up",
@@ -104,6 +105,11 @@ def test_one_link_by_name_or_index(host: tuple[Netns, Rtnl, Any]) -> None:
     assert rtnl.link(name="nosuchlink") is None
 
 
+def metric_mtu(route: Any) -> int:
+    metrics = route.get_attr("RTA_METRICS")
+    return int(metrics.get_attr("RTAX_MTU") or 0) if metrics is not None else 0
+
+
 def test_addresses_and_routes_match_pyroute2(host: tuple[Netns, Rtnl, Any]) -> None:
     _, rtnl, ipr = host
     bridge = ipr.link_lookup(ifname="weave")[0]
@@ -114,7 +120,8 @@ def test_addresses_and_routes_match_pyroute2(host: tuple[Netns, Rtnl, Any]) -> N
     )
     assert mine == theirs == [("10.2.1.1", 24, "weave:wd"), ("10.2.2.1", 24, "weave:x")]
     routes = sorted(
-        (r.dst, r.dst_len, r.proto, r.scope, r.type, r.oif, r.prefsrc) for r in rtnl.routes(254)
+        (r.dst, r.dst_len, r.proto, r.scope, r.type, r.oif, r.prefsrc, r.mtu)
+        for r in rtnl.routes(254)
     )
     expected = sorted(
         (
@@ -125,11 +132,13 @@ def test_addresses_and_routes_match_pyroute2(host: tuple[Netns, Rtnl, Any]) -> N
             m["type"],
             m.get_attr("RTA_OIF") or 0,
             m.get_attr("RTA_PREFSRC") or "",
+            metric_mtu(m),
         )
         for m in ipr.get_routes(family=socket.AF_INET, table=254)
     )
     assert routes == expected
-    assert ("10.3.0.0", 16, 87, 253, 1, bridge, "10.2.1.1") in routes
+    assert ("10.3.0.0", 16, 87, 253, 1, bridge, "10.2.1.1", 0) in routes
+    assert [r.mtu for r in rtnl.routes(254) if r.dst == "192.0.2.0"] == [1400]
     assert all(r.table == 100 for r in rtnl.routes(100)) and len(rtnl.routes(100)) == 1
 
 
@@ -145,3 +154,18 @@ def test_bridge_fdb_matches_pyroute2(host: tuple[Netns, Rtnl, Any]) -> None:
     )
     assert mine == theirs
     assert any(mac == "02:42:0a:00:00:09" for _, mac, _, _ in mine)
+
+
+def test_fastdp_takes_the_default_routes_mtu_with_no_peer(host: tuple[Netns, Rtnl, Any]) -> None:
+    """With no peer to ask the kernel about, the underlay MTU is the default route's: its own
+    MTU metric, else its device's (read through rtnl, not pyroute2's decoding)."""
+    ns, _, _ = host
+    ns.run(["ip", "link", "set", "vethwepl0", "mtu", "1420"])
+    with opened(f"/run/netns/{ns.name}") as fd:
+        kernel = run_in_netns(fd, FastdpKernel)
+        try:
+            assert run_in_netns(fd, lambda: kernel.underlay_mtu([])) == 1420
+            ns.run(["ip", "route", "change", "default", "dev", "vethwepl0", "mtu", "1300"])
+            assert run_in_netns(fd, lambda: kernel.underlay_mtu([])) == 1300
+        finally:
+            run_in_netns(fd, kernel.close)

@@ -365,7 +365,7 @@ def test_frames_over_the_receiving_bridge_mtu_are_answered_or_fragmented(
     with ICMP frag-needed (MTU 1376), so DF pings and TCP adapt; non-DF is fragmented."""
     host2 = bed_jumbo.hosts[1]
     c1, c2 = bed_jumbo.container(1), bed_jumbo.container(2)
-    veth2 = f"vethwepl{c2.host}x{c2.index}"
+    veth2 = f"vethtc{c2.host}x{c2.index}"
 
     def set_mtu(mtu: int) -> None:
         for argv in (

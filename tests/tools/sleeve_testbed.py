@@ -4,8 +4,9 @@ Host i is namespace `<tag>-h<i>` with `eth0` = 192.0.2.(10+i)/24 on an underlay 
 namespace `<tag>-u`), a `weave` bridge made by `weaved apply` from a one-line spec, and one
 standalone peer process (router + data path, `tests.tools.sleeve_peer`).
 Container j of host i is namespace `<tag>-c<i>x<j>` with `ethwe` = 10.40.i.j/16 (MAC
-0e:00:00:00:0i:0j) plugged into the host's bridge by a veth `vethwepl<i>x<j>`, and a
-route for 224.0.0.0/4, as `weaved attach` would. Everything is found again by name and
+0e:00:00:00:0i:0j) plugged into the host's bridge by a veth `vethtc<i>x<j>`, and a
+route for 224.0.0.0/4, as `weaved attach` would (not named `vethwepl…`: a port with weaved's
+prefix that no attach let through sends nothing, see compile/antispoof.py). Everything is found again by name and
 removed on exit; processes are stopped by PID (their own session).
 
 Used by tests/integration/test_sleeve_*.py and bench/datapath/run.py.
@@ -191,7 +192,7 @@ class Testbed:
         )
         _run(["ip", "netns", "add", name])
         _run(["ip", "-n", name, "link", "set", "lo", "up"])
-        veth = f"vethwepl{host_index}x{j}"
+        veth = f"vethtc{host_index}x{j}"
         mtu = self.bridge_mtu_of(host)
         peer = ["peer", "name", "ethwe", "mtu", str(mtu), "netns", name]
         _run(["ip", "-n", host.netns, "link", "add", veth, "mtu", str(mtu), "type", "veth", *peer])

@@ -47,7 +47,8 @@ IFLA_BRPORT_MODE, IFLA_BRPORT_LEARNING, IFLA_BRPORT_UNICAST_FLOOD = 4, 8, 9
 IFLA_BRPORT_ISOLATED = 33
 RTEXT_FILTER_SKIP_STATS = 1 << 3
 IFA_ADDRESS, IFA_LOCAL, IFA_LABEL = 1, 2, 3
-RTA_DST, RTA_OIF, RTA_PREFSRC, RTA_TABLE = 1, 4, 7, 15
+RTA_DST, RTA_OIF, RTA_PREFSRC, RTA_METRICS, RTA_TABLE = 1, 4, 7, 8, 15
+RTAX_MTU = 2
 NDA_DST, NDA_LLADDR, NDA_VLAN, NDA_PORT, NDA_MASTER = 1, 2, 5, 6, 9
 NLA_TYPE_MASK = 0x3FFF
 NTF_SELF = 0x02
@@ -94,6 +95,7 @@ class Route:
     type: int
     oif: int = 0
     prefsrc: str = ""
+    mtu: int = 0  # the route's own MTU metric (`ip route … mtu N`); 0 when it has none
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,7 +249,7 @@ class Rtnl:
         out = []
         for data, start, end in self._request(RTM_GETROUTE, NLM_F_REQUEST | NLM_F_DUMP, body):
             _f, dst_len, _s, _t, rtable, proto, scope, rtype, _fl = _RTMSG.unpack_from(data, start)
-            dst, oif, prefsrc = "0.0.0.0", 0, ""
+            dst, oif, prefsrc, mtu = "0.0.0.0", 0, "", 0
             for kind, a, b in attrs(data, start + _RTMSG.size, end):
                 if kind == RTA_DST:
                     dst = _ipv4(data, a, b)
@@ -257,8 +259,10 @@ class Rtnl:
                     prefsrc = _ipv4(data, a, b)
                 elif kind == RTA_TABLE:
                     rtable = _u32(data, a)
+                elif kind == RTA_METRICS:
+                    mtu = next((_u32(data, c) for k, c, _ in attrs(data, a, b) if k == RTAX_MTU), 0)
             if rtable == table:
-                out.append(Route(dst, dst_len, rtable, proto, scope, rtype, oif, prefsrc))
+                out.append(Route(dst, dst_len, rtable, proto, scope, rtype, oif, prefsrc, mtu))
         return out
 
     # --- bridge forwarding database -------------------------------------------------------
