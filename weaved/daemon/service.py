@@ -111,7 +111,6 @@ class Daemon:
         self._dataplane_factory = dataplane_factory
         self._dataplane: Dataplane | None = None
         self.compiles = CompileCache()  # the last compile, reused while spec and facts stay
-        self._saving: asyncio.Task[None] | None = None  # the last good spec being saved
         self.leaving = False  # set by `weaved reset`: hand our IPAM space to a live peer
         self._password_watch: tuple[str | None, asyncio.Task[None] | None] = (None, None)
         self.rollout = Rollout(self)
@@ -160,12 +159,7 @@ class Daemon:
         self.rollout.lift()  # a new content: whatever was rolled back is history
         self.state.spec_error = None
         self.state.from_last_good = False
-        # Saved while the spec is applied (an fsync: 8-17 ms not spent before the kernel
-        # changes); awaited before anything else saves (converge, after applying).
-        await self._saved()
-        self._saving = asyncio.create_task(
-            asyncio.to_thread(save_last_good, self.config.state_dir, loaded.raw)
-        )
+        await asyncio.to_thread(save_last_good, self.config.state_dir, loaded.raw)
         for component in self.components:
             component.spec_changed(loaded.spec)
         return True
@@ -191,12 +185,6 @@ class Daemon:
         except Exception as exc:  # a loader bug: never "(valid)" with a spec not in force
             log.exception("loading the spec crashed path=%s", path)
             return _Loaded(digest, raw, error=f"{path}: internal error while loading: {exc!r}")
-
-    async def _saved(self) -> None:
-        """The last good spec is on disk (the save `_read_spec` started)."""
-        saving, self._saving = self._saving, None
-        if saving is not None:
-            await saving
 
     def _follow_password_file(self, name: str | None, seen: FileKey) -> None:
         """Follow the password file the spec names, so that fixing it (its mode, say) takes
@@ -250,7 +238,6 @@ class Daemon:
             if guard is None:  # applied without a net: what `apply --confirm` can still check
                 guard = self.rollout.unguarded(good, good_raw, spec, self._confirm)
             await self._converge_spec(spec, record)
-            await self._saved()
             if guard is not None and record.error is None:
                 failed = await self.rollout.failing(guard.probes, guard.timeout)
                 if failed:
