@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 import socket
 import struct
-from typing import Any
 
 from weaved.dataplane import rtnl
 from weaved.dataplane.nft_delta import (
@@ -27,23 +26,13 @@ from weaved.dataplane.nft_delta import (
     parse_listing,
     rule_line,
 )
+from weaved.dataplane.nftlib import load_binding
 from weaved.dataplane.nftsets import render_sets
-from weaved.errors import ApplyError, DependencyError
+from weaved.errors import ApplyError
 from weaved.model.resources import NFT_TABLE, Kind, Resource, State
 
 log = logging.getLogger(__name__)
 FAMILIES = ("ip", "bridge")
-
-
-def _load_binding() -> Any:
-    try:
-        import nftables
-    except ImportError as exc:
-        raise DependencyError(
-            "cannot import the libnftables binding 'nftables'\n"
-            "  hint: apt-get install python3-nftables (bootstrap.sh links it into the venv)"
-        ) from exc
-    return nftables.Nftables()
 
 
 def render_script(desired: State) -> str:
@@ -107,7 +96,7 @@ def ruleset_generation() -> int | None:
 
 class Nft:
     def __init__(self) -> None:
-        self.nft = _load_binding()
+        self.nft = load_binding()
         self.nft.set_handle_output(True)  # listings show each rule's handle
         self.writes = 0
         self.rebuilds = 0  # transactions that rewrote the tables whole

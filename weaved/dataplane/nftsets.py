@@ -27,7 +27,8 @@ from weaved.compile.antispoof import (
     element_resource,
     element_text,
 )
-from weaved.errors import ApplyError, DependencyError
+from weaved.dataplane.nftlib import load_binding
+from weaved.errors import ApplyError
 from weaved.model.resources import NFT_TABLE, Kind, Resource, State, attrs
 from weaved.plan.changes import Action, Change
 
@@ -85,14 +86,7 @@ _contexts = _Contexts()
 
 def _nft() -> Any:
     if _contexts.nft is None:
-        try:
-            import nftables
-        except ImportError as exc:
-            raise DependencyError(
-                "cannot import the libnftables binding 'nftables'\n"
-                "  hint: apt-get install python3-nftables (bootstrap.sh links it into the venv)"
-            ) from exc
-        _contexts.nft = nftables.Nftables()
+        _contexts.nft = load_binding()
     return _contexts.nft
 
 
