@@ -8,9 +8,15 @@ generation to change (a netlink request every 5 ms) and lists the chain only the
 almost no CPU from the daemon it measures. The daemon's CPU-seconds from the write until the
 rule shows are printed too.
 
-Run as root: python bench/reconcile/run.py [--objects 1000]. Everything happens in a private
-network namespace that is deleted at the end. The code measured is the one PYTHONPATH names;
-run from that tree (`python -m weaved` puts the current directory first on its path).
+Each edit's time is also split by phase from the daemon's log: the watch (write → the
+daemon's "spec file changed"), the spec's load, and the converge's observe, compile, plan,
+execute and verify (medians over the edits). `--profile FILE` samples the daemon with py-spy
+during the edits (a flame graph in SVG, or raw collapsed stacks when FILE ends in .txt).
+
+Run as root: python bench/reconcile/run.py [--objects 1000] [--prefix wdbench]. Everything
+happens in a private network namespace that is deleted at the end. The code measured is the
+one PYTHONPATH names; run from that tree (`python -m weaved` puts the current directory first
+on its path).
 """
 
 from __future__ import annotations
@@ -18,10 +24,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
+from datetime import datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
@@ -76,6 +85,35 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+_LOG_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) \w+ (\S+): (.*)$")
+
+
+def phases_of(log_text: str, writes: list[float]) -> dict[str, float]:
+    """Median seconds per phase of the edits written at `writes` (wall clock), from the
+    daemon's log lines."""
+    per_phase: dict[str, list[float]] = {}
+    lines = []
+    for line in log_text.splitlines():
+        if m := _LOG_LINE.match(line):
+            at = datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
+            lines.append((at, m.group(3)))
+    for index, written in enumerate(writes):
+        until = writes[index + 1] if index + 1 < len(writes) else float("inf")
+        window = [(at, text) for at, text in lines if written - 0.01 <= at < until]
+        changed = next((at for at, text in window if text.startswith("spec file changed")), None)
+        if changed is not None:
+            per_phase.setdefault("watch", []).append(max(0.0, changed - written))
+        for _at, text in window:
+            if text.startswith(("spec loaded ", "converged ")):
+                for name, value in re.findall(r"(\w+)=([\d.]+)", text):
+                    if name not in ("changes", "writes"):
+                        label = f"load_{name}" if text.startswith("spec") else name
+                        per_phase.setdefault(label, []).append(float(value))
+                if text.startswith("converged "):
+                    break
+    return {name: round(statistics.median(v), 3) for name, v in per_phase.items()}
+
+
 def timed(fn: object, repeat: int = 5) -> float:
     samples = []
     for _ in range(repeat):
@@ -89,8 +127,10 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--objects", type=int, default=1000)
     parser.add_argument("--daemon-log", type=Path, help="keep the daemon's log in this file")
+    parser.add_argument("--prefix", default="wdbench", help="of the private namespace's name")
+    parser.add_argument("--profile", type=Path, help="py-spy's samples of the daemon's edits")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp, Netns("wdbench") as ns:
+    with tempfile.TemporaryDirectory() as tmp, Netns(args.prefix) as ns:
         spec = Path(tmp) / "weave.yaml"
         spec.write_text(big_spec(args.objects))
         t0 = time.perf_counter()
@@ -107,6 +147,7 @@ def main() -> int:
         # Daemon: a no-op plan it answers, then one service rule edited until the kernel shows
         # it; baseline = the CLI applying the same edit.
         proc = ns.popen_weaved(spec, "daemon", "--resync", "600", log=Path(tmp) / "daemon.log")
+        writes: list[float] = []  # wall clock of each edit's write
         try:
             client = Client(str(Path(tmp) / "weaved.sock"), timeout=120)
             wait_for(lambda: (Path(tmp) / "weaved.sock").exists(), timeout=120)
@@ -114,17 +155,32 @@ def main() -> int:
             daemon_plan_s = timed(lambda: client.call("POST", "/plan", {}), repeat=7)
             latencies = []
             edit_cpu = 0.0
+            spy = None
+            if args.profile:
+                spy = subprocess.Popen(
+                    ["py-spy", "record", "-p", str(proc.pid), "-r", "200", "-o", str(args.profile)]
+                    + (["--format", "raw"] if args.profile.suffix == ".txt" else []),
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+                time.sleep(1)
             with opened(f"/run/netns/{ns.name}") as netns_fd:
                 for port in (81, 82, 83, 84, 85):  # each new: the wait sees only this edit
                     time.sleep(0.5)  # the daemon idle again
                     cpu_before = cpu_seconds(proc.pid)
+                    writes.append(time.time())
                     start = time.perf_counter()
                     spec.write_text(big_spec(args.objects, edited_port=port))
                     shown = shown_at(netns_fd, f"dnat to 10.100.0.9:{port} ")
                     latencies.append(shown - start)
                     edit_cpu += (cpu_seconds(proc.pid) - cpu_before) / 5
+            time.sleep(0.5)  # the last converge's log line written
+            if spy is not None:
+                spy.send_signal(2)  # py-spy writes its output on SIGINT
+                spy.wait(30)
         finally:
             stop_process(proc)
+            phases = phases_of((Path(tmp) / "daemon.log").read_text(), writes)
             if args.daemon_log:
                 args.daemon_log.write_bytes((Path(tmp) / "daemon.log").read_bytes())
         spec.write_text(big_spec(args.objects, edited_port=86))
@@ -141,6 +197,7 @@ def main() -> int:
         "daemon_noop_plan_s": round(daemon_plan_s, 3),
         "service_edit_to_converged_s": round(edit_s, 3),
         "service_edit_samples_s": [round(x, 3) for x in latencies],
+        "service_edit_phases_s": phases,  # medians; the converge's are inside its "seconds"
         "daemon_cpu_until_shown_s": round(edit_cpu, 3),  # per edit, from write to shown
         "baseline_cli_apply_s": round(cli_s, 3),
         "edit_latency_vs_cli_apply": round(edit_s / cli_s, 2),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -12,6 +13,7 @@ from weaved.compile.facts import Facts
 from weaved.compile.firewall import firewall_compat, nft_resources
 from weaved.compile.host import check_bridge_is_ours, port_resources, sysctl_resources
 from weaved.errors import ConflictError
+from weaved.model.addresses import ipv4_interface
 from weaved.model.resources import (
     ADDR_LABEL,
     ALIAS,
@@ -52,9 +54,9 @@ def exposed_networks(
                     Deferred(f"expose[{index}] {entry.cidr}", "waiting for an IPAM allocation")
                 )
                 continue
-            addresses.append(ipaddress.IPv4Interface(allocated))
+            addresses.append(ipv4_interface(allocated))
         else:
-            addresses.append(ipaddress.IPv4Interface(entry.cidr))
+            addresses.append(ipv4_interface(entry.cidr))
     return addresses, deferred
 
 
@@ -91,17 +93,25 @@ def _bridge(spec: Spec, facts: Facts) -> Resource:
 def _addresses(addresses: list[ipaddress.IPv4Interface]) -> Iterator[Resource]:
     routed: set[ipaddress.IPv4Network] = set()
     for iface in addresses:
-        yield Resource(f"addr/{BRIDGE}/{iface.with_prefixlen}", Kind.ADDR, attrs(label=ADDR_LABEL))
+        address, route = _address_and_route(iface)
+        yield address
         if iface.network in routed:
             continue  # one route per subnet, sourced from its first exposed address
         routed.add(iface.network)
-        # Addresses go on without a prefix route; weaved owns the route (protocol 87) instead, so
-        # the route is an object of its own that drift detection can see.
-        yield Resource(
-            f"route/{iface.network}",
-            Kind.ROUTE,
-            attrs(dev=BRIDGE, src=iface.ip, scope="link", proto=RTPROT_WEAVED),
-        )
+        yield route
+
+
+@functools.lru_cache(maxsize=8192)  # pure; an edit compiles the same addresses again
+def _address_and_route(iface: ipaddress.IPv4Interface) -> tuple[Resource, Resource]:
+    address = Resource(f"addr/{BRIDGE}/{iface.with_prefixlen}", Kind.ADDR, attrs(label=ADDR_LABEL))
+    # Addresses go on without a prefix route; weaved owns the route (protocol 87) instead, so
+    # the route is an object of its own that drift detection can see.
+    route = Resource(
+        f"route/{iface.network}",
+        Kind.ROUTE,
+        attrs(dev=BRIDGE, src=iface.ip, scope="link", proto=RTPROT_WEAVED),
+    )
+    return address, route
 
 
 def compile_spec(spec: Spec, facts: Facts) -> Compiled:

@@ -9,6 +9,7 @@ validates them the same way; this is the second lock). No other text reaches a r
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import ipaddress
 import re
@@ -16,6 +17,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from weaved.compile.facts import Facts
+from weaved.model.addresses import ipv4_address
 from weaved.model.resources import BRIDGE, NFT_TABLE, Kind, Resource, attrs
 from weaved.spec.models import (
     DNS_LINK_ADDRESS,
@@ -89,6 +91,7 @@ def rule_hash(body: str) -> str:
     return hashlib.sha256(body.encode()).hexdigest()[:10]
 
 
+@functools.lru_cache(maxsize=16384)  # pure; an edit compiles thousands of unchanged rules again
 def rule(family: str, chain: str, rule_id: str, body: str, note: str = "") -> Resource:
     """An nft rule; its order is its place in the desired state (the table is rebuilt whole).
 
@@ -227,14 +230,30 @@ def _input(spec: Spec, addresses: list[ipaddress.IPv4Interface]) -> Iterator[Res
             "weaveDNS",
         )
     for iface in sorted(set(addresses), key=interface_order):
-        yield rule(
-            "ip",
-            "input",
-            f"exposed-{iface.ip}",
-            f"iifname {br} ip saddr {iface.network} ip daddr {iface.ip} accept",
-            f"containers in {iface.network} reach the exposed {iface.ip}",
-        )
+        yield _exposed_rule(iface)
     yield rule("ip", "input", "other", f"iifname {br} drop", note)
+
+
+@functools.lru_cache(maxsize=8192)  # ipaddress's str() is slow, and an edit keeps most of them
+def _exposed_rule(iface: ipaddress.IPv4Interface) -> Resource:
+    return rule(
+        "ip",
+        "input",
+        f"exposed-{iface.ip}",
+        f"iifname {quote_ifname(BRIDGE)} ip saddr {iface.network} ip daddr {iface.ip} accept",
+        f"containers in {iface.network} reach the exposed {iface.ip}",
+    )
+
+
+@functools.lru_cache(maxsize=8192)
+def _masquerade_rule(net: ipaddress.IPv4Network) -> Resource:
+    return rule(
+        "ip",
+        "postrouting",
+        f"masq-{net}",
+        f"ip saddr {net} ip daddr != {net} oifname != {quote_ifname(BRIDGE)} masquerade",
+        f"masquerade traffic from exposed {net} leaving the host",
+    )
 
 
 def _dns_locality(spec: Spec) -> Iterator[Resource]:
@@ -279,18 +298,12 @@ def _masquerade(addresses: list[ipaddress.IPv4Interface]) -> Iterator[Resource]:
             "multicast is never NATed",
         )
     for net in exposed_nets:
-        yield rule(
-            "ip",
-            "postrouting",
-            f"masq-{net}",
-            f"ip saddr {net} ip daddr != {net} oifname != {quote_ifname(BRIDGE)} masquerade",
-            f"masquerade traffic from exposed {net} leaving the host",
-        )
+        yield _masquerade_rule(net)
 
 
 def _endpoint(text: str) -> tuple[ipaddress.IPv4Address, int]:
     host, port = text.rsplit(":", 1)
-    return ipaddress.IPv4Address(host), int(port)
+    return ipv4_address(host), int(port)
 
 
 def _services(spec: Spec) -> Iterator[Resource]:

@@ -141,9 +141,11 @@ class Daemon:
         A refused spec is looked at again on every converge (a fixed password file, say,
         makes it valid without any edit of the spec itself). Parsing runs off the event loop:
         even a bounded hostile spec must not make status or DNS wait."""
+        started = time.perf_counter()
         loaded = await asyncio.to_thread(self._load_spec, self.state.spec_digest)
         if loaded is None:
             return False
+        read = time.perf_counter() - started
         first_look = loaded.digest != self.state.spec_digest
         self.state.spec_digest = loaded.digest
         self._follow_password_file(loaded.password_file, loaded.password_key)
@@ -162,6 +164,7 @@ class Daemon:
         await asyncio.to_thread(save_last_good, self.config.state_dir, loaded.raw)
         for component in self.components:
             component.spec_changed(loaded.spec)
+        log.info("spec loaded seconds=%.3f read=%.3f", time.perf_counter() - started, read)
         return True
 
     def _load_spec(self, known_digest: str) -> _Loaded | None:

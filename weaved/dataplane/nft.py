@@ -181,8 +181,14 @@ class Nft:
             )
             if any(r.handle == 0 for r in chains[key]):
                 return True  # not echoed as written: list again
-        resources = [r for r in listing.resources if r.kind is not Kind.NFT_RULE]
-        resources += [listed_resource(f, c, r) for (f, c), rules in chains.items() for r in rules]
+        # Only the changed chains' rules are made again (a table holds thousands of rules).
+        touched = tuple(f"nft/{family}/{NFT_TABLE}/{chain}/" for family, chain in after)
+        resources = [
+            r
+            for r in listing.resources
+            if r.kind is not Kind.NFT_RULE or not r.key.startswith(touched)
+        ]
+        resources += [listed_resource(f, c, r) for (f, c) in after for r in chains[(f, c)]]
         self._listed = (generation, Listing(tuple(resources), chains, listing.others))
         return True
 

@@ -12,6 +12,7 @@ insert cannot fix — is left to the full rebuild (`render_script`), which is al
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -20,7 +21,8 @@ from weaved.dataplane.nftsets import parse_sets
 from weaved.model.resources import NFT_TABLE, Kind, Resource, State, attrs
 
 COMMENT_PREFIX = "wd:"
-STRAY = "~handle-"  # key part of a rule in our table without our comment ("~" is no rule id)
+STRAY = "~handle-"
+META_KINDS = (Kind.NFT_TABLE, Kind.NFT_SET, Kind.NFT_CHAIN)  # a set's elements: nftsets.py  # key part of a rule in our table without our comment ("~" is no rule id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +44,11 @@ class Listing:
     chains: Chains
     # Something in a table besides chains, rules and sets (a map): only a rebuild knows it.
     others: bool = False
+
+    @functools.cached_property
+    def meta(self) -> dict[str, Resource]:
+        """The tables, sets and chains by key (once per listing: it holds thousands of rules)."""
+        return {r.key: r for r in self.resources if r.kind in META_KINDS}
 
 
 def rule_comment(resource: Resource) -> str:
@@ -133,10 +140,8 @@ def delta_script(desired: State, listing: Listing) -> tuple[str, Chains] | None:
     """The transaction that makes the listed tables equal to `desired` touching only rules, and
     each changed chain's rules as they will be (new rules without a handle yet, 0); None when
     only a rebuild can do it. An empty script: nothing to change."""
-    meta = (Kind.NFT_TABLE, Kind.NFT_SET, Kind.NFT_CHAIN)  # a set's elements: nftsets.py
-    wanted_meta = {r.key: r for kind in meta for r in desired.by_kind(kind)}
-    listed_meta = {r.key: r for r in listing.resources if r.kind in meta}
-    if listing.others or wanted_meta != listed_meta:
+    wanted_meta = {r.key: r for kind in META_KINDS for r in desired.by_kind(kind)}
+    if listing.others or wanted_meta != listing.meta:
         return None
     wanted = desired_chains(desired)
     if set(wanted) != set(listing.chains):

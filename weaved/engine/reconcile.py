@@ -46,6 +46,9 @@ class Planned:
     compiled: Compiled
     observation: Observation
     peer_name: str
+    # Seconds per phase ("observe", "compile", "plan"; apply_spec adds "execute", "verify"):
+    # the converge log line shows them, so a slow edit says where its time went.
+    phases: tuple[tuple[str, float], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -110,12 +113,16 @@ def plan_spec(
     runtime: RuntimeFacts | None = None,
     compiles: CompileCache | None = None,
 ) -> Planned:
+    t0 = time.perf_counter()
     observation = dataplane.observe()
+    t1 = time.perf_counter()
     facts = facts_for(spec, observation, runtime or RuntimeFacts())
     compiled = compile_spec(spec, facts) if compiles is None else compiles.compiled(spec, facts)
+    t2 = time.perf_counter()
     deferred = tuple((d.what, d.reason) for d in compiled.deferred)
     plan = make_plan(compiled.state, owned(observation, compiled.state), deferred)
-    return Planned(plan, compiled, observation, facts.peer_name)
+    phases = (("observe", t1 - t0), ("compile", t2 - t1), ("plan", time.perf_counter() - t2))
+    return Planned(plan, compiled, observation, facts.peer_name, phases)
 
 
 def apply_spec(
@@ -128,8 +135,12 @@ def apply_spec(
     started = time.monotonic()
     planned = plan_spec(spec, dataplane, runtime, compiles)
     report = ApplyReport()
+    phases = list(planned.phases)
     if not planned.plan.empty:
+        t0 = time.perf_counter()
         report = dataplane.execute(planned.plan, planned.compiled.state)
+        t1 = time.perf_counter()
+        phases.append(("execute", t1 - t0))
         # Verify: observe again what the plan touched (the rest was in sync a moment ago).
         touched = frozenset(c.kind for c in planned.plan.changes)
         fresh = dataplane.observe(touched)
@@ -141,14 +152,16 @@ def apply_spec(
                 "applied, but the kernel does not match the spec afterwards:\n"
                 + render_plan(residue)
             )
+        phases.append(("verify", time.perf_counter() - t1))
     seconds = time.monotonic() - started
     # A no-op converge (every periodic resync of a healthy host) is not news.
     log.log(
         logging.INFO if report.writes or not planned.plan.empty else logging.DEBUG,
-        "converged changes=%d writes=%d seconds=%.3f",
+        "converged changes=%d writes=%d seconds=%.3f %s",
         len(planned.plan.changes),
         report.writes,
         seconds,
+        " ".join(f"{name}={spent:.3f}" for name, spent in phases),
     )
     return Applied(planned, report, seconds)
 

@@ -8,6 +8,7 @@ import stat
 from collections.abc import Iterator
 
 from weaved.errors import SpecError
+from weaved.model.addresses import ipv4_address, ipv4_interface
 from weaved.spec.diagnostics import Problem, SpecPath, format_path
 from weaved.spec.guard import MAX_PASSWORD_BYTES, read_regular_file
 from weaved.spec.models import (
@@ -94,18 +95,14 @@ def exposed_addresses(spec: Spec) -> dict[ipaddress.IPv4Address, int]:
     out: dict[ipaddress.IPv4Address, int] = {}
     for index, entry in enumerate(spec.expose):
         if not entry.cidr.startswith("net:"):
-            out.setdefault(ipaddress.IPv4Interface(entry.cidr).ip, index)
+            out.setdefault(ipv4_interface(entry.cidr).ip, index)
     return out
 
 
 def _expose(spec: Spec) -> Iterator[Problem]:
     seen: dict[str, int] = {}
     for index, entry in enumerate(spec.expose):
-        key = (
-            entry.cidr
-            if entry.cidr.startswith("net:")
-            else str(ipaddress.IPv4Interface(entry.cidr).ip)
-        )
+        key = entry.cidr if entry.cidr.startswith("net:") else str(ipv4_interface(entry.cidr).ip)
         if key in seen:
             yield Problem(
                 ("expose", index, "cidr"),
@@ -153,7 +150,7 @@ def _services(spec: Spec) -> Iterator[Problem]:
                 )
             listeners.add(key)
         else:
-            ip = ipaddress.IPv4Address(rule.address.rpartition(":")[0])
+            ip = ipv4_address(rule.address.rpartition(":")[0])
             if ip not in exposed:
                 yield Problem(
                     (*path, "address"),
