@@ -49,7 +49,7 @@ def ns() -> object:
         yield n
 
 
-def test_an_edited_rule_is_replaced_in_place_and_nothing_else_is_rewritten(
+def test_an_edited_rule_is_replaced_and_nothing_else_is_rewritten(
     ns: Netns, tmp_path: Path
 ) -> None:
     spec = write_spec(tmp_path, exports(("a", 1001, 80), ("b", 1002, 80), ("c", 1003, 80)))
@@ -59,7 +59,12 @@ def test_an_edited_rule_is_replaced_in_place_and_nothing_else_is_rewritten(
     spec.write_text(exports(("a", 1001, 80), ("b", 1002, 8080), ("c", 1003, 80)))
     assert "1 kernel writes" in ns.weaved(spec, "apply").stdout  # one transaction
     assert table_handle(ns) == table  # the table was not rebuilt
-    assert rules(ns, "prerouting") == before  # same rules, same handles, same order
+    # No other service matches what export-b matches: its place is free, so it is deleted and
+    # added at the end (no replace: libnftables would fetch every rule first); the rest keep
+    # their handles and order.
+    after = rules(ns, "prerouting")
+    assert after[:-1] == [x for x in before if x[0] != "export-b"]
+    assert after[-1][0] == "export-b" and after[-1] not in before
     assert "dnat to 10.2.1.22:8080" in ns.nft("list", "chain", "ip", "weaved", "output").stdout
     assert {c: rules(ns, c) for c in others} == others
     assert keys(plan_json(ns, spec)) == []
@@ -76,7 +81,8 @@ def test_added_rules_take_their_place_between_untouched_neighbours(
     after = rules(ns, "prerouting")
     assert table_handle(ns) == table
     ids = [rid for rid, _ in after]
-    assert ids[ids.index("export-a") :][:4] == ["export-a", "export-b", "export-c", "export-d"]
+    # Places free (no two services overlap): the new ones at the end.
+    assert ids[ids.index("export-a") :][:4] == ["export-a", "export-c", "export-b", "export-d"]
     assert all(dict(after)[rid] == handle for rid, handle in before.items())
     spec.write_text(exports(("a", 1001, 80), ("d", 1004, 80)))  # and removed again
     ns.weaved(spec, "apply")
@@ -132,10 +138,11 @@ from weaved.engine.reconcile import apply_spec
 from weaved.spec.loader import load_spec
 dp = KernelDataplane()
 apply_spec(load_spec("{tmp_path}/0.yaml"), dp)
-# By hand: export-a moved to the end of its chain (same rule, same comment).
+# By hand: the loopback guard (which must come first) moved to the end of its chain (same rule,
+# same comment).
 listing = subprocess.run(["nft", "-a", "list", "chain", "ip", "weaved", "prerouting"],
     capture_output=True, text=True, check=True).stdout
-line = next(x for x in listing.splitlines() if '"wd:export-a:' in x).strip()
+line = next(x for x in listing.splitlines() if '"wd:localnet-guard:' in x).strip()
 body, _, handle = line.rpartition(" # handle ")
 subprocess.run(["nft", f"delete rule ip weaved prerouting handle {{handle}}\\n"
     f"add rule ip weaved prerouting {{body}}"], check=True)
@@ -145,7 +152,23 @@ print("rebuilds", dp.nft.rebuilds)
 """
     out = ns.run([sys.executable, "-c", code]).stdout
     assert "rebuilds 1" in out, out  # the first apply only
-    ids = [rid for rid, _ in rules(ns, "prerouting") if rid.startswith("export-")]
-    assert ids == ["export-a", "export-b", "export-c"]
+    ids = [rid for rid, _ in rules(ns, "prerouting")]
+    assert ids == ["localnet-guard", "export-a", "export-b", "export-c"]  # b, then c edited
     assert "dnat to 10.2.1.23:82" in ns.nft("list", "chain", "ip", "weaved", "output").stdout
     assert keys(plan_json(ns, tmp_path / "2.yaml")) == []
+
+
+def test_rules_whose_matches_overlap_are_replaced_in_place(ns: Netns, tmp_path: Path) -> None:
+    """The first of two DNATs of one port wins: their order stays, an edit replaces in place."""
+    text = SPEC % (
+        '    - {name: a, port: 1001, to: "10.2.1.21:80", in_interface: lo}\n'
+        '    - {name: b, port: 1001, to: "10.2.1.22:%d"}'
+    )
+    spec = write_spec(tmp_path, text % 80)
+    ns.weaved(spec, "apply")
+    before = rules(ns, "prerouting")
+    spec.write_text(text % 8080)
+    ns.weaved(spec, "apply")
+    assert rules(ns, "prerouting") == before  # same handles, same order
+    assert "dnat to 10.2.1.22:8080" in ns.nft("list", "chain", "ip", "weaved", "output").stdout
+    assert keys(plan_json(ns, spec)) == []

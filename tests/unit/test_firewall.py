@@ -238,3 +238,45 @@ def test_elements_of_an_unrecorded_port_that_exists_are_kept_as_found() -> None:
     assert element_key("vethwepl7", ip("10.32.0.7")) in keys
     assert element_key("vethwepl7", ip("10.32.0.66")) not in keys
     assert element_key("vethweplgone", ip("10.32.0.5")) not in keys
+
+
+def service_hashes(services: str) -> dict[str, str]:
+    spec = parse_spec_text(f"version: 1\nexpose: [{{cidr: 10.2.1.1/24}}]\nservices:\n{services}")
+    state = compile_spec(spec, Facts(peer_name="3e:80:e7:5a:63:a7")).state
+    return {
+        r.key.split("/", 3)[3]: r.get("hash")
+        for r in state.by_kind(Kind.NFT_RULE)
+        if "/export-" in r.key or "/import-" in r.key
+    }
+
+
+def test_service_rules_no_other_rule_overlaps_go_in_any_order() -> None:
+    got = service_hashes(
+        "  export:\n"
+        '    - {name: web, port: 8080, to: "10.2.1.21:80"}\n'
+        '    - {name: ssh, port: 2222, to: "10.2.1.22:22"}\n'
+    )
+    assert len(got) == 6 and all(h.endswith("*") for h in got.values())
+
+
+def test_service_rules_whose_matches_overlap_keep_their_place() -> None:
+    got = service_hashes(
+        "  export:\n"
+        '    - {name: web, port: 8080, to: "10.2.1.21:80"}\n'
+        '    - {name: web-eth, port: 8080, to: "10.2.1.22:80", in_interface: eth0}\n'
+        '    - {name: other, port: 9090, to: "10.2.1.23:80"}\n'
+        "  import:\n"
+        '    - {name: db, address: "10.2.1.1:9090", to: "10.2.1.24:5432"}\n'
+    )
+    tied = {key for key, h in got.items() if not h.endswith("*")}
+    # The same port, one of them on any interface; an import on the bridge meets an export on
+    # any interface; in output (no interface there) the two exports of 8080 meet.
+    assert tied == {
+        "prerouting/export-web",
+        "prerouting/export-web-eth",
+        "prerouting/export-other",
+        "prerouting/import-db",
+        "output/export-web",
+        "output/export-web-eth",
+    }
+    assert got["postrouting/import-db"].endswith("*")

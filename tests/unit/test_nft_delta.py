@@ -169,3 +169,59 @@ def test_echo_names_new_handles_and_the_generation() -> None:
     handles, generation = echoed(out)
     assert handles == {(("ip", "output"), "b:1"): 10, (("ip", "output"), "n:2"): 1002}
     assert generation == 3
+
+
+def free(name: str, port: int) -> Resource:
+    return rule("ip", "output", name, f"tcp dport {port} accept", any_order=True)
+
+
+def test_a_changed_any_order_rule_is_deleted_and_added_at_the_end_without_a_replace() -> None:
+    # A replace (or positioned insert) makes libnftables fetch every rule of the ruleset.
+    g, a, b, c = r("g", 1), free("a", 2), free("b", 3), free("c", 4)
+    listing = parse_listing("ip", listed(g, a, b, c))
+    b2 = free("b", 33)
+    script, after = delta_script(desired(g, a, b2, c), listing) or ("", {})
+    assert b2.get("hash").endswith("*")
+    assert script.splitlines() == [
+        "delete rule ip weaved output handle 12",
+        f'add rule ip weaved output tcp dport 33 accept comment "wd:b:{b2.get("hash")}"',
+    ]
+    assert [(x.rule_id, x.handle) for x in after[("ip", "output")]] == [
+        ("g", 10),
+        ("a", 11),
+        ("c", 13),
+        ("b", 0),  # where the kernel has it now
+    ]
+
+
+def test_any_order_rules_in_another_order_are_in_sync() -> None:
+    g, a, b = r("g", 1), free("a", 2), free("b", 3)
+    assert delta_script(desired(g, a, b), parse_listing("ip", listed(g, b, a))) == ("", {})
+
+
+def test_a_new_ordered_rule_goes_before_the_any_order_tail_as_the_kernel_has_it() -> None:
+    g, a, b = r("g", 1), free("a", 2), free("b", 3)
+    listing = parse_listing("ip", listed(g, b, a, handles=(10, 11, 12)))
+    n = r("n", 9)
+    script, after = delta_script(desired(g, n, a, b), listing) or ("", {})
+    assert script.splitlines() == [
+        f'insert rule ip weaved output position 11 tcp dport 9 accept comment "wd:n:{n.get("hash")}"'
+    ]
+    assert [x.rule_id for x in after[("ip", "output")]] == ["g", "n", "b", "a"]
+
+
+def test_an_ordered_rule_among_the_any_order_ones_rewrites_the_chain() -> None:
+    g, a, b = r("g", 1), free("a", 2), free("b", 3)
+    listing = parse_listing("ip", listed(a, g, b))
+    script, _ = delta_script(desired(g, a, b), listing) or ("", {})
+    assert script.splitlines()[0] == "flush chain ip weaved output"
+
+
+def test_a_marked_rule_with_an_ordered_one_after_it_keeps_its_place() -> None:
+    a, g = free("a", 2), r("g", 1)
+    listing = parse_listing("ip", listed(a, g))
+    a2 = free("a", 22)
+    script, _ = delta_script(desired(a2, g), listing) or ("", {})
+    assert script.startswith("replace rule ip weaved output handle 10 ")
+    assert delta_script(desired(g, a), listing) is not None  # out of order: rewritten
+    assert (delta_script(desired(g, a), listing) or ("", {}))[0].startswith("flush chain")

@@ -12,6 +12,7 @@ from weaved.compile.dns import dns_resources
 from weaved.compile.facts import Facts
 from weaved.compile.firewall import firewall_compat, nft_resources
 from weaved.compile.host import check_bridge_is_ours, port_resources, sysctl_resources
+from weaved.compile.services import service_resources
 from weaved.errors import ConflictError
 from weaved.model.addresses import ipv4_interface
 from weaved.model.resources import (
@@ -128,6 +129,7 @@ def compile_spec(spec: Spec, facts: Facts) -> Compiled:
         *sysctl_resources(spec),  # before the firewall: its guard rule leads its chain
         *dns_resources(spec, facts, addresses),
         *nft_resources(spec, facts, addresses),
+        *service_resources(spec),  # last in their chains
         *antispoof_resources(facts.container_ports, facts.unrecorded_ports),
         *firewall_compat(facts),
     ]

@@ -17,15 +17,10 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from weaved.compile.facts import Facts
-from weaved.model.addresses import ipv4_address
 from weaved.model.resources import BRIDGE, NFT_TABLE, Kind, Resource, attrs
 from weaved.spec.models import (
     DNS_LINK_ADDRESS,
     IFNAME_RE,
-    BindRule,
-    ExportRule,
-    ImportRule,
-    RouteRule,
     Spec,
 )
 
@@ -33,6 +28,7 @@ MULTICAST = ipaddress.IPv4Network("224.0.0.0/4")
 CONTAINER_PORTS = "vethwepl*"  # every container's host-side veth (attach.model.VETH_PREFIX)
 PLUGIN_PORTS = "vethwl*"  # the Docker plugin's host-side veths (docker.core.HOST_PREFIX)
 _RULE_ID = re.compile(r"[A-Za-z0-9_.:-]+")
+ANY_ORDER = "*"  # ends the hash of a rule whose place among its chain's last ones is free
 
 
 @dataclass(frozen=True)
@@ -92,17 +88,23 @@ def rule_hash(body: str) -> str:
 
 
 @functools.lru_cache(maxsize=16384)  # pure; an edit compiles thousands of unchanged rules again
-def rule(family: str, chain: str, rule_id: str, body: str, note: str = "") -> Resource:
+def rule(
+    family: str, chain: str, rule_id: str, body: str, note: str = "", any_order: bool = False
+) -> Resource:
     """An nft rule; its order is its place in the desired state (the table is rebuilt whole).
 
     The hash of the body travels in the rule's comment, so a restarted weaved can tell an
-    unchanged rule from a hand-edited one without parsing the kernel's canonical form."""
+    unchanged rule from a hand-edited one without parsing the kernel's canonical form.
+    `any_order`: no other rule of the chain matches what this one matches (nor decides
+    otherwise), so its place among the chain's last such rules does not matter; the hash says
+    so (ANY_ORDER), and an edit of it is a delete and an add at the end (dataplane/nft_delta)."""
     if not _RULE_ID.fullmatch(rule_id.replace("/", "_")):
         raise ValueError(f"refusing {rule_id!r} as an nftables rule id")
+    digest = rule_hash(body) + (ANY_ORDER if any_order else "")
     return Resource(
         rule_key(family, chain, rule_id),
         Kind.NFT_RULE,
-        attrs(chain=f"{family} {chain}", hash=rule_hash(body)),
+        attrs(chain=f"{family} {chain}", hash=digest),
         note,
         body,
     )
@@ -301,56 +303,6 @@ def _masquerade(addresses: list[ipaddress.IPv4Interface]) -> Iterator[Resource]:
         yield _masquerade_rule(net)
 
 
-def _endpoint(text: str) -> tuple[ipaddress.IPv4Address, int]:
-    host, port = text.rsplit(":", 1)
-    return ipv4_address(host), int(port)
-
-
-def _services(spec: Spec) -> Iterator[Resource]:
-    svc = spec.services
-    br = quote_ifname(BRIDGE)
-    inbound: list[tuple[str, ExportRule | RouteRule]] = [
-        *(("export", r) for r in svc.export),
-        *(("route", r) for r in svc.route),
-    ]
-    for kind, ex in inbound:
-        to_ip, to_port = _endpoint(ex.to)
-        proto = ex.protocol.value
-        iif = f"iifname {quote_ifname(ex.in_interface)} " if ex.in_interface else ""
-        match = f"{proto} dport {int(ex.port)}"
-        note = f"services.{kind} {ex.name}"
-        dnat = f"fib daddr type local {match} dnat to {to_ip}:{to_port}"
-        yield rule("ip", "prerouting", f"{kind}-{ex.name}", iif + dnat, note)
-        yield rule("ip", "output", f"{kind}-{ex.name}", dnat, note)
-        snat = f"oifname {br} ip daddr {to_ip} {proto} dport {to_port}"
-        yield rule(
-            "ip", "postrouting", f"{kind}-{ex.name}", f"{snat} ct status dnat masquerade", note
-        )
-    onward: list[tuple[str, ImportRule | BindRule]] = [
-        *(("import", r) for r in svc.import_),
-        *(("bind", r) for r in svc.bind),
-    ]
-    for kind, im in onward:
-        ip, port = _endpoint(im.address)
-        to_ip, to_port = _endpoint(im.to)
-        proto = im.protocol.value
-        note = f"services.{kind} {im.name}"
-        yield rule(
-            "ip",
-            "prerouting",
-            f"{kind}-{im.name}",
-            f"iifname {br} ip daddr {ip} {proto} dport {port} dnat to {to_ip}:{to_port}",
-            note,
-        )
-        yield rule(
-            "ip",
-            "postrouting",
-            f"{kind}-{im.name}",
-            f"ip daddr {to_ip} {proto} dport {to_port} ct status dnat masquerade",
-            note,
-        )
-
-
 def nft_resources(
     spec: Spec, facts: Facts, addresses: list[ipaddress.IPv4Interface]
 ) -> Iterator[Resource]:
@@ -366,8 +318,7 @@ def nft_resources(
     yield from _forward(facts, addresses)
     yield from _input(spec, addresses)
     yield from _dns_locality(spec)
-    yield from _masquerade(addresses)
-    yield from _services(spec)
+    yield from _masquerade(addresses)  # then compile/services.py's rules, last
 
 
 def firewall_compat(facts: Facts) -> Iterator[Resource]:
