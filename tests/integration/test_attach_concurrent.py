@@ -235,3 +235,39 @@ def in_kernel() -> set[tuple[str, str]]:
     ).stdout
     found = [o["set"] for o in json.loads(out)["nftables"] if "set" in o]
     return {(e["concat"][0], e["concat"][1]) for e in found[0].get("elem", [])}
+
+
+def test_the_quick_check_follows_link_announcements_and_finds_a_veth_deleted_by_hand(
+    host: Netns, containers: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 16.3: with no container veth announced since the last check, the periodic quick
+    check lists no links at all (its cost does not grow with the containers); a veth deleted
+    by hand is announced, noticed at the next check and plugged in again."""
+    part, _ipam, _ = new_part(tmp_path)
+    name = containers[0]
+    veth = netns_target(name).veth
+    listed: list[int] = []
+    real = attach_part.nothing_moved
+
+    def counting(*args: Any, **kwargs: Any) -> bool:
+        listed.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(attach_part, "nothing_moved", counting)
+
+    async def scenario() -> None:
+        part._links.open()
+        await asyncio.wait_for(part.attach(attach_request(name, "10.2.1.60/24")), 30)
+        await part.resync(deep=False)  # the attach's own announcements: one listing
+        listed.clear()
+        for _ in range(3):
+            await part.resync(deep=False)
+        assert listed == []  # nothing announced: nothing listed
+        await asyncio.to_thread(sh, ["ip", "link", "del", veth])
+        await part.resync(deep=False)
+        assert listed == [1]
+        await part.stop()
+
+    in_ns(host, lambda: asyncio.run(scenario()))
+    assert host.ip("link", "show", veth, check=False).returncode == 0  # plugged in again
+    assert ethwe_addresses(name) == ["10.2.1.60/24"]

@@ -10,15 +10,24 @@ from __future__ import annotations
 import errno
 import ipaddress
 import logging
-import socket
 from collections.abc import Iterable
 from typing import Any
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from weaved.attach.kernel import IFF_UP, Changes, link_kind, nl, nsid, sysctl
-from weaved.dataplane.brport import port_data
+from weaved.attach.kernel import (
+    IFF_UP,
+    MAIN_TABLE,
+    AttachError,
+    Changes,
+    link_kind,
+    nl,
+    nsid,
+    sysctl,
+)
+from weaved.attach.nlsock import Netlink
+from weaved.dataplane.rtnl import Link, Rtnl
 from weaved.errors import ConflictError, DependencyError
 from weaved.model.resources import ALIAS, BRIDGE, RTPROT_WEAVED
 
@@ -29,16 +38,15 @@ RT_SCOPE_LINK = 253
 NO_BRIDGE_HINT = "run `weaved apply` (or start `weaved daemon`)"
 
 
-def own_bridge(ipr: IPRoute, hint: str = NO_BRIDGE_HINT) -> Any:
+def own_bridge(rt: Rtnl, hint: str = NO_BRIDGE_HINT) -> Link:
     """weaved's bridge link; DependencyError (with `hint`) when there is none, ConflictError
     when the link named so is not a bridge or not weaved's (a name proves nothing)."""
-    found = ipr.link_lookup(ifname=BRIDGE)
-    if not found:
+    link = rt.link(name=BRIDGE)
+    if link is None:
         raise DependencyError(f'bridge "{BRIDGE}" not present\n  hint: {hint}')
-    link = ipr.get_links(found[0])[0]
-    if link_kind(link) != "bridge":
-        raise ConflictError(f'"{BRIDGE}" exists but is a {link_kind(link) or "non-bridge"} device')
-    if (link.get_attr("IFLA_IFALIAS") or "") != ALIAS:
+    if link.kind != "bridge":
+        raise ConflictError(f'"{BRIDGE}" exists but is a {link.kind or "non-bridge"} device')
+    if link.alias != ALIAS:
         raise ConflictError(
             f'the bridge "{BRIDGE}" was not created by weaved (it has no alias {ALIAS!r}):'
             " containers are not plugged into it\n  hint: see `weaved plan`"
@@ -47,7 +55,7 @@ def own_bridge(ipr: IPRoute, hint: str = NO_BRIDGE_HINT) -> Any:
 
 
 def configure_port(
-    ipr: IPRoute,
+    nls: Netlink,
     index: int,
     bridge_index: int,
     mtu: int,
@@ -60,27 +68,28 @@ def configure_port(
     given, no IPv6 router advertisements, and `alias` (empty: leave it); only what differs.
     Reads only this link (its port flags come with it): a dump of the bridge's ports made
     every attach cost as much as the containers already attached."""
-    link = ipr.get_links(index)[0]
-    name = str(link.get_attr("IFLA_IFNAME"))
-    if mtu and link.get_attr("IFLA_MTU") != mtu:
-        nl(f"set {name} mtu {mtu}", ipr.link, "set", index=index, mtu=mtu)
-        changes.append(f"{name}: mtu {link.get_attr('IFLA_MTU')} → {mtu}")
-    port = port_data(link)
-    hairpin_now = bool(port.get_attr("IFLA_BRPORT_MODE")) if port is not None else False
-    if link.get_attr("IFLA_MASTER") != bridge_index:
-        nl(f"set {name} master {BRIDGE}", ipr.link, "set", index=index, master=bridge_index)
+    link = nls.link(index)
+    if link is None:
+        raise AttachError(f"link {index} vanished while it was plugged in")
+    name = link.name
+    if mtu and link.mtu != mtu:
+        nl(f"set {name} mtu {mtu}", nls.set_link, index, mtu=mtu)
+        changes.append(f"{name}: mtu {link.mtu} → {mtu}")
+    hairpin_now = bool(link.port_flag("hairpin"))
+    if link.master != bridge_index:
+        nl(f"set {name} master {BRIDGE}", nls.set_link, index, master=bridge_index)
         changes.append(f"{name}: master {BRIDGE}")
         hairpin_now = False  # a new port starts with the kernel's defaults
     if hairpin_now != hairpin:
         word = "on" if hairpin else "off"
-        nl(f"set {name} hairpin {word}", ipr.brport, "set", index=index, mode=int(hairpin))
+        nl(f"set {name} hairpin {word}", nls.set_hairpin, index, hairpin)
         changes.append(f"{name}: hairpin {word}")
-    if alias and link.get_attr("IFLA_IFALIAS") != alias:
-        nl(f"set {name} alias", ipr.link, "set", index=index, ifalias=alias)
+    if alias and link.alias != alias:
+        nl(f"set {name} alias", nls.set_link, index, alias=alias)
         changes.append(f"{name}: alias {alias}")
     sysctl(f"net/ipv6/conf/{name}/accept_ra", "0", changes, f"{name}: accept_ra=0")
-    if not link["flags"] & IFF_UP:
-        nl(f"set {name} up", ipr.link, "set", index=index, state="up")
+    if not link.flags & IFF_UP:
+        nl(f"set {name} up", nls.set_link, index, up=True)
         changes.append(f"{name}: up")
 
 
@@ -108,18 +117,16 @@ def delete_quietly(ipr: IPRoute, name: str) -> None:
         log.error("could not remove veth name=%s error=%s", name, exc)
 
 
-def route_back(ipr: IPRoute, ips: Iterable[ipaddress.IPv4Address], src: str) -> None:
+def route_back(nls: Netlink, ips: Iterable[ipaddress.IPv4Address], src: str) -> None:
     """weaveDNS's /32 routes back to a container's addresses (compile/dns.py's, which the next
     converge would add): made by the attach itself, so the container's first lookup is
     answered without waiting for one. An address inside a subnet the bridge has an address in
     needs none. Without the bridge's link address (no converge yet) nothing is made here."""
-    found = ipr.link_lookup(ifname=BRIDGE)
-    if not found:
+    bridge = nls.link(name=BRIDGE)
+    if bridge is None:
         return
-    index = int(found[0])
     own = [
-        ipaddress.IPv4Interface(f"{a.get_attr('IFA_ADDRESS')}/{a['prefixlen']}")
-        for a in ipr.get_addr(family=socket.AF_INET, index=index)
+        ipaddress.IPv4Interface(f"{a.address}/{a.prefixlen}") for a in nls.addresses(bridge.index)
     ]
     if not any(str(a.ip) == src for a in own):
         return
@@ -128,26 +135,29 @@ def route_back(ipr: IPRoute, ips: Iterable[ipaddress.IPv4Address], src: str) -> 
         if any(ip in net for net in routed):
             continue
         try:
-            ipr.route(
-                "replace",
-                dst=f"{ip}/32",
-                oif=index,
+            nls.add_route(
+                ipaddress.IPv4Network(f"{ip}/32"),
+                bridge.index,
+                RT_SCOPE_LINK,
+                MAIN_TABLE,
                 proto=RTPROT_WEAVED,
-                scope=RT_SCOPE_LINK,
                 prefsrc=src,
+                replace=True,
             )
-        except NetlinkError as exc:
+        except OSError as exc:
             log.warning("no route back to ip=%s error=%s (the next converge adds it)", ip, exc)
 
 
-def no_route_back(ipr: IPRoute, ips: Iterable[ipaddress.IPv4Address]) -> None:
+def no_route_back(nls: Netlink, ips: Iterable[ipaddress.IPv4Address]) -> None:
     """Remove weaved's /32 routes to addresses a container gave back (route_back's)."""
-    found = ipr.link_lookup(ifname=BRIDGE)
-    if not found:
+    bridge = nls.link(name=BRIDGE)
+    if bridge is None:
         return
     for ip in ips:
         try:
-            ipr.route("del", dst=f"{ip}/32", oif=int(found[0]), proto=RTPROT_WEAVED)
-        except NetlinkError as exc:
-            if exc.code not in (errno.ESRCH, errno.ENOENT):
+            nls.delete_route(
+                ipaddress.IPv4Network(f"{ip}/32"), bridge.index, RTPROT_WEAVED, MAIN_TABLE
+            )
+        except OSError as exc:
+            if exc.errno not in (errno.ESRCH, errno.ENOENT):
                 log.warning("cannot remove route to ip=%s error=%s", ip, exc)

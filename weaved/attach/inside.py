@@ -10,15 +10,10 @@ from __future__ import annotations
 import errno
 import ipaddress
 import logging
-import os
 import socket
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Any
-
-from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkError
 
 from weaved.attach import arp, ethtool
 from weaved.attach.kernel import (
@@ -31,6 +26,7 @@ from weaved.attach.kernel import (
     sysctl,
 )
 from weaved.attach.model import CONTAINER_IFNAME, MULTICAST_NET, Attachment
+from weaved.attach.nlsock import Netlink
 
 log = logging.getLogger(__name__)
 
@@ -66,37 +62,30 @@ class ContainerSide:
         )
 
 
-def read_side(ipr: IPRoute, index: int | None = None) -> ContainerSide | None:
-    if index is None:
-        found = ipr.link_lookup(ifname=CONTAINER_IFNAME)
-        if not found:
-            return None
-        index = int(found[0])
-    try:
-        link = ipr.get_links(index)[0]
-    except NetlinkError:
+def read_side(nls: Netlink, index: int | None = None) -> ContainerSide | None:
+    link = nls.link(index) if index is not None else nls.link(name=CONTAINER_IFNAME)
+    if link is None:
         return None
-    name = str(link.get_attr("IFLA_IFNAME"))
+    index = link.index
     addresses = tuple(
-        ipaddress.IPv4Interface(f"{msg.get_attr('IFA_ADDRESS')}/{msg['prefixlen']}")
-        for msg in ipr.get_addr(family=AF_INET, index=index)
+        ipaddress.IPv4Interface(f"{a.address}/{a.prefixlen}") for a in nls.addresses(index)
     )
     multicast = any(
-        r["dst_len"] == MULTICAST_NET.prefixlen
-        and r.get_attr("RTA_DST") == str(MULTICAST_NET.network_address)
-        and r.get_attr("RTA_OIF") == index
-        for r in ipr.get_routes(family=AF_INET, table=MAIN_TABLE)
+        r.dst_len == MULTICAST_NET.prefixlen
+        and r.dst == str(MULTICAST_NET.network_address)
+        and r.oif == index
+        for r in nls.routes(MAIN_TABLE)
     )
     try:
-        tx: bool | None = ethtool.tx_checksum(name)
+        tx: bool | None = ethtool.tx_checksum(link.name)
     except OSError:
         tx = None
     return ContainerSide(
         index=index,
-        name=name,
-        mac=str(link.get_attr("IFLA_ADDRESS") or ""),
-        mtu=int(link.get_attr("IFLA_MTU") or 0),
-        up=bool(link["flags"] & IFF_UP),
+        name=link.name,
+        mac=link.mac,
+        mtu=link.mtu,
+        up=bool(link.flags & IFF_UP),
         addresses=addresses,
         multicast_route=multicast,
         tx_checksum=tx,
@@ -104,11 +93,8 @@ def read_side(ipr: IPRoute, index: int | None = None) -> ContainerSide | None:
 
 
 def probe_side(index: int | None = None) -> ContainerSide | None:
-    ipr = IPRoute()
-    try:
-        return read_side(ipr, index)
-    finally:
-        ipr.close()
+    with Netlink() as nls:
+        return read_side(nls, index)
 
 
 def configure_side(
@@ -120,14 +106,13 @@ def configure_side(
     onlink_routes: Sequence[ipaddress.IPv4Network] = (),
 ) -> ContainerSide:
     """Bring ethwe to the wanted state; only what differs is written."""
-    ipr = IPRoute()
-    try:
-        side = read_side(ipr)
+    with Netlink() as nls:
+        side = read_side(nls)
         if side is None:
             raise AttachError(f"{CONTAINER_IFNAME} disappeared from the container while attaching")
         idx, name = side.index, side.name
         if mtu and side.mtu != mtu:
-            nl(f"set {name} mtu {mtu}", ipr.link, "set", index=idx, mtu=mtu)
+            nl(f"set {name} mtu {mtu}", nls.set_link, idx, mtu=mtu)
             changes.append(f"{name}: mtu {side.mtu} → {mtu}")
         for key, value in ARP_CACHE.items():
             sysctl(f"net/ipv4/neigh/{name}/{key}", value, changes, f"{name}: arp {key}={value}")
@@ -143,23 +128,12 @@ def configure_side(
         for iface in addresses:
             if iface.ip in have:
                 continue  # Weave's rule: the same IP under any prefix counts as present
-            extra: dict[str, Any] = {}
-            if iface.network.prefixlen < 31:
-                extra["broadcast"] = str(iface.network.broadcast_address)
-            nl(
-                f"add {iface} to {name}",
-                ipr.addr,
-                "add",
-                index=idx,
-                address=str(iface.ip),
-                prefixlen=iface.network.prefixlen,
-                **extra,
-            )
+            nl(f"add {iface} to {name}", nls.add_address, idx, iface)
             have.add(iface.ip)
             added.append(iface)
             changes.append(f"{name}: add {iface}")
         if not side.up:
-            nl(f"set {name} up", ipr.link, "set", index=idx, state="up")
+            nl(f"set {name} up", nls.set_link, idx, up=True)
             changes.append(f"{name}: up")
         for iface in added:
             time.sleep(0.001)  # as Weave: right after "up" the first frame can miss the bridge
@@ -170,40 +144,32 @@ def configure_side(
                 log.warning("gratuitous ARP failed ifname=%s ip=%s error=%s", name, iface.ip, exc)
         if multicast_route and not side.multicast_route:
             try:
-                ipr.route(
-                    "add",
-                    dst=str(MULTICAST_NET),
-                    oif=idx,
-                    scope=RT_SCOPE_LINK,
-                    table=MAIN_TABLE,
-                )
+                nls.add_route(MULTICAST_NET, idx, RT_SCOPE_LINK, MAIN_TABLE)
                 changes.append(f"{name}: route {MULTICAST_NET} dev {name}")
-            except NetlinkError as exc:
-                if exc.code != errno.EEXIST:  # someone else's multicast route: leave it
+            except OSError as exc:
+                if exc.errno != errno.EEXIST:  # someone else's multicast route: leave it
                     raise AttachError(
-                        f"add route {MULTICAST_NET} dev {name}: {os.strerror(exc.code)}"
+                        f"add route {MULTICAST_NET} dev {name}: {exc.strerror}"
                     ) from None
-        _add_onlink_routes(ipr, idx, name, onlink_routes, changes)
-        after = read_side(ipr, idx)
+        _add_onlink_routes(nls, idx, name, onlink_routes, changes)
+        after = read_side(nls, idx)
         if after is None:
             raise AttachError(f"{CONTAINER_IFNAME} disappeared from the container while attaching")
         return after
-    finally:
-        ipr.close()
 
 
 def _add_onlink_routes(
-    ipr: IPRoute, idx: int, name: str, nets: Sequence[ipaddress.IPv4Network], changes: Changes
+    nls: Netlink, idx: int, name: str, nets: Sequence[ipaddress.IPv4Network], changes: Changes
 ) -> None:
     """Routes through ethwe for addresses on the bridge outside the container's subnets
     (weaveDNS's link address); one already there is left as it is."""
     for net in nets:
         try:
-            ipr.route("add", dst=str(net), oif=idx, scope=RT_SCOPE_LINK, table=MAIN_TABLE)
-        except NetlinkError as exc:
-            if exc.code == errno.EEXIST:
+            nls.add_route(net, idx, RT_SCOPE_LINK, MAIN_TABLE)
+        except OSError as exc:
+            if exc.errno == errno.EEXIST:
                 continue
-            raise AttachError(f"add route {net} dev {name}: {os.strerror(exc.code)}") from None
+            raise AttachError(f"add route {net} dev {name}: {exc.strerror}") from None
         changes.append(f"{name}: route {net} dev {name}")
 
 
@@ -212,9 +178,8 @@ def remove_addresses(
 ) -> tuple[tuple[ipaddress.IPv4Interface, ...], bool, tuple[ipaddress.IPv4Interface, ...]]:
     """Remove `wanted` (matched by IP; None = all) from ethwe; delete the veth when none is left.
     Returns (removed, veth removed, remaining)."""
-    ipr = IPRoute()
-    try:
-        side = read_side(ipr)
+    with Netlink() as nls:
+        side = read_side(nls)
         if side is None:
             return (), False, ()
         if wanted is None:
@@ -225,18 +190,9 @@ def remove_addresses(
             removed = tuple(a for a in side.addresses if a.ip in ips)
             remaining = tuple(a for a in side.addresses if a.ip not in ips)
             for iface in removed:
-                nl(
-                    f"remove {iface} from {side.name}",
-                    ipr.addr,
-                    "del",
-                    index=side.index,
-                    address=str(iface.ip),
-                    prefixlen=iface.network.prefixlen,
-                )
+                nl(f"remove {iface} from {side.name}", nls.delete_address, side.index, iface)
         if remaining:
             return removed, False, remaining
         # Deleting one end deletes the pair, and the multicast route with it.
-        nl(f"delete {side.name}", ipr.link, "del", index=side.index)
+        nl(f"delete {side.name}", nls.delete_link, side.index)
         return removed, True, ()
-    finally:
-        ipr.close()

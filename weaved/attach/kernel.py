@@ -30,12 +30,18 @@ class AttachError(ApplyError):
 
 
 def nl(what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """Call a pyroute2 method; a refusal becomes an AttachError naming `what` and errno."""
+    """Call a pyroute2 or `nlsock.Netlink` method; a refusal becomes an AttachError naming
+    `what` and errno."""
     try:
         return fn(*args, **kwargs)
     except NetlinkError as exc:
-        name = errno.errorcode.get(exc.code, str(exc.code))
-        raise AttachError(f"{what}: {name} ({os.strerror(exc.code)})") from None
+        code = exc.code
+    except OSError as exc:
+        if exc.errno is None:
+            raise
+        code = exc.errno
+    name = errno.errorcode.get(code, str(code))
+    raise AttachError(f"{what}: {name} ({os.strerror(code)})") from None
 
 
 def nsid(value: Any) -> int | None:

@@ -34,6 +34,7 @@ from weaved.attach.addresses import addresses_for, held_by, release, to_detach
 from weaved.attach.converging import Converges
 from weaved.attach.docker_follow import DockerFollower, EventSource
 from weaved.attach.inflight import InFlight
+from weaved.attach.linkwatch import LinkEvents
 from weaved.attach.observe import changed_inside, nothing_moved
 from weaved.attach.plugged_part import PluggedPart
 from weaved.attach.requests import AttachRequest, DetachRequest
@@ -58,13 +59,16 @@ log = logging.getLogger(__name__)
 
 STORE = "attachments.json"
 WATCH_SECONDS = 5.0
-# Every check sees veths come and go (if_nameindex(3), a link dump only when they did), and
-# enters a few containers' namespaces in turn to find what was changed inside by hand (e.g. an
+# Every check sees veths come and go from the kernel's link announcements (linkwatch.py; a
+# link dump only when they did), lists the host's links (if_nameindex(3)) and looks at each
+# container's namespace path every FULL_EVERY checks, and enters a few containers' namespaces
+# in turn to find what was changed inside by hand (e.g. an
 # address removed): each container once a minute up to 120 containers, and never more than
 # INSIDE_PER_CHECK namespaces a check (1 000 containers: each every ~8 minutes), so a host's
 # idle cost does not grow with its containers (entering all 1 000 at once took ~2 s of CPU).
 INSIDE_EVERY = 12
 INSIDE_PER_CHECK = 10
+FULL_EVERY = 12  # checks: the full host-side check once a minute (a namespace whose path went)
 SETTLE_SECONDS = 60.0  # longest a raced call waits for the converges it overlapped
 FIRST_LOOK_SECONDS = 10.0  # longest an attach waits for the first look after a start
 
@@ -100,6 +104,8 @@ class AttachPart(PluggedPart[Attachment]):
         self._subnets: frozenset[ipaddress.IPv4Network] = frozenset()
         self._pruned = False  # IPAM forgets containers that vanished while we were down, once
         self._inside_after = ""  # the last container looked into (see _inside_turn)
+        self._links = LinkEvents()  # container veths announced since the last check
+        self._checks = 0
         self._first_look = asyncio.Event()  # attach allocates after that (Weave: after reclaim)
         self.waits: dict[str, Wait] = {}  # attach request id → its place in IPAM's queue
         self.also_live: Callable[[], set[str]] = set  # IPAM owners other parts keep (CNI)
@@ -115,6 +121,7 @@ class AttachPart(PluggedPart[Attachment]):
     async def start(self, daemon: Host) -> None:
         self._daemon = daemon
         self.records = self._load()
+        self._links.open()
         self._spawn(self._watch_namespaces(), "attach-watch")
         self._spawn(self.docker.run(), "attach-docker")
 
@@ -140,7 +147,12 @@ class AttachPart(PluggedPart[Attachment]):
         known = list(self.records.values())
         look: bool | set[str] = deep or first
         busy = self._inflight.veths()
-        if not look and await self._plumbing.run(lambda: nothing_moved(known, busy)):
+        self._checks += 1
+        full = self._checks % FULL_EVERY == 0
+        if not look and (
+            not (self._links.moved(busy) or full)
+            or await self._plumbing.run(lambda: nothing_moved(known, busy))
+        ):
             turn = [a for a in self._inside_turn(known, inside) if a.veth not in busy]
             if not turn:
                 return  # the usual case: no netlink dump decoded, no namespace entered
@@ -463,6 +475,7 @@ class AttachPart(PluggedPart[Attachment]):
             task.cancel()
         await asyncio.gather(*self._settling, return_exceptions=True)
         await super().stop()
+        self._links.close()
 
     def routes(self) -> dict[tuple[str, str], Handler]:
         return attach_routes(self)

@@ -28,6 +28,7 @@ from weaved.attach.inside import configure_side, probe_side, remove_addresses
 from weaved.attach.kernel import AttachError, Changes, link_kind, netnsid
 from weaved.attach.model import CONTAINER_IFNAME, VETH_PREFIX, Attachment, Detached, Target
 from weaved.attach.netns import NetnsGone, opened, run_in_netns
+from weaved.attach.nlsock import host_socket
 from weaved.attach.veth import VethPair, plug_veth
 from weaved.compile.antispoof import pairs_of
 from weaved.dataplane.nftsets import add_elements, remove_elements
@@ -54,44 +55,41 @@ def attach(
     no DNS at that address). Appends what was done to `changes`. Blocking; call it from a
     thread in the host namespace that runs no asyncio loop (a plumbing thread)."""
     done: Changes = [] if changes is None else changes
-    ipr = IPRoute()
-    try:
-        own_bridge(ipr)  # before the namespace: without a bridge nothing else matters
-        with opened(target.netns_path) as fd:
-            if target.netns_inode and os.fstat(fd).st_ino != target.netns_inode:
-                raise NetnsGone(f"{target.label}: its network namespace changed; resolve it again")
-            side = run_in_netns(fd, probe_side)
-            existing = None if side is None else _plugged_into(ipr, fd, side.index, target)
-            name = target.veth
-            plugged = plug_veth(
-                ipr,
-                VethPair(name, CONTAINER_IFNAME, fd, where=target.label),
-                lambda mtu: configure_side(
-                    mtu, list(addresses), multicast_route, done, tx_checksum_off, onlink_routes
-                ),
-                existing=existing,
-                mtu=mtu,
-                host_taken=(
-                    f"{name} already exists but its peer is not {CONTAINER_IFNAME} in"
-                    f" {target.label}\n  hint: `ip link del {name}` if it is stale"
-                ),
-                changes=done,
-                sends_from=[a.ip for a in addresses],
-            )
-        if route_back_from:
-            route_back(ipr, [a.ip for a in addresses], route_back_from)
-    finally:
-        ipr.close()
+    nls = host_socket()
+    own_bridge(nls)  # before the namespace: without a bridge nothing else matters
+    with opened(target.netns_path) as fd:
+        if target.netns_inode and os.fstat(fd).st_ino != target.netns_inode:
+            raise NetnsGone(f"{target.label}: its network namespace changed; resolve it again")
+        side = run_in_netns(fd, probe_side)
+        existing = None if side is None else _plugged_into(fd, side.index, target)
+        name = target.veth
+        plugged = plug_veth(
+            VethPair(name, CONTAINER_IFNAME, fd, where=target.label),
+            lambda mtu: configure_side(
+                mtu, list(addresses), multicast_route, done, tx_checksum_off, onlink_routes
+            ),
+            existing=existing,
+            mtu=mtu,
+            host_taken=(
+                f"{name} already exists but its peer is not {CONTAINER_IFNAME} in"
+                f" {target.label}\n  hint: `ip link del {name}` if it is stale"
+            ),
+            changes=done,
+            sends_from=[a.ip for a in addresses],
+        )
+    if route_back_from:
+        route_back(nls, [a.ip for a in addresses], route_back_from)
     if done:
         log.info("attached target=%s changes=%s", target.label, "; ".join(done))
     host_side = Attachment(target, plugged.name, bridged=plugged.bridged, veth_index=plugged.index)
     return plugged.inside.onto(host_side)
 
 
-def _plugged_into(ipr: IPRoute, fd: int, ethwe_index: int, target: Target) -> int:
+def _plugged_into(fd: int, ethwe_index: int, target: Target) -> int:
     """The host end of the target's ethwe: it must be one of weaved's veths on this host."""
-    ipr.get_links()  # a dump makes the kernel assign the namespace's nsid
-    host = host_peer(ipr, netnsid(ipr, fd), ethwe_index)
+    with IPRoute() as ipr:
+        ipr.get_links()  # a dump makes the kernel assign the namespace's nsid
+        host = host_peer(ipr, netnsid(ipr, fd), ethwe_index)
     if host is None:
         raise ConflictError(
             f"{target.label} already has an {CONTAINER_IFNAME} that is not plugged"
@@ -117,8 +115,7 @@ def detach(target: Target, addresses: Sequence[ipaddress.IPv4Interface] | None =
         return Detached(target)
     if removed:  # no longer sent from, nor answered at
         remove_elements(pairs_of(target.veth, [i.ip for i in removed]))
-        with IPRoute() as ipr:
-            no_route_back(ipr, [i.ip for i in removed])
+        no_route_back(host_socket(), [i.ip for i in removed])
     if removed or veth_removed:
         log.info(
             "detached target=%s removed=%s veth_removed=%s",
@@ -137,14 +134,13 @@ def reassert(
     if not ips:
         return
     pairs = pairs_of(veth, ips)
-    with IPRoute() as ipr:
-        if present:
-            add_elements(pairs)
-            if route_back_from:
-                route_back(ipr, ips, route_back_from)
-        else:
-            remove_elements(pairs)
-            no_route_back(ipr, ips)
+    if present:
+        add_elements(pairs)
+        if route_back_from:
+            route_back(host_socket(), ips, route_back_from)
+    else:
+        remove_elements(pairs)
+        no_route_back(host_socket(), ips)
 
 
 def detach_all(names: Collection[str] | None = None) -> list[str]:
@@ -172,18 +168,14 @@ def detach_all(names: Collection[str] | None = None) -> list[str]:
 def rebridge() -> list[str]:
     """Make every `vethwepl*` a port of the bridge again (after the bridge was re-created, its
     old ports are left masterless). Returns the names re-plugged."""
-    ipr = IPRoute()
+    nls = host_socket()
     fixed = []
-    try:
-        bridge_index = int(own_bridge(ipr)["index"])
-        for link in ipr.get_links():
-            name = str(link.get_attr("IFLA_IFNAME"))
-            if not name.startswith(VETH_PREFIX) or link_kind(link) != "veth":
-                continue
-            if link.get_attr("IFLA_MASTER") != bridge_index:
-                changes: Changes = []
-                configure_port(ipr, int(link["index"]), bridge_index, 0, changes)
-                fixed.append(name)
-    finally:
-        ipr.close()
+    bridge_index = own_bridge(nls).index
+    for link in nls.links():
+        if not link.name.startswith(VETH_PREFIX) or link.kind != "veth":
+            continue
+        if link.master != bridge_index:
+            changes: Changes = []
+            configure_port(nls, link.index, bridge_index, 0, changes)
+            fixed.append(link.name)
     return fixed

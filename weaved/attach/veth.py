@@ -15,19 +15,20 @@ are added to that set before the port is brought up, so no port is ever up and u
 from __future__ import annotations
 
 import ipaddress
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from pyroute2 import IPRoute
-
-from weaved.attach.host import NO_BRIDGE_HINT, configure_port, delete_quietly, own_bridge
-from weaved.attach.kernel import Changes, nl
+from weaved.attach.host import NO_BRIDGE_HINT, configure_port, own_bridge
+from weaved.attach.kernel import AttachError, Changes, nl
 from weaved.attach.netns import run_in_netns
+from weaved.attach.nlsock import Netlink, host_socket
 from weaved.compile.antispoof import pairs_of
 from weaved.dataplane.nftsets import add_elements
 from weaved.errors import ConflictError
 
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
@@ -51,7 +52,6 @@ class Plugged(Generic[T]):
 
 
 def plug_veth(
-    ipr: IPRoute,
     pair: VethPair,
     inside: Callable[[int], T],
     *,
@@ -73,61 +73,73 @@ def plug_veth(
     (ConflictError with that text); with `peer_taken`, a link named `pair.peer` in the
     peer's namespace is refused before anything is made. Appends what was done to `changes`.
     `sends_from`: the addresses the port may send from, let through before the port is up.
-    Blocking; run it from a thread in the host namespace that runs no asyncio loop."""
+    Blocking; run it from a thread in the host namespace that runs no asyncio loop. Netlink
+    goes through the thread's own socket (`nlsock.host_socket`)."""
     done: Changes = [] if changes is None else changes
-    bridge = own_bridge(ipr, no_bridge_hint)
-    bridge_index = int(bridge["index"])
-    mtu = mtu or int(bridge.get_attr("IFLA_MTU"))
+    nls = host_socket()
+    bridge = own_bridge(nls, no_bridge_hint)
+    mtu = mtu or bridge.mtu
     index = existing
-    if index is None and (found := ipr.link_lookup(ifname=pair.host)):
+    if index is None and (found := nls.link(name=pair.host)) is not None:
         if host_taken is not None:
             raise ConflictError(host_taken)
-        index = int(found[0])
+        index = found.index
     created = index is None
     if index is None:
         if peer_taken is not None and _peer_exists(pair):
             raise ConflictError(peer_taken)
-        index = _create(ipr, pair, mtu, done)
+        index = _create(nls, pair, mtu, done)
     try:
         add_elements(pairs_of(pair.host, sends_from))
-        configure_port(ipr, index, bridge_index, mtu, done, hairpin=hairpin, alias=alias)
+        configure_port(nls, index, bridge.index, mtu, done, hairpin=hairpin, alias=alias)
         fd = pair.netns_fd
         result = inside(mtu) if fd is None else run_in_netns(fd, lambda: inside(mtu))
-        link = ipr.get_links(index)[0]
+        link = nls.link(index)
+        if link is None:
+            raise AttachError(f"{pair.host} vanished while it was plugged in")
     except BaseException:
         if created:
-            delete_quietly(ipr, pair.host)
+            _delete_quietly(nls, pair.host)
         raise
     return Plugged(
         index=index,
-        name=str(link.get_attr("IFLA_IFNAME")),
-        mac=str(link.get_attr("IFLA_ADDRESS") or ""),
-        bridged=link.get_attr("IFLA_MASTER") == bridge_index,
+        name=link.name,
+        mac=link.mac,
+        bridged=link.master == bridge.index,
         created=created,
         inside=result,
     )
 
 
-def _create(ipr: IPRoute, pair: VethPair, mtu: int, changes: Changes) -> int:
-    peer: dict[str, object] = {"ifname": pair.peer, "mtu": mtu}
-    if pair.netns_fd is not None:
-        peer["net_ns_fd"] = pair.netns_fd
-    if pair.peer_mac:
-        peer["address"] = pair.peer_mac
+def _create(nls: Netlink, pair: VethPair, mtu: int, changes: Changes) -> int:
     what = f"create veth {pair.host} ↔ {pair.peer}"
-    nl(what, ipr.link, "add", ifname=pair.host, kind="veth", mtu=mtu, peer=peer)
+    nl(what, nls.add_veth, pair.host, pair.peer, mtu, pair.netns_fd, pair.peer_mac or "")
     where = f"{pair.where}:" if pair.where else ""
     changes.append(f"create veth {pair.host} ↔ {where}{pair.peer}")
     try:
-        return int(ipr.link_lookup(ifname=pair.host)[0])
+        link = nls.link(name=pair.host)
+        if link is None:
+            raise AttachError(f"{what}: it vanished right after")
+        return link.index
     except BaseException:
-        delete_quietly(ipr, pair.host)
+        _delete_quietly(nls, pair.host)
         raise
+
+
+def _delete_quietly(nls: Netlink, name: str) -> None:
+    """Delete the link `name` if it is there (a veth takes its peer with it); a refusal is
+    logged, not raised (this runs while another error is on its way up)."""
+    try:
+        link = nls.link(name=name)
+        if link is not None:
+            nls.delete_link(link.index)
+    except OSError as exc:
+        log.error("could not remove veth name=%s error=%s", name, exc)
 
 
 def _peer_exists(pair: VethPair) -> bool:
     def look() -> bool:
-        with IPRoute() as inner:
-            return bool(inner.link_lookup(ifname=pair.peer))
+        with Netlink() as inner:
+            return inner.link(name=pair.peer) is not None
 
     return look() if pair.netns_fd is None else run_in_netns(pair.netns_fd, look)

@@ -29,6 +29,7 @@ from weaved.attach.inside import ARP_CACHE
 from weaved.attach.kernel import nl
 from weaved.attach.model import CNI_VETH_PREFIX
 from weaved.attach.netns import NetnsGone, opened, run_in_netns
+from weaved.attach.nlsock import host_socket
 from weaved.attach.veth import VethPair, plug_veth
 from weaved.cni.records import ALIAS_PREFIX
 from weaved.compile.antispoof import pairs_of
@@ -60,13 +61,13 @@ class Plugged:
 
 def bridge_info(ipr: IPRoute) -> tuple[int, int, list[ipaddress.IPv4Interface]]:
     """(index, mtu, addresses) of weaved's own bridge; DependencyError/ConflictError else."""
-    link = own_bridge(ipr, NO_BRIDGE_HINT)
-    index = int(link["index"])
+    link = own_bridge(host_socket(), NO_BRIDGE_HINT)
+    index = link.index
     addrs = [
         ipaddress.IPv4Interface(f"{a.get_attr('IFA_ADDRESS')}/{a['prefixlen']}")
         for a in ipr.get_addr(family=socket.AF_INET, index=index)
     ]
-    return index, int(link.get_attr("IFLA_MTU")), addrs
+    return index, link.mtu, addrs
 
 
 def _inside(
@@ -132,9 +133,8 @@ def plug(
     """Create (or complete) the pair, put the host side on the bridge with `alias` (the
     attachment's record, `CniRecord.to_alias`), configure the inside.
     Blocking; run it on a plumbing thread (attach/inflight.py)."""
-    with IPRoute() as ipr, opened(netns) as fd:
+    with opened(netns) as fd:
         plugged = plug_veth(
-            ipr,
             VethPair(veth, ifname, fd),
             lambda mtu: _inside(ifname, mtu, addresses, routes),
             mtu=mtu,

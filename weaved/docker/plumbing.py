@@ -39,9 +39,7 @@ def create_pair(
 
     with IPRoute() as ipr:
         pair = VethPair(host, peer, peer_mac=mac)
-        plugged = plug_veth(
-            ipr, pair, peer_mac, no_bridge_hint=NO_BRIDGE_HINT, sends_from=sends_from
-        )
+        plugged = plug_veth(pair, peer_mac, no_bridge_hint=NO_BRIDGE_HINT, sends_from=sends_from)
         return plugged.inside
 
 

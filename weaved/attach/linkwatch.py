@@ -1,0 +1,83 @@
+"""Which container veths came, went or changed since the last look, from the kernel's link
+announcements (RTM_NEWLINK/RTM_DELLINK to the RTMGRP_LINK group) instead of listing every link
+of the host every few seconds (`if_nameindex()` cost grew with the containers).
+
+A socket that lost announcements (ENOBUFS: its buffer overflowed in a burst) or could not be
+opened says "something may have changed", so the caller falls back to its full check: nothing
+is missed, only looked for more often.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+from collections.abc import Collection
+
+from weaved.attach.model import CNI_VETH_PREFIX, VETH_PREFIX
+from weaved.dataplane.rtnl import _IFINFO, HEADER, IFLA_IFNAME, _text, attrs
+
+RTMGRP_LINK = 1
+RTM_NEWLINK, RTM_DELLINK = 16, 17
+
+
+def veths_in(data: bytes) -> list[str]:
+    """Names of weaved's container veths (`vethwepl*`, not CNI's) in announcements."""
+    out = []
+    offset = 0
+    while offset + HEADER.size <= len(data):
+        length, kind, _flags, _seq, _pid = HEADER.unpack_from(data, offset)
+        if length < HEADER.size:
+            break
+        if kind in (RTM_NEWLINK, RTM_DELLINK):
+            start = offset + HEADER.size + _IFINFO.size
+            for attr, a, b in attrs(data, start, offset + length):
+                if attr == IFLA_IFNAME:
+                    name = _text(data, a, b)
+                    if name.startswith(VETH_PREFIX) and not name.startswith(CNI_VETH_PREFIX):
+                        out.append(name)
+                    break
+        offset += (length + 3) & ~3
+    return out
+
+
+class LinkEvents:
+    """Link announcements of the namespace this is made in; `moved` drains them."""
+
+    def __init__(self) -> None:
+        self._sock: socket.socket | None = None
+        self._lost = True  # nothing was heard before the socket existed
+
+    def open(self) -> None:
+        try:
+            sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+            sock.bind((0, RTMGRP_LINK))
+            sock.setblocking(False)
+        except OSError:
+            return  # `moved` keeps saying "maybe": the full check every time, as before
+        self._sock = sock
+
+    def moved(self, busy: Collection[str] = ()) -> bool:
+        """True when a container veth not in `busy` (calls under way make or remove those) was
+        announced since the last call, announcements were lost, or none can be heard."""
+        lost, self._lost = self._lost, False
+        if self._sock is None:
+            return True
+        seen = False
+        while True:
+            try:
+                data = self._sock.recv(1 << 20)
+            except BlockingIOError:
+                break
+            except OSError as exc:
+                if exc.errno == errno.ENOBUFS:
+                    lost = True
+                    continue
+                raise
+            seen = seen or any(name not in busy for name in veths_in(data))
+        return lost or seen
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None

@@ -1,0 +1,163 @@
+"""The few route-netlink writes a plug makes (a veth pair, a port's MTU/master/up, an address,
+a link route), sent on a plain NETLINK_ROUTE socket next to `dataplane/rtnl.py`'s reads.
+
+pyroute2's IPRoute runs an event loop of its own per socket and decodes every attribute of
+every answer: a plug cost ~20 ms of CPU (a dozen calls and two sockets), which ten attaches at
+once serialized on the GIL. Here a request is packed with `struct` and the kernel's ack read;
+a plumbing thread keeps its socket (`host_socket`) instead of opening one per call. A refusal
+is an `OSError` with the kernel's errno (rtnl's `DumpError`), as pyroute2's NetlinkError
+carried it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+import threading
+
+from weaved.dataplane.rtnl import _ATTR, _IFADDR, _IFINFO, _RTMSG, _U32, Rtnl, _attr
+
+RTM_NEWLINK, RTM_DELLINK, RTM_SETLINK = 16, 17, 19
+RTM_NEWADDR, RTM_DELADDR, RTM_NEWROUTE, RTM_DELROUTE = 20, 21, 24, 25
+NLM_F_REQUEST, NLM_F_ACK, NLM_F_REPLACE, NLM_F_EXCL, NLM_F_CREATE = 0x1, 0x4, 0x100, 0x200, 0x400
+IFF_UP = 0x1
+IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_MASTER = 1, 3, 4, 10
+IFLA_PROTINFO, IFLA_LINKINFO, IFLA_IFALIAS, IFLA_NET_NS_FD = 12, 18, 20, 28
+IFLA_INFO_KIND, IFLA_INFO_DATA, VETH_INFO_PEER = 1, 2, 1
+IFLA_BRPORT_MODE = 4
+NLA_F_NESTED = 0x8000
+IFA_ADDRESS, IFA_LOCAL, IFA_BROADCAST = 1, 2, 4
+RTA_DST, RTA_OIF, RTA_PREFSRC = 1, 4, 7
+RTPROT_BOOT, RTN_UNICAST = 3, 1
+_NEW = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL
+
+
+def _nest(kind: int, *parts: bytes) -> bytes:
+    body = b"".join(parts)
+    return _ATTR.pack(_ATTR.size + len(body), kind | NLA_F_NESTED) + body + b"\0" * (-len(body) % 4)
+
+
+def _name(text: str) -> bytes:
+    return text.encode() + b"\0"
+
+
+def _mac(text: str) -> bytes:
+    return bytes(int(part, 16) for part in text.split(":"))
+
+
+class Netlink(Rtnl):
+    """rtnl's reads plus the writes of a plug; blocking, one thread at a time."""
+
+    def __enter__(self) -> Netlink:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def _ack(self, kind: int, body: bytes, flags: int = NLM_F_REQUEST | NLM_F_ACK) -> None:
+        for _ in self._request(kind, flags, body):
+            pass
+
+    def add_veth(
+        self, name: str, peer: str, mtu: int, netns_fd: int | None = None, peer_mac: str = ""
+    ) -> None:
+        """A veth pair `name` ↔ `peer`, the peer in the namespace open at `netns_fd`."""
+        peer_attrs = _attr(IFLA_IFNAME, _name(peer)) + _attr(IFLA_MTU, _U32.pack(mtu))
+        if netns_fd is not None:
+            peer_attrs += _attr(IFLA_NET_NS_FD, _U32.pack(netns_fd))
+        if peer_mac:
+            peer_attrs += _attr(IFLA_ADDRESS, _mac(peer_mac))
+        info = _nest(
+            IFLA_LINKINFO,
+            _attr(IFLA_INFO_KIND, b"veth"),
+            _nest(
+                IFLA_INFO_DATA,
+                _nest(VETH_INFO_PEER, _IFINFO.pack(socket.AF_UNSPEC, 0, 0, 0, 0) + peer_attrs),
+            ),
+        )
+        body = _IFINFO.pack(socket.AF_UNSPEC, 0, 0, 0, 0)
+        body += _attr(IFLA_IFNAME, _name(name)) + _attr(IFLA_MTU, _U32.pack(mtu)) + info
+        self._ack(RTM_NEWLINK, body, _NEW)
+
+    def set_link(
+        self, index: int, *, mtu: int = 0, master: int = 0, up: bool = False, alias: str = ""
+    ) -> None:
+        """Change link `index`: its MTU, master, alias (each when given), up when `up`."""
+        flags = IFF_UP if up else 0
+        body = _IFINFO.pack(socket.AF_UNSPEC, 0, index, flags, flags)
+        if mtu:
+            body += _attr(IFLA_MTU, _U32.pack(mtu))
+        if master:
+            body += _attr(IFLA_MASTER, _U32.pack(master))
+        if alias:
+            body += _attr(IFLA_IFALIAS, alias.encode())
+        self._ack(RTM_SETLINK, body)
+
+    def set_hairpin(self, index: int, on: bool) -> None:
+        """The bridge port `index`'s hairpin mode."""
+        body = _IFINFO.pack(socket.AF_BRIDGE, 0, index, 0, 0)
+        body += _nest(IFLA_PROTINFO, _attr(IFLA_BRPORT_MODE, bytes([int(on)])))
+        self._ack(RTM_SETLINK, body)
+
+    def delete_link(self, index: int) -> None:
+        self._ack(RTM_DELLINK, _IFINFO.pack(socket.AF_UNSPEC, 0, index, 0, 0))
+
+    def add_address(self, index: int, iface: ipaddress.IPv4Interface) -> None:
+        """`iface` on link `index`, with its subnet's broadcast address below /31."""
+        ip = iface.ip.packed
+        body = _IFADDR.pack(socket.AF_INET, iface.network.prefixlen, 0, 0, index)
+        body += _attr(IFA_LOCAL, ip) + _attr(IFA_ADDRESS, ip)
+        if iface.network.prefixlen < 31:
+            body += _attr(IFA_BROADCAST, iface.network.broadcast_address.packed)
+        self._ack(RTM_NEWADDR, body, _NEW)
+
+    def delete_address(self, index: int, iface: ipaddress.IPv4Interface) -> None:
+        body = _IFADDR.pack(socket.AF_INET, iface.network.prefixlen, 0, 0, index)
+        body += _attr(IFA_LOCAL, iface.ip.packed)
+        self._ack(RTM_DELADDR, body)
+
+    def add_route(
+        self,
+        dst: ipaddress.IPv4Network,
+        oif: int,
+        scope: int,
+        table: int,
+        *,
+        proto: int = RTPROT_BOOT,
+        prefsrc: str = "",
+        replace: bool = False,
+    ) -> None:
+        """A route to `dst` out of link `oif`: EEXIST when there is one, unless `replace`."""
+        flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE
+        flags |= NLM_F_REPLACE if replace else NLM_F_EXCL
+        body = _RTMSG.pack(socket.AF_INET, dst.prefixlen, 0, 0, table, proto, scope, RTN_UNICAST, 0)
+        body += _attr(RTA_DST, dst.network_address.packed) + _attr(RTA_OIF, _U32.pack(oif))
+        if prefsrc:
+            body += _attr(RTA_PREFSRC, ipaddress.IPv4Address(prefsrc).packed)
+        self._ack(RTM_NEWROUTE, body, flags)
+
+    def delete_route(self, dst: ipaddress.IPv4Network, oif: int, proto: int, table: int) -> None:
+        """The route to `dst` out of `oif` made by `proto` (ESRCH when there is none)."""
+        body = _RTMSG.pack(socket.AF_INET, dst.prefixlen, 0, 0, table, proto, 0, 0, 0)
+        body += _attr(RTA_DST, dst.network_address.packed) + _attr(RTA_OIF, _U32.pack(oif))
+        self._ack(RTM_DELROUTE, body)
+
+
+class _Local(threading.local):
+    sock: Netlink | None = None
+    netns: int = 0
+
+
+_local = _Local()
+
+
+def host_socket() -> Netlink:
+    """This thread's socket in the thread's current namespace, kept for the thread's next
+    calls (a plumbing thread plugs many containers); a new one if the thread moved."""
+    here = os.stat("/proc/thread-self/ns/net").st_ino
+    if _local.sock is None or _local.netns != here:
+        if _local.sock is not None:
+            _local.sock.close()
+        _local.sock, _local.netns = Netlink(), here
+    return _local.sock
