@@ -172,3 +172,26 @@ def test_rules_whose_matches_overlap_are_replaced_in_place(ns: Netns, tmp_path: 
     assert rules(ns, "prerouting") == before  # same handles, same order
     assert "dnat to 10.2.1.22:8080" in ns.nft("list", "chain", "ip", "weaved", "output").stdout
     assert keys(plan_json(ns, spec)) == []
+
+
+def test_the_commits_notifications_name_the_new_handles_so_nothing_is_listed_again(
+    ns: Netns, tmp_path: Path
+) -> None:
+    """libnftables' echo would fetch every rule first; the kernel's notifications say the same."""
+    (tmp_path / "0.yaml").write_text(exports(("a", 1001, 80), ("b", 1002, 80)))
+    (tmp_path / "1.yaml").write_text(exports(("a", 1001, 80), ("b", 1002, 81), ("c", 1003, 80)))
+    code = f"""
+from weaved.dataplane.kernel import KernelDataplane
+from weaved.engine.reconcile import apply_spec
+from weaved.spec.loader import load_spec
+dp = KernelDataplane()
+apply_spec(load_spec("{tmp_path}/0.yaml"), dp)
+dp.nft.observe()
+apply_spec(load_spec("{tmp_path}/1.yaml"), dp)
+assert dp.nft._listed is not None, "listed again"
+for (family, chain), rules in dp.nft._listed[1].chains.items():
+    if family == "ip" and chain == "prerouting":
+        print(sorted((r.rule_id, r.handle) for r in rules))
+"""
+    out = ns.run([sys.executable, "-c", code]).stdout
+    assert out.strip() == str(sorted(rules(ns, "prerouting")))

@@ -4,7 +4,7 @@ replaced/inserted/deleted by handle, neighbours untouched, order kept, a rebuild
 from __future__ import annotations
 
 from weaved.compile.firewall import rule
-from weaved.dataplane.nft_delta import STRAY, delta_script, echoed, parse_listing
+from weaved.dataplane.nft_delta import STRAY, delta_script, parse_listing
 from weaved.model.resources import Kind, Resource, State, attrs
 
 HEAD = "table ip weaved { # handle 1\n\tchain output { # handle 2\n"
@@ -157,18 +157,6 @@ def test_what_only_a_rebuild_can_do() -> None:
     hand = parse_listing("ip", hand_chain)
     assert "nft/ip/weaved/mine" in {x.key for x in hand.resources}
     assert delta_script(desired(a), hand) is None
-
-
-def test_echo_names_new_handles_and_the_generation() -> None:
-    out = (
-        "delete rule ip weaved output handle 10\n"
-        'add rule ip weaved output handle 9 tcp dport 9 accept comment "wd:b:1" # handle 10\n'
-        'insert rule ip weaved output handle 19 tcp dport 8 accept comment "wd:n:2" # handle 1002\n'
-        "# new generation 3 by process 21346 (python)\n"
-    )
-    handles, generation = echoed(out)
-    assert handles == {(("ip", "output"), "b:1"): 10, (("ip", "output"), "n:2"): 1002}
-    assert generation == 3
 
 
 def free(name: str, port: int) -> Resource:

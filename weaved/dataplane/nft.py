@@ -21,12 +21,12 @@ from weaved.dataplane.nft_delta import (
     ListedRule,
     Listing,
     delta_script,
-    echoed,
     listed_resource,
     parse_listing,
     rule_line,
 )
 from weaved.dataplane.nftlib import load_binding
+from weaved.dataplane.nftnotify import CommitNotes
 from weaved.dataplane.nftsets import render_sets
 from weaved.errors import ApplyError
 from weaved.model.resources import NFT_TABLE, Kind, Resource, State
@@ -143,9 +143,9 @@ class Nft:
 
     def _commit_delta(self, desired: State) -> bool:
         """The rules that differ, replaced/inserted/deleted by handle; False when only a
-        rebuild can do it (nothing was changed then). The kernel's echo of the transaction
-        names the new rules' handles and the generation it made, so the listing stays known
-        without listing again when no one else committed in between."""
+        rebuild can do it (nothing was changed then). The kernel's notifications of the
+        transaction name the new rules' handles and the generation it made, so the listing
+        stays known without listing again when no one else committed in between."""
         listing = self._listing()  # as planned, or listed afresh when someone committed since
         before = None if self._listed is None else self._listed[0]  # None: not readable
         delta = delta_script(desired, listing)
@@ -154,16 +154,13 @@ class Nft:
         script, after = delta
         if not script:
             return True
-        self.nft.set_echo_output(True)
-        try:
-            rc, out, err = self.nft.cmd(script)
-        finally:
-            self.nft.set_echo_output(False)
+        with CommitNotes() as notes:  # not libnftables' echo: it fetches every rule first
+            rc, _, err = self.nft.cmd(script)
+            handles, generation = notes.read()
         if rc != 0:  # e.g. a rule deleted by hand meanwhile: the rebuild is always right
             log.debug("nft delta refused, rebuilding error=%s", err.strip())
             return False
         self.writes += 1
-        handles, generation = echoed(out)
         self._listed = None
         if generation is None:
             generation = ruleset_generation()

@@ -239,22 +239,3 @@ def _chain_delta(
         order.append(_listed(rule))
     # Appends and inserts before one anchor must run in the desired order.
     return lines + ahead[::-1] + replaced + moved + appended, tuple(order)
-
-
-_ECHOED = re.compile(
-    r'^(?:add|insert) rule (\S+) \S+ (\S+) .* comment "wd:([^"]*)" # handle (\d+)$'
-)
-_GENERATION = re.compile(r"^# new generation (\d+) ")
-
-
-def echoed(text: str) -> tuple[dict[tuple[ChainKey, str], int], int | None]:
-    """From libnftables' echo of a transaction: the handle of each rule it added (by chain and
-    comment) and the generation the commit made."""
-    handles: dict[tuple[ChainKey, str], int] = {}
-    generation = None
-    for line in text.splitlines():
-        if m := _ECHOED.match(line):
-            handles[((m.group(1), m.group(2)), m.group(3))] = int(m.group(4))
-        elif m := _GENERATION.match(line):
-            generation = int(m.group(1))
-    return handles, generation
