@@ -189,6 +189,8 @@ apply_spec(load_spec("{tmp_path}/0.yaml"), dp)
 dp.nft.observe()
 apply_spec(load_spec("{tmp_path}/1.yaml"), dp)
 assert dp.nft._listed is not None, "listed again"
+kept = sorted((r.key, r.attrs) for r in dp.nft._listed[1].resources)
+assert kept == sorted((r.key, r.attrs) for r in dp.nft._list().resources), "not as listed"
 for (family, chain), rules in dp.nft._listed[1].chains.items():
     if family == "ip" and chain == "prerouting":
         print(sorted((r.rule_id, r.handle) for r in rules))

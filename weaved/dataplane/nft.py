@@ -168,7 +168,7 @@ class Nft:
             return True  # someone else committed too: the next observe lists again
         chains = dict(listing.chains)
         for key, rules in after.items():
-            # A rule written now is known from the kernel's echo of it, not from our script.
+            # A rule written now is known from the kernel's notice of it, not from our script.
             same = {(r.rule_id, r.digest) for r in chains.get(key, ())}
             chains[key] = tuple(
                 r
@@ -177,15 +177,23 @@ class Nft:
                 for r in rules
             )
             if any(r.handle == 0 for r in chains[key]):
-                return True  # not echoed as written: list again
-        # Only the changed chains' rules are made again (a table holds thousands of rules).
+                return True  # not notified as written: list again
+        # The changed chains' rules in their new order; only the rules that changed are made
+        # again (a table holds thousands of rules).
         touched = tuple(f"nft/{family}/{NFT_TABLE}/{chain}/" for family, chain in after)
-        resources = [
-            r
-            for r in listing.resources
-            if r.kind is not Kind.NFT_RULE or not r.key.startswith(touched)
-        ]
-        resources += [listed_resource(f, c, r) for (f, c) in after for r in chains[(f, c)]]
+        resources: list[Resource] = []
+        old: dict[str, Resource] = {}
+        for r in listing.resources:
+            if r.kind is Kind.NFT_RULE and r.key.startswith(touched):
+                old[r.key] = r
+            else:
+                resources.append(r)
+        for (family, chain), rules in ((k, chains[k]) for k in after):
+            for rule in rules:
+                was = old.get(f"nft/{family}/{NFT_TABLE}/{chain}/{rule.rule_id}")
+                if was is None or was.get("hash") != rule.digest:
+                    was = listed_resource(family, chain, rule)
+                resources.append(was)
         self._listed = (generation, Listing(tuple(resources), chains, listing.others))
         return True
 

@@ -54,12 +54,15 @@ def _checks_of_valid_sections(
     ]
 
 
-def _fast_parse(text: str, check_files: bool) -> Spec | None:
+def _fast_parse(text: str, check_files: bool, aliased: bool = True) -> Spec | None:
     """The common case, a valid spec, built from libyaml's events; None means "go and locate
-    problems" (or: leave it to the full loader)."""
+    problems" (or: leave it to the full loader). Without an alias (`aliased` False: the scan
+    saw none) the document is no bigger than its bounded text and no deeper than the scan
+    allowed, so it is not measured again (15-20 ms with 1 000 service rules)."""
     try:
         document = fastload.load(text)
-        expanded_size(document)
+        if aliased:
+            expanded_size(document)
         spec = Spec.model_validate(document)
     except (YAMLError, ValidationError, ValueError, TypeError, KeyError):
         return None
@@ -91,7 +94,7 @@ def _parse_spec_text(text: str, filename: str, check_files: bool) -> Spec:
         from weaved.spec.cluster import parse_cluster_host
 
         return parse_cluster_host(text, source, scan, check_files)
-    fast = _fast_parse(text, check_files)
+    fast = _fast_parse(text, check_files, aliased=scan.first_alias is not None)
     if fast is not None:
         return fast
     # Something is wrong: parse again keeping every key's line and column to say where.
