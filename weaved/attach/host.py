@@ -63,12 +63,14 @@ def configure_port(
     *,
     hairpin: bool = False,
     alias: str = "",
+    link: Link | None = None,
 ) -> None:
     """Make the link `index` an up port of the bridge with `mtu` (0: leave it), hairpin mode as
     given, no IPv6 router advertisements, and `alias` (empty: leave it); only what differs.
+    `link`: the link as the caller just read it (else it is read here).
     Reads only this link (its port flags come with it): a dump of the bridge's ports made
     every attach cost as much as the containers already attached."""
-    link = nls.link(index)
+    link = nls.link(index) if link is None else link
     if link is None:
         raise AttachError(f"link {index} vanished while it was plugged in")
     name = link.name
@@ -76,6 +78,14 @@ def configure_port(
         nl(f"set {name} mtu {mtu}", nls.set_link, index, mtu=mtu)
         changes.append(f"{name}: mtu {link.mtu} → {mtu}")
     hairpin_now = bool(link.port_flag("hairpin"))
+    down = not link.flags & IFF_UP
+    if down and link.master != bridge_index and not hairpin and not alias:
+        # A new port: master and up in one request (each takes the kernel's rtnl lock).
+        sysctl(f"net/ipv6/conf/{name}/accept_ra", "0", changes, f"{name}: accept_ra=0")
+        what = f"set {name} master {BRIDGE} up"
+        nl(what, nls.set_link, index, master=bridge_index, up=True)
+        changes.extend([f"{name}: master {BRIDGE}", f"{name}: up"])
+        return
     if link.master != bridge_index:
         nl(f"set {name} master {BRIDGE}", nls.set_link, index, master=bridge_index)
         changes.append(f"{name}: master {BRIDGE}")

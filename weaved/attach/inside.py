@@ -11,7 +11,6 @@ import errno
 import ipaddress
 import logging
 import socket
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
@@ -135,13 +134,12 @@ def configure_side(
         if not side.up:
             nl(f"set {name} up", nls.set_link, idx, up=True)
             changes.append(f"{name}: up")
-        for iface in added:
-            time.sleep(0.001)  # as Weave: right after "up" the first frame can miss the bridge
+        if added:  # as Weave, a moment after "up" (sent while the attach goes on)
             try:
-                arp.announce(name, side.mac, iface.ip)
-                changes.append(f"{name}: gratuitous ARP for {iface.ip}")
+                arp.announce_soon(name, side.mac, [i.ip for i in added])
+                changes.extend(f"{name}: gratuitous ARP for {i.ip}" for i in added)
             except OSError as exc:  # peers' short ARP timeouts will catch up
-                log.warning("gratuitous ARP failed ifname=%s ip=%s error=%s", name, iface.ip, exc)
+                log.warning("gratuitous ARP failed ifname=%s error=%s", name, exc)
         if multicast_route and not side.multicast_route:
             try:
                 nls.add_route(MULTICAST_NET, idx, RT_SCOPE_LINK, MAIN_TABLE)

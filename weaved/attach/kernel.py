@@ -40,8 +40,13 @@ def nl(what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         if exc.errno is None:
             raise
         code = exc.errno
+    raise refusal(what, code) from None
+
+
+def refusal(what: str, code: int) -> AttachError:
+    """The kernel's refusal (errno `code`) of `what`, as an AttachError."""
     name = errno.errorcode.get(code, str(code))
-    raise AttachError(f"{what}: {name} ({os.strerror(code)})") from None
+    return AttachError(f"{what}: {name} ({os.strerror(code)})")
 
 
 def nsid(value: Any) -> int | None:

@@ -74,7 +74,8 @@ class LinkEvents:
                     lost = True
                     continue
                 raise
-            seen = seen or any(name not in busy for name in veths_in(data))
+            if not seen and not lost:  # once known, the rest is only drained
+                seen = any(name not in busy for name in veths_in(data))
         return lost or seen
 
     def close(self) -> None:

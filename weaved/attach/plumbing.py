@@ -56,27 +56,35 @@ def attach(
     thread in the host namespace that runs no asyncio loop (a plumbing thread)."""
     done: Changes = [] if changes is None else changes
     nls = host_socket()
-    own_bridge(nls)  # before the namespace: without a bridge nothing else matters
+    bridge = own_bridge(nls)  # before the namespace: without a bridge nothing else matters
+    name = target.veth
     with opened(target.netns_path) as fd:
         if target.netns_inode and os.fstat(fd).st_ino != target.netns_inode:
             raise NetnsGone(f"{target.label}: its network namespace changed; resolve it again")
-        side = run_in_netns(fd, probe_side)
+        # Without its host veth the container is not plugged in: nothing to look at inside
+        # first (an ethwe already there makes the pair's creation fail, see below).
+        side = run_in_netns(fd, probe_side) if nls.link(name=name) is not None else None
         existing = None if side is None else _plugged_into(fd, side.index, target)
-        name = target.veth
-        plugged = plug_veth(
-            VethPair(name, CONTAINER_IFNAME, fd, where=target.label),
-            lambda mtu: configure_side(
-                mtu, list(addresses), multicast_route, done, tx_checksum_off, onlink_routes
-            ),
-            existing=existing,
-            mtu=mtu,
-            host_taken=(
-                f"{name} already exists but its peer is not {CONTAINER_IFNAME} in"
-                f" {target.label}\n  hint: `ip link del {name}` if it is stale"
-            ),
-            changes=done,
-            sends_from=[a.ip for a in addresses],
-        )
+        try:
+            plugged = plug_veth(
+                VethPair(name, CONTAINER_IFNAME, fd, where=target.label),
+                lambda mtu: configure_side(
+                    mtu, list(addresses), multicast_route, done, tx_checksum_off, onlink_routes
+                ),
+                existing=existing,
+                bridge=bridge,
+                mtu=mtu,
+                host_taken=(
+                    f"{name} already exists but its peer is not {CONTAINER_IFNAME} in"
+                    f" {target.label}\n  hint: `ip link del {name}` if it is stale"
+                ),
+                changes=done,
+                sends_from=[a.ip for a in addresses],
+            )
+        except AttachError:
+            if side is None and (inside := run_in_netns(fd, probe_side)) is not None:
+                _plugged_into(fd, inside.index, target)  # says whose ethwe is in the way
+            raise
     if route_back_from:
         route_back(nls, [a.ip for a in addresses], route_back_from)
     if done:

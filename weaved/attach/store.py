@@ -70,13 +70,16 @@ class RecordTexts:
 def save_records(path: Path, records: Iterable[Record], texts: RecordTexts | None = None) -> None:
     """Replace `path` with `records`; ApplyError (with a hint) when it cannot be written.
     `texts`: encode through that cache (one line per record) instead of all afresh."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     try:
         if texts is not None:
             text = texts.text(records)
         else:
             text = json.dumps({"attachments": [r.to_json() for r in records]}, indent=1)
-        write_atomically(path, path.with_suffix(".tmp"), text)
+        try:
+            write_atomically(path, path.with_suffix(".tmp"), text)
+        except FileNotFoundError:  # the first write: the state directory is made then
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_atomically(path, path.with_suffix(".tmp"), text)
     except OSError as exc:
         raise ApplyError(
             f"cannot write {path}: {exc.strerror}\n"

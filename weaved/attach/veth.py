@@ -14,6 +14,7 @@ are added to that set before the port is brought up, so no port is ever up and u
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import logging
 from collections.abc import Callable, Sequence
@@ -21,11 +22,12 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from weaved.attach.host import NO_BRIDGE_HINT, configure_port, own_bridge
-from weaved.attach.kernel import AttachError, Changes, nl
+from weaved.attach.kernel import AttachError, Changes, refusal
 from weaved.attach.netns import run_in_netns
 from weaved.attach.nlsock import Netlink, host_socket
 from weaved.compile.antispoof import pairs_of
 from weaved.dataplane.nftsets import add_elements
+from weaved.dataplane.rtnl import Link
 from weaved.errors import ConflictError
 
 log = logging.getLogger(__name__)
@@ -56,6 +58,7 @@ def plug_veth(
     inside: Callable[[int], T],
     *,
     existing: int | None = None,
+    bridge: Link | None = None,
     mtu: int = 0,
     hairpin: bool = False,
     alias: str = "",
@@ -73,28 +76,36 @@ def plug_veth(
     (ConflictError with that text); with `peer_taken`, a link named `pair.peer` in the
     peer's namespace is refused before anything is made. Appends what was done to `changes`.
     `sends_from`: the addresses the port may send from, let through before the port is up.
+    `bridge`: weaved's bridge as the caller just checked it (else it is checked here).
     Blocking; run it from a thread in the host namespace that runs no asyncio loop. Netlink
     goes through the thread's own socket (`nlsock.host_socket`)."""
     done: Changes = [] if changes is None else changes
     nls = host_socket()
-    bridge = own_bridge(nls, no_bridge_hint)
+    bridge = own_bridge(nls, no_bridge_hint) if bridge is None else bridge
     mtu = mtu or bridge.mtu
-    index = existing
-    if index is None and (found := nls.link(name=pair.host)) is not None:
-        if host_taken is not None:
-            raise ConflictError(host_taken)
-        index = found.index
-    created = index is None
-    if index is None:
-        if peer_taken is not None and _peer_exists(pair):
-            raise ConflictError(peer_taken)
-        index = _create(nls, pair, mtu, done)
+    host: Link | None = None
+    created = False
+    if existing is None:
+        host, created = _host_end(nls, pair, mtu, done, host_taken, peer_taken)
+        index = host.index
+    else:
+        index = existing
     try:
         add_elements(pairs_of(pair.host, sends_from))
-        configure_port(nls, index, bridge.index, mtu, done, hairpin=hairpin, alias=alias)
+        configure_port(
+            nls,
+            index,
+            bridge.index,
+            mtu,
+            done,
+            hairpin=hairpin,
+            alias=alias,
+            link=host if created else None,
+        )
         fd = pair.netns_fd
         result = inside(mtu) if fd is None else run_in_netns(fd, lambda: inside(mtu))
-        link = nls.link(index)
+        # A pair this call made is as it made it (configure_port raised otherwise).
+        link = host if host is not None and created else nls.link(index)
         if link is None:
             raise AttachError(f"{pair.host} vanished while it was plugged in")
     except BaseException:
@@ -105,22 +116,62 @@ def plug_veth(
         index=index,
         name=link.name,
         mac=link.mac,
-        bridged=link.master == bridge.index,
+        bridged=created or link.master == bridge.index,
         created=created,
         inside=result,
     )
 
 
-def _create(nls: Netlink, pair: VethPair, mtu: int, changes: Changes) -> int:
+def _host_end(
+    nls: Netlink,
+    pair: VethPair,
+    mtu: int,
+    changes: Changes,
+    host_taken: str | None,
+    peer_taken: str | None,
+) -> tuple[Link, bool]:
+    """The pair's host end, and whether this call created it. Without `peer_taken` the pair
+    is created at once (the usual case: one request) and a host end already there is found
+    after the kernel said so; with it, the peer's namespace is looked into first."""
+    if peer_taken is None:
+        made = _create(nls, pair, mtu, changes, exist_ok=True)
+        if made is not None:
+            return made, True
+    found = nls.link(name=pair.host)
+    if found is not None:
+        if host_taken is not None:
+            raise ConflictError(host_taken)
+        return found, False
+    if peer_taken is None:
+        # The peer's name is taken in its namespace: the kernel's refusal says so.
+        raise refusal(f"create veth {pair.host} ↔ {pair.peer}", errno.EEXIST)
+    if _peer_exists(pair):
+        raise ConflictError(peer_taken)
+    made = _create(nls, pair, mtu, changes)
+    assert made is not None
+    return made, True
+
+
+def _create(
+    nls: Netlink, pair: VethPair, mtu: int, changes: Changes, *, exist_ok: bool = False
+) -> Link | None:
+    """The new pair's host end; None with `exist_ok` when a name is taken (EEXIST)."""
     what = f"create veth {pair.host} ↔ {pair.peer}"
-    nl(what, nls.add_veth, pair.host, pair.peer, mtu, pair.netns_fd, pair.peer_mac or "")
+    try:
+        nls.add_veth(pair.host, pair.peer, mtu, pair.netns_fd, pair.peer_mac or "")
+    except OSError as exc:
+        if exc.errno is None:
+            raise
+        if exist_ok and exc.errno == errno.EEXIST:
+            return None
+        raise refusal(what, exc.errno) from None
     where = f"{pair.where}:" if pair.where else ""
     changes.append(f"create veth {pair.host} ↔ {where}{pair.peer}")
     try:
         link = nls.link(name=pair.host)
         if link is None:
             raise AttachError(f"{what}: it vanished right after")
-        return link.index
+        return link
     except BaseException:
         _delete_quietly(nls, pair.host)
         raise

@@ -163,11 +163,20 @@ class IpamPart(Component):
         if isinstance(result, Pending):
             await self._settle(result, None)
 
-    async def _settle(self, result: Allocated | Claimed | Pending, wait: Wait | None) -> CIDR:
-        """The address once it is on disk: an answer given must survive a crash."""
+    async def _settle(
+        self, result: Allocated | Claimed | Pending, wait: Wait | None, durable: bool = True
+    ) -> CIDR:
+        """The address once it is on disk: an answer given must survive a crash. Not
+        `durable`: as soon as it is decided; the caller awaits `synced()` before it answers
+        (and meanwhile may plug the address in)."""
         cidr = await self._outcome(result, wait)
-        await self.store.synced()
+        if durable:
+            await self.store.synced()
         return cidr
+
+    async def synced(self) -> None:
+        """Everything decided so far is on disk."""
+        await self.store.synced()
 
     async def _outcome(self, result: Allocated | Claimed | Pending, wait: Wait | None) -> CIDR:
         if not isinstance(result, Pending):
@@ -187,12 +196,18 @@ class IpamPart(Component):
                 wait.op_id = None
 
     async def allocate(
-        self, ident: str, subnet: CIDR, *, is_container: bool = True, wait: Wait | None = None
+        self,
+        ident: str,
+        subnet: CIDR,
+        *,
+        is_container: bool = True,
+        wait: Wait | None = None,
+        durable: bool = True,
     ) -> CIDR:
-        """Waits while there is no consensus or no space; raises IpamError."""
-        return await self._settle(
-            self.allocator.allocate(ident, subnet, time.time(), is_container=is_container), wait
-        )
+        """Waits while there is no consensus or no space; raises IpamError. `durable`: see
+        `_settle`."""
+        result = self.allocator.allocate(ident, subnet, time.time(), is_container=is_container)
+        return await self._settle(result, wait, durable)
 
     async def claim(
         self,
@@ -202,6 +217,7 @@ class IpamPart(Component):
         is_container: bool = True,
         no_error_on_unknown: bool = False,
         wait: Wait | None = None,
+        durable: bool = True,
     ) -> CIDR:
         """Waits while the ring does not exist yet or another peer owns the address (unless
         `no_error_on_unknown`: then it is recorded now and finished in the background)."""
@@ -212,7 +228,7 @@ class IpamPart(Component):
             is_container=is_container,
             no_error_on_unknown=no_error_on_unknown,
         )
-        return await self._settle(result, wait)
+        return await self._settle(result, wait, durable)
 
     def wait_text(self, wait: Wait) -> str | None:
         """What a waiting request waits for, with the words of `weaved status ipam`."""

@@ -18,7 +18,7 @@ import contextlib
 import logging
 import socket
 import threading
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Iterable
 
 from weaved.datapath.fastdp.fdb import FdbRow, is_local_row
@@ -68,6 +68,9 @@ class LocalMacs:
         self.remote = frozenset(remote_ports)
         self._lock = threading.Lock()
         self._local: dict[tuple[str, int], bool] = {}
+        # Local entries by MAC (one MAC may be in several VLANs): `macs()` without a walk of
+        # the whole table at every announcement (~0.2 ms of GIL each with 1 000 containers).
+        self._local_count: Counter[str] = Counter()
         self._seq = 0
         self._log: deque[tuple[int, Change]] = deque(maxlen=REPLAY_LOG)
         self.stale = True  # no full read yet, or announcements were lost since
@@ -88,6 +91,7 @@ class LocalMacs:
             replay = [change for seq, change in self._log if seq > since]
             lost = len(replay) < self._seq - since  # fell off the log: read again
             self._local = local
+            self._local_count = Counter(mac for (mac, _vlan), here in local.items() if here)
             for change in replay:
                 self._apply(change)
             self.stale = lost
@@ -104,14 +108,18 @@ class LocalMacs:
     def _apply(self, change: Change) -> None:
         added, row = change
         key = (row.mac.lower(), row.vlan)
+        if self._local.pop(key, False):
+            self._local_count[key[0]] -= 1
+            if not self._local_count[key[0]]:
+                del self._local_count[key[0]]
         if added:
-            self._local[key] = is_local_row(row, self.bridge, self.remote)
-        else:
-            self._local.pop(key, None)
+            here = self._local[key] = is_local_row(row, self.bridge, self.remote)
+            if here:
+                self._local_count[key[0]] += 1
 
     def macs(self) -> frozenset[str]:
         with self._lock:
-            return frozenset(mac for (mac, _vlan), local in self._local.items() if local)
+            return frozenset(self._local_count)
 
 
 def read_changes(sock: socket.socket, bridge: str) -> list[Change] | None:
