@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import functools
 import ipaddress
 from collections.abc import Mapping
 from typing import Any
@@ -12,9 +13,10 @@ from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.rtnl.ifaddrmsg import IFA_F_NOPREFIXROUTE
 
 from weaved.compile.facts import HostRoute
-from weaved.dataplane import brport, rtnl, sysctl
+from weaved.dataplane import brport, sysctl
 from weaved.dataplane.rtnl import Link, Rtnl
 from weaved.errors import ApplyError
+from weaved.model.addresses import ipv4_network
 from weaved.model.host import PortFlags, PortRow
 from weaved.model.resources import ADDR_LABEL, ALIAS, BRIDGE, RTPROT_WEAVED, Kind, Resource, attrs
 
@@ -86,12 +88,7 @@ class Netlink:
         for addr in self.rtnl.addresses(idx):
             if addr.label != ADDR_LABEL:
                 continue  # an address someone else put on the bridge: not ours
-            iface = ipaddress.IPv4Interface(f"{addr.address}/{addr.prefixlen}")
-            out.append(
-                Resource(
-                    f"addr/{BRIDGE}/{iface.with_prefixlen}", Kind.ADDR, attrs(label=addr.label)
-                )
-            )
+            out.append(_address_resource(addr.address, addr.prefixlen, addr.label))
         return out
 
     def observe_routes(
@@ -103,22 +100,11 @@ class Netlink:
         names = {link.index: name for name, link in links.items()}
         bridge = self.owned_bridge_index(links)
         for route in self.rtnl.routes(MAIN_TABLE):
-            dst = rtnl.network(route)
+            dst = ipv4_network(f"{route.dst}/{route.dst_len}")
             dev = names.get(route.oif, "?")
             # Ours: our protocol number *and* our bridge; proto 87 elsewhere is someone else's.
             if route.proto == RTPROT_WEAVED and bridge is not None and route.oif == bridge:
-                ours.append(
-                    Resource(
-                        f"route/{dst}",
-                        Kind.ROUTE,
-                        attrs(
-                            dev=dev,
-                            src=route.prefsrc,
-                            scope=SCOPE_NAMES.get(route.scope, str(route.scope)),
-                            proto=route.proto,
-                        ),
-                    )
-                )
+                ours.append(_route_resource(dst, dev, route.prefsrc, route.scope, route.proto))
             elif route.type == 1:  # unicast routes only; local/broadcast live in other tables
                 foreign.append(HostRoute(dst, dev, f"{dst} dev {dev}"))
         return ours, foreign
@@ -278,3 +264,22 @@ class Netlink:
                 index=idx,
                 state=want.get("state"),
             )
+
+
+# Remembered: a host with 1 000 exposed addresses observes the same ones at every converge,
+# and ipaddress's parsing and printing were half of observing them.
+@functools.lru_cache(maxsize=8192)
+def _address_resource(address: str, prefixlen: int, label: str) -> Resource:
+    iface = ipaddress.IPv4Interface(f"{address}/{prefixlen}")
+    return Resource(f"addr/{BRIDGE}/{iface.with_prefixlen}", Kind.ADDR, attrs(label=label))
+
+
+@functools.lru_cache(maxsize=8192)
+def _route_resource(
+    dst: ipaddress.IPv4Network, dev: str, src: str, scope: int, proto: int
+) -> Resource:
+    return Resource(
+        f"route/{dst}",
+        Kind.ROUTE,
+        attrs(dev=dev, src=src, scope=SCOPE_NAMES.get(scope, str(scope)), proto=proto),
+    )

@@ -12,7 +12,6 @@ stats), so the dump itself stays small. Writes stay with pyroute2 (they are few)
 from __future__ import annotations
 
 import errno
-import ipaddress
 import os
 import socket
 import struct
@@ -354,7 +353,3 @@ def _brport(data: bytes, start: int, stop: int) -> tuple[tuple[str, bool], ...]:
         for kind, a, _b in attrs(data, start, stop)
         if kind in _BRPORT_FLAGS
     )
-
-
-def network(route: Route) -> ipaddress.IPv4Network:
-    return ipaddress.IPv4Network(f"{route.dst}/{route.dst_len}")
