@@ -12,8 +12,10 @@ it holds every peer and every name (target: <= 80 MB), then during --churn secon
 restarts (a random fake peer is stopped and started again with a new UID) the
 RSS every few seconds and its least-squares slope in MB/min (target: flat).
 
-The slope is fitted after the first tenth of the churn; Python's allocated blocks are printed
-beside it (flat blocks under a growing RSS: the allocator keeps pages, not a Python leak).
+The slope is fitted after the first tenth of the churn, and over each half (no growth: the
+second half's slope about 0; the first holds the warm-up); the target's threads and fds at
+the start and end of the churn, and Python's allocated blocks are printed beside it (flat
+blocks under a growing RSS: the allocator keeps pages, not a Python leak).
 
     .venv/bin/python bench/memory/run.py [--peers 250] [--names 5000] [--churn 600]
 """
@@ -55,6 +57,10 @@ def rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def threads_and_fds(pid: int) -> tuple[int, int]:
+    return len(os.listdir(f"/proc/{pid}/task")), len(os.listdir(f"/proc/{pid}/fd"))
 
 
 async def target_main(port: int, plain_allocator: bool) -> None:
@@ -296,6 +302,7 @@ async def driver(args: argparse.Namespace) -> int:
         )
         if args.trace or args.count_types:
             target.send_signal(signal.SIGUSR1)
+        threads_fds = [threads_and_fds(target.pid)]
         samples: list[tuple[float, float]] = []
         blocks: list[tuple[float, float]] = []
         restarts = hung = 0
@@ -317,6 +324,8 @@ async def driver(args: argparse.Namespace) -> int:
         blocks.append((time.monotonic() - c0, float(latest["blocks"])))
         warm = [s for s in samples if s[0] >= args.churn / 10]
         warm_blocks = [b for b in blocks if b[0] >= args.churn / 10]
+        half = args.churn / 2
+        first, second = [s for s in samples if s[0] <= half], [s for s in samples if s[0] >= half]
         print(
             f"churn: {restarts} peer restarts ({hung} did not stop within 10 s) in "
             f"{args.churn:.0f} s; RSS MB at t(s): "
@@ -327,6 +336,13 @@ async def driver(args: argparse.Namespace) -> int:
             f"({slope(samples) * 60:+.2f} over all; first {samples[0][1]:.1f}, "
             f"last {samples[-1][1]:.1f}; target flat; allocator: "
             f"{'plain glibc' if args.plain_allocator else 'as the daemon'})"
+        )
+        print(
+            f"churn: RSS slope over the first half {slope(first) * 60:+.2f} MB/min, over the "
+            f"second half {slope(second) * 60:+.2f} MB/min (no growth: the second about 0); "
+            f"RSS at the start {samples[0][1]:.1f}, half-way {second[0][1]:.1f}, end "
+            f"{samples[-1][1]:.1f} MB; threads, fds at the start {threads_fds[0]}, end "
+            f"{threads_and_fds(target.pid)}"
         )
         print(
             f"churn: Python's allocated blocks slope {slope(warm_blocks) * 60:+.0f}/min "

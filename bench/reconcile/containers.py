@@ -7,7 +7,9 @@ Prints, each next to a baseline from the same run:
   and 10 at once;
 - the daemon's idle CPU and a no-op `plan` answered by the daemon, with 10 and with N attached;
 - RSS after attaching and over K detach+attach cycles of 10 containers: the samples and the
-  slope per cycle (least squares over the samples after the first tenth of the cycles);
+  slope per cycle (least squares over the samples after the first tenth of the cycles, and
+  over each half: no growth is a second half's slope about 0), the RSS at the start, half-way
+  and end, and the daemon's threads and fds at the start and end of the churn;
 - the daemon's CPU-seconds for the whole run, the bench's wall time and the load average at
   its start and end (others share the machine: compare runs made in the same minutes).
 
@@ -182,9 +184,19 @@ def plain_ip(host: Netns, tag: str, count: int, at_once: int) -> list[float]:
         ip_batch((f"netns delete {name}" for name in names), check=False)
 
 
+def threads_and_fds(pid: int) -> tuple[int, int]:
+    """The process's threads and open fds (a thread, netlink socket or namespace fd kept per
+    attach would show here)."""
+    return len(os.listdir(f"/proc/{pid}/task")), len(os.listdir(f"/proc/{pid}/fd"))
+
+
 def churn(bench: Bench, names: list[str], cycles: int) -> dict[str, Any]:
-    """Detach and attach again, `cycles` times over `names`; RSS every 10 cycles."""
+    """Detach and attach again, `cycles` times over `names`; RSS every 10 cycles. "No growth"
+    reads as: the slope over the second half about 0 (the first half holds the warm-up), the
+    threads and fds the same at the end as at the start."""
     rss = [(0.0, rss_mb(bench.pid))]
+    threads_fds = [threads_and_fds(bench.pid)]
+    began = time.monotonic()
     detach_s: list[float] = []
     trace = bool(os.environ.get("HS_TRACE"))
     if trace:
@@ -195,15 +207,28 @@ def churn(bench: Bench, names: list[str], cycles: int) -> dict[str, Any]:
         bench.attach(name)
         if cycle % 10 == 9:
             rss.append((cycle + 1.0, rss_mb(bench.pid)))
+    took = time.monotonic() - began
     if trace:
         os.kill(bench.pid, signal.SIGUSR2)
         time.sleep(5)
+    threads_fds.append(threads_and_fds(bench.pid))
     warm = [p for p in rss if p[0] >= cycles / 10]
+    first = [p for p in rss if p[0] <= cycles / 2]
+    second = [p for p in rss if p[0] >= cycles / 2]
     return {
         "detach": summary(detach_s),
         "cycles": cycles,
+        "churn_s": round(took, 1),
         "rss_samples_mb": [round(y, 1) for _, y in rss],
         "rss_slope_kb_per_cycle": round(slope(warm) * 1024, 1),
+        "rss_slope_kb_per_cycle_first_half": round(slope(first) * 1024, 1),
+        "rss_slope_kb_per_cycle_second_half": round(slope(second) * 1024, 1),
+        "rss_mb_start_half_end": [
+            round(rss[0][1], 1),
+            round(second[0][1], 1),
+            round(rss[-1][1], 1),
+        ],
+        "threads_fds_start_end": threads_fds,
     }
 
 
