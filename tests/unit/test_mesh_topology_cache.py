@@ -187,3 +187,22 @@ def test_a_peers_old_records_do_not_pile_up_in_the_decode_cache() -> None:
         payload = PayloadCodec().encode([Peer(hub, "hub", 7, version, 1, True, conns)])
         assert _values(codec.decode(payload)) == _values(_decode_rows(payload))
     assert codec.records_held() <= 4  # 12 kB each
+
+
+def test_records_the_cache_dropped_are_not_kept_by_their_peer() -> None:
+    """bench/memory: a churn of peer restarts makes new versions of many peers' records; the
+    cache drops its oldest at its bound, but each peer's own list of its keys kept them (and
+    their bytes, up to 32 kB a peer), so the process grew through the whole churn."""
+    codec = PayloadCodec()
+    for version in range(40):  # 250 peers x 40 versions: over the cache's 2 048 records
+        peers = [
+            Peer(p.name, p.nickname, p.uid, version, p.short_id, True, p.connections)
+            for p in _peers(250)
+        ]
+        codec.decode(PayloadCodec().encode(peers))
+    assert codec.records_held() <= PayloadCodec._MAX_DECODED
+    listed = [key for keys, _ in codec._decoded_of.values() for key in keys]
+    assert len(listed) == codec.records_held()  # each a key of the cache, once
+    assert set(listed) == set(codec._decoded)
+    held = sum(held for _, (held,) in codec._decoded_of.values())
+    assert held == codec._decoded_bytes == sum(len(record) for _, record in listed)
