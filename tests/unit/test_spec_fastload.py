@@ -97,3 +97,26 @@ def test_the_large_spec_is_built_here_not_left_to_the_full_loader() -> None:
     text = big_spec(1000)
     expected = YAML(typ="safe", pure=False).load(io.StringIO(text))
     assert typed(fastload.load(text)) == typed(expected)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "a: " + "[" * 30 + "]" * 30 + "\n",  # deeper than MAX_DEPTH
+        "a: !!str x\n",  # a tag
+        "a: &x 1\nb: [" + ", ".join(["*x"] * 70) + "]\n",  # more aliases than MAX_ALIASES
+        "a: " + "x" * 5000 + "\n",  # a value longer than MAX_SCALAR_CHARS
+    ],
+    ids=["depth", "tag", "aliases", "long-value"],
+)
+def test_the_guards_bounds_are_kept_without_prescan(text: str) -> None:
+    """The fast path runs before prescan: past a bound it leaves the text to the full loader
+    (which runs prescan and says why)."""
+    assert prescan(text)[1]  # prescan refuses it
+    with pytest.raises(fastload.Unsupported):
+        fastload.load_counted(text)
+
+
+def test_aliases_are_counted() -> None:
+    assert fastload.load_counted("a: &x [1]\nb: *x\n") == ({"a": [1], "b": [1]}, 1)
+    assert fastload.load_counted("a: [1]\n")[1] == 0
