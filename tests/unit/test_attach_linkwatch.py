@@ -10,8 +10,8 @@ from weaved.dataplane.rtnl import _IFINFO, HEADER, IFLA_IFNAME, _attr
 RTM_NEWADDR = 20
 
 
-def message(kind: int, name: str) -> bytes:
-    body = _IFINFO.pack(socket.AF_UNSPEC, 0, 7, 0, 0) + _attr(IFLA_IFNAME, name.encode() + b"\0")
+def message(kind: int, name: str, family: int = socket.AF_UNSPEC) -> bytes:
+    body = _IFINFO.pack(family, 0, 7, 0, 0) + _attr(IFLA_IFNAME, name.encode() + b"\0")
     return HEADER.pack(HEADER.size + len(body), kind, 0, 0, 0) + body
 
 
@@ -23,6 +23,8 @@ def test_only_weaved_container_veths_of_link_announcements_are_named() -> None:
             message(RTM_NEWLINK, "vethweplc0a1b2"),  # CNI's (vethweplc…): its part's own
             message(RTM_DELLINK, "vethweplnabc"),
             message(RTM_NEWADDR, "vethwepl9"),  # not a link announcement
+            message(RTM_NEWLINK, "vethwepl8", socket.AF_BRIDGE),  # a port's flags, again
+            message(RTM_NEWLINK, "vethwepl7", socket.AF_INET6),  # IPv6's state of the link
         ]
     )
     assert veths_in(data) == ["vethwepl123", "vethweplnabc"]

@@ -21,14 +21,18 @@ RTM_NEWLINK, RTM_DELLINK = 16, 17
 
 
 def veths_in(data: bytes) -> list[str]:
-    """Names of weaved's container veths (`vethwepl*`, not CNI's) in announcements."""
+    """Names of weaved's container veths (`vethwepl*`, not CNI's) in announcements of links
+    made, changed or deleted."""
     out = []
     offset = 0
     while offset + HEADER.size <= len(data):
         length, kind, _flags, _seq, _pid = HEADER.unpack_from(data, offset)
         if length < HEADER.size:
             break
-        if kind in (RTM_NEWLINK, RTM_DELLINK):
+        family = data[offset + HEADER.size] if length > HEADER.size else -1
+        # Links come and go in AF_UNSPEC announcements; the bridge's (a port's flags) and
+        # IPv6's (its per-link state) name every port over and over on an idle host.
+        if kind in (RTM_NEWLINK, RTM_DELLINK) and family == socket.AF_UNSPEC:
             start = offset + HEADER.size + _IFINFO.size
             for attr, a, b in attrs(data, start, offset + length):
                 if attr == IFLA_IFNAME:
