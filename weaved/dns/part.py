@@ -4,7 +4,6 @@ address containers are told to use as soon as that address exists on the bridge.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -16,6 +15,7 @@ from weaved.dns.service import DnsConfig, DnsService, split_listen
 from weaved.errors import UsageError
 from weaved.ipam.part import EXPOSE_IDENT, IpamPart
 from weaved.mesh.part import MeshPart
+from weaved.model.addresses import ipv4_interface
 from weaved.part import Component, Host
 from weaved.spec.models import DNS_LINK_ADDRESS, Spec
 
@@ -113,7 +113,7 @@ class DnsPart(Component):
         for index, entry in enumerate(spec.expose):
             cidr = allocations.get(index) if entry.cidr.startswith("net:") else entry.cidr
             if cidr:
-                ip = str(ipaddress.IPv4Interface(cidr).ip)
+                ip = str(ipv4_interface(cidr).ip)  # remembered: every converge asks again
                 wanted.update((name, ip) for name in entry.dns_names)
         for name, ip in sorted(self._exposed - wanted):
             self.service.dns_remove(EXPOSE_IDENT, [ip], name)

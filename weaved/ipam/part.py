@@ -43,6 +43,7 @@ from weaved.ipam.status import (
 )
 from weaved.mesh.gossip_api import PeerName, format_peer_name
 from weaved.mesh.part import MeshPart
+from weaved.model.addresses import ipv4_interface
 from weaved.part import Component, Host
 from weaved.spec.models import InitMode, Spec, parse_peer_name_text
 
@@ -278,12 +279,13 @@ class IpamPart(Component):
         """Literal `expose` addresses inside the range are claimed, as Weave's expose does, so
         IPAM never gives them to a container too; one that left the spec is released."""
         universe = ipaddress.IPv4Network(spec.ipalloc.range)
+        # ipv4_interface: remembered (a spec edit on a host with 1 000 exposed addresses).
         wanted = {
-            str(ipaddress.IPv4Interface(e.cidr).ip): e.cidr
+            str(ipv4_interface(e.cidr).ip): e.cidr
             for e in spec.expose
-            if not e.cidr.startswith("net:") and ipaddress.IPv4Interface(e.cidr).ip in universe
+            if not e.cidr.startswith("net:") and ipv4_interface(e.cidr).ip in universe
         }
-        allocated = {str(ipaddress.IPv4Interface(a).ip) for a in self._expose.values()}
+        allocated = {str(ipv4_interface(a).ip) for a in self._expose.values()}
         for ip in sorted(self._claimed - set(wanted)):
             self._claimed.discard(ip)
             if ip not in allocated:
