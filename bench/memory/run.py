@@ -15,7 +15,10 @@ RSS every few seconds and its least-squares slope in MB/min (target: flat).
 The slope is fitted after the first tenth of the churn, and over each half (no growth: the
 second half's slope about 0; the first holds the warm-up); the target's threads and fds at
 the start and end of the churn, and Python's allocated blocks are printed beside it (flat
-blocks under a growing RSS: the allocator keeps pages, not a Python leak).
+blocks under a growing RSS: the allocator keeps pages, not a Python leak), and the records
+held by the target's topology decode cache (each restart brings new versions of a few peers'
+records; the cache holds up to 2 048 of them, ~2 kB each decoded here, ~4-6 MB when full: the
+RSS grows while it fills, for most of 10 minutes at this bench's pace).
 
     .venv/bin/python bench/memory/run.py [--peers 250] [--names 5000] [--churn 600]
 """
@@ -43,6 +46,7 @@ from weaved.dns.zone import Entry
 from weaved.mesh.gossip import SurrogateGossiper
 from weaved.mesh.gossip_api import GossipData, PeerName
 from weaved.mesh.router import MeshConfig, Router
+from weaved.mesh.topology_wire import CODEC, PayloadCodec
 
 TARGET_HOST = "127.5.0.1"
 RSS_TARGET_MB = 80.0
@@ -98,7 +102,8 @@ async def target_main(port: int, plain_allocator: bool) -> None:
         live = sum(1 for e in dns.zone.entries() if e.live)
         # Python's live memory blocks: flat while RSS grows means the allocator keeps pages.
         status = {"peers": len(router.topology.peers), "names": live}
-        print(json.dumps(status | {"blocks": sys.getallocatedblocks()}), flush=True)
+        status |= {"blocks": sys.getallocatedblocks(), "cached": CODEC.records_held()}
+        print(json.dumps(status), flush=True)
         await asyncio.wait([eof], timeout=0.5)
     server.cancel()
     if trimming is not None:
@@ -263,7 +268,7 @@ async def driver(args: argparse.Namespace) -> int:
         env=env,
     )
     assert target.stdout is not None and target.stdin is not None
-    latest = {"peers": 0, "names": 0, "blocks": 0}
+    latest = {"peers": 0, "names": 0, "blocks": 0, "cached": 0}
 
     async def read_target() -> None:
         loop = asyncio.get_running_loop()
@@ -305,6 +310,7 @@ async def driver(args: argparse.Namespace) -> int:
         threads_fds = [threads_and_fds(target.pid)]
         samples: list[tuple[float, float]] = []
         blocks: list[tuple[float, float]] = []
+        cached: list[tuple[float, int]] = []  # the topology decode cache's records
         restarts = hung = 0
         c0 = time.monotonic()
         next_sample = c0
@@ -318,10 +324,12 @@ async def driver(args: argparse.Namespace) -> int:
             if time.monotonic() >= next_sample:
                 samples.append((time.monotonic() - c0, rss_mb(target.pid)))
                 blocks.append((time.monotonic() - c0, float(latest["blocks"])))
+                cached.append((time.monotonic() - c0, latest["cached"]))
                 next_sample += args.sample
         await asyncio.sleep(1.0)  # the target's last line is of after the churn
         samples.append((time.monotonic() - c0, rss_mb(target.pid)))
         blocks.append((time.monotonic() - c0, float(latest["blocks"])))
+        cached.append((time.monotonic() - c0, latest["cached"]))
         warm = [s for s in samples if s[0] >= args.churn / 10]
         warm_blocks = [b for b in blocks if b[0] >= args.churn / 10]
         half = args.churn / 2
@@ -349,6 +357,13 @@ async def driver(args: argparse.Namespace) -> int:
             f"after the first tenth (at t(s): "
             + " ".join(f"{t:.0f}:{n / 1000:.0f}k" for t, n in blocks[:: max(1, len(blocks) // 12)])
             + f" end:{blocks[-1][1] / 1000:.0f}k)"
+        )
+        print(
+            "churn: the topology decode cache's records at t(s): "
+            + " ".join(f"{t:.0f}:{n}" for t, n in cached[:: max(1, len(cached) // 12)])
+            + f" end:{cached[-1][1]} (its bound: {PayloadCodec._MAX_DECODED} records, "
+            f"{PayloadCodec._MAX_DECODED_BYTES >> 10} kB of them; ~2 kB each here, decoded: "
+            "RSS grows while it fills)"
         )
         if args.trace or args.count_types:
             target.send_signal(signal.SIGUSR2)
