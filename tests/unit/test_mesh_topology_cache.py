@@ -206,3 +206,20 @@ def test_records_the_cache_dropped_are_not_kept_by_their_peer() -> None:
     assert set(listed) == set(codec._decoded)
     held = sum(held for _, (held,) in codec._decoded_of.values())
     assert held == codec._decoded_bytes == sum(len(record) for _, record in listed)
+
+
+def test_old_versions_of_a_peers_record_are_not_kept_encoded() -> None:
+    """bench/memory: each connection the target makes or loses is a new version of its own
+    250-link record, encoded once for gossip; every version stayed in the encode cache (12 kB
+    each) until 2 048 of them were, so the target grew through the whole churn."""
+    codec = PayloadCodec()
+    conns = {
+        PeerName(n): ConnectionInfo(PeerName(n), f"10.0.0.{n}:6783", True, True)
+        for n in range(2, 252)
+    }
+    for version in range(200):
+        us = Peer(PeerName(1), "us", 7, version, 1, True, conns)
+        payload = codec.encode([us])
+        assert _values(codec.decode(payload)) == _values(_decode_rows(payload))
+    assert len(codec._records) <= PayloadCodec._RECORDS_PER_PEER
+    assert codec.encode([us]) == PayloadCodec().encode([us])  # the latest is still right

@@ -188,6 +188,11 @@ class PayloadCodec:
     # Repeats arrive within moments (from each neighbour, in each periodic round), so a few
     # records per peer of a 250-peer mesh is plenty; a decoded record costs ~4x its bytes.
     _MAX_RECORDS = 2048
+    # Encodings of one peer's record kept (its latest versions): each connection made or lost
+    # is a new version of our own record, which a churn of peer restarts makes twice a
+    # restart (a 250-link record: 12 kB, plus a key of 250 ConnectionInfo); old ones stayed
+    # until 2 048 were cached, ~30 MB (bench/memory's target grew ~0.25 MB/min for hours).
+    _RECORDS_PER_PEER = 4
     _MAX_DECODED = 2048
     _MAX_DIALECTS = 8
     _MAX_DECODED_BYTES = 1 << 20  # keys in total; a peer's record is ~100 bytes + 50 a link
@@ -211,6 +216,7 @@ class PayloadCodec:
         self._cl_defs = cl_first[: len(cl_first) - len(cl_again)]
         self._enc = enc  # both types defined: from now on it emits values only
         self._records: dict[tuple[object, ...], tuple[bytes, bytes]] = {}
+        self._encoded_of: dict[PeerName, list[tuple[object, ...]]] = {}  # oldest first
         # Decoders primed per pair of definition blocks ("dialect": Weave's type ids differ
         # from ours), each with a serial that keys its records in the shared cache.
         self._dialects: dict[tuple[bytes, bytes], tuple[gob.Decoder, int]] = {}
@@ -251,9 +257,14 @@ class PayloadCodec:
         if cached is None:
             if len(self._records) >= self._MAX_RECORDS:
                 self._records.clear()
+                self._encoded_of.clear()
             conns = [_conn_summary(c) for c in peer.connections.values()]
             cached = self._encode_record(_summary(peer), conns)
             self._records[key] = cached
+            keys = self._encoded_of.setdefault(peer.name, [])
+            keys.append(key)
+            if len(keys) > self._RECORDS_PER_PEER:
+                del self._records[keys.pop(0)]
         return cached
 
     def _encode_record(self, summary: dict[str, Any], conns: list[dict[str, Any]]) -> Wire:
