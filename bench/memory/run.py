@@ -13,12 +13,13 @@ restarts (a random fake peer is stopped and started again with a new UID) the
 RSS every few seconds and its least-squares slope in MB/min (target: flat).
 
 The slope is fitted after the first tenth of the churn, and over each half (no growth: the
-second half's slope about 0; the first holds the warm-up); the target's threads and fds at
-the start and end of the churn, and Python's allocated blocks are printed beside it (flat
-blocks under a growing RSS: the allocator keeps pages, not a Python leak), and the records
-held by the target's topology decode cache (each restart brings new versions of a few peers'
-records; the cache holds up to 2 048 of them, ~2 kB each decoded here, ~4-6 MB when full: the
-RSS grows while it fills, for most of 10 minutes at this bench's pace).
+second half's slope about 0; the first holds the warm-up), and per restart over the second
+half (a loaded machine restarts fewer peers a minute: compare runs by that). Beside it: the
+target's threads and fds at the start and end of the churn; Python's allocated blocks (flat
+blocks under a growing RSS: the allocator keeps pages, not a Python leak); the records held
+by the target's topology decode cache (each restart brings new versions of a few peers'
+records; it holds up to 2 048, ~2 kB each decoded here, ~4-6 MB when full: the RSS grows
+while it fills, the first minutes of the churn).
 
     .venv/bin/python bench/memory/run.py [--peers 250] [--names 5000] [--churn 600]
 """
@@ -311,6 +312,7 @@ async def driver(args: argparse.Namespace) -> int:
         samples: list[tuple[float, float]] = []
         blocks: list[tuple[float, float]] = []
         cached: list[tuple[float, int]] = []  # the topology decode cache's records
+        done: list[float] = []  # restarts made at each RSS sample
         restarts = hung = 0
         c0 = time.monotonic()
         next_sample = c0
@@ -325,15 +327,19 @@ async def driver(args: argparse.Namespace) -> int:
                 samples.append((time.monotonic() - c0, rss_mb(target.pid)))
                 blocks.append((time.monotonic() - c0, float(latest["blocks"])))
                 cached.append((time.monotonic() - c0, latest["cached"]))
+                done.append(restarts)
                 next_sample += args.sample
         await asyncio.sleep(1.0)  # the target's last line is of after the churn
         samples.append((time.monotonic() - c0, rss_mb(target.pid)))
         blocks.append((time.monotonic() - c0, float(latest["blocks"])))
         cached.append((time.monotonic() - c0, latest["cached"]))
+        done.append(restarts)
         warm = [s for s in samples if s[0] >= args.churn / 10]
         warm_blocks = [b for b in blocks if b[0] >= args.churn / 10]
         half = args.churn / 2
         first, second = [s for s in samples if s[0] <= half], [s for s in samples if s[0] >= half]
+        # Per restart: a loaded machine restarts fewer peers a minute (compare runs by this).
+        per_restart = [(n, r) for n, (t, r) in zip(done, samples, strict=True) if t >= half]
         print(
             f"churn: {restarts} peer restarts ({hung} did not stop within 10 s) in "
             f"{args.churn:.0f} s; RSS MB at t(s): "
@@ -349,7 +355,8 @@ async def driver(args: argparse.Namespace) -> int:
             f"churn: RSS slope over the first half {slope(first) * 60:+.2f} MB/min, over the "
             f"second half {slope(second) * 60:+.2f} MB/min (no growth: the second about 0); "
             f"RSS at the start {samples[0][1]:.1f}, half-way {second[0][1]:.1f}, end "
-            f"{samples[-1][1]:.1f} MB; threads, fds at the start {threads_fds[0]}, end "
+            f"{samples[-1][1]:.1f} MB; {slope(per_restart) * 1024:+.1f} kB per restart over the "
+            f"second half; threads, fds at the start {threads_fds[0]}, end "
             f"{threads_and_fds(target.pid)}"
         )
         print(
