@@ -280,3 +280,23 @@ def test_service_rules_whose_matches_overlap_keep_their_place() -> None:
         "output/export-web-eth",
     }
     assert got["postrouting/import-db"].endswith("*")
+
+
+def test_service_rules_on_interfaces_a_wildcard_names_keep_their_place() -> None:
+    got = service_hashes(
+        "  export:\n"
+        '    - {name: all-eth, port: 8080, to: "10.2.1.21:80", in_interface: "eth*"}\n'
+        '    - {name: eth0, port: 8080, to: "10.2.1.22:80", in_interface: eth0}\n'
+        '    - {name: e, port: 9090, to: "10.2.1.23:80", in_interface: "e*"}\n'
+        '    - {name: ens, port: 9090, to: "10.2.1.24:80", in_interface: "ens*"}\n'
+        '    - {name: wlan, port: 7070, to: "10.2.1.25:80", in_interface: "wlan*"}\n'
+        '    - {name: eth1, port: 7070, to: "10.2.1.26:80", in_interface: eth1}\n'
+    )
+    tied = {key for key, h in got.items() if key.startswith("prerouting/") and not h.endswith("*")}
+    # eth* meets eth0, e* meets ens*; wlan* and eth1 never name the same interface.
+    assert tied == {
+        "prerouting/export-all-eth",
+        "prerouting/export-eth0",
+        "prerouting/export-e",
+        "prerouting/export-ens",
+    }

@@ -26,6 +26,21 @@ def _endpoint(text: str) -> tuple[ipaddress.IPv4Address, int]:
 _Match = tuple[str, int, str | None, ipaddress.IPv4Address | None]
 
 
+def _meet(one: str | None, other: str | None) -> bool:
+    """Whether two rules' input interfaces (None: any; a final '*': every name starting so,
+    as nft's iifname reads it) can name the same interface."""
+    if one is None or other is None:
+        return True
+    a, b = one.removesuffix("*"), other.removesuffix("*")
+    if one.endswith("*") and other.endswith("*"):
+        return a.startswith(b) or b.startswith(a)
+    if one.endswith("*"):
+        return b.startswith(a)
+    if other.endswith("*"):
+        return a.startswith(b)
+    return one == other
+
+
 def overlapping(matches: dict[str, _Match]) -> set[str]:
     """The rule ids whose match some other rule's match overlaps: their order decides which
     DNAT applies, so they keep their place (any other service rule can go anywhere after
@@ -37,8 +52,7 @@ def overlapping(matches: dict[str, _Match]) -> set[str]:
     for group in by_port.values():
         for index, (one, (_, _, iif, daddr)) in enumerate(group):
             for other, (_, _, iif2, daddr2) in group[index + 1 :]:
-                same_iif = iif in (None, iif2) or iif2 is None
-                if same_iif and (daddr in (None, daddr2) or daddr2 is None):
+                if _meet(iif, iif2) and (daddr in (None, daddr2) or daddr2 is None):
                     out |= {one, other}
     return out
 
