@@ -55,16 +55,12 @@ class FakeIpam:
     def __init__(self) -> None:
         self.allocator = FakeAllocator()
         self.claims: list[tuple[str, str, bool]] = []
-        self.synced_calls = 0
 
     async def claim(
         self, ident: str, cidr: CIDR, *, no_error_on_unknown: bool = False, **_: Any
     ) -> CIDR:
         self.claims.append((ident, str(cidr), no_error_on_unknown))
         return cidr
-
-    async def synced(self) -> None:
-        self.synced_calls += 1
 
 
 class BusyHost:
@@ -139,8 +135,6 @@ def test_attaches_and_detaches_run_at_once_without_the_dataplane_thread(
         calls = [part.attach(attach_request(n, a)) for n, a in wanted.items()]
         results = await asyncio.wait_for(asyncio.gather(*calls), 60)
         assert [str(addrs[0]) for _, addrs in results] == list(wanted.values())
-        # IPAM wrote its part down while the containers were plugged in; each answer waited.
-        assert ipam.synced_calls == COUNT
         saved = json.loads((tmp_path / "state" / "attachments.json").read_text())
         assert len(saved["attachments"]) == COUNT  # every record made it into the one file
         assert {n: ethwe_addresses(n) for n in containers} == {n: [a] for n, a in wanted.items()}

@@ -351,10 +351,7 @@ class AttachPart(PluggedPart[Attachment]):
                 if request.multicast_route is None
                 else request.multicast_route
             )
-            # IPAM writes the addresses down while they are plugged in; the answer waits
-            # for both (an address answered must survive a crash).
             plugged = await self._plug(target, addresses, multicast)
-            await self.ipam.synced()
             attached = replace(plugged, dns=request.dns)
             async with self._lock:
                 self._touch(target.key)

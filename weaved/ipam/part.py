@@ -164,20 +164,11 @@ class IpamPart(Component):
         if isinstance(result, Pending):
             await self._settle(result, None)
 
-    async def _settle(
-        self, result: Allocated | Claimed | Pending, wait: Wait | None, durable: bool = True
-    ) -> CIDR:
-        """The address once it is on disk: an answer given must survive a crash. Not
-        `durable`: as soon as it is decided; the caller awaits `synced()` before it answers
-        (and meanwhile may plug the address in)."""
+    async def _settle(self, result: Allocated | Claimed | Pending, wait: Wait | None) -> CIDR:
+        """The address once it is on disk: an answer given must survive a crash."""
         cidr = await self._outcome(result, wait)
-        if durable:
-            await self.store.synced()
-        return cidr
-
-    async def synced(self) -> None:
-        """Everything decided so far is on disk."""
         await self.store.synced()
+        return cidr
 
     async def _outcome(self, result: Allocated | Claimed | Pending, wait: Wait | None) -> CIDR:
         if not isinstance(result, Pending):
@@ -197,18 +188,12 @@ class IpamPart(Component):
                 wait.op_id = None
 
     async def allocate(
-        self,
-        ident: str,
-        subnet: CIDR,
-        *,
-        is_container: bool = True,
-        wait: Wait | None = None,
-        durable: bool = True,
+        self, ident: str, subnet: CIDR, *, is_container: bool = True, wait: Wait | None = None
     ) -> CIDR:
-        """Waits while there is no consensus or no space; raises IpamError. `durable`: see
-        `_settle`."""
-        result = self.allocator.allocate(ident, subnet, time.time(), is_container=is_container)
-        return await self._settle(result, wait, durable)
+        """Waits while there is no consensus or no space; raises IpamError."""
+        return await self._settle(
+            self.allocator.allocate(ident, subnet, time.time(), is_container=is_container), wait
+        )
 
     async def claim(
         self,
@@ -218,7 +203,6 @@ class IpamPart(Component):
         is_container: bool = True,
         no_error_on_unknown: bool = False,
         wait: Wait | None = None,
-        durable: bool = True,
     ) -> CIDR:
         """Waits while the ring does not exist yet or another peer owns the address (unless
         `no_error_on_unknown`: then it is recorded now and finished in the background)."""
@@ -229,7 +213,7 @@ class IpamPart(Component):
             is_container=is_container,
             no_error_on_unknown=no_error_on_unknown,
         )
-        return await self._settle(result, wait, durable)
+        return await self._settle(result, wait)
 
     def wait_text(self, wait: Wait) -> str | None:
         """What a waiting request waits for, with the words of `weaved status ipam`."""
