@@ -4,7 +4,8 @@ Prints, each next to a baseline from the same run:
 - attach latency p50/p99/max: while filling the host (all, and the last tenth), one at a time
   with N attached, and with 10 attaches in flight at once with N attached; baseline: what an
   attach does (veth into the namespace, address, up) with plain `ip` commands, one at a time
-  and 10 at once;
+  and 10 at once, and 10 at once into the daemon's bridge with N attached (the kernel's
+  share at that size: each port more costs more under the rtnl lock);
 - the daemon's idle CPU and a no-op `plan` answered by the daemon, with 10 and with N attached;
 - RSS after attaching and over K detach+attach cycles of 10 containers: the samples and the
   slope per cycle (least squares over the samples after the first tenth of the cycles, and
@@ -44,6 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from tests.helpers import Netns, sh, stop_process, wait_for
 from weaved.control import Client
+from weaved.model.resources import BRIDGE
 
 SPEC = """\
 version: 1
@@ -162,18 +164,19 @@ class Bench:
         self.names = []
 
 
-def plain_ip(host: Netns, tag: str, count: int, at_once: int) -> list[float]:
-    """Baseline: what an attach does, by hand (veth into the namespace, address, up), with
-    `at_once` of them in flight."""
-    names = [f"{tag}-b{at_once}x{i}" for i in range(count)]
+def plain_ip(host: Netns, tag: str, count: int, at_once: int, bridge: str = "") -> list[float]:
+    """Baseline: what an attach does, by hand (veth into the namespace, address, up; with
+    `bridge`, the host end made its port), with `at_once` of them in flight."""
+    names = [f"{tag}-b{at_once}{bridge[:1]}x{i}" for i in range(count)]
+    master = ["master", bridge] if bridge else []
 
     def one(i: int) -> float:
-        ns, veth = names[i], f"vb{at_once}x{i}"
+        ns, veth = names[i], f"vb{at_once}{bridge[:1]}x{i}"
         start = time.perf_counter()
         host.ip("link", "add", veth, "type", "veth", "peer", "ethwe", "netns", ns)
         sh(["ip", "-n", ns, "addr", "add", f"10.99.{i // 250}.{i % 250 + 1}/12", "dev", "ethwe"])
         sh(["ip", "-n", ns, "link", "set", "ethwe", "up"])
-        host.ip("link", "set", veth, "up")
+        host.ip("link", "set", veth, *master, "up")
         return time.perf_counter() - start
 
     try:
@@ -278,6 +281,9 @@ def main() -> int:
                 fill = first + [bench.attach(name) for name in rest]
             one = [bench.attach(name) for name in bench.new_namespaces(20)]
             many = bench.at_once(bench.new_namespaces(5 * AT_ONCE))
+            # The kernel's share at this size: a port more on a bridge of ~N ports costs
+            # more (rtnl held for bridge work, broadcasts flooding every port).
+            base_full = plain_ip(host, tag, 2 * AT_ONCE, AT_ONCE, BRIDGE)  # ≤ 1 024 ports
             large = bench.snapshot(args.idle)
             result.update(
                 {
@@ -287,6 +293,8 @@ def main() -> int:
                     f"attach_one_at_a_time_with_{args.containers - 20}": summary(one),
                     f"baseline_plain_ip_{AT_ONCE}_at_once": summary(base_many),
                     f"attach_{AT_ONCE}_at_once_with_{fill_n + 20}": summary(many),
+                    f"baseline_plain_ip_{AT_ONCE}_at_once_into_the_bridge_with_"
+                    f"{args.containers}": summary(base_full),
                     "with_10_attached": small,
                     f"with_{args.containers}_attached": large,
                 }
