@@ -14,7 +14,7 @@ import socket
 from collections.abc import Collection
 
 from weaved.attach.model import CNI_VETH_PREFIX, VETH_PREFIX
-from weaved.dataplane.rtnl import _IFINFO, HEADER, IFLA_IFNAME, _text, attrs
+from weaved.dataplane.rtnl import link_name, messages
 
 RTMGRP_LINK = 1
 RTM_NEWLINK, RTM_DELLINK = 16, 17
@@ -24,23 +24,14 @@ def veths_in(data: bytes) -> list[str]:
     """Names of weaved's container veths (`vethwepl*`, not CNI's) in announcements of links
     made, changed or deleted."""
     out = []
-    offset = 0
-    while offset + HEADER.size <= len(data):
-        length, kind, _flags, _seq, _pid = HEADER.unpack_from(data, offset)
-        if length < HEADER.size:
-            break
-        family = data[offset + HEADER.size] if length > HEADER.size else -1
+    for kind, start, end in messages(data):
+        family = data[start] if end > start else -1
         # Links come and go in AF_UNSPEC announcements; the bridge's (a port's flags) and
         # IPv6's (its per-link state) name every port over and over on an idle host.
         if kind in (RTM_NEWLINK, RTM_DELLINK) and family == socket.AF_UNSPEC:
-            start = offset + HEADER.size + _IFINFO.size
-            for attr, a, b in attrs(data, start, offset + length):
-                if attr == IFLA_IFNAME:
-                    name = _text(data, a, b)
-                    if name.startswith(VETH_PREFIX) and not name.startswith(CNI_VETH_PREFIX):
-                        out.append(name)
-                    break
-        offset += (length + 3) & ~3
+            name = link_name(data, start, end)
+            if name.startswith(VETH_PREFIX) and not name.startswith(CNI_VETH_PREFIX):
+                out.append(name)
     return out
 
 

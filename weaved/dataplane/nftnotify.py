@@ -61,24 +61,20 @@ class CommitNotes:
                 return handles, generation
             except OSError:  # ENOBUFS: some were lost
                 return {}, None
-            offset = 0
-            while offset + rtnl.HEADER.size + 4 <= len(data):
-                length, kind, _flags, _seq, _pid = rtnl.HEADER.unpack_from(data, offset)
-                if length < rtnl.HEADER.size:
-                    break
-                end = min(len(data), offset + length)
-                family = FAMILIES.get(data[offset + rtnl.HEADER.size])
-                body = offset + rtnl.HEADER.size + 4  # after nfgenmsg
+            for kind, start, end in rtnl.messages(data):
+                if end - start < 4:
+                    continue
+                family = FAMILIES.get(data[start])
+                body = start + 4  # after nfgenmsg
                 if kind == NFT_MSG_NEWGEN:
-                    for attr, start, stop in rtnl.attrs(data, body, end):
-                        if attr == NFTA_GEN_ID and stop - start >= 4:
-                            generation = int(struct.unpack_from("!I", data, start)[0])
+                    for attr, a, b in rtnl.attrs(data, body, end):
+                        if attr == NFTA_GEN_ID and b - a >= 4:
+                            generation = int(struct.unpack_from("!I", data, a)[0])
                 elif kind == NFT_MSG_NEWRULE and family is not None:
                     rule = _rule(data, body, end)
                     if rule is not None:
                         chain, comment, handle = rule
                         handles[((family, chain), comment)] = handle
-                offset += (length + 3) & ~3
 
 
 def _rule(data: bytes, start: int, end: int) -> tuple[str, str, int] | None:

@@ -281,20 +281,34 @@ class Rtnl:
         return out
 
 
-def fdb_events(data: bytes) -> list[tuple[bool, Fdb]]:
-    """The bridge forwarding entries announced in what a socket bound to RTMGRP_NEIGH read:
-    (True: added or changed, False: deleted; the entry). Other neighbours (ARP) are left out."""
-    out = []
+def messages(data: bytes) -> Iterator[tuple[int, int, int]]:
+    """Each netlink message in what a socket read: (its type, where its body starts, its
+    end); a truncated or malformed one ends the walk."""
     offset = 0
     while offset + HEADER.size <= len(data):
         length, mtype, _flags, _seq, _pid = HEADER.unpack_from(data, offset)
         if length < HEADER.size:
-            break
-        start, end = offset + HEADER.size, min(offset + length, len(data))
+            return
+        yield mtype, offset + HEADER.size, min(offset + length, len(data))
+        offset = (offset + length + 3) & ~3
+
+
+def link_name(data: bytes, start: int, end: int) -> str:
+    """The name in a link message's body (ifinfomsg and its attributes); "" without one."""
+    for attr, a, b in attrs(data, start + _IFINFO.size, end):
+        if attr == IFLA_IFNAME:
+            return _text(data, a, b)
+    return ""
+
+
+def fdb_events(data: bytes) -> list[tuple[bool, Fdb]]:
+    """The bridge forwarding entries announced in what a socket bound to RTMGRP_NEIGH read:
+    (True: added or changed, False: deleted; the entry). Other neighbours (ARP) are left out."""
+    out = []
+    for mtype, start, end in messages(data):
         neigh = mtype in (RTM_NEWNEIGH, RTM_DELNEIGH) and end - start >= _NDMSG.size
         if neigh and data[start] == socket.AF_BRIDGE:
             out.append((mtype == RTM_NEWNEIGH, _fdb(data, start, end)))
-        offset = (offset + length + 3) & ~3
     return out
 
 
