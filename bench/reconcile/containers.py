@@ -211,6 +211,8 @@ def churn(bench: Bench, names: list[str], cycles: int) -> dict[str, Any]:
         if cycle % 10 == 9:
             rss.append((cycle + 1.0, rss_mb(bench.pid)))
     took = time.monotonic() - began
+    if rss[-1][0] < cycles:  # a last sample at the end (fewer than 10 cycles since one)
+        rss.append((float(cycles), rss_mb(bench.pid)))
     if trace:
         os.kill(bench.pid, signal.SIGUSR2)
         time.sleep(5)
