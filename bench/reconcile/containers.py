@@ -170,13 +170,18 @@ def plain_ip(host: Netns, tag: str, count: int, at_once: int, bridge: str = "") 
     names = [f"{tag}-b{at_once}{bridge[:1]}x{i}" for i in range(count)]
     master = ["master", bridge] if bridge else []
 
+    def ip(ns: str, *args: str) -> None:
+        # nsenter, not `ip -n`: that one copies the mount namespace, whose cost grows with the
+        # namespaces mounted under /run/netns (~4 ms a command more with 1 000 of them).
+        sh(["nsenter", f"--net=/run/netns/{ns}", "ip", *args])
+
     def one(i: int) -> float:
         ns, veth = names[i], f"vb{at_once}{bridge[:1]}x{i}"
         start = time.perf_counter()
-        host.ip("link", "add", veth, "type", "veth", "peer", "ethwe", "netns", ns)
-        sh(["ip", "-n", ns, "addr", "add", f"10.99.{i // 250}.{i % 250 + 1}/12", "dev", "ethwe"])
-        sh(["ip", "-n", ns, "link", "set", "ethwe", "up"])
-        host.ip("link", "set", veth, *master, "up")
+        ip(host.name, "link", "add", veth, "type", "veth", "peer", "ethwe", "netns", ns)
+        ip(ns, "addr", "add", f"10.99.{i // 250}.{i % 250 + 1}/12", "dev", "ethwe")
+        ip(ns, "link", "set", "ethwe", "up")
+        ip(host.name, "link", "set", veth, *master, "up")
         return time.perf_counter() - start
 
     try:
