@@ -57,11 +57,12 @@ def overlapping(matches: dict[str, _Match]) -> set[str]:
     return out
 
 
-def _tied(spec: Spec) -> tuple[set[str], set[str]]:
-    """The service rules of prerouting and of output whose place matters (`overlapping`)."""
+def _by_direction(
+    spec: Spec,
+) -> tuple[list[tuple[str, ExportRule | RouteRule]], list[tuple[str, ImportRule | BindRule]]]:
+    """The service rules by kind name: those reached from outside (export, route) and those
+    reached from the overlay (import, bind), in the spec's order."""
     svc = spec.services
-    prerouting: dict[str, _Match] = {}
-    output: dict[str, _Match] = {}
     inbound: list[tuple[str, ExportRule | RouteRule]] = [
         *(("export", r) for r in svc.export),
         *(("route", r) for r in svc.route),
@@ -70,6 +71,14 @@ def _tied(spec: Spec) -> tuple[set[str], set[str]]:
         *(("import", r) for r in svc.import_),
         *(("bind", r) for r in svc.bind),
     ]
+    return inbound, onward
+
+
+def _tied(spec: Spec) -> tuple[set[str], set[str]]:
+    """The service rules of prerouting and of output whose place matters (`overlapping`)."""
+    prerouting: dict[str, _Match] = {}
+    output: dict[str, _Match] = {}
+    inbound, onward = _by_direction(spec)
     for kind, ex in inbound:
         proto = ex.protocol.value
         prerouting[f"{kind}-{ex.name}"] = (proto, int(ex.port), ex.in_interface, None)
@@ -85,13 +94,9 @@ def service_resources(spec: Spec) -> Iterator[Resource]:
     their chains. A masquerade rule's place never matters (every rule it could meet
     masquerades too, or returns multicast, which no service endpoint is); a DNAT rule's
     matters only when another service's match overlaps it (`overlapping`)."""
-    svc = spec.services
     br = quote_ifname(BRIDGE)
     tied_pre, tied_out = _tied(spec)
-    inbound: list[tuple[str, ExportRule | RouteRule]] = [
-        *(("export", r) for r in svc.export),
-        *(("route", r) for r in svc.route),
-    ]
+    inbound, onward = _by_direction(spec)
     for kind, ex in inbound:
         to_ip, to_port = _endpoint(ex.to)
         proto = ex.protocol.value
@@ -104,10 +109,6 @@ def service_resources(spec: Spec) -> Iterator[Resource]:
         yield rule("ip", "output", rid, dnat, note, rid not in tied_out)
         snat = f"oifname {br} ip daddr {to_ip} {proto} dport {to_port}"
         yield rule("ip", "postrouting", rid, f"{snat} ct status dnat masquerade", note, True)
-    onward: list[tuple[str, ImportRule | BindRule]] = [
-        *(("import", r) for r in svc.import_),
-        *(("bind", r) for r in svc.bind),
-    ]
     for kind, im in onward:
         ip, port = _endpoint(im.address)
         to_ip, to_port = _endpoint(im.to)
