@@ -5,13 +5,13 @@ from __future__ import annotations
 import socket
 
 from weaved.attach.linkwatch import RTM_DELLINK, RTM_NEWLINK, veths_in
-from weaved.dataplane.rtnl import _IFINFO, HEADER, IFLA_IFNAME, _attr
+from weaved.dataplane.rtnl import HEADER, IFINFO, IFLA_IFNAME, pack_attr
 
 RTM_NEWADDR = 20
 
 
 def message(kind: int, name: str, family: int = socket.AF_UNSPEC) -> bytes:
-    body = _IFINFO.pack(family, 0, 7, 0, 0) + _attr(IFLA_IFNAME, name.encode() + b"\0")
+    body = IFINFO.pack(family, 0, 7, 0, 0) + pack_attr(IFLA_IFNAME, name.encode() + b"\0")
     return HEADER.pack(HEADER.size + len(body), kind, 0, 0, 0) + body
 
 

@@ -16,7 +16,7 @@ import os
 import socket
 import threading
 
-from weaved.dataplane.rtnl import _ATTR, _IFADDR, _IFINFO, _RTMSG, _U32, Rtnl, _attr
+from weaved.dataplane.rtnl import ATTR, IFADDR, IFINFO, RTMSG, U32, Rtnl, pack_attr
 
 RTM_NEWLINK, RTM_DELLINK, RTM_SETLINK = 16, 17, 19
 RTM_NEWADDR, RTM_DELADDR, RTM_NEWROUTE, RTM_DELROUTE = 20, 21, 24, 25
@@ -35,7 +35,7 @@ _NEW = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL
 
 def _nest(kind: int, *parts: bytes) -> bytes:
     body = b"".join(parts)
-    return _ATTR.pack(_ATTR.size + len(body), kind | NLA_F_NESTED) + body + b"\0" * (-len(body) % 4)
+    return ATTR.pack(ATTR.size + len(body), kind | NLA_F_NESTED) + body + b"\0" * (-len(body) % 4)
 
 
 def _name(text: str) -> bytes:
@@ -63,21 +63,21 @@ class Netlink(Rtnl):
         self, name: str, peer: str, mtu: int, netns_fd: int | None = None, peer_mac: str = ""
     ) -> None:
         """A veth pair `name` ↔ `peer`, the peer in the namespace open at `netns_fd`."""
-        peer_attrs = _attr(IFLA_IFNAME, _name(peer)) + _attr(IFLA_MTU, _U32.pack(mtu))
+        peer_attrs = pack_attr(IFLA_IFNAME, _name(peer)) + pack_attr(IFLA_MTU, U32.pack(mtu))
         if netns_fd is not None:
-            peer_attrs += _attr(IFLA_NET_NS_FD, _U32.pack(netns_fd))
+            peer_attrs += pack_attr(IFLA_NET_NS_FD, U32.pack(netns_fd))
         if peer_mac:
-            peer_attrs += _attr(IFLA_ADDRESS, _mac(peer_mac))
+            peer_attrs += pack_attr(IFLA_ADDRESS, _mac(peer_mac))
         info = _nest(
             IFLA_LINKINFO,
-            _attr(IFLA_INFO_KIND, b"veth"),
+            pack_attr(IFLA_INFO_KIND, b"veth"),
             _nest(
                 IFLA_INFO_DATA,
-                _nest(VETH_INFO_PEER, _IFINFO.pack(socket.AF_UNSPEC, 0, 0, 0, 0) + peer_attrs),
+                _nest(VETH_INFO_PEER, IFINFO.pack(socket.AF_UNSPEC, 0, 0, 0, 0) + peer_attrs),
             ),
         )
-        body = _IFINFO.pack(socket.AF_UNSPEC, 0, 0, 0, 0)
-        body += _attr(IFLA_IFNAME, _name(name)) + _attr(IFLA_MTU, _U32.pack(mtu)) + info
+        body = IFINFO.pack(socket.AF_UNSPEC, 0, 0, 0, 0)
+        body += pack_attr(IFLA_IFNAME, _name(name)) + pack_attr(IFLA_MTU, U32.pack(mtu)) + info
         self._ack(RTM_NEWLINK, body, _NEW)
 
     def set_link(
@@ -85,36 +85,36 @@ class Netlink(Rtnl):
     ) -> None:
         """Change link `index`: its MTU, master, alias (each when given), up when `up`."""
         flags = IFF_UP if up else 0
-        body = _IFINFO.pack(socket.AF_UNSPEC, 0, index, flags, flags)
+        body = IFINFO.pack(socket.AF_UNSPEC, 0, index, flags, flags)
         if mtu:
-            body += _attr(IFLA_MTU, _U32.pack(mtu))
+            body += pack_attr(IFLA_MTU, U32.pack(mtu))
         if master:
-            body += _attr(IFLA_MASTER, _U32.pack(master))
+            body += pack_attr(IFLA_MASTER, U32.pack(master))
         if alias:
-            body += _attr(IFLA_IFALIAS, alias.encode())
+            body += pack_attr(IFLA_IFALIAS, alias.encode())
         self._ack(RTM_SETLINK, body)
 
     def set_hairpin(self, index: int, on: bool) -> None:
         """The bridge port `index`'s hairpin mode."""
-        body = _IFINFO.pack(socket.AF_BRIDGE, 0, index, 0, 0)
-        body += _nest(IFLA_PROTINFO, _attr(IFLA_BRPORT_MODE, bytes([int(on)])))
+        body = IFINFO.pack(socket.AF_BRIDGE, 0, index, 0, 0)
+        body += _nest(IFLA_PROTINFO, pack_attr(IFLA_BRPORT_MODE, bytes([int(on)])))
         self._ack(RTM_SETLINK, body)
 
     def delete_link(self, index: int) -> None:
-        self._ack(RTM_DELLINK, _IFINFO.pack(socket.AF_UNSPEC, 0, index, 0, 0))
+        self._ack(RTM_DELLINK, IFINFO.pack(socket.AF_UNSPEC, 0, index, 0, 0))
 
     def add_address(self, index: int, iface: ipaddress.IPv4Interface) -> None:
         """`iface` on link `index`, with its subnet's broadcast address below /31."""
         ip = iface.ip.packed
-        body = _IFADDR.pack(socket.AF_INET, iface.network.prefixlen, 0, 0, index)
-        body += _attr(IFA_LOCAL, ip) + _attr(IFA_ADDRESS, ip)
+        body = IFADDR.pack(socket.AF_INET, iface.network.prefixlen, 0, 0, index)
+        body += pack_attr(IFA_LOCAL, ip) + pack_attr(IFA_ADDRESS, ip)
         if iface.network.prefixlen < 31:
-            body += _attr(IFA_BROADCAST, iface.network.broadcast_address.packed)
+            body += pack_attr(IFA_BROADCAST, iface.network.broadcast_address.packed)
         self._ack(RTM_NEWADDR, body, _NEW)
 
     def delete_address(self, index: int, iface: ipaddress.IPv4Interface) -> None:
-        body = _IFADDR.pack(socket.AF_INET, iface.network.prefixlen, 0, 0, index)
-        body += _attr(IFA_LOCAL, iface.ip.packed)
+        body = IFADDR.pack(socket.AF_INET, iface.network.prefixlen, 0, 0, index)
+        body += pack_attr(IFA_LOCAL, iface.ip.packed)
         self._ack(RTM_DELADDR, body)
 
     def add_route(
@@ -131,16 +131,16 @@ class Netlink(Rtnl):
         """A route to `dst` out of link `oif`: EEXIST when there is one, unless `replace`."""
         flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE
         flags |= NLM_F_REPLACE if replace else NLM_F_EXCL
-        body = _RTMSG.pack(socket.AF_INET, dst.prefixlen, 0, 0, table, proto, scope, RTN_UNICAST, 0)
-        body += _attr(RTA_DST, dst.network_address.packed) + _attr(RTA_OIF, _U32.pack(oif))
+        body = RTMSG.pack(socket.AF_INET, dst.prefixlen, 0, 0, table, proto, scope, RTN_UNICAST, 0)
+        body += pack_attr(RTA_DST, dst.network_address.packed) + pack_attr(RTA_OIF, U32.pack(oif))
         if prefsrc:
-            body += _attr(RTA_PREFSRC, ipaddress.IPv4Address(prefsrc).packed)
+            body += pack_attr(RTA_PREFSRC, ipaddress.IPv4Address(prefsrc).packed)
         self._ack(RTM_NEWROUTE, body, flags)
 
     def delete_route(self, dst: ipaddress.IPv4Network, oif: int, proto: int, table: int) -> None:
         """The route to `dst` out of `oif` made by `proto` (ESRCH when there is none)."""
-        body = _RTMSG.pack(socket.AF_INET, dst.prefixlen, 0, 0, table, proto, 0, 0, 0)
-        body += _attr(RTA_DST, dst.network_address.packed) + _attr(RTA_OIF, _U32.pack(oif))
+        body = RTMSG.pack(socket.AF_INET, dst.prefixlen, 0, 0, table, proto, 0, 0, 0)
+        body += pack_attr(RTA_DST, dst.network_address.packed) + pack_attr(RTA_OIF, U32.pack(oif))
         self._ack(RTM_DELROUTE, body)
 
 

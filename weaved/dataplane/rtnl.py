@@ -30,13 +30,13 @@ RTM_GETROUTE = 26
 RTM_NEWNEIGH, RTM_DELNEIGH, RTM_GETNEIGH = 28, 29, 30
 
 HEADER = struct.Struct("=IHHII")  # nlmsghdr: len, type, flags, seq, pid
-_ATTR = struct.Struct("=HH")
-_IFINFO = struct.Struct("=BxHiII")  # family, type, index, flags, change
-_IFADDR = struct.Struct("=BBBBi")  # family, prefixlen, flags, scope, index
+ATTR = struct.Struct("=HH")  # nlattr: len, type
+IFINFO = struct.Struct("=BxHiII")  # family, type, index, flags, change
+IFADDR = struct.Struct("=BBBBi")  # family, prefixlen, flags, scope, index
 # family, dst_len, src_len, tos, table, protocol, scope, type, flags
-_RTMSG = struct.Struct("=BBBBBBBBI")
+RTMSG = struct.Struct("=BBBBBBBBI")
 _NDMSG = struct.Struct("=BxxxiHBB")  # family, ifindex, state, flags, type
-_U32 = struct.Struct("=I")
+U32 = struct.Struct("=I")
 _U16BE = struct.Struct("!H")
 
 IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_MASTER = 1, 3, 4, 10
@@ -112,7 +112,7 @@ class Fdb:
 def attrs(data: bytes, offset: int, end: int) -> Iterator[tuple[int, int, int]]:
     """(type, start, stop) of each attribute in data[offset:end]."""
     while offset + 4 <= end:
-        length, kind = _ATTR.unpack_from(data, offset)
+        length, kind = ATTR.unpack_from(data, offset)
         if length < 4:
             return
         yield kind & NLA_TYPE_MASK, offset + 4, offset + length
@@ -132,11 +132,12 @@ def _ipv4(data: bytes, start: int, stop: int) -> str:
 
 
 def _u32(data: bytes, start: int) -> int:
-    return int(_U32.unpack_from(data, start)[0])
+    return int(U32.unpack_from(data, start)[0])
 
 
-def _attr(kind: int, value: bytes) -> bytes:
-    return _ATTR.pack(4 + len(value), kind) + value + b"\0" * (-len(value) % 4)
+def pack_attr(kind: int, value: bytes) -> bytes:
+    """One netlink attribute: its header, the value, padding to 4 bytes."""
+    return ATTR.pack(4 + len(value), kind) + value + b"\0" * (-len(value) % 4)
 
 
 class DumpError(OSError):
@@ -200,8 +201,8 @@ class Rtnl:
     # --- links ---------------------------------------------------------------------------
     def links(self) -> list[Link]:
         """Every link of this namespace, without its statistics."""
-        body = _IFINFO.pack(socket.AF_UNSPEC, 0, 0, 0, 0)
-        body += _attr(IFLA_EXT_MASK, _U32.pack(RTEXT_FILTER_SKIP_STATS))
+        body = IFINFO.pack(socket.AF_UNSPEC, 0, 0, 0, 0)
+        body += pack_attr(IFLA_EXT_MASK, U32.pack(RTEXT_FILTER_SKIP_STATS))
         return [
             _link(data, start, end)
             for data, start, end in self._request(RTM_GETLINK, NLM_F_REQUEST | NLM_F_DUMP, body)
@@ -209,10 +210,10 @@ class Rtnl:
 
     def link(self, index: int = 0, name: str = "") -> Link | None:
         """One link by index or name; None when there is none."""
-        body = _IFINFO.pack(socket.AF_UNSPEC, 0, index, 0, 0)
-        body += _attr(IFLA_EXT_MASK, _U32.pack(RTEXT_FILTER_SKIP_STATS))
+        body = IFINFO.pack(socket.AF_UNSPEC, 0, index, 0, 0)
+        body += pack_attr(IFLA_EXT_MASK, U32.pack(RTEXT_FILTER_SKIP_STATS))
         if name:
-            body += _attr(IFLA_IFNAME, name.encode() + b"\0")
+            body += pack_attr(IFLA_IFNAME, name.encode() + b"\0")
         try:
             for data, start, end in self._request(RTM_GETLINK, NLM_F_REQUEST, body):
                 return _link(data, start, end)
@@ -225,14 +226,14 @@ class Rtnl:
     # --- addresses and routes ------------------------------------------------------------
     def addresses(self, index: int) -> list[Addr]:
         """The IPv4 addresses of link `index`."""
-        body = _IFADDR.pack(socket.AF_INET, 0, 0, 0, index if self.strict else 0)
+        body = IFADDR.pack(socket.AF_INET, 0, 0, 0, index if self.strict else 0)
         out = []
         for data, start, end in self._request(RTM_GETADDR, NLM_F_REQUEST | NLM_F_DUMP, body):
-            _family, prefixlen, _flags, _scope, ifindex = _IFADDR.unpack_from(data, start)
+            _family, prefixlen, _flags, _scope, ifindex = IFADDR.unpack_from(data, start)
             if ifindex != index:
                 continue
             address = local = label = ""
-            for kind, a, b in attrs(data, start + _IFADDR.size, end):
+            for kind, a, b in attrs(data, start + IFADDR.size, end):
                 if kind == IFA_ADDRESS:
                     address = _ipv4(data, a, b)
                 elif kind == IFA_LOCAL:
@@ -244,12 +245,12 @@ class Rtnl:
 
     def routes(self, table: int) -> list[Route]:
         """The IPv4 routes of `table` (< 256)."""
-        body = _RTMSG.pack(socket.AF_INET, 0, 0, 0, table if self.strict else 0, 0, 0, 0, 0)
+        body = RTMSG.pack(socket.AF_INET, 0, 0, 0, table if self.strict else 0, 0, 0, 0, 0)
         out = []
         for data, start, end in self._request(RTM_GETROUTE, NLM_F_REQUEST | NLM_F_DUMP, body):
-            _f, dst_len, _s, _t, rtable, proto, scope, rtype, _fl = _RTMSG.unpack_from(data, start)
+            _f, dst_len, _s, _t, rtable, proto, scope, rtype, _fl = RTMSG.unpack_from(data, start)
             dst, oif, prefsrc, mtu = "0.0.0.0", 0, "", 0
-            for kind, a, b in attrs(data, start + _RTMSG.size, end):
+            for kind, a, b in attrs(data, start + RTMSG.size, end):
                 if kind == RTA_DST:
                     dst = _ipv4(data, a, b)
                 elif kind == RTA_OIF:
@@ -272,7 +273,7 @@ class Rtnl:
         with many containers) are skipped undecoded: they never carry NDA_MASTER."""
         body = _NDMSG.pack(socket.AF_BRIDGE, ifindex, 0, 0, 0)
         if master:
-            body += _attr(NDA_MASTER, _U32.pack(master))
+            body += pack_attr(NDA_MASTER, U32.pack(master))
         out = []
         for data, start, end in self._request(RTM_GETNEIGH, NLM_F_REQUEST | NLM_F_DUMP, body):
             if master and _NDMSG.unpack_from(data, start)[3] & NTF_SELF:
@@ -295,7 +296,7 @@ def messages(data: bytes) -> Iterator[tuple[int, int, int]]:
 
 def link_name(data: bytes, start: int, end: int) -> str:
     """The name in a link message's body (ifinfomsg and its attributes); "" without one."""
-    for attr, a, b in attrs(data, start + _IFINFO.size, end):
+    for attr, a, b in attrs(data, start + IFINFO.size, end):
         if attr == IFLA_IFNAME:
             return _text(data, a, b)
     return ""
@@ -330,12 +331,12 @@ def _fdb(data: bytes, start: int, end: int) -> Fdb:
 
 
 def _link(data: bytes, start: int, end: int) -> Link:
-    _family, _type, index, flags, _change = _IFINFO.unpack_from(data, start)
+    _family, _type, index, flags, _change = IFINFO.unpack_from(data, start)
     name = mac = alias = kind = slave_kind = ""
     mtu = master = 0
     slave: tuple[int, int] | None = None
     port: tuple[tuple[str, bool], ...] | None = None
-    for attr, a, b in attrs(data, start + _IFINFO.size, end):
+    for attr, a, b in attrs(data, start + IFINFO.size, end):
         if attr == IFLA_IFNAME:
             name = _text(data, a, b)
         elif attr == IFLA_MTU:
