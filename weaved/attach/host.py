@@ -14,7 +14,6 @@ from collections.abc import Iterable
 from typing import Any
 
 from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkError
 
 from weaved.attach.kernel import (
     IFF_UP,
@@ -115,16 +114,6 @@ def host_peer(ipr: IPRoute, netns_id: int | None, peer_index: int) -> Any | None
         ):
             return link
     return None
-
-
-def delete_quietly(ipr: IPRoute, name: str) -> None:
-    """Delete the link `name` if it is there (a veth takes its peer with it); a refusal is
-    logged, not raised (this runs while another error is on its way up)."""
-    try:
-        for index in ipr.link_lookup(ifname=name):
-            ipr.link("del", index=index)
-    except NetlinkError as exc:
-        log.error("could not remove veth name=%s error=%s", name, exc)
 
 
 def route_back(nls: Netlink, ips: Iterable[ipaddress.IPv4Address], src: str) -> None:

@@ -110,7 +110,7 @@ def plug_veth(
             raise AttachError(f"{pair.host} vanished while it was plugged in")
     except BaseException:
         if created:
-            _delete_quietly(nls, pair.host)
+            delete_quietly(nls, pair.host)
         raise
     return Plugged(
         index=index,
@@ -173,13 +173,14 @@ def _create(
             raise AttachError(f"{what}: it vanished right after")
         return link
     except BaseException:
-        _delete_quietly(nls, pair.host)
+        delete_quietly(nls, pair.host)
         raise
 
 
-def _delete_quietly(nls: Netlink, name: str) -> None:
+def delete_quietly(nls: Netlink, name: str) -> None:
     """Delete the link `name` if it is there (a veth takes its peer with it); a refusal is
-    logged, not raised (this runs while another error is on its way up)."""
+    logged, not raised (this runs while another error is on its way up). `nls` is a socket in
+    the namespace of the link, e.g. `host_socket()` on a plumbing thread."""
     try:
         link = nls.link(name=name)
         if link is not None:

@@ -24,13 +24,13 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from weaved.attach import arp
-from weaved.attach.host import delete_quietly, own_bridge
+from weaved.attach.host import own_bridge
 from weaved.attach.inside import ARP_CACHE
 from weaved.attach.kernel import nl
 from weaved.attach.model import CNI_VETH_PREFIX
 from weaved.attach.netns import NetnsGone, opened, run_in_netns
 from weaved.attach.nlsock import host_socket
-from weaved.attach.veth import VethPair, plug_veth
+from weaved.attach.veth import VethPair, delete_quietly, plug_veth
 from weaved.cni.records import ALIAS_PREFIX
 from weaved.compile.antispoof import pairs_of
 from weaved.dataplane.nftsets import remove_elements
@@ -159,10 +159,10 @@ def unplug(
 
 
 def _unplug(veth: str, netns: str, ifname: str) -> None:
-    with IPRoute() as ipr:
-        if ipr.link_lookup(ifname=veth):
-            delete_quietly(ipr, veth)
-            return
+    nls = host_socket()
+    if nls.link(name=veth) is not None:
+        delete_quietly(nls, veth)
+        return
     if not netns:
         return
     try:

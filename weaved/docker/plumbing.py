@@ -14,8 +14,8 @@ from collections.abc import Sequence
 
 from pyroute2 import IPRoute
 
-from weaved.attach.host import delete_quietly
-from weaved.attach.veth import VethPair, plug_veth
+from weaved.attach.nlsock import host_socket
+from weaved.attach.veth import VethPair, delete_quietly, plug_veth
 from weaved.compile.antispoof import pairs_of
 from weaved.dataplane.nftsets import remove_elements
 from weaved.errors import ApplyError
@@ -45,9 +45,8 @@ def create_pair(
 
 def delete_pair(host: str, sent_from: Sequence[ipaddress.IPv4Address] = ()) -> None:
     """Remove the pair from the host side, then its addresses from the anti-spoofing set;
-    nothing there is not an error."""
-    with IPRoute() as ipr:
-        delete_quietly(ipr, host)
+    nothing there is not an error. Blocking: run it on a plumbing thread."""
+    delete_quietly(host_socket(), host)
     remove_elements(pairs_of(host, sent_from))
 
 
