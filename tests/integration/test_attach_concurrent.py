@@ -20,8 +20,8 @@ from typing import Any, TypeVar
 import pytest
 
 from tests.helpers import Netns, sh
+from weaved.attach import observe, plumbing
 from weaved.attach import part as attach_part
-from weaved.attach import plumbing
 from weaved.attach.netns import opened, run_in_netns
 from weaved.attach.part import AttachPart
 from weaved.attach.requests import AttachRequest, DetachRequest
@@ -247,13 +247,13 @@ def test_the_quick_check_follows_link_announcements_and_finds_a_veth_deleted_by_
     name = containers[0]
     veth = netns_target(name).veth
     listed: list[int] = []
-    real = attach_part.nothing_moved
+    real = attach_part.container_veths
 
-    def counting(*args: Any, **kwargs: Any) -> bool:
+    def counting(*args: Any, **kwargs: Any) -> Any:
         listed.append(1)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(attach_part, "nothing_moved", counting)
+    monkeypatch.setattr(attach_part, "container_veths", counting)
 
     async def scenario() -> None:
         part._links.open()
@@ -271,3 +271,50 @@ def test_the_quick_check_follows_link_announcements_and_finds_a_veth_deleted_by_
     in_ns(host, lambda: asyncio.run(scenario()))
     assert host.ip("link", "show", veth, check=False).returncode == 0  # plugged in again
     assert ethwe_addresses(name) == ["10.2.1.60/24"]
+
+
+def test_the_quick_check_takes_a_veth_an_attach_made_while_it_listed_links_for_no_news(
+    host: Netns, containers: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 16.3: with attaches always under way (10 at once), one begun after the periodic
+    check took its list of records had made its veth before the links were listed; the check
+    took it for a veth made by hand and observed the whole host (~1 s of GIL with 1 000
+    containers, at nearly every check). Made and recorded by then, it is no news; a veth
+    deleted by hand still is."""
+    part, _ipam, _ = new_part(tmp_path)
+    first, racing, other = containers[:3]
+    full_looks: list[object] = []
+    real_observe = attach_part.observe_attachments
+
+    def observing(*args: Any, **kwargs: Any) -> Any:
+        full_looks.append(kwargs.get("deep"))
+        return real_observe(*args, **kwargs)
+
+    real_listing = observe.socket.if_nameindex
+    races: list[str] = [racing]
+
+    def listing() -> list[tuple[int, str]]:
+        """An attach of `racing` begins and ends while the check lists the links."""
+        if races:
+            target = netns_target(races.pop())
+            done = plumbing.attach(target, [ipaddress.IPv4Interface("10.2.1.71/24")])
+            part.records[target.key] = done
+        return real_listing()
+
+    monkeypatch.setattr(attach_part, "observe_attachments", observing)
+    monkeypatch.setattr(observe.socket, "if_nameindex", listing)
+
+    async def scenario() -> None:
+        part._links.open()
+        await asyncio.wait_for(part.attach(attach_request(first, "10.2.1.70/24")), 30)
+        await part.resync(deep=False)  # first's veth announced: the links are listed
+        assert not races and netns_target(racing).key in part.records
+        assert full_looks == []  # racing's veth was no news
+        await asyncio.wait_for(part.attach(attach_request(other, "10.2.1.72/24")), 30)
+        await asyncio.to_thread(sh, ["ip", "link", "del", netns_target(first).veth])
+        await part.resync(deep=False)
+        assert full_looks == [False]  # a veth deleted by hand is news
+        await part.stop()
+
+    in_ns(host, lambda: asyncio.run(scenario()))
+    assert host.ip("link", "show", netns_target(first).veth, check=False).returncode == 0

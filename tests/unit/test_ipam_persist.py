@@ -13,7 +13,14 @@ from weaved.ipam.address import CIDR
 from weaved.ipam.allocator import Allocator, AllocatorConfig, ConsensusStart, SeedStart
 from weaved.ipam.errors import PersistError
 from weaved.ipam.owned import Owned
-from weaved.ipam.persist import FileStore, PersistedState, load_persisted_peer_name
+from weaved.ipam.persist import (
+    FileStore,
+    OwnedTexts,
+    PersistedState,
+    document_bytes,
+    load_persisted_peer_name,
+    to_document,
+)
 from weaved.ipam.ring import Entry, Ring
 from weaved.mesh.gossip_api import PeerName
 
@@ -63,6 +70,31 @@ def test_round_trip(tmp_path: Path) -> None:
     assert [p.name for p in (tmp_path / "state").iterdir()] == ["ipam.json"]  # no temp left
     assert load_persisted_peer_name(tmp_path / "state") == H1
     assert load_persisted_peer_name(tmp_path / "nothing") is None
+
+
+def test_owner_texts_kept_between_saves_give_the_same_bytes(tmp_path: Path) -> None:
+    """The file's bytes come from each owner's text kept between saves: through additions,
+    changes and removals they are json's compact, sorted encoding of the whole document."""
+    texts = OwnedTexts()
+    base = state()
+    owned = dict(base.owned)
+    for step in range(6):
+        if step == 1:
+            owned['c0 "é"'] = Owned((CIDR.parse("10.40.0.3/12"),))  # escaped, sorts first
+        if step == 2:
+            owned["c1"] = Owned((*owned["c1"].cidrs, CIDR.parse("10.40.0.7/12")))
+        if step == 3:
+            del owned["weave:expose"]
+        if step == 4:
+            owned["weave:expose"] = Owned(owned["c1"].cidrs, is_container=False)
+        now = PersistedState(base.peer_name, base.ring, dict(owned))
+        expected = json.dumps(to_document(now), sort_keys=True, separators=(",", ":"))
+        assert document_bytes(now, texts) == expected.encode() + b"\n"
+        assert document_bytes(now) == expected.encode() + b"\n"
+    store = FileStore(tmp_path)
+    store.save(now)
+    store.save(now)  # its texts kept: the same file
+    assert store.load() == now
 
 
 @pytest.mark.parametrize(

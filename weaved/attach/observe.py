@@ -224,23 +224,28 @@ def nothing_moved(known: Iterable[Attachment], busy: Collection[str] = ()) -> bo
     shallow observation would find nothing new; the bridge ports themselves are the
     reconciler's to watch and repair. Veths named in `busy` (calls under way make or remove
     them) are left out on both sides: a burst of attaches is no reason to decode a dump."""
-    recorded = set()
+    known = list(known)
+    present = container_veths(known)
+    if present is None:
+        return False
+    recorded = {(a.veth, a.veth_index) for a in known if a.veth not in busy}
+    return {p for p in present if p[0] not in busy} == recorded
+
+
+def container_veths(known: Iterable[Attachment]) -> set[tuple[str, int]] | None:
+    """The host's container veths (name, index), from if_nameindex(3); None when a namespace
+    path of `known` is gone or its process died (no need to list: something moved)."""
     for a in known:
-        if a.veth not in busy:
-            recorded.add((a.veth, a.veth_index))
         target = a.target
         if target.netns_path and not os.path.exists(target.netns_path):
-            return False
+            return None
         if target.pid is not None and not pid_alive(target.pid):
-            return False
-    present = {
+            return None
+    return {
         (name, index)
         for index, name in socket.if_nameindex()
-        if name.startswith(VETH_PREFIX)
-        and not name.startswith(CNI_VETH_PREFIX)
-        and name not in busy
+        if name.startswith(VETH_PREFIX) and not name.startswith(CNI_VETH_PREFIX)
     }
-    return present == recorded
 
 
 def changed_inside(known: Iterable[Attachment]) -> list[str]:

@@ -35,7 +35,7 @@ from weaved.attach.converging import Converges
 from weaved.attach.docker_follow import DockerFollower, EventSource
 from weaved.attach.inflight import InFlight
 from weaved.attach.linkwatch import LinkEvents
-from weaved.attach.observe import changed_inside, nothing_moved
+from weaved.attach.observe import changed_inside, container_veths
 from weaved.attach.plugged_part import PluggedPart
 from weaved.attach.requests import AttachRequest, DetachRequest
 from weaved.attach.routes import attach_routes
@@ -51,6 +51,7 @@ from weaved.integrations.docker_client import docker_url
 from weaved.integrations.docker_events import watch_docker_events
 from weaved.ipam.address import CIDR
 from weaved.ipam.part import IpamPart, Wait
+from weaved.model.addresses import ipv4_network
 from weaved.model.host import CONTAINER_FLAGS, WantedPort
 from weaved.part import Host
 from weaved.spec.models import DNS_LINK_ADDRESS, Spec
@@ -150,8 +151,7 @@ class AttachPart(PluggedPart[Attachment]):
         self._checks += 1
         full = self._checks % FULL_EVERY == 0
         if not look and (
-            not (self._links.moved(busy) or full)
-            or await self._plumbing.run(lambda: nothing_moved(known, busy))
+            not (self._links.moved(busy) or full) or await self._quiet_host(known, busy)
         ):
             turn = [a for a in self._inside_turn(known, inside) if a.veth not in busy]
             if not turn:
@@ -186,6 +186,22 @@ class AttachPart(PluggedPart[Attachment]):
                 self._save()
         if changed:
             self.host.mark_dirty("attachments")
+
+    async def _quiet_host(self, known: list[Attachment], busy: frozenset[str]) -> bool:
+        """True when the host's container veths are the ones recorded (`nothing_moved`), those
+        of calls under way when the check began (`busy`) or now left out on both sides. An
+        attach begun after the check took `known` made a veth before the links were listed:
+        with 10 at once nearly every check saw one, and took it for news (a full look: ~1 s
+        of GIL with 1 000 containers); it is recorded or under way by the time of comparing."""
+        present = await self._plumbing.run(lambda: container_veths(known))
+        if present is None:
+            return False
+        busy = busy | self._inflight.veths()
+        before = {(a.veth, a.veth_index) for a in known}
+        now = {(a.veth, a.veth_index) for a in self.records.values()}
+        made = {p for p in present - before - now if p[0] not in busy}
+        gone = {p for p in (before & now) - present if p[0] not in busy}
+        return not made and not gone
 
     async def _replug(self, gone: Attachment) -> Attachment | None:
         """A container whose host-side veth vanished while its namespace lives is plugged in
@@ -362,7 +378,8 @@ class AttachPart(PluggedPart[Attachment]):
                 await self._register_dns(target, attached.addresses)
         if self._converges.raced(since):
             self._settle(target, attached.veth, [a.ip for a in addresses], present=True)
-        if any(a.network not in self._known_subnets() for a in attached.addresses):
+        known = self._known_subnets()
+        if any(a.network not in known for a in attached.addresses):
             self.host.mark_dirty("attach in a new subnet")
         log.info(
             "attached target=%s addresses=%s", target.label, ",".join(str(a) for a in addresses)
@@ -434,7 +451,7 @@ class AttachPart(PluggedPart[Attachment]):
         """Subnets the firewall's isolation rules already name (compile/firewall._subnets):
         the default subnet and those of the containers the last converge knew."""
         default = self.spec.ipalloc.default_subnet or self.spec.ipalloc.range
-        return self._subnets | {ipaddress.IPv4Network(default)}
+        return self._subnets | {ipv4_network(default)}  # remembered: asked at each attach
 
     def _settle(
         self, target: Target, veth: str, ips: list[ipaddress.IPv4Address], *, present: bool

@@ -51,28 +51,38 @@ def load_records(path: Path, from_json: Callable[[dict[str, Any]], R], lost: str
 class RecordTexts:
     """Each record's JSON text, kept while the record object is the same one (records are
     immutable): rewriting the file after one attach encodes one record, not all of them
-    (~50 ms with 1 000 containers)."""
+    (~50 ms with 1 000 containers). Looked up by the object's id, not its key (a property
+    per record); the entry holds its record, so no other object has that id while it is
+    kept. The file's bytes are joined once (~350 kB with 1 000: each copy more is page
+    faults)."""
 
     def __init__(self) -> None:
-        self._texts: dict[str, tuple[Record, str]] = {}
+        self._texts: dict[int, tuple[Record, bytes]] = {}
 
-    def text(self, records: Iterable[Record]) -> str:
-        fresh: dict[str, tuple[Record, str]] = {}
+    def encoded(self, records: Iterable[Record]) -> bytes:
+        known, fresh = self._texts, {}
+        parts = [b'{"attachments": [\n']
         for record in records:
-            known = self._texts.get(record.key)
-            if known is None or known[0] is not record:
-                known = (record, json.dumps(record.to_json(), separators=(",", ":")))
-            fresh[record.key] = known
+            hit = known.get(id(record))
+            if hit is None:
+                text = json.dumps(record.to_json(), separators=(",", ":"))
+                hit = (record, text.encode())
+            fresh[id(record)] = hit
+            parts += (hit[1], b",\n")
         self._texts = fresh
-        return '{"attachments": [\n' + ",\n".join(t for _, t in fresh.values()) + "\n]}\n"
+        if len(parts) > 1:
+            parts.pop()  # the last record's separator
+        parts.append(b"\n]}\n")
+        return b"".join(parts)
 
 
 def save_records(path: Path, records: Iterable[Record], texts: RecordTexts | None = None) -> None:
     """Replace `path` with `records`; ApplyError (with a hint) when it cannot be written.
     `texts`: encode through that cache (one line per record) instead of all afresh."""
     try:
+        text: str | bytes
         if texts is not None:
-            text = texts.text(records)
+            text = texts.encoded(records)
         else:
             text = json.dumps({"attachments": [r.to_json() for r in records]}, indent=1)
         try:
@@ -87,10 +97,13 @@ def save_records(path: Path, records: Iterable[Record], texts: RecordTexts | Non
         ) from None
 
 
-def write_atomically(path: Path, tmp: Path, text: str) -> None:
+def write_atomically(path: Path, tmp: Path, text: str | bytes) -> None:
     """Replace `path`; a write that fails (a full disk) leaves no temporary file behind."""
     try:
-        tmp.write_text(text)
+        if isinstance(text, bytes):
+            tmp.write_bytes(text)
+        else:
+            tmp.write_text(text)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
