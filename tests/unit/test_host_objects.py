@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -93,6 +94,28 @@ def test_ports_are_wanted_while_their_link_exists_else_reported() -> None:
     plan = make_plan(compiled.state, observed_view(State(), compiled.state, rows, {}))
     (change,) = [c for c in plan.changes if c.kind is Kind.PORT]
     assert change.action is Action.UPDATE and change.fields == ("isolated",)
+
+
+def test_a_container_port_wants_its_own_ipv6_off_and_the_tap_leaves_it() -> None:
+    """Container ports plan `ipv6: off` (an upgraded host's ports with IPv6 on are fixed by
+    the next converge); the TAP's IPv6 is neither shown nor planned."""
+    tap = WantedPort("vethwe-tap", TAP_FLAGS, "sleeve TAP")
+    veth = WantedPort("vethwepl123", CONTAINER_FLAGS, "container c1")
+    row = PortRow("vethwepl123", "weave", True, False, False, True, True, ipv6=True)
+    rows = {"vethwe-tap": PortRow("vethwe-tap", "weave", True, True, False, True, True, True)}
+    rows["vethwepl123"] = row
+    compiled = compile_spec(spec(), Facts(wanted_ports=(tap, veth), port_rows=rows))
+    assert compiled.state.resources["port/vethwepl123"].get("ipv6") == "off"
+    assert compiled.state.resources["port/vethwe-tap"].get("ipv6") == ""
+    view = observed_view(State(), compiled.state, rows, {})
+    assert view.resources["port/vethwe-tap"].get("ipv6") == ""
+    plan = make_plan(compiled.state, view)
+    (change,) = [c for c in plan.changes if c.kind is Kind.PORT]
+    assert change.key == "port/vethwepl123" and change.fields == ("ipv6",)
+    assert change.action is Action.UPDATE
+    rows["vethwepl123"] = replace(row, ipv6=False)
+    view = observed_view(State(), compiled.state, rows, {})
+    assert not [c for c in make_plan(compiled.state, view).changes if c.kind is Kind.PORT]
 
 
 def test_a_port_nobody_recorded_is_never_planned() -> None:

@@ -23,7 +23,7 @@ from weaved.attach.kernel import (
     link_kind,
     nl,
     nsid,
-    sysctl,
+    write_sysctl,
 )
 from weaved.attach.nlsock import Netlink
 from weaved.dataplane.rtnl import Link, Rtnl
@@ -65,7 +65,7 @@ def configure_port(
     link: Link | None = None,
 ) -> None:
     """Make the link `index` an up port of the bridge with `mtu` (0: leave it), hairpin mode as
-    given, no IPv6 router advertisements, and `alias` (empty: leave it); only what differs.
+    given, its own IPv6 off, and `alias` (empty: leave it); only what differs.
     `link`: the link as the caller just read it (else it is read here).
     Reads only this link (its port flags come with it): a dump of the bridge's ports made
     every attach cost as much as the containers already attached."""
@@ -78,9 +78,9 @@ def configure_port(
         changes.append(f"{name}: mtu {link.mtu} → {mtu}")
     hairpin_now = bool(link.port_flag("hairpin"))
     down = not link.flags & IFF_UP
+    _ipv6_off(link, changes)  # before it is up: its IPv6 never starts (model/host.py)
     if down and link.master != bridge_index and not hairpin and not alias:
         # A new port: master and up in one request (each takes the kernel's rtnl lock).
-        sysctl(f"net/ipv6/conf/{name}/accept_ra", "0", changes, f"{name}: accept_ra=0")
         what = f"set {name} master {BRIDGE} up"
         nl(what, nls.set_link, index, master=bridge_index, up=True)
         changes.extend([f"{name}: master {BRIDGE}", f"{name}: up"])
@@ -96,10 +96,17 @@ def configure_port(
     if alias and link.alias != alias:
         nl(f"set {name} alias", nls.set_link, index, alias=alias)
         changes.append(f"{name}: alias {alias}")
-    sysctl(f"net/ipv6/conf/{name}/accept_ra", "0", changes, f"{name}: accept_ra=0")
     if not link.flags & IFF_UP:
         nl(f"set {name} up", nls.set_link, index, up=True)
         changes.append(f"{name}: up")
+
+
+def _ipv6_off(link: Link, changes: Changes) -> None:
+    """The port's own IPv6 off, as the plan wants it (`ipv6: off`); known from its link
+    message, so only a port that has it on is written to."""
+    # None: the kernel has no IPv6 for it
+    if link.ipv6 and write_sysctl(f"net/ipv6/conf/{link.name}/disable_ipv6", "1"):
+        changes.append(f"{link.name}: ipv6 off")
 
 
 def host_peer(ipr: IPRoute, netns_id: int | None, peer_index: int) -> Any | None:

@@ -22,7 +22,7 @@ from weaved.attach.kernel import (
     AttachError,
     Changes,
     nl,
-    sysctl,
+    write_sysctl,
 )
 from weaved.attach.model import CONTAINER_IFNAME, MULTICAST_NET, Attachment
 from weaved.attach.nlsock import Netlink
@@ -46,6 +46,7 @@ class ContainerSide:
     addresses: tuple[ipaddress.IPv4Interface, ...]
     multicast_route: bool
     tx_checksum: bool | None
+    accept_ra: int | None = None  # None: no IPv6 in the container
 
     def onto(self, a: Attachment) -> Attachment:
         """`a` with its container side as read here."""
@@ -88,6 +89,7 @@ def read_side(nls: Netlink, index: int | None = None) -> ContainerSide | None:
         addresses=addresses,
         multicast_route=multicast,
         tx_checksum=tx,
+        accept_ra=link.accept_ra,
     )
 
 
@@ -113,9 +115,10 @@ def configure_side(
         if mtu and side.mtu != mtu:
             nl(f"set {name} mtu {mtu}", nls.set_link, idx, mtu=mtu)
             changes.append(f"{name}: mtu {side.mtu} → {mtu}")
-        for key, value in ARP_CACHE.items():
-            sysctl(f"net/ipv4/neigh/{name}/{key}", value, changes, f"{name}: arp {key}={value}")
-        sysctl(f"net/ipv6/conf/{name}/accept_ra", "0", changes, f"{name}: accept_ra=0")
+        _arp_settings(nls, idx, name, changes)
+        # Read from its link message; one /proc/sys path walked only when it must change.
+        if side.accept_ra and write_sysctl(f"net/ipv6/conf/{name}/accept_ra", "0"):
+            changes.append(f"{name}: accept_ra=0")
         if tx_checksum_off and side.tx_checksum:
             try:
                 ethtool.set_tx_checksum(name, False)
@@ -154,6 +157,18 @@ def configure_side(
         if after is None:
             raise AttachError(f"{CONTAINER_IFNAME} disappeared from the container while attaching")
         return after
+
+
+def _arp_settings(nls: Netlink, idx: int, name: str, changes: Changes) -> None:
+    """ARP_CACHE on ethwe through netlink (nlsock.arp_params); only what differs is set."""
+    try:
+        have = nls.arp_params(idx)
+        differ = {k: int(v) for k, v in ARP_CACHE.items() if have.get(k) != int(v)}
+        if differ:
+            nls.set_arp_params(idx, differ)
+    except OSError as exc:
+        raise AttachError(f"cannot set {name}'s ARP settings: {exc.strerror}") from None
+    changes.extend(f"{name}: arp {k}={v}" for k, v in differ.items())
 
 
 def _add_onlink_routes(

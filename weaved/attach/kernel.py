@@ -10,7 +10,6 @@ from __future__ import annotations
 import errno
 import os
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from pyroute2 import IPRoute
@@ -69,16 +68,20 @@ def link_kind(link: Any) -> str:
     return str(info.get_attr("IFLA_INFO_KIND") or "") if info is not None else ""
 
 
-def sysctl(path: str, value: str, changes: Changes | None, what: str) -> None:
-    """Write a /proc/sys value (of the calling thread's namespace) when it differs."""
-    file = Path("/proc/sys") / path
+def write_sysctl(path: str, value: str) -> bool:
+    """Write a /proc/sys value (of the calling thread's namespace) the caller knows differs;
+    one path walk (a read first costs another). False when it is missing (its link or IPv6
+    gone): nothing to write."""
     try:
-        if file.read_text().strip() == value:
-            return
-        file.write_text(value)
+        fd = os.open(f"/proc/sys/{path}", os.O_WRONLY | os.O_CLOEXEC)
     except FileNotFoundError:
-        return  # e.g. IPv6 disabled: nothing to switch off
+        return False
     except OSError as exc:
         raise AttachError(f"cannot set {path} = {value}: {exc.strerror}") from None
-    if changes is not None:
-        changes.append(what)
+    try:
+        os.write(fd, value.encode())
+    except OSError as exc:
+        raise AttachError(f"cannot set {path} = {value}: {exc.strerror}") from None
+    finally:
+        os.close(fd)
+    return True

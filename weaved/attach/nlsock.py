@@ -14,9 +14,20 @@ from __future__ import annotations
 import ipaddress
 import os
 import socket
+import struct
 import threading
 
-from weaved.dataplane.rtnl import ATTR, IFADDR, IFINFO, RTMSG, U32, Rtnl, pack_attr
+from weaved.dataplane.rtnl import (
+    ATTR,
+    IFADDR,
+    IFINFO,
+    NLM_F_DUMP,
+    RTMSG,
+    U32,
+    Rtnl,
+    attrs,
+    pack_attr,
+)
 
 RTM_NEWLINK, RTM_DELLINK, RTM_SETLINK = 16, 17, 19
 RTM_NEWADDR, RTM_DELADDR, RTM_NEWROUTE, RTM_DELROUTE = 20, 21, 24, 25
@@ -30,6 +41,18 @@ NLA_F_NESTED = 0x8000
 IFA_ADDRESS, IFA_LOCAL, IFA_BROADCAST = 1, 2, 4
 RTA_DST, RTA_OIF, RTA_PREFSRC = 1, 4, 7
 RTPROT_BOOT, RTN_UNICAST = 3, 1
+RTM_GETNEIGHTBL, RTM_SETNEIGHTBL = 66, 67
+NDTA_NAME, NDTA_PARMS = 1, 6
+NDTPA_IFINDEX, NDTPA_BASE_REACHABLE_TIME, NDTPA_DELAY_PROBE_TIME, NDTPA_UCAST_PROBES = 1, 4, 7, 10
+ARP_TABLE = "arp_cache"
+# The ARP settings of a link's /proc/sys/net/ipv4/neigh/<link>/ files as neighbour-table
+# parameters: (attribute, its width, how many of the kernel's units one of the file's is).
+ARP_PARAMS = {
+    "base_reachable_time": (NDTPA_BASE_REACHABLE_TIME, "=Q", 1000),  # s ↔ ms
+    "delay_first_probe_time": (NDTPA_DELAY_PROBE_TIME, "=Q", 1000),
+    "ucast_solicit": (NDTPA_UCAST_PROBES, "=I", 1),
+}
+_NDTMSG = struct.Struct("=Bxxx")
 _NEW = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL
 
 
@@ -142,6 +165,39 @@ class Netlink(Rtnl):
         body = RTMSG.pack(socket.AF_INET, dst.prefixlen, 0, 0, table, proto, 0, 0, 0)
         body += pack_attr(RTA_DST, dst.network_address.packed) + pack_attr(RTA_OIF, U32.pack(oif))
         self._ack(RTM_DELROUTE, body)
+
+    # ARP settings by netlink (what `ip ntable` does): /proc/sys/net/ipv4/neigh/ethwe/… is a
+    # path the kernel looks up among every namespace's `ethwe` (its dentries are shared), an
+    # attach's cost growing with the containers on the host.
+    def arp_params(self, index: int) -> dict[str, int]:
+        """Link `index`'s ARP settings (ARP_PARAMS' names, in the /proc/sys files' units)."""
+        body = _NDTMSG.pack(socket.AF_INET)
+        for data, start, end in self._request(RTM_GETNEIGHTBL, NLM_F_REQUEST | NLM_F_DUMP, body):
+            name, parms = "", None
+            for kind, a, b in attrs(data, start + _NDTMSG.size, end):
+                if kind == NDTA_NAME:
+                    name = data[a:b].split(b"\0", 1)[0].decode(errors="replace")
+                elif kind == NDTA_PARMS:
+                    parms = {k: data[c:d] for k, c, d in attrs(data, a, b)}
+            if name != ARP_TABLE or parms is None or NDTPA_IFINDEX not in parms:
+                continue
+            if U32.unpack(parms[NDTPA_IFINDEX][:4])[0] != index:
+                continue
+            return {
+                key: struct.unpack(fmt, parms[attr][: struct.calcsize(fmt)])[0] // unit
+                for key, (attr, fmt, unit) in ARP_PARAMS.items()
+                if attr in parms
+            }
+        return {}
+
+    def set_arp_params(self, index: int, values: dict[str, int]) -> None:
+        """Set link `index`'s ARP settings (ARP_PARAMS' names and units), in one request."""
+        parms = pack_attr(NDTPA_IFINDEX, U32.pack(index))
+        for key, value in values.items():
+            attr, fmt, unit = ARP_PARAMS[key]
+            parms += pack_attr(attr, struct.pack(fmt, value * unit))
+        body = _NDTMSG.pack(socket.AF_INET) + pack_attr(NDTA_NAME, _name(ARP_TABLE))
+        self._ack(RTM_SETNEIGHTBL, body + _nest(NDTA_PARMS, parms))
 
 
 class _Local(threading.local):

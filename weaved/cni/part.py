@@ -367,7 +367,7 @@ class CniPart(PluggedPart[CniRecord]):
         ports = tuple(
             WantedPort(
                 r.veth,
-                PortFlags(isolated=False, hairpin=r.hairpin),
+                PortFlags(isolated=False, hairpin=r.hairpin, ipv6=False),
                 f"cni {r.container_id[:12]} {r.ifname}",
             )
             for r in recs

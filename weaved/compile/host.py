@@ -96,7 +96,7 @@ def observed_view(
     for want in desired.by_kind(Kind.PORT):
         name = want.key.split("/", 1)[1]
         if name in port_rows:
-            extra[want.key] = observed_port(port_rows[name], want.note)
+            extra[want.key] = observed_port(port_rows[name], want.note, ipv6=bool(want.get("ipv6")))
     for want in desired.by_kind(Kind.SYSCTL):
         name = want.key.split("/", 1)[1]
         if want.key not in observed and name in sysctls:

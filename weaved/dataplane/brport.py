@@ -53,6 +53,7 @@ def port_rows(links: Iterable[Link], prefix: str) -> dict[str, PortRow]:
             hairpin=link.port_flag("hairpin"),
             learning=link.port_flag("learning"),
             flood=link.port_flag("flood"),
+            ipv6=bool(link.ipv6),
         )
     return out
 

@@ -244,6 +244,8 @@ class Netlink:
         def differs(field: str) -> bool:
             return have is None or have.get(field) != want.get(field)
 
+        if differs("ipv6") and want.get("ipv6") == "off":  # before it is up (model/host.py)
+            self.writes += sysctl.disable_ipv6(name)
         if differs("master"):
             self._call(
                 f"set {name} master {BRIDGE}", self.ipr.link, "set", index=idx, master=bridge

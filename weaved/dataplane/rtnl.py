@@ -37,10 +37,13 @@ IFADDR = struct.Struct("=BBBBi")  # family, prefixlen, flags, scope, index
 RTMSG = struct.Struct("=BBBBBBBBI")
 _NDMSG = struct.Struct("=BxxxiHBB")  # family, ifindex, state, flags, type
 U32 = struct.Struct("=I")
+_I32 = struct.Struct("=i")
 _U16BE = struct.Struct("!H")
 
 IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_MASTER = 1, 3, 4, 10
-IFLA_PROTINFO, IFLA_LINKINFO, IFLA_IFALIAS, IFLA_EXT_MASK = 12, 18, 20, 29
+IFLA_PROTINFO, IFLA_LINKINFO, IFLA_IFALIAS, IFLA_EXT_MASK, IFLA_AF_SPEC = 12, 18, 20, 29, 26
+IFLA_INET6_CONF = 2  # in IFLA_AF_SPEC's AF_INET6: the link's devconf values, DEVCONF_* order
+DEVCONF_ACCEPT_RA, DEVCONF_DISABLE_IPV6 = 3, 26
 IFLA_INFO_KIND, IFLA_INFO_SLAVE_KIND, IFLA_INFO_SLAVE_DATA = 1, 4, 5
 IFLA_BRPORT_MODE, IFLA_BRPORT_LEARNING, IFLA_BRPORT_UNICAST_FLOOD = 4, 8, 9
 IFLA_BRPORT_ISOLATED = 33
@@ -71,6 +74,10 @@ class Link:
     kind: str = ""  # IFLA_INFO_KIND ("bridge", "veth", …); "" when the kernel names none
     # Bridge-port flags (hairpin, learning, flood, isolated) when the link is a bridge port
     port: tuple[tuple[str, bool], ...] | None = None
+    # IPv6 on the link (its disable_ipv6 is 0) and its accept_ra, from the devconf values the
+    # link's own message carries (no /proc read); None when the kernel has no IPv6 for it.
+    ipv6: bool | None = None
+    accept_ra: int | None = None
 
     def port_flag(self, name: str) -> bool | None:
         return None if self.port is None else dict(self.port).get(name)
@@ -336,6 +343,8 @@ def _link(data: bytes, start: int, end: int) -> Link:
     mtu = master = 0
     slave: tuple[int, int] | None = None
     port: tuple[tuple[str, bool], ...] | None = None
+    ipv6: bool | None = None
+    accept_ra: int | None = None
     for attr, a, b in attrs(data, start + IFINFO.size, end):
         if attr == IFLA_IFNAME:
             name = _text(data, a, b)
@@ -357,9 +366,25 @@ def _link(data: bytes, start: int, end: int) -> Link:
                     slave = (c, d)
         elif attr == IFLA_PROTINFO:  # an AF_BRIDGE message
             port = _brport(data, a, b)
+        elif attr == IFLA_AF_SPEC:
+            conf = _inet6_conf(data, a, b)
+            if conf is not None:
+                ipv6 = not _I32.unpack_from(data, conf + 4 * DEVCONF_DISABLE_IPV6)[0]
+                accept_ra = int(_I32.unpack_from(data, conf + 4 * DEVCONF_ACCEPT_RA)[0])
     if slave is not None and slave_kind == "bridge":  # a bond's slave data means other things
         port = _brport(data, *slave)
-    return Link(index, name, flags, mtu, master, mac, alias, kind, port)
+    return Link(index, name, flags, mtu, master, mac, alias, kind, port, ipv6, accept_ra)
+
+
+def _inet6_conf(data: bytes, start: int, stop: int) -> int | None:
+    """Where the IPv6 devconf values start in a link's IFLA_AF_SPEC; None without them."""
+    for family, a, b in attrs(data, start, stop):
+        if family == socket.AF_INET6:
+            for kind, c, d in attrs(data, a, b):
+                if kind == IFLA_INET6_CONF:
+                    return c if d - c >= 4 * (DEVCONF_DISABLE_IPV6 + 1) else None
+            return None
+    return None
 
 
 def _brport(data: bytes, start: int, stop: int) -> tuple[tuple[str, bool], ...]:

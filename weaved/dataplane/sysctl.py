@@ -61,6 +61,18 @@ def disable_ipv6_autoconf(ifname: str) -> int:
     return writes
 
 
+def disable_ipv6(ifname: str) -> int:
+    """IPv6 off on a link (a container's bridge port: model/host.py); the number of writes
+    made (0: the link or the host's IPv6 is gone)."""
+    try:
+        _path(ifname, "disable_ipv6").write_text("1")
+    except FileNotFoundError:
+        return 0
+    except OSError as exc:
+        raise ApplyError(f"set {ifname} ipv6 off: {exc.strerror}") from exc
+    return 1
+
+
 # --- settings weaved owns (model.host.SYSCTLS) ------------------------------------------------
 def sysctl_path(name: str) -> Path:
     return Path("/proc/sys") / name.replace(".", "/")

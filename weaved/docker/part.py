@@ -39,7 +39,7 @@ from weaved.integrations.docker_client import connect, docker_url
 from weaved.ipam.address import CIDR
 from weaved.ipam.errors import IpamError
 from weaved.ipam.part import IpamPart
-from weaved.model.host import PortFlags, WantedPort
+from weaved.model.host import CONTAINER_FLAGS, WantedPort
 from weaved.part import Component, Host
 from weaved.spec.models import Spec
 
@@ -375,7 +375,7 @@ class DockerPluginPart(Component):
     # --- facts and serving ----------------------------------------------------------------
     def facts(self, facts: RuntimeFacts) -> RuntimeFacts:
         ports = tuple(
-            WantedPort(e.veth, PortFlags(isolated=False, hairpin=False), f"docker {ep[:12]}")
+            WantedPort(e.veth, CONTAINER_FLAGS, f"docker {ep[:12]}")
             for ep, e in self.endpoints.items()
         )
         # Addresses per port: anti-spoofing, and weaveDNS's route back to each container.

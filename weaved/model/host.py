@@ -7,6 +7,13 @@ one is never sent again over the other); container ports are not isolated (they 
 each other and both overlays); no port is in hairpin mode (a frame never goes back out where
 it came from); every port but the VXLAN one learns and floods (sleeve relies on learning the
 MACs behind the TAP). The VXLAN port's own flags live on its `link/vxlan-6784` object.
+
+A container's host-side veth has IPv6 off (`ipv6: off`, its disable_ipv6): a bridge port never
+uses its own IP stack (its frames go to the bridge), and with IPv6 on each port adds its
+link-local, local and multicast routes to the host's IPv6 FIB, which the kernel walks under its
+rtnl lock at every port that comes up (an attach's cost grew with the containers attached), and
+sends MLD reports and DAD probes that flood every port. Sleeve's TAP switches its IPv6 off
+itself (datapath/sleeve/tap.py); it is not planned here.
 """
 
 from __future__ import annotations
@@ -30,10 +37,11 @@ class PortFlags:
     hairpin: bool = False
     learning: bool = True
     flood: bool = True
+    ipv6: bool | None = None  # the port's own IPv6; None: not weaved's to set
 
 
 TAP_FLAGS = PortFlags(isolated=True)
-CONTAINER_FLAGS = PortFlags(isolated=False)
+CONTAINER_FLAGS = PortFlags(isolated=False, ipv6=False)
 
 
 @dataclass(frozen=True)
@@ -57,6 +65,7 @@ class PortRow:
     hairpin: bool | None = None
     learning: bool | None = None
     flood: bool | None = None
+    ipv6: bool = False  # the link's own IPv6 is on (off too when the kernel has no IPv6)
 
 
 def _on_off(value: bool | None) -> str | None:
@@ -79,12 +88,14 @@ def port_resource(want: WantedPort) -> Resource:
             hairpin=_on_off(f.hairpin),
             learning=_on_off(f.learning),
             flood=_on_off(f.flood),
+            ipv6=_on_off(f.ipv6),
         ),
         want.note,
     )
 
 
-def observed_port(row: PortRow, note: str = "") -> Resource:
+def observed_port(row: PortRow, note: str = "", *, ipv6: bool = False) -> Resource:
+    """The port as the kernel has it; its IPv6 setting shown when it is wanted (`ipv6`)."""
     return Resource(
         port_key(row.name),
         Kind.PORT,
@@ -95,6 +106,7 @@ def observed_port(row: PortRow, note: str = "") -> Resource:
             hairpin=_on_off(row.hairpin),
             learning=_on_off(row.learning),
             flood=_on_off(row.flood),
+            ipv6=_on_off(row.ipv6) if ipv6 else None,
         ),
         note,
     )

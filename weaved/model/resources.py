@@ -40,7 +40,7 @@ class Kind(StrEnum):
 # Attributes that can be changed without deleting the object; anything else means replace.
 UPDATABLE: Mapping[Kind, frozenset[str]] = {
     Kind.LINK: frozenset({"mtu", "alias", "mac", "state", "ipv6_autoconf", "promote_secondaries"}),
-    Kind.PORT: frozenset({"master", "state", "isolated", "hairpin", "learning", "flood"}),
+    Kind.PORT: frozenset({"master", "state", "isolated", "hairpin", "learning", "flood", "ipv6"}),
     Kind.SYSCTL: frozenset({"value"}),
     Kind.NFT_CHAIN: frozenset({"policy"}),
     Kind.NFT_RULE: frozenset(),

@@ -1,0 +1,100 @@
+"""A container's host-side veth has IPv6 off (a bridge port never uses its own IP stack; with it
+on, each port added routes to the host's IPv6 FIB that every port coming up made the kernel
+walk): planned as the port's `ipv6: off`, repaired when someone turns it on again, while the
+containers keep their own IPv6 on ethwe. Inside, ethwe gets Weave's ARP
+settings (set by netlink, not through /proc/sys) and no router advertisements."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import Netns, netns, stop_process, wait_for
+from weaved.attach.target import netns_target
+
+pytestmark = pytest.mark.timeout(180)
+
+SPEC = 'version: 1\npeer: {name: "3e:80:e7:5a:63:c4"}\nexpose: [{cidr: 10.2.1.1/24}]\n'
+
+
+@pytest.fixture
+def daemon(tmp_path: Path) -> Iterator[tuple[Netns, Path]]:
+    spec = tmp_path / "weave.yaml"
+    spec.write_text(SPEC)
+    with netns("wak6-h") as ns:
+        proc = ns.popen_weaved(spec, "daemon", "--resync", "600", log=tmp_path / "daemon.log")
+        try:
+            wait_for(lambda: "converged at" in ns.weaved(spec, "status", check=False).stdout, 20)
+            yield ns, spec
+        finally:
+            stop_process(proc)
+
+
+def proc_sys(ns: Netns, path: str) -> str:
+    return ns.run(["cat", f"/proc/sys/{path}"]).stdout.strip()
+
+
+def link_local(ns: Netns) -> str:
+    out = ns.ip("-6", "-o", "addr", "show", "dev", "ethwe", "scope", "link").stdout
+    found = re.search(r"inet6 (fe80::[0-9a-f:]+)/64", out)
+    assert found is not None, out
+    return found.group(1)
+
+
+def plan_changes(ns: Netns, spec: Path) -> dict[str, dict[str, object]]:
+    data = json.loads(ns.weaved(spec, "plan", "--json").stdout)
+    return {c["key"]: c for c in data["changes"]}
+
+
+def test_host_side_ipv6_off_planned_repaired_and_containers_talk_ipv6(
+    daemon: tuple[Netns, Path],
+) -> None:
+    ns, spec = daemon
+    with Netns("wak6-c1") as c1, Netns("wak6-c2") as c2:
+        for c, ip in ((c1, "10.2.1.31/24"), (c2, "10.2.1.32/24")):
+            ns.weaved(spec, "attach", ip, c.name)
+        veth = netns_target(c1.name).veth
+        # The port's own IPv6 is off, so it has no address and the host no route for it.
+        assert proc_sys(ns, f"net/ipv6/conf/{veth}/disable_ipv6") == "1"
+        assert veth not in ns.ip("-6", "route", "show", "table", "all").stdout
+        # Inside: Weave's ARP settings and no router advertisements on ethwe.
+        neigh = "net/ipv4/neigh/ethwe/"
+        assert proc_sys(c1, neigh + "base_reachable_time") == "5"
+        assert proc_sys(c1, neigh + "delay_first_probe_time") == "2"
+        assert proc_sys(c1, neigh + "ucast_solicit") == "1"
+        assert proc_sys(c1, "net/ipv6/conf/ethwe/accept_ra") == "0"
+
+        # The containers keep their own IPv6 on ethwe (a link-local address past DAD); the
+        # bridge forwards no IPv6 between them (its isolate-ipv6 rule, unchanged).
+        wait_for(lambda: "tentative" not in c1.ip("-6", "addr", "show", "dev", "ethwe").stdout)
+        ping = ["ping", "-6", "-c1", "-W1", link_local(c1) + "%ethwe"]
+        assert c1.run(ping, check=False, timeout=10).returncode == 0
+
+        assert f"port/{veth}" not in plan_changes(ns, spec)
+        ns.run(["sysctl", "-qw", f"net.ipv6.conf.{veth}.disable_ipv6=0"])  # by hand
+        text = ns.weaved(spec, "plan").stdout
+        assert f"~ port/{veth}  ipv6: on → off" in text, text
+        ns.weaved(spec, "apply")
+        assert proc_sys(ns, f"net/ipv6/conf/{veth}/disable_ipv6") == "1"
+        assert ns.weaved(spec, "plan", "--detailed-exitcode").returncode == 0
+        assert c1.run(ping, check=False, timeout=10).returncode == 0
+
+
+def test_attaching_again_changes_nothing_inside(daemon: tuple[Netns, Path]) -> None:
+    """The ARP settings and accept_ra are read back (netlink) and not written again; one
+    changed by hand is set again by the next attach."""
+    ns, spec = daemon
+    with Netns("wak6-c3") as c:
+        ns.weaved(spec, "attach", "10.2.1.33/24", c.name)
+        c.run(["sysctl", "-qw", "net.ipv4.neigh.ethwe.ucast_solicit=3"])
+        log = spec.parent / "daemon.log"
+        before = log.read_text()
+        ns.weaved(spec, "attach", "10.2.1.33/24", c.name)
+        assert proc_sys(c, "net/ipv4/neigh/ethwe/ucast_solicit") == "1"
+        new = log.read_text()[len(before) :]
+        assert "ethwe: arp ucast_solicit=1" in new, new
+        assert "base_reachable_time" not in new and "accept_ra" not in new, new
