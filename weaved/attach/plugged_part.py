@@ -4,12 +4,14 @@ they change; the background tasks stopped with the part; the spec in force.
 
 The records file is rewritten whole (atomically) on every change; `_persist` lets calls that
 change records at the same time share one write, so a burst of attaches is not a burst of
-whole-file rewrites.
+whole-file rewrites. `_save` (on the event loop) and `_persist`'s thread write one at a time,
+each through the kept texts, and a write never replaces a file holding later changes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -49,7 +51,8 @@ class PluggedPart(Component, Generic[R]):
         self._changes = 0  # record changes made so far …
         self._written = 0  # … and how many of them the file holds
         self._writing = asyncio.Lock()
-        self._texts = RecordTexts()  # used by the writer only (one at a time)
+        self._file = threading.Lock()  # held by the one writing the file (loop or thread)
+        self._texts = RecordTexts()  # used under _file only
         # Kernel work of plugs and unplugs: off the daemon's dataplane thread, so a plug never
         # waits behind a converge of the whole host.
         self._plumbing = Plumbing()
@@ -62,10 +65,20 @@ class PluggedPart(Component, Generic[R]):
     def _load(self) -> dict[str, R]:
         return load_records(self.store, self._from_json, self._lost)
 
+    def _write(self, records: list[R], upto: int) -> None:
+        """Write `records`, the records as of change `upto`, unless the file holds a later
+        change already: `_save` on the loop wrote while `_persist`'s thread held an older
+        list (that write, landing last, lost the newer records until the next write)."""
+        with self._file:
+            if self._written >= upto:
+                return
+            save_records(self.store, records, self._texts)
+            self._written = upto
+
     def _save(self) -> None:
-        save_records(self.store, self.records.values())
+        """Write the records now, on the event loop (a resync, a container's death)."""
         self._changes += 1
-        self._written = self._changes
+        self._write(list(self.records.values()), self._changes)
 
     async def _persist(self) -> None:
         """Write the records, with the caller's change in them, on a thread; callers that come
@@ -75,10 +88,8 @@ class PluggedPart(Component, Generic[R]):
         async with self._writing:
             if self._written >= mine:
                 return  # a write that started after our change has it
-            upto = self._changes
             records = list(self.records.values())
-            await asyncio.to_thread(save_records, self.store, records, self._texts)
-            self._written = max(self._written, upto)
+            await asyncio.to_thread(self._write, records, self._changes)
 
     def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
         self._tasks.append(asyncio.create_task(work, name=name))
