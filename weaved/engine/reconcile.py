@@ -141,18 +141,14 @@ def apply_spec(
         report = dataplane.execute(planned.plan, planned.compiled.state)
         t1 = time.perf_counter()
         phases.append(("execute", t1 - t0))
-        # Verify: observe again what the plan touched (the rest was in sync a moment ago).
+        # Verify: observe again what the plan touched (the rest was in sync a moment ago),
+        # less what the parts also write (written_by_parts).
         touched = frozenset(c.kind for c in planned.plan.changes)
         fresh = dataplane.observe(touched)
         wanted = without_vanished_ports(planned.compiled.state.by_kinds(touched), fresh.ports)
         after = owned(fresh, wanted).by_kinds(touched)
-        written = {c.key for c in planned.plan.changes}
         residue = Plan(
-            tuple(
-                c
-                for c in make_plan(wanted, after).changes
-                if c.key in written or not written_by_parts(c)
-            )
+            tuple(c for c in make_plan(wanted, after).changes if not written_by_parts(c))
         )
         if not residue.empty:
             raise ApplyError(
@@ -176,10 +172,11 @@ def apply_spec(
 def written_by_parts(change: Change) -> bool:
     """An object the attach, CNI and Docker-plugin parts also write, at any time, for the
     containers they plug and unplug: a port's anti-spoofing element, weaveDNS's route back to
-    a container. A converge plans them from the facts taken at its start; a container plugged
-    or unplugged between its execute and its verify is not its failure (the call made its
-    objects itself; the next converge plans from its record), so verify checks only those
-    the converge wrote."""
+    a container. A converge plans them from the facts taken at its start, and a part may make
+    or remove them again (a call for the same container) between the converge's execute and
+    its verify: the kernel then differs from the converge's plan and is right. So verify
+    leaves them out (the kernel acknowledged each write; the next converge's plan, from the
+    parts' records, repairs any drift)."""
     if change.kind is Kind.NFT_ELEMENT:
         return True
     return change.kind is Kind.ROUTE and change.resource.get("src") == DNS_LINK_ADDRESS
