@@ -123,12 +123,15 @@ def host_peer(ipr: IPRoute, netns_id: int | None, peer_index: int) -> Any | None
     return None
 
 
-def route_back(nls: Netlink, ips: Iterable[ipaddress.IPv4Address], src: str) -> None:
+def route_back(
+    nls: Netlink, ips: Iterable[ipaddress.IPv4Address], src: str, bridge: Link | None = None
+) -> None:
     """weaveDNS's /32 routes back to a container's addresses (compile/dns.py's, which the next
     converge would add): made by the attach itself, so the container's first lookup is
     answered without waiting for one. An address inside a subnet the bridge has an address in
-    needs none. Without the bridge's link address (no converge yet) nothing is made here."""
-    bridge = nls.link(name=BRIDGE)
+    needs none. Without the bridge's link address (no converge yet) nothing is made here.
+    `bridge`: as the caller just read it (else it is read here)."""
+    bridge = nls.link(name=BRIDGE) if bridge is None else bridge
     if bridge is None:
         return
     own = [

@@ -76,10 +76,6 @@ def read_side(nls: Netlink, index: int | None = None) -> ContainerSide | None:
         and r.oif == index
         for r in nls.routes(MAIN_TABLE)
     )
-    try:
-        tx: bool | None = ethtool.tx_checksum(link.name)
-    except OSError:
-        tx = None
     return ContainerSide(
         index=index,
         name=link.name,
@@ -88,7 +84,32 @@ def read_side(nls: Netlink, index: int | None = None) -> ContainerSide | None:
         up=bool(link.flags & IFF_UP),
         addresses=addresses,
         multicast_route=multicast,
-        tx_checksum=tx,
+        tx_checksum=_tx_checksum(link.name),
+        accept_ra=link.accept_ra,
+    )
+
+
+def _tx_checksum(name: str) -> bool | None:
+    try:
+        return ethtool.tx_checksum(name)
+    except OSError:
+        return None
+
+
+def _new_side(nls: Netlink) -> ContainerSide | None:
+    """ethwe just created: its link read, the rest as a new veth has it."""
+    link = nls.link(name=CONTAINER_IFNAME)
+    if link is None:
+        return None
+    return ContainerSide(
+        index=link.index,
+        name=link.name,
+        mac=link.mac,
+        mtu=link.mtu,
+        up=bool(link.flags & IFF_UP),
+        addresses=(),
+        multicast_route=False,
+        tx_checksum=True,
         accept_ra=link.accept_ra,
     )
 
@@ -105,10 +126,15 @@ def configure_side(
     changes: Changes,
     tx_checksum_off: bool = True,
     onlink_routes: Sequence[ipaddress.IPv4Network] = (),
+    *,
+    fresh: bool = False,
 ) -> ContainerSide:
-    """Bring ethwe to the wanted state; only what differs is written."""
+    """Bring ethwe to the wanted state; only what differs is written. `fresh`: the caller
+    just created ethwe, so only its link is read (no address, no route of its own, TX
+    checksum offload on: a new veth's), and what it then is follows from what the kernel
+    acknowledged here, not read again."""
     with Netlink() as nls:
-        side = read_side(nls)
+        side = _new_side(nls) if fresh else read_side(nls)
         if side is None:
             raise AttachError(f"{CONTAINER_IFNAME} disappeared from the container while attaching")
         idx, name = side.index, side.name
@@ -143,16 +169,28 @@ def configure_side(
                 changes.extend(f"{name}: gratuitous ARP for {i.ip}" for i in added)
             except OSError as exc:  # peers' short ARP timeouts will catch up
                 log.warning("gratuitous ARP failed ifname=%s error=%s", name, exc)
+        multicast = side.multicast_route
         if multicast_route and not side.multicast_route:
             try:
                 nls.add_route(MULTICAST_NET, idx, RT_SCOPE_LINK, MAIN_TABLE)
                 changes.append(f"{name}: route {MULTICAST_NET} dev {name}")
+                multicast = True
             except OSError as exc:
                 if exc.errno != errno.EEXIST:  # someone else's multicast route: leave it
                     raise AttachError(
                         f"add route {MULTICAST_NET} dev {name}: {exc.strerror}"
                     ) from None
         _add_onlink_routes(nls, idx, name, onlink_routes, changes)
+        if fresh:
+            return replace(
+                side,
+                mtu=mtu or side.mtu,
+                up=True,
+                addresses=tuple(added),
+                multicast_route=multicast,
+                tx_checksum=False if tx_checksum_off else _tx_checksum(name),
+                accept_ra=0 if side.accept_ra is not None else None,
+            )
         after = read_side(nls, idx)
         if after is None:
             raise AttachError(f"{CONTAINER_IFNAME} disappeared from the container while attaching")

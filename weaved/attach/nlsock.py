@@ -19,19 +19,23 @@ import threading
 
 from weaved.dataplane.rtnl import (
     ATTR,
+    HEADER,
     IFADDR,
     IFINFO,
     NLM_F_DUMP,
     RTMSG,
     U32,
+    Link,
     Rtnl,
     attrs,
+    link_message,
     pack_attr,
 )
 
 RTM_NEWLINK, RTM_DELLINK, RTM_SETLINK = 16, 17, 19
 RTM_NEWADDR, RTM_DELADDR, RTM_NEWROUTE, RTM_DELROUTE = 20, 21, 24, 25
-NLM_F_REQUEST, NLM_F_ACK, NLM_F_REPLACE, NLM_F_EXCL, NLM_F_CREATE = 0x1, 0x4, 0x100, 0x200, 0x400
+NLM_F_REQUEST, NLM_F_ACK, NLM_F_ECHO = 0x1, 0x4, 0x8
+NLM_F_REPLACE, NLM_F_EXCL, NLM_F_CREATE = 0x100, 0x200, 0x400
 IFF_UP = 0x1
 IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_MASTER = 1, 3, 4, 10
 IFLA_PROTINFO, IFLA_LINKINFO, IFLA_IFALIAS, IFLA_NET_NS_FD = 12, 18, 20, 28
@@ -84,8 +88,10 @@ class Netlink(Rtnl):
 
     def add_veth(
         self, name: str, peer: str, mtu: int, netns_fd: int | None = None, peer_mac: str = ""
-    ) -> None:
-        """A veth pair `name` ↔ `peer`, the peer in the namespace open at `netns_fd`."""
+    ) -> Link | None:
+        """A veth pair `name` ↔ `peer`, the peer in the namespace open at `netns_fd`; the new
+        host end as the kernel echoes it (NLM_F_ECHO: no read after), None from a kernel
+        that does not echo a new link (before 6.3)."""
         peer_attrs = pack_attr(IFLA_IFNAME, _name(peer)) + pack_attr(IFLA_MTU, U32.pack(mtu))
         if netns_fd is not None:
             peer_attrs += pack_attr(IFLA_NET_NS_FD, U32.pack(netns_fd))
@@ -101,7 +107,12 @@ class Netlink(Rtnl):
         )
         body = IFINFO.pack(socket.AF_UNSPEC, 0, 0, 0, 0)
         body += pack_attr(IFLA_IFNAME, _name(name)) + pack_attr(IFLA_MTU, U32.pack(mtu)) + info
-        self._ack(RTM_NEWLINK, body, _NEW)
+        for data, start, end in self._request(RTM_NEWLINK, _NEW | NLM_F_ECHO, body):
+            if HEADER.unpack_from(data, start - HEADER.size)[1] == RTM_NEWLINK:
+                found = link_message(data, start, end)
+                if found.name == name:
+                    return found
+        return None
 
     def set_link(
         self, index: int, *, mtu: int = 0, master: int = 0, up: bool = False, alias: str = ""

@@ -69,7 +69,13 @@ def attach(
             plugged = plug_veth(
                 VethPair(name, CONTAINER_IFNAME, fd, where=target.label),
                 lambda mtu: configure_side(
-                    mtu, list(addresses), multicast_route, done, tx_checksum_off, onlink_routes
+                    mtu,
+                    list(addresses),
+                    multicast_route,
+                    done,
+                    tx_checksum_off,
+                    onlink_routes,
+                    fresh=existing is None,  # else plug_veth made the pair, or raised
                 ),
                 existing=existing,
                 bridge=bridge,
@@ -86,7 +92,7 @@ def attach(
                 _plugged_into(fd, inside.index, target)  # says whose ethwe is in the way
             raise
     if route_back_from:
-        route_back(nls, [a.ip for a in addresses], route_back_from)
+        route_back(nls, [a.ip for a in addresses], route_back_from, bridge)
     if done:
         log.info("attached target=%s changes=%s", target.label, "; ".join(done))
     host_side = Attachment(target, plugged.name, bridged=plugged.bridged, veth_index=plugged.index)

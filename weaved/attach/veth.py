@@ -158,7 +158,7 @@ def _create(
     """The new pair's host end; None with `exist_ok` when a name is taken (EEXIST)."""
     what = f"create veth {pair.host} ↔ {pair.peer}"
     try:
-        nls.add_veth(pair.host, pair.peer, mtu, pair.netns_fd, pair.peer_mac or "")
+        echoed = nls.add_veth(pair.host, pair.peer, mtu, pair.netns_fd, pair.peer_mac or "")
     except OSError as exc:
         if exc.errno is None:
             raise
@@ -167,6 +167,8 @@ def _create(
         raise refusal(what, exc.errno) from None
     where = f"{pair.where}:" if pair.where else ""
     changes.append(f"create veth {pair.host} ↔ {where}{pair.peer}")
+    if echoed is not None:
+        return echoed
     try:
         link = nls.link(name=pair.host)
         if link is None:

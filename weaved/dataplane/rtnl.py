@@ -376,6 +376,11 @@ def _link(data: bytes, start: int, end: int) -> Link:
     return Link(index, name, flags, mtu, master, mac, alias, kind, port, ipv6, accept_ra)
 
 
+def link_message(data: bytes, start: int, end: int) -> Link:
+    """A link message's body (a dump's, or the new link a request echoes) as a Link."""
+    return _link(data, start, end)
+
+
 def _inet6_conf(data: bytes, start: int, stop: int) -> int | None:
     """Where the IPv6 devconf values start in a link's IFLA_AF_SPEC; None without them."""
     for family, a, b in attrs(data, start, stop):
