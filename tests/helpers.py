@@ -95,6 +95,20 @@ def netns(prefix: str = "wdt") -> Iterator[Netns]:
         yield ns
 
 
+@contextmanager
+def bare_namespaces(prefix: str, count: int) -> Iterator[list[str]]:
+    """`count` named network namespaces with nothing in them (containers to attach), deleted
+    afterwards."""
+    names = [Netns(prefix).name for _ in range(count)]
+    for name in names:
+        sh(["ip", "netns", "add", name])
+    try:
+        yield names
+    finally:
+        for name in names:
+            sh(["ip", "netns", "delete", name], check=False)
+
+
 def wait_for(predicate: Callable[[], bool], timeout: float = 10.0, interval: float = 0.02) -> float:
     """Seconds until `predicate()` held; AssertionError after `timeout`."""
     start = time.monotonic()

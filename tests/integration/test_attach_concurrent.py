@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from tests.helpers import Netns, sh
+from tests.helpers import Netns, bare_namespaces, sh
 from weaved.attach import observe, plumbing
 from weaved.attach import part as attach_part
 from weaved.attach.netns import opened, run_in_netns
@@ -88,14 +88,8 @@ def host(tmp_path: Path) -> Iterator[Netns]:
 
 @pytest.fixture
 def containers() -> Iterator[list[str]]:
-    names = [Netns("wdac-c").name for _ in range(COUNT)]
-    for name in names:
-        sh(["ip", "netns", "add", name])
-    try:
+    with bare_namespaces("wdac-c", COUNT) as names:
         yield names
-    finally:
-        for name in names:
-            sh(["ip", "netns", "delete", name], check=False)
 
 
 def new_part(tmp_path: Path) -> tuple[AttachPart, FakeIpam, BusyHost]:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import Netns, sh, stop_process, wait_for
+from tests.helpers import Netns, bare_namespaces, stop_process, wait_for
 from weaved.control import Client, DaemonError
 
 pytestmark = pytest.mark.timeout(120)
@@ -26,14 +26,8 @@ SECONDS = 15.0
 
 @pytest.fixture
 def containers() -> Iterator[list[str]]:
-    names = [Netns("wdvr-c").name for _ in range(COUNT)]
-    for name in names:
-        sh(["ip", "netns", "add", name])
-    try:
+    with bare_namespaces("wdvr-c", COUNT) as names:
         yield names
-    finally:
-        for name in names:
-            sh(["ip", "netns", "delete", name], check=False)
 
 
 def set_elements(host: Netns) -> list[object]:
