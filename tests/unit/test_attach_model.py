@@ -15,6 +15,7 @@ from weaved.attach.model import (
     Target,
     TargetKind,
     netns_veth_id,
+    netns_veth_ids,
     veth_name,
 )
 
@@ -43,6 +44,17 @@ def test_named_netns_gets_a_stable_short_hash_never_mistaken_for_a_pid() -> None
         TargetKind.NETNS, "netns:wdt-abc123", "wdt-abc123", None, "/run/netns/wdt-abc123"
     )
     assert target.veth == "vethwepl" + a and len(target.veth) == 15
+
+
+def test_a_named_netns_has_a_second_name_for_when_its_first_is_taken() -> None:
+    # Two names whose first six hex digits of SHA-256 are the same (found by a search).
+    first_a, second_a = netns_veth_ids("akb-79d1-545")
+    first_b, second_b = netns_veth_ids("akb-79d1-876")
+    assert first_a == first_b == "nb1ef63" == netns_veth_id("akb-79d1-545")
+    assert second_a != second_b and second_a.startswith("m") and len(second_a) == 7
+    target = Target(TargetKind.NETNS, "netns:akb-79d1-876", "akb-79d1-876", None, "/x")
+    assert target.second_veth == "vethwepl" + second_b and len(target.second_veth) == 15
+    assert Target(TargetKind.PID, "pid:77", "77", 77, "/proc/77/ns/net").second_veth == ""
 
 
 def test_pid_and_docker_targets_are_named_by_pid() -> None:

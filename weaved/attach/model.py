@@ -22,6 +22,9 @@ CNI_VETH_PREFIX = VETH_PREFIX + "c"
 IFNAMSIZ = 16  # the kernel's limit, including the trailing NUL
 MAX_ID_LEN = IFNAMSIZ - 1 - len(VETH_PREFIX)  # 7 characters are left for the id
 NETNS_ID_MARK = "n"  # a named netns gets "n" + a short hash, never all digits like a PID
+# … or "m" + the hash's next digits when its "n" name is another namespace's veth already (six
+# hex digits collide: ~3 % of hosts with 1 000 named namespaces hold such a pair).
+NETNS_SECOND_MARK = "m"
 MULTICAST_NET = ipaddress.IPv4Network("224.0.0.0/4")
 
 
@@ -37,10 +40,16 @@ class AttachmentState(StrEnum):
     GONE = "gone"  # known before, now nothing is left (the netns died, taking the veth with it)
 
 
-def netns_veth_id(name: str) -> str:
-    """The stable short id of a named netns in its veth's name (it has no single PID)."""
+def netns_veth_ids(name: str) -> tuple[str, str]:
+    """The stable short ids of a named netns in its veth's name (it has no single PID): the
+    first, and the second for when the first is another namespace's (a hash collision)."""
     digest = hashlib.sha256(name.encode()).hexdigest()
-    return NETNS_ID_MARK + digest[: MAX_ID_LEN - len(NETNS_ID_MARK)]
+    size = MAX_ID_LEN - len(NETNS_ID_MARK)
+    return NETNS_ID_MARK + digest[:size], NETNS_SECOND_MARK + digest[size : 2 * size]
+
+
+def netns_veth_id(name: str) -> str:
+    return netns_veth_ids(name)[0]
 
 
 def veth_name(veth_id: str) -> str:
@@ -73,6 +82,13 @@ class Target(JsonRecord):
     @property
     def veth(self) -> str:
         return veth_name(self.veth_id)
+
+    @property
+    def second_veth(self) -> str:
+        """The veth's name when `veth` is another container's already (named netns only)."""
+        if self.kind is TargetKind.NETNS:
+            return veth_name(netns_veth_ids(self.name)[1])
+        return ""
 
     @property
     def label(self) -> str:

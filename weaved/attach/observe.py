@@ -27,7 +27,7 @@ from weaved.attach.model import (
     BridgeInfo,
     Target,
     TargetKind,
-    netns_veth_id,
+    netns_veth_ids,
 )
 from weaved.attach.netns import NetnsGone, inode_of, opened, run_in_netns
 from weaved.attach.target import NETNS_DIR, PROC, pid_alive
@@ -88,7 +88,8 @@ class _Locator:
         if self._named is None:
             self._named = {}
             for name in _listdir(NETNS_DIR):
-                self._named.setdefault(netns_veth_id(name), []).append(name)
+                for veth_id in netns_veth_ids(name):  # either may name its veth
+                    self._named.setdefault(veth_id, []).append(name)
         return self._named
 
     def nsid_of(self, path: str) -> int | None:

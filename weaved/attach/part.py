@@ -211,7 +211,9 @@ class AttachPart(PluggedPart[Attachment]):
         if previous is None or not previous.addresses:
             return None
         try:
-            again = await self._plug(previous.target, previous.addresses, previous.multicast_route)
+            again = await self._plug(
+                previous.target, previous.addresses, previous.multicast_route, previous.veth
+            )
         except (WeavedError, OSError) as exc:
             log.warning(
                 "container %s lost its host veth %s and cannot be plugged in again (%s);"
@@ -321,7 +323,11 @@ class AttachPart(PluggedPart[Attachment]):
 
     # --- attach / detach ----------------------------------------------------------------
     async def _plug(
-        self, target: Target, addresses: Sequence[ipaddress.IPv4Interface], multicast: bool
+        self,
+        target: Target,
+        addresses: Sequence[ipaddress.IPv4Interface],
+        multicast: bool,
+        veth: str,
     ) -> Attachment:
         """Plug `target` in on a plumbing thread (the spec's MTU, weaveDNS's route).
         Checksum offload stays on: sleeve's TAP carries partial checksums in its virtio-net
@@ -337,6 +343,7 @@ class AttachPart(PluggedPart[Attachment]):
                 tx_checksum_off=False,
                 onlink_routes=onlink,
                 route_back_from=back,
+                veth=veth,
             )
         )
 
@@ -355,7 +362,8 @@ class AttachPart(PluggedPart[Attachment]):
         already a port of the bridge as the plan wants it)."""
         url = self.docker_url
         target = await self._plumbing.run(lambda: resolve_target(request.target, url))
-        async with self._inflight.hold(target.key, target.veth):
+        veth = self._veth_of(target)
+        async with self._inflight.hold(target.key, veth):
             self._touch(target.key)
             since = self._converges.since()
             # After a restart, addresses of containers gone meanwhile are freed first.
@@ -367,7 +375,7 @@ class AttachPart(PluggedPart[Attachment]):
                 if request.multicast_route is None
                 else request.multicast_route
             )
-            plugged = await self._plug(target, addresses, multicast)
+            plugged = await self._plug(target, addresses, multicast, veth)
             attached = replace(plugged, dns=request.dns)
             async with self._lock:
                 self._touch(target.key)
@@ -391,22 +399,29 @@ class AttachPart(PluggedPart[Attachment]):
         that subnet), with none named the one IPAM gave it in the default subnet."""
         url = self.docker_url
         target = await self._plumbing.run(lambda: resolve_target(request.target, url))
-        async with self._inflight.hold(target.key, target.veth):
+        veth = self._veth_of(target)
+        async with self._inflight.hold(target.key, veth):
             self._touch(target.key)
             since = self._converges.since()
             held = held_by(target, self.records)
             wanted = to_detach(
                 self.ipam, self.spec, target, held, request.addresses, request.target
             )
-            detached = await self._plumbing.run(lambda: detach(target, wanted))
+            detached = await self._plumbing.run(lambda: detach(target, wanted, veth))
             await self._plumbing.run(lambda: remove_elements(self._unsent(target, detached)))
             async with self._lock:
                 self._touch(target.key)
                 self._unrecord(target, wanted, detached)
             await self._persist()
         if self._converges.raced(since):
-            self._settle(target, target.veth, [a.ip for a in wanted], present=False)
+            self._settle(target, veth, [a.ip for a in wanted], present=False)
         return list(wanted)
+
+    def _veth_of(self, target: Target) -> str:
+        """The container's host veth as recorded (a named netns's may have its second name,
+        model.netns_veth_ids), else the one its target names."""
+        known = self.records.get(target.key)
+        return known.veth if known is not None else target.veth
 
     def _unsent(self, target: Target, detached: Detached) -> list[Pair]:
         """The (port, address) pairs of a record the detach drops whole that the kernel work

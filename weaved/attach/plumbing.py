@@ -9,7 +9,8 @@ is the host namespace that holds the bridge.
 
 How a restarted daemon knows these objects are its own: the host side's name prefix
 `vethwepl` (ownership table in DEVELOPERS.md). What the name encodes: the container's PID, as
-Weave does, or for a named netns `n` + a short hash of the name (`model.netns_veth_id`).
+Weave does, or for a named netns `n` + a short hash of the name, `m` + more of it when
+another namespace's veth has that name (`model.netns_veth_ids`).
 """
 
 from __future__ import annotations
@@ -47,23 +48,30 @@ def attach(
     changes: Changes | None = None,
     onlink_routes: Sequence[ipaddress.IPv4Network] = (),
     route_back_from: str = "",
+    veth: str = "",
 ) -> Attachment:
     """Plug `target` into the bridge with `addresses` (adding any it lacks) and return what the
     kernel then shows. `mtu` 0 = the bridge's MTU. `tx_checksum_off` False keeps the container's
     TX checksum offload (Weave's --keep-tx-on; only safe when no userspace datapath forwards its
     packets). `route_back_from`: weaveDNS's link address, to route its answers back (empty:
-    no DNS at that address). Appends what was done to `changes`. Blocking; call it from a
-    thread in the host namespace that runs no asyncio loop (a plumbing thread)."""
+    no DNS at that address). `veth`: the host veth's name as recorded (empty: the target's).
+    Appends what was done to `changes`. Blocking; call it from a thread in the host namespace
+    that runs no asyncio loop (a plumbing thread)."""
     done: Changes = [] if changes is None else changes
     nls = host_socket()
     bridge = own_bridge(nls)  # before the namespace: without a bridge nothing else matters
-    name = target.veth
+    name = veth or target.veth
     with opened(target.netns_path) as fd:
         if target.netns_inode and os.fstat(fd).st_ino != target.netns_inode:
             raise NetnsGone(f"{target.label}: its network namespace changed; resolve it again")
         # Without its host veth the container is not plugged in: nothing to look at inside
         # first (an ethwe already there makes the pair's creation fail, see below).
-        side = run_in_netns(fd, probe_side) if nls.link(name=name) is not None else None
+        taken = nls.link(name=name) is not None
+        side = run_in_netns(fd, probe_side) if taken else None
+        if taken and side is None and target.second_veth not in ("", name):
+            # Another named netns's veth: the two names' short hashes collide. This one's
+            # veth takes its second name (model.netns_veth_ids; observe knows both).
+            name = target.second_veth
         existing = None if side is None else _plugged_into(fd, side.index, target)
         try:
             plugged = plug_veth(
@@ -117,10 +125,13 @@ def _plugged_into(fd: int, ethwe_index: int, target: Target) -> int:
     return int(host["index"])
 
 
-def detach(target: Target, addresses: Sequence[ipaddress.IPv4Interface] | None = None) -> Detached:
+def detach(
+    target: Target, addresses: Sequence[ipaddress.IPv4Interface] | None = None, veth: str = ""
+) -> Detached:
     """Remove `addresses` (None = all) from the target's ethwe; the veth goes with the last one.
     A target with nothing attached, or whose namespace is gone (taking the veth with it), is
-    not an error: the goal is reached."""
+    not an error: the goal is reached. `veth`: the host veth's name as recorded (empty: the
+    target's)."""
     wanted = None if addresses is None else list(addresses)
     try:
         with opened(target.netns_path) as fd:
@@ -128,7 +139,7 @@ def detach(target: Target, addresses: Sequence[ipaddress.IPv4Interface] | None =
     except NetnsGone:
         return Detached(target)
     if removed:  # no longer sent from, nor answered at
-        remove_elements(pairs_of(target.veth, [i.ip for i in removed]))
+        remove_elements(pairs_of(veth or target.veth, [i.ip for i in removed]))
         no_route_back(host_socket(), [i.ip for i in removed])
     if removed or veth_removed:
         log.info(
