@@ -99,13 +99,20 @@ def netns(prefix: str = "wdt") -> Iterator[Netns]:
 def bare_namespaces(prefix: str, count: int) -> Iterator[list[str]]:
     """`count` named network namespaces with nothing in them (containers to attach), deleted
     afterwards."""
-    names = [Netns(prefix).name for _ in range(count)]
-    for name in names:
+    with named_namespaces([Netns(prefix).name for _ in range(count)]) as names:
+        yield names
+
+
+@contextmanager
+def named_namespaces(names: Sequence[str]) -> Iterator[list[str]]:
+    """Empty network namespaces with these names, deleted afterwards."""
+    made = list(names)
+    for name in made:
         sh(["ip", "netns", "add", name])
     try:
-        yield names
+        yield made
     finally:
-        for name in names:
+        for name in made:
             sh(["ip", "netns", "delete", name], check=False)
 
 

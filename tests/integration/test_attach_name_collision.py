@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import Netns, sh, stop_process, wait_for
+from tests.helpers import Netns, named_namespaces, sh, stop_process, wait_for
 from weaved.attach.model import Target, TargetKind
 from weaved.control import Client
 
@@ -42,13 +42,8 @@ def target(name: str) -> Target:
 @pytest.fixture
 def pair() -> Iterator[tuple[str, str]]:
     names = colliding_names(f"wdnc-{secrets.token_hex(2)}-")
-    for name in names:
-        sh(["ip", "netns", "add", name])
-    try:
+    with named_namespaces(names):
         yield names
-    finally:
-        for name in names:
-            sh(["ip", "netns", "delete", name], check=False)
 
 
 def elements(host: Netns) -> set[tuple[str, str]]:
