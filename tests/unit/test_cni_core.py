@@ -3,6 +3,7 @@ objects for every command and version, and the plugin's dispatch with a fake dae
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import json
 import os
@@ -29,7 +30,7 @@ from weaved.cni.core import (
     render_result,
 )
 from weaved.cni.plugin import run
-from weaved.cni.plumbing import veth_for
+from weaved.cni.plumbing import veth_names
 from weaved.cni.records import CniRecord, load_records, save_records
 from weaved.cni.setup import CONFLIST, setup_cni
 
@@ -219,7 +220,7 @@ def test_records_round_trip_and_veth_names(tmp_path: Path) -> None:
         "abc",
         "eth0",
         "/run/netns/x",
-        veth_for("abc", "eth0"),
+        veth_names("abc", "eth0")[0],
         (ipaddress.IPv4Interface("10.32.0.2/12"),),
         True,
         True,
@@ -231,10 +232,14 @@ def test_records_round_trip_and_veth_names(tmp_path: Path) -> None:
     (tmp_path / "bad.json").write_text("{")
     assert load_records(tmp_path / "bad.json") == {}
     assert load_records(tmp_path / "missing.json") == {}
-    names = {veth_for(f"c{i}", "eth0") for i in range(500)}
+    names = {veth_names(f"c{i}", "eth0")[0] for i in range(500)}
     assert len(names) == 500
-    assert all(len(n) == 15 and n.startswith("vethweplc") for n in names)
-    assert veth_for("abc", "eth0") != veth_for("abc", "eth1")
+    assert veth_names("abc", "eth0")[0] != veth_names("abc", "eth1")[0]
+    # The second name (for when the first is another container's) is more of the same hash.
+    digest = hashlib.sha256(b"abc/eth0").hexdigest()
+    assert veth_names("abc", "eth0") == ("vethweplc" + digest[:6], "vethweplc" + digest[6:12])
+    seconds = {veth_names(f"c{i}", "eth0")[1] for i in range(500)}
+    assert all(len(n) == 15 and n.startswith("vethweplc") for n in names | seconds)
 
 
 def test_status_and_gc_ask_the_daemon() -> None:

@@ -9,7 +9,7 @@ from dataclasses import replace
 import pytest
 
 from weaved.cni import views
-from weaved.cni.plumbing import veth_for
+from weaved.cni.plumbing import veth_names
 from weaved.cni.records import ALIAS_MAX, CniRecord
 
 CID = "0123456789abcdef" * 4  # a runtime's 64-hex container ID
@@ -17,7 +17,7 @@ REC = CniRecord(
     CID,
     "eth0",
     "/var/run/netns/cni-4c4d0e4c-6ba3-a4b5-6fe6-2b6d8e8cc7f2",
-    veth_for(CID, "eth0"),
+    veth_names(CID, "eth0")[0],
     (ipaddress.IPv4Interface("10.32.0.2/12"), ipaddress.IPv4Interface("10.40.0.9/24")),
     True,
     True,

@@ -141,7 +141,7 @@ def configure_side(
         if mtu and side.mtu != mtu:
             nl(f"set {name} mtu {mtu}", nls.set_link, idx, mtu=mtu)
             changes.append(f"{name}: mtu {side.mtu} → {mtu}")
-        _arp_settings(nls, idx, name, changes)
+        arp_settings(nls, idx, name, changes)
         # Read from its link message; one /proc/sys path walked only when it must change.
         if side.accept_ra and write_sysctl(f"net/ipv6/conf/{name}/accept_ra", "0"):
             changes.append(f"{name}: accept_ra=0")
@@ -197,8 +197,9 @@ def configure_side(
         return after
 
 
-def _arp_settings(nls: Netlink, idx: int, name: str, changes: Changes) -> None:
-    """ARP_CACHE on ethwe through netlink (nlsock.arp_params); only what differs is set."""
+def arp_settings(nls: Netlink, idx: int, name: str, changes: Changes) -> None:
+    """ARP_CACHE on a container's interface (ethwe, or CNI's IfName) through netlink
+    (nlsock.arp_params); only what differs is set."""
     try:
         have = nls.arp_params(idx)
         differ = {k: int(v) for k, v in ARP_CACHE.items() if have.get(k) != int(v)}

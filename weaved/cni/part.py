@@ -109,7 +109,9 @@ class CniPart(PluggedPart[CniRecord]):
         assert self._daemon is not None
         if rec.veth:
             ips = [a.ip for a in rec.addresses]
-            await self._plumbing.run(lambda: plumbing.unplug(rec.veth, "", rec.ifname, ips))
+            await self._plumbing.run(
+                lambda: plumbing.unplug([rec.veth], "", rec.ifname, rec.key, ips)
+            )
 
     async def _reobserve(self) -> None:
         """After a restart: the records are completed from the kernel (each CNI veth carries
@@ -172,7 +174,7 @@ class CniPart(PluggedPart[CniRecord]):
         cid, ifname, netns = str(body["container_id"]), str(body["ifname"]), str(body["netns"])
         if not os.path.exists(netns):
             raise CniFailure(Code.UNKNOWN_CONTAINER, f"network namespace {netns} does not exist")
-        veth = plumbing.veth_for(cid, ifname)
+        veths = plumbing.veth_names(cid, ifname)
         key = f"{cid}/{ifname}"
         _, _, bridge_addrs = await self._daemon.on_dataplane(_bridge)
         given = body.get("ips")
@@ -235,7 +237,7 @@ class CniPart(PluggedPart[CniRecord]):
             cid,
             ifname,
             netns,
-            veth,
+            veths[0],  # or the second: as plugged, below
             tuple(addresses),
             hairpin,
             not given,
@@ -244,12 +246,13 @@ class CniPart(PluggedPart[CniRecord]):
         alias = rec.to_alias()
         try:
             async with self._lock:
+                others = {r.veth for r in self.records.values() if r.key != key}
                 plugged = await self._plumbing.run(
                     lambda: plumbing.plug(
-                        netns, ifname, veth, addresses, routes, hairpin, mtu, alias
+                        netns, ifname, veths, addresses, routes, hairpin, mtu, alias, others
                     )
                 )
-                rec = replace(rec, mac=plugged.mac)
+                rec = replace(rec, veth=plugged.veth, mac=plugged.mac)
                 self.records[key] = rec
                 self._save()
         except BaseException:
@@ -262,7 +265,7 @@ class CniPart(PluggedPart[CniRecord]):
         log.info("cni add container=%s ifname=%s addresses=%s", cid, ifname, addresses)
         return {
             "interfaces": [
-                {"name": veth, "mac": plugged.host_mac},
+                {"name": plugged.veth, "mac": plugged.host_mac},
                 {"name": ifname, "mac": plugged.mac, "sandbox": netns},
             ],
             "ips": [
@@ -283,13 +286,14 @@ class CniPart(PluggedPart[CniRecord]):
         key = f"{cid}/{ifname}"
         rec = self.records.get(key)
         netns = str(body.get("netns") or (rec.netns if rec else ""))
-        veth = rec.veth if rec else plumbing.veth_for(cid, ifname)
-        if body.get("ipam_only"):
-            veth = ""  # the interface is another plugin's
+        # The recorded veth, else whichever of its names is its own (plumbing._whose).
+        veths: tuple[str, ...] = (rec.veth,) if rec else plumbing.veth_names(cid, ifname)
+        if body.get("ipam_only") or (rec is not None and not rec.veth):
+            veths = ()  # the interface is another plugin's
         async with self._lock:
-            if veth:
+            if veths:
                 ips = [a.ip for a in rec.addresses] if rec else []
-                await self._plumbing.run(lambda: plumbing.unplug(veth, netns, ifname, ips))
+                await self._plumbing.run(lambda: plumbing.unplug(veths, netns, ifname, key, ips))
             if rec is not None:
                 await self._release(rec)
                 self.records.pop(key, None)
@@ -307,7 +311,9 @@ class CniPart(PluggedPart[CniRecord]):
         if rec is None:
             raise CniFailure(Code.UNKNOWN_CONTAINER, f"weaved has no CNI attachment {key}")
         problems = (
-            await self._daemon.on_dataplane(lambda _dp: plumbing.host_problems(rec.veth))
+            await self._daemon.on_dataplane(
+                lambda _dp: plumbing.host_problems(rec.veth, rec.netns, rec.ifname)
+            )
             if rec.veth
             else []
         )
