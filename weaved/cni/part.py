@@ -426,7 +426,4 @@ def _gone(rec: CniRecord) -> bool:
 
 
 def _bridge(_dp: Any) -> tuple[int, int, list[ipaddress.IPv4Interface]]:
-    from pyroute2 import IPRoute
-
-    with IPRoute() as ipr:
-        return plumbing.bridge_info(ipr)
+    return plumbing.bridge_info()

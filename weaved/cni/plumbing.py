@@ -65,15 +65,14 @@ class Plugged:
     addresses: tuple[ipaddress.IPv4Interface, ...]
 
 
-def bridge_info(ipr: IPRoute) -> tuple[int, int, list[ipaddress.IPv4Interface]]:
+def bridge_info() -> tuple[int, int, list[ipaddress.IPv4Interface]]:
     """(index, mtu, addresses) of weaved's own bridge; DependencyError/ConflictError else."""
-    link = own_bridge(host_socket(), NO_BRIDGE_HINT)
-    index = link.index
+    nls = host_socket()
+    link = own_bridge(nls, NO_BRIDGE_HINT)
     addrs = [
-        ipaddress.IPv4Interface(f"{a.get_attr('IFA_ADDRESS')}/{a['prefixlen']}")
-        for a in ipr.get_addr(family=socket.AF_INET, index=index)
+        ipaddress.IPv4Interface(f"{a.address}/{a.prefixlen}") for a in nls.addresses(link.index)
     ]
-    return index, link.mtu, addrs
+    return link.index, link.mtu, addrs
 
 
 def _inside(
