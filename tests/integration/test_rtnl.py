@@ -185,3 +185,22 @@ def test_a_links_ipv6_switch_and_accept_ra_come_with_its_message(
         assert (link.ipv6, link.accept_ra) == (off == "0", int(accept_ra)), link
     by_name = {link.name: link for link in rtnl.links()}
     assert by_name["vethwepl1"].ipv6 is False and by_name["vethwepl2"].accept_ra == 0
+
+
+def test_promote_secondaries_and_secondary_addresses(host: tuple[Netns, Rtnl, Any]) -> None:
+    """A link's promote_secondaries comes with its message (IPv4 devconf values), and an
+    address says whether it is a secondary, as pyroute2 and /proc have them."""
+    ns, rtnl, ipr = host
+    ns.run(["sysctl", "-qw", "net.ipv4.conf.vethwepl4.promote_secondaries=1"])
+    ns.ip("addr", "add", "10.2.1.2/24", "dev", "weave")
+    by_name = {link.name: link for link in rtnl.links()}
+    for name in ("weave", "other", "vethwepl4", "vethwepl5", "peer0"):
+        value = ns.run(["cat", f"/proc/sys/net/ipv4/conf/{name}/promote_secondaries"]).stdout
+        assert by_name[name].promote_secondaries is (value.strip() == "1"), name
+    bridge = by_name["weave"].index
+    mine = sorted((a.address, a.secondary) for a in rtnl.addresses(bridge))
+    theirs = sorted(
+        (m.get_attr("IFA_ADDRESS"), bool(m["flags"] & 0x01))
+        for m in ipr.get_addr(family=socket.AF_INET, index=bridge)
+    )
+    assert mine == theirs == [("10.2.1.1", False), ("10.2.1.2", True), ("10.2.2.1", False)]

@@ -3,6 +3,11 @@ and brought to the wanted state (MTU, ARP settings, addresses, routes), or strip
 
 Everything here runs in the calling thread's namespace: call it through `netns.run_in_netns`.
 Only what differs is written, so attaching twice changes nothing.
+
+Two addresses in one subnet: the kernel makes the second a secondary of the first, and removing
+that primary removes its secondaries too, unless ethwe's promote_secondaries is on. A detach
+removes secondaries first and turns promote_secondaries on (by netlink) just before removing a
+primary whose secondary stays, so no standing setting is relied on (nor planned).
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ import errno
 import ipaddress
 import logging
 import socket
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, replace
 
 from weaved.attach import arp, ethtool
@@ -22,10 +27,12 @@ from weaved.attach.kernel import (
     AttachError,
     Changes,
     nl,
+    refusal,
     write_sysctl,
 )
 from weaved.attach.model import CONTAINER_IFNAME, MULTICAST_NET, Attachment
 from weaved.attach.nlsock import Netlink
+from weaved.dataplane.rtnl import IPV4_DEVCONF_PROMOTE_SECONDARIES, Addr
 
 log = logging.getLogger(__name__)
 
@@ -229,22 +236,69 @@ def remove_addresses(
     wanted: Sequence[ipaddress.IPv4Interface] | None,
 ) -> tuple[tuple[ipaddress.IPv4Interface, ...], bool, tuple[ipaddress.IPv4Interface, ...]]:
     """Remove `wanted` (matched by IP; None = all) from ethwe; delete the veth when none is left.
-    Returns (removed, veth removed, remaining)."""
+    Returns (removed, veth removed, remaining: what the kernel then has)."""
     with Netlink() as nls:
-        side = read_side(nls)
-        if side is None:
+        link = nls.link(name=CONTAINER_IFNAME)
+        if link is None:
             return (), False, ()
+        idx, name = link.index, link.name
+        have = nls.addresses(idx)
         if wanted is None:
-            removed = side.addresses
-            remaining: tuple[ipaddress.IPv4Interface, ...] = ()
+            removed = tuple(_iface(a) for a in have)
         else:
-            ips = {w.ip for w in wanted}
-            removed = tuple(a for a in side.addresses if a.ip in ips)
-            remaining = tuple(a for a in side.addresses if a.ip not in ips)
-            for iface in removed:
-                nl(f"remove {iface} from {side.name}", nls.delete_address, side.index, iface)
-        if remaining:
-            return removed, False, remaining
+            order, promote = removal_order(have, {w.ip for w in wanted})
+            if promote and not link.promote_secondaries:
+                # A primary goes while a secondary of its subnet stays: without this the
+                # kernel would take the secondary along (and the routes of a last address).
+                nl(
+                    f"set {name} promote_secondaries on",
+                    nls.set_ipv4_conf,
+                    idx,
+                    {IPV4_DEVCONF_PROMOTE_SECONDARIES: 1},
+                )
+            for iface in order:
+                remove_address(nls, idx, name, iface)
+            removed = tuple(order)
+            have = nls.addresses(idx)
+        if have and wanted is not None:
+            return removed, False, tuple(_iface(a) for a in have)
         # Deleting one end deletes the pair, and the multicast route with it.
-        nl(f"delete {side.name}", nls.delete_link, side.index)
+        nl(f"delete {name}", nls.delete_link, idx)
         return removed, True, ()
+
+
+def removal_order(
+    have: Sequence[Addr], ips: Collection[ipaddress.IPv4Address]
+) -> tuple[list[ipaddress.IPv4Interface], bool]:
+    """The addresses of `have` whose IP is in `ips`, secondaries before primaries (a
+    primary's removal takes its secondaries along unless promote_secondaries is on), and
+    whether a primary goes while a secondary of its subnet stays (promote_secondaries must
+    then be on). The kernel's secondaries of a primary: same prefix length and network."""
+    gone = [a for a in have if ipaddress.IPv4Address(a.address) in ips]
+    kept = [a for a in have if ipaddress.IPv4Address(a.address) not in ips]
+    promote = any(
+        not a.secondary
+        and any(k.secondary and _iface(k).network == _iface(a).network for k in kept)
+        for a in gone
+    )
+    order = [a for a in gone if a.secondary] + [a for a in gone if not a.secondary]
+    return [_iface(a) for a in order], promote
+
+
+def remove_address(nls: Netlink, idx: int, name: str, iface: ipaddress.IPv4Interface) -> None:
+    """Remove `iface` from link `idx`; one already gone (with its primary on a kernel that did
+    not promote it, or by another hand since it was read) counts as removed."""
+    try:
+        nls.delete_address(idx, iface)
+    except OSError as exc:
+        if exc.errno is None:
+            raise
+        gone = exc.errno == errno.EADDRNOTAVAIL and all(
+            a.address != str(iface.ip) for a in nls.addresses(idx)
+        )
+        if not gone:
+            raise refusal(f"remove {iface} from {name}", exc.errno) from None
+
+
+def _iface(a: Addr) -> ipaddress.IPv4Interface:
+    return ipaddress.IPv4Interface(f"{a.address}/{a.prefixlen}")

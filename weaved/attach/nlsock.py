@@ -22,6 +22,8 @@ from weaved.dataplane.rtnl import (
     HEADER,
     IFADDR,
     IFINFO,
+    IFLA_AF_SPEC,
+    IFLA_INET_CONF,
     NLM_F_DUMP,
     RTMSG,
     U32,
@@ -132,6 +134,14 @@ class Netlink(Rtnl):
         """The bridge port `index`'s hairpin mode."""
         body = IFINFO.pack(socket.AF_BRIDGE, 0, index, 0, 0)
         body += _nest(IFLA_PROTINFO, pack_attr(IFLA_BRPORT_MODE, bytes([int(on)])))
+        self._ack(RTM_SETLINK, body)
+
+    def set_ipv4_conf(self, index: int, values: dict[int, int]) -> None:
+        """Link `index`'s IPv4 devconf settings (IPV4_DEVCONF_* → value: what its
+        /proc/sys/net/ipv4/conf/<link>/ files hold), in one request."""
+        conf = b"".join(pack_attr(key, U32.pack(value)) for key, value in values.items())
+        body = IFINFO.pack(socket.AF_UNSPEC, 0, index, 0, 0)
+        body += _nest(IFLA_AF_SPEC, _nest(socket.AF_INET, _nest(IFLA_INET_CONF, conf)))
         self._ack(RTM_SETLINK, body)
 
     def delete_link(self, index: int) -> None:

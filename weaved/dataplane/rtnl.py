@@ -44,11 +44,16 @@ IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_MASTER = 1, 3, 4, 10
 IFLA_PROTINFO, IFLA_LINKINFO, IFLA_IFALIAS, IFLA_EXT_MASK, IFLA_AF_SPEC = 12, 18, 20, 29, 26
 IFLA_INET6_CONF = 2  # in IFLA_AF_SPEC's AF_INET6: the link's devconf values, DEVCONF_* order
 DEVCONF_ACCEPT_RA, DEVCONF_DISABLE_IPV6 = 3, 26
+# In IFLA_AF_SPEC's AF_INET: the link's IPv4 devconf values (IPV4_DEVCONF_* from 1, so value
+# N is at N - 1); the same attribute and numbering set them (RTM_SETLINK, nlsock).
+IFLA_INET_CONF = 1
+IPV4_DEVCONF_PROMOTE_SECONDARIES = 20
 IFLA_INFO_KIND, IFLA_INFO_SLAVE_KIND, IFLA_INFO_SLAVE_DATA = 1, 4, 5
 IFLA_BRPORT_MODE, IFLA_BRPORT_LEARNING, IFLA_BRPORT_UNICAST_FLOOD = 4, 8, 9
 IFLA_BRPORT_ISOLATED = 33
 RTEXT_FILTER_SKIP_STATS = 1 << 3
 IFA_ADDRESS, IFA_LOCAL, IFA_LABEL = 1, 2, 3
+IFA_F_SECONDARY = 0x01
 RTA_DST, RTA_OIF, RTA_PREFSRC, RTA_METRICS, RTA_TABLE = 1, 4, 7, 8, 15
 RTAX_MTU = 2
 NDA_DST, NDA_LLADDR, NDA_VLAN, NDA_PORT, NDA_MASTER = 1, 2, 5, 6, 9
@@ -78,6 +83,8 @@ class Link:
     # link's own message carries (no /proc read); None when the kernel has no IPv6 for it.
     ipv6: bool | None = None
     accept_ra: int | None = None
+    # Its IPv4 promote_secondaries (from the same message); None: the kernel sent none.
+    promote_secondaries: bool | None = None
 
     def port_flag(self, name: str) -> bool | None:
         return None if self.port is None else dict(self.port).get(name)
@@ -89,6 +96,9 @@ class Addr:
     prefixlen: int
     address: str
     label: str
+    # A secondary of the subnet's first address (IFA_F_SECONDARY): removing that primary
+    # removes it too, unless the link's promote_secondaries is on.
+    secondary: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,7 +246,7 @@ class Rtnl:
         body = IFADDR.pack(socket.AF_INET, 0, 0, 0, index if self.strict else 0)
         out = []
         for data, start, end in self._request(RTM_GETADDR, NLM_F_REQUEST | NLM_F_DUMP, body):
-            _family, prefixlen, _flags, _scope, ifindex = IFADDR.unpack_from(data, start)
+            _family, prefixlen, flags, _scope, ifindex = IFADDR.unpack_from(data, start)
             if ifindex != index:
                 continue
             address = local = label = ""
@@ -247,7 +257,8 @@ class Rtnl:
                     local = _ipv4(data, a, b)
                 elif kind == IFA_LABEL:
                     label = _text(data, a, b)
-            out.append(Addr(ifindex, prefixlen, local or address, label))
+            secondary = bool(flags & IFA_F_SECONDARY)
+            out.append(Addr(ifindex, prefixlen, local or address, label, secondary))
         return out
 
     def routes(self, table: int) -> list[Route]:
@@ -345,6 +356,7 @@ def _link(data: bytes, start: int, end: int) -> Link:
     port: tuple[tuple[str, bool], ...] | None = None
     ipv6: bool | None = None
     accept_ra: int | None = None
+    promote: bool | None = None
     for attr, a, b in attrs(data, start + IFINFO.size, end):
         if attr == IFLA_IFNAME:
             name = _text(data, a, b)
@@ -367,13 +379,15 @@ def _link(data: bytes, start: int, end: int) -> Link:
         elif attr == IFLA_PROTINFO:  # an AF_BRIDGE message
             port = _brport(data, a, b)
         elif attr == IFLA_AF_SPEC:
-            conf = _inet6_conf(data, a, b)
-            if conf is not None:
-                ipv6 = not _I32.unpack_from(data, conf + 4 * DEVCONF_DISABLE_IPV6)[0]
-                accept_ra = int(_I32.unpack_from(data, conf + 4 * DEVCONF_ACCEPT_RA)[0])
+            conf4, conf6 = _inet_conf(data, a, b)
+            if conf4 is not None:
+                promote = bool(_I32.unpack_from(data, conf4)[0])
+            if conf6 is not None:
+                ipv6 = not _I32.unpack_from(data, conf6 + 4 * DEVCONF_DISABLE_IPV6)[0]
+                accept_ra = int(_I32.unpack_from(data, conf6 + 4 * DEVCONF_ACCEPT_RA)[0])
     if slave is not None and slave_kind == "bridge":  # a bond's slave data means other things
         port = _brport(data, *slave)
-    return Link(index, name, flags, mtu, master, mac, alias, kind, port, ipv6, accept_ra)
+    return Link(index, name, flags, mtu, master, mac, alias, kind, port, ipv6, accept_ra, promote)
 
 
 def link_message(data: bytes, start: int, end: int) -> Link:
@@ -381,15 +395,21 @@ def link_message(data: bytes, start: int, end: int) -> Link:
     return _link(data, start, end)
 
 
-def _inet6_conf(data: bytes, start: int, stop: int) -> int | None:
-    """Where the IPv6 devconf values start in a link's IFLA_AF_SPEC; None without them."""
+def _inet_conf(data: bytes, start: int, stop: int) -> tuple[int | None, int | None]:
+    """In a link's IFLA_AF_SPEC: where its IPv4 promote_secondaries is and where its IPv6
+    devconf values start; None for what it lacks."""
+    promote = conf6 = None
     for family, a, b in attrs(data, start, stop):
-        if family == socket.AF_INET6:
+        if family == socket.AF_INET:
+            at = 4 * (IPV4_DEVCONF_PROMOTE_SECONDARIES - 1)
             for kind, c, d in attrs(data, a, b):
-                if kind == IFLA_INET6_CONF:
-                    return c if d - c >= 4 * (DEVCONF_DISABLE_IPV6 + 1) else None
-            return None
-    return None
+                if kind == IFLA_INET_CONF and d - c >= at + 4:
+                    promote = c + at
+        elif family == socket.AF_INET6:
+            for kind, c, d in attrs(data, a, b):
+                if kind == IFLA_INET6_CONF and d - c >= 4 * (DEVCONF_DISABLE_IPV6 + 1):
+                    conf6 = c
+    return promote, conf6
 
 
 def _brport(data: bytes, start: int, stop: int) -> tuple[tuple[str, bool], ...]:
