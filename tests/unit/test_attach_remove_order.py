@@ -9,7 +9,7 @@ import ipaddress
 
 import pytest
 
-from weaved.attach.inside import remove_address, removal_order
+from weaved.attach.inside import removal_order, remove_address
 from weaved.attach.kernel import AttachError
 from weaved.dataplane.rtnl import Addr
 

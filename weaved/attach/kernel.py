@@ -15,6 +15,7 @@ from typing import Any
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
+from weaved.dataplane.sysctl import write_proc_sys
 from weaved.errors import ApplyError
 
 IFF_UP = 0x1
@@ -69,19 +70,9 @@ def link_kind(link: Any) -> str:
 
 
 def write_sysctl(path: str, value: str) -> bool:
-    """Write a /proc/sys value (of the calling thread's namespace) the caller knows differs;
-    one path walk (a read first costs another). False when it is missing (its link or IPv6
-    gone): nothing to write."""
+    """dataplane.sysctl.write_proc_sys (one open, no read: the caller knows it differs), a
+    refusal as an AttachError; False when the setting is missing (its link or IPv6 gone)."""
     try:
-        fd = os.open(f"/proc/sys/{path}", os.O_WRONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return False
+        return write_proc_sys(path, value)
     except OSError as exc:
         raise AttachError(f"cannot set {path} = {value}: {exc.strerror}") from None
-    try:
-        os.write(fd, value.encode())
-    except OSError as exc:
-        raise AttachError(f"cannot set {path} = {value}: {exc.strerror}") from None
-    finally:
-        os.close(fd)
-    return True

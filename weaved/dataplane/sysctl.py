@@ -61,16 +61,29 @@ def disable_ipv6_autoconf(ifname: str) -> int:
     return writes
 
 
+def write_proc_sys(path: str, value: str) -> bool:
+    """Write /proc/sys/`path` (of the calling thread's namespace) when the caller knows it
+    differs: one open, no read (a read first costs another path walk). False when it is
+    missing (its link or the host's IPv6 gone): nothing to write. A refusal is the OSError;
+    the caller says what it was doing (an ApplyError, attach's AttachError)."""
+    try:
+        fd = os.open(f"/proc/sys/{path}", os.O_WRONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False
+    try:
+        os.write(fd, value.encode())
+    finally:
+        os.close(fd)
+    return True
+
+
 def disable_ipv6(ifname: str) -> int:
     """IPv6 off on a link (a container's bridge port: model/host.py); the number of writes
     made (0: the link or the host's IPv6 is gone)."""
     try:
-        _path(ifname, "disable_ipv6").write_text("1")
-    except FileNotFoundError:
-        return 0
+        return int(write_proc_sys(f"net/ipv6/conf/{ifname}/disable_ipv6", "1"))
     except OSError as exc:
         raise ApplyError(f"set {ifname} ipv6 off: {exc.strerror}") from exc
-    return 1
 
 
 # --- settings weaved owns (model.host.SYSCTLS) ------------------------------------------------
