@@ -8,16 +8,21 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
+from collections.abc import Callable
+from typing import TypeVar
 
 import pytest
 
 from tests.helpers import Netns
 from tests.integration.test_cni import Host, addr_of, conf, host, restart
+from weaved.attach.netns import opened, run_in_netns
+from weaved.cni import plumbing
 from weaved.cni.plumbing import veth_names
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(240)]
 __all__ = ["host"]  # test_cni's daemon fixture, used here too
 
+T = TypeVar("T")
 NEIGH = "net/ipv4/neigh/eth0/"
 WEAVE_ARP = {"base_reachable_time": "5", "delay_first_probe_time": "2", "ucast_solicit": "1"}
 
@@ -96,3 +101,35 @@ def test_containers_whose_veth_names_collide_both_attach_and_each_del_takes_its_
         c1.run(["ping", "-c", "2", "-W", "2", r1["ips"][0]["gateway"]])
         assert host.cni("DEL", a, c1.name, conf())[0] == 0
         assert first not in links()
+
+
+def test_a_veth_whose_peer_is_elsewhere_is_neither_deleted_nor_passed_by_check() -> None:
+    """The ownership checks behind DEL and CHECK, without a daemon: a host-side veth belongs
+    to an attachment when its peer is the attachment's IfName in its namespace; without a
+    namespace, when its alias names no other attachment."""
+    with Netns("wdcnio") as host, Netns("wdcnio") as c1, Netns("wdcnio") as c2:
+        name = "vethweplc" + secrets.token_hex(3)
+        host.ip("link", "add", name, "type", "veth", "peer", "name", "eth0", "netns", c1.name)
+        host.ip("link", "set", name, "alias", "weaved-cni id=a if=eth0 ip=10.9.0.2/24")
+        c2.ip("link", "add", "eth0", "type", "veth", "peer", "name", "other")
+        path1, path2 = f"/run/netns/{c1.name}", f"/run/netns/{c2.name}"
+
+        def in_host(fn: Callable[[], T]) -> T:
+            with opened(f"/run/netns/{host.name}") as fd:
+                return run_in_netns(fd, fn)
+
+        def here() -> bool:
+            return name in host.ip("link", "show").stdout
+
+        wrong = f"{name} is not the host side of eth0 in {path2}"
+        assert wrong in in_host(lambda: plumbing.host_problems(name, path2, "eth0"))
+        assert not any(
+            "host side" in p for p in in_host(lambda: plumbing.host_problems(name, path1, "eth0"))
+        )
+        # b's DEL: with its namespace (whose own eth0 goes), then without one (the alias).
+        in_host(lambda: plumbing.unplug([name], path2, "eth0", "b/eth0"))
+        assert here() and "eth0" not in c2.ip("link", "show").stdout
+        in_host(lambda: plumbing.unplug([name], "", "eth0", "b/eth0"))
+        assert here()
+        in_host(lambda: plumbing.unplug([name], "", "eth0", "a/eth0"))
+        assert not here() and "eth0" not in c1.ip("link", "show").stdout
