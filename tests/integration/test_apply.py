@@ -80,6 +80,9 @@ def test_drift_is_planned_exactly_and_repaired(ns: Netns, tmp_path: Path) -> Non
     handle = next(line.rsplit(" ", 1)[1] for line in handles.splitlines() if "wd:import-db" in line)
     ns.nft("delete", "rule", "ip", "weaved", "prerouting", "handle", handle)
     ns.ip("link", "set", "weave", "mtu", "1500")
+    ns.run(["sysctl", "-qw", "net.ipv4.conf.weave.promote_secondaries=0"])
+    text = ns.weaved(spec, "plan").stdout
+    assert "promote_secondaries: off → on" in text, text
     plan = plan_json(ns, spec)
     # The kernel drops a route whose source address goes away, so the route is drift too.
     assert keys(plan) == [
@@ -91,6 +94,8 @@ def test_drift_is_planned_exactly_and_repaired(ns: Netns, tmp_path: Path) -> Non
     ns.weaved(spec, "apply")
     assert keys(plan_json(ns, spec)) == []
     assert "10.2.1.0/24 dev weave" in ns.ip("route", "show", "proto", "87").stdout
+    promote = ns.run(["cat", "/proc/sys/net/ipv4/conf/weave/promote_secondaries"]).stdout
+    assert promote.strip() == "1"
 
 
 def test_deleted_bridge_is_recreated(ns: Netns, tmp_path: Path) -> None:

@@ -67,7 +67,8 @@ class Netlink:
                     mac=link.mac,
                     state="up" if link.flags & IFF_UP else "down",
                     ipv6_autoconf=sysctl.ipv6_autoconf(BRIDGE),
-                    promote_secondaries=sysctl.promote_secondaries(BRIDGE),
+                    # From the link's message (its IPv4 devconf values): no /proc read.
+                    promote_secondaries="on" if link.promote_secondaries else "off",
                 ),
             ),
             "",

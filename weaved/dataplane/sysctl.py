@@ -19,48 +19,6 @@ def _path(ifname: str, key: str) -> Path:
     return PROC / "ipv6" / "conf" / ifname / key
 
 
-def ipv6_autoconf(ifname: str) -> str:
-    """'off' when every setting of IPV6_OFF holds (or the host has no IPv6), else 'on'."""
-    if not (PROC / "ipv6").exists():
-        return "off"
-    for key, want in IPV6_OFF.items():
-        try:
-            if _path(ifname, key).read_text().strip() != want:
-                return "on"
-        except OSError:
-            return "on"
-    return "off"
-
-
-def promote_secondaries(ifname: str) -> str:
-    try:
-        value = (PROC / "ipv4" / "conf" / ifname / "promote_secondaries").read_text().strip()
-    except OSError:
-        return "off"
-    return "on" if value == "1" else "off"
-
-
-def enable_promote_secondaries(ifname: str) -> int:
-    path = PROC / "ipv4" / "conf" / ifname / "promote_secondaries"
-    if path.read_text().strip() == "1":
-        return 0
-    path.write_text("1")
-    return 1
-
-
-def disable_ipv6_autoconf(ifname: str) -> int:
-    """Returns the number of writes made."""
-    if not (PROC / "ipv6").exists():
-        return 0
-    writes = 0
-    for key, want in IPV6_OFF.items():
-        path = _path(ifname, key)
-        if path.read_text().strip() != want:
-            path.write_text(want)
-            writes += 1
-    return writes
-
-
 def write_proc_sys(path: str, value: str) -> bool:
     """Write /proc/sys/`path` (of the calling thread's namespace) when the caller knows it
     differs: one open, no read (a read first costs another path walk). False when it is
@@ -75,6 +33,40 @@ def write_proc_sys(path: str, value: str) -> bool:
     finally:
         os.close(fd)
     return True
+
+
+def ipv6_autoconf(ifname: str) -> str:
+    """'off' when every setting of IPV6_OFF holds (or the host has no IPv6), else 'on'."""
+    if not (PROC / "ipv6").exists():
+        return "off"
+    for key, want in IPV6_OFF.items():
+        try:
+            if _path(ifname, key).read_text().strip() != want:
+                return "on"
+        except OSError:
+            return "on"
+    return "off"
+
+
+def enable_promote_secondaries(ifname: str) -> int:
+    """promote_secondaries on (the plan says it is off: no read first); the number of writes."""
+    try:
+        return int(write_proc_sys(f"net/ipv4/conf/{ifname}/promote_secondaries", "1"))
+    except OSError as exc:
+        raise ApplyError(f"set {ifname} promote_secondaries on: {exc.strerror}") from exc
+
+
+def disable_ipv6_autoconf(ifname: str) -> int:
+    """Returns the number of writes made."""
+    if not (PROC / "ipv6").exists():
+        return 0
+    writes = 0
+    for key, want in IPV6_OFF.items():
+        path = _path(ifname, key)
+        if path.read_text().strip() != want:
+            path.write_text(want)
+            writes += 1
+    return writes
 
 
 def disable_ipv6(ifname: str) -> int:
