@@ -14,7 +14,7 @@ import socket
 from collections.abc import Collection
 
 from weaved.attach.model import CNI_VETH_PREFIX, VETH_PREFIX
-from weaved.dataplane.rtnl import link_name, messages
+from weaved.dataplane.rtnl import link_name, messages, receive
 
 RTMGRP_LINK = 1
 RTM_NEWLINK, RTM_DELLINK = 16, 17
@@ -61,11 +61,11 @@ class LinkEvents:
         seen = False
         while True:
             try:
-                data = self._sock.recv(1 << 20)
+                data = receive(self._sock)
             except BlockingIOError:
                 break
             except OSError as exc:
-                if exc.errno == errno.ENOBUFS:
+                if exc.errno in (errno.ENOBUFS, errno.EMSGSIZE):  # some unread: look at all
                     lost = True
                     continue
                 raise

@@ -56,7 +56,7 @@ class CommitNotes:
             return {}, None
         while True:
             try:
-                data = self.sock.recv(1 << 16)
+                data = rtnl.receive(self.sock)
             except BlockingIOError:
                 return handles, generation
             except OSError:  # ENOBUFS: some were lost

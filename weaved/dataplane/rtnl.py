@@ -15,6 +15,7 @@ import errno
 import os
 import socket
 import struct
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -161,6 +162,32 @@ class DumpError(OSError):
     pass
 
 
+# The kernel builds dump answers of at most 32 KiB (it sizes them by the largest read seen,
+# capped there), and a single message (a link without its statistics) is a few KiB.
+READ_SIZE = 1 << 16
+
+
+class _ReadBuffers(threading.local):
+    def __init__(self) -> None:
+        self.buffer = bytearray(READ_SIZE)
+
+
+_buffers = _ReadBuffers()
+
+
+def receive(sock: socket.socket) -> bytes:
+    """One netlink datagram, read into this thread's buffer and copied out at its size: a
+    fresh `recv(1 MiB)` per read cost a 1 MiB allocation (mmap, shrunk by mremap, munmap:
+    each a cross-CPU TLB flush in a threaded process), dozens per container attached.
+    Raises BlockingIOError on a non-blocking socket with nothing queued; a datagram larger
+    than the buffer is an error, not a silently truncated answer."""
+    buffer = _buffers.buffer
+    size = sock.recv_into(buffer, 0, socket.MSG_TRUNC)
+    if size > len(buffer):
+        raise DumpError(errno.EMSGSIZE, f"a netlink message of {size} bytes (read {len(buffer)})")
+    return bytes(memoryview(buffer)[:size])
+
+
 class Rtnl:
     """One NETLINK_ROUTE socket for reading; blocking, used from one thread at a time."""
 
@@ -189,7 +216,7 @@ class Rtnl:
             interrupted = False
             done = False
             while not done:
-                data = self.sock.recv(1 << 20)
+                data = receive(self.sock)
                 offset = 0
                 while offset + HEADER.size <= len(data):
                     length, mtype, mflags, mseq, _pid = HEADER.unpack_from(data, offset)

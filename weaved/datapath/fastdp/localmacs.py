@@ -23,7 +23,7 @@ from collections.abc import Iterable
 
 from weaved.datapath.fastdp.fdb import FdbRow, is_local_row
 from weaved.datapath.fastdp.netlink import fdb_state
-from weaved.dataplane.rtnl import NTF_SELF, fdb_events
+from weaved.dataplane.rtnl import NTF_SELF, fdb_events, receive
 
 __all__ = [
     "FULL_READ_SECONDS",
@@ -132,7 +132,7 @@ def read_changes(sock: socket.socket, bridge: str) -> list[Change] | None:
     changes: list[Change] = []
     while True:
         try:
-            data = sock.recv(1 << 20)
+            data = receive(sock)
         except BlockingIOError:
             return changes
         except OSError as exc:  # ENOBUFS
