@@ -1,6 +1,7 @@
-"""A container's host-side veth has IPv6 off (a bridge port never uses its own IP stack; with it
-on, each port added routes to the host's IPv6 FIB that every port coming up made the kernel
-walk): planned as the port's `ipv6: off`, repaired when someone turns it on again, while the
+"""A container's host-side veth has no IPv6 of its own (a bridge port never uses its own IP stack;
+with a link-local address each port added routes to the host's IPv6 FIB that every port coming
+up made the kernel walk): made with addr_gen_mode none (netlink), planned as the port's
+`ipv6: off`, repaired (disable_ipv6) when someone gives it IPv6 again, while the
 containers keep their own IPv6 on ethwe. Inside, ethwe gets Weave's ARP
 settings (set by netlink, not through /proc/sys) and no router advertisements."""
 
@@ -58,9 +59,11 @@ def test_host_side_ipv6_off_planned_repaired_and_containers_talk_ipv6(
         for c, ip in ((c1, "10.2.1.31/24"), (c2, "10.2.1.32/24")):
             ns.weaved(spec, "attach", ip, c.name)
         veth = netns_target(c1.name).veth
-        # The port's own IPv6 is off, so it has no address and the host no route for it.
-        assert proc_sys(ns, f"net/ipv6/conf/{veth}/disable_ipv6") == "1"
-        assert veth not in ns.ip("-6", "route", "show", "table", "all").stdout
+        # The port makes no IPv6 address, so it has none and the host no unicast route for it.
+        assert proc_sys(ns, f"net/ipv6/conf/{veth}/addr_gen_mode") == "1"
+        assert ns.ip("-6", "addr", "show", "dev", veth).stdout.strip() == ""
+        routes = ns.ip("-6", "route", "show", "table", "all", "dev", veth).stdout.splitlines()
+        assert all(r.startswith("multicast ff00::/8") for r in routes), routes
         # Inside: Weave's ARP settings and no router advertisements on ethwe.
         neigh = "net/ipv4/neigh/ethwe/"
         assert proc_sys(c1, neigh + "base_reachable_time") == "5"
@@ -75,11 +78,15 @@ def test_host_side_ipv6_off_planned_repaired_and_containers_talk_ipv6(
         assert c1.run(ping, check=False, timeout=10).returncode == 0
 
         assert f"port/{veth}" not in plan_changes(ns, spec)
-        ns.run(["sysctl", "-qw", f"net.ipv6.conf.{veth}.disable_ipv6=0"])  # by hand
+        ns.ip("link", "set", "dev", veth, "addrgenmode", "eui64")  # by hand
+        ns.ip("link", "set", "dev", veth, "down")
+        ns.ip("link", "set", "dev", veth, "up")  # now it makes its link-local address
+        wait_for(lambda: "fe80::" in ns.ip("-6", "addr", "show", "dev", veth).stdout)
         text = ns.weaved(spec, "plan").stdout
         assert f"~ port/{veth}  ipv6: on → off" in text, text
         ns.weaved(spec, "apply")
         assert proc_sys(ns, f"net/ipv6/conf/{veth}/disable_ipv6") == "1"
+        assert ns.ip("-6", "addr", "show", "dev", veth).stdout.strip() == ""
         assert ns.weaved(spec, "plan", "--detailed-exitcode").returncode == 0
         assert c1.run(ping, check=False, timeout=10).returncode == 0
 

@@ -174,17 +174,22 @@ def test_fastdp_takes_the_default_routes_mtu_with_no_peer(host: tuple[Netns, Rtn
 def test_a_links_ipv6_switch_and_accept_ra_come_with_its_message(
     host: tuple[Netns, Rtnl, Any],
 ) -> None:
-    """Read from the link dump's IPv6 devconf values (no /proc read per link), as /proc has them."""
+    """Read from the link dump's IPv6 devconf values and address generation mode (no /proc
+    read per link), as /proc has them: IPv6 of its own is off when disable_ipv6 is 1 or it
+    makes no link-local address (addr_gen_mode 1, none)."""
     ns, rtnl, _ = host
     ns.run(["sysctl", "-qw", "net.ipv6.conf.vethwepl1.disable_ipv6=1"])
     ns.run(["sysctl", "-qw", "net.ipv6.conf.vethwepl2.accept_ra=0"])
+    ns.ip("link", "set", "dev", "vethwepl3", "addrgenmode", "none")
     for link in rtnl.links():
         conf = f"/proc/sys/net/ipv6/conf/{link.name}/"
         off = ns.run(["cat", conf + "disable_ipv6"]).stdout.strip()
+        gen = ns.run(["cat", conf + "addr_gen_mode"]).stdout.strip()
         accept_ra = ns.run(["cat", conf + "accept_ra"]).stdout.strip()
-        assert (link.ipv6, link.accept_ra) == (off == "0", int(accept_ra)), link
+        assert (link.ipv6, link.accept_ra) == (off == "0" and gen != "1", int(accept_ra)), link
     by_name = {link.name: link for link in rtnl.links()}
     assert by_name["vethwepl1"].ipv6 is False and by_name["vethwepl2"].accept_ra == 0
+    assert by_name["vethwepl3"].ipv6 is False and by_name["vethwepl2"].ipv6 is True
 
 
 def test_promote_secondaries_and_secondary_addresses(host: tuple[Netns, Rtnl, Any]) -> None:

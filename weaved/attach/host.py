@@ -23,7 +23,6 @@ from weaved.attach.kernel import (
     link_kind,
     nl,
     nsid,
-    write_sysctl,
 )
 from weaved.attach.nlsock import Netlink
 from weaved.dataplane.rtnl import Link, Rtnl
@@ -78,7 +77,7 @@ def configure_port(
         changes.append(f"{name}: mtu {link.mtu} → {mtu}")
     hairpin_now = bool(link.port_flag("hairpin"))
     down = not link.flags & IFF_UP
-    _ipv6_off(link, changes)  # before it is up: its IPv6 never starts (model/host.py)
+    _ipv6_off(nls, link, changes)  # before it is up: it never makes an address (model/host.py)
     if down and link.master != bridge_index and not hairpin and not alias:
         # A new port: master and up in one request (each takes the kernel's rtnl lock).
         what = f"set {name} master {BRIDGE} up"
@@ -101,11 +100,12 @@ def configure_port(
         changes.append(f"{name}: up")
 
 
-def _ipv6_off(link: Link, changes: Changes) -> None:
-    """The port's own IPv6 off, as the plan wants it (`ipv6: off`); known from its link
-    message, so only a port that has it on is written to."""
-    # None: the kernel has no IPv6 for it
-    if link.ipv6 and write_sysctl(f"net/ipv6/conf/{link.name}/disable_ipv6", "1"):
+def _ipv6_off(nls: Netlink, link: Link, changes: Changes) -> None:
+    """The port without IPv6 of its own, as the plan wants it (`ipv6: off`): it makes no
+    link-local address (netlink; see nlsock.set_no_link_local for why not disable_ipv6).
+    Known from its link message, so only a port that would make one is written to."""
+    if link.ipv6:  # None: the kernel has no IPv6 for it
+        nl(f"set {link.name} ipv6 off", nls.set_no_link_local, link.index)
         changes.append(f"{link.name}: ipv6 off")
 
 

@@ -44,6 +44,8 @@ _U16BE = struct.Struct("!H")
 IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_MASTER = 1, 3, 4, 10
 IFLA_PROTINFO, IFLA_LINKINFO, IFLA_IFALIAS, IFLA_EXT_MASK, IFLA_AF_SPEC = 12, 18, 20, 29, 26
 IFLA_INET6_CONF = 2  # in IFLA_AF_SPEC's AF_INET6: the link's devconf values, DEVCONF_* order
+IFLA_INET6_ADDR_GEN_MODE = 8  # beside it: how the link makes its link-local address (u8)
+IN6_ADDR_GEN_MODE_NONE = 1  # it makes none
 DEVCONF_ACCEPT_RA, DEVCONF_DISABLE_IPV6 = 3, 26
 # In IFLA_AF_SPEC's AF_INET: the link's IPv4 devconf values (IPV4_DEVCONF_* from 1, so value
 # N is at N - 1); the same attribute and numbering set them (RTM_SETLINK, nlsock).
@@ -80,7 +82,8 @@ class Link:
     kind: str = ""  # IFLA_INFO_KIND ("bridge", "veth", …); "" when the kernel names none
     # Bridge-port flags (hairpin, learning, flood, isolated) when the link is a bridge port
     port: tuple[tuple[str, bool], ...] | None = None
-    # IPv6 on the link (its disable_ipv6 is 0) and its accept_ra, from the devconf values the
+    # IPv6 of the link's own: its disable_ipv6 is 0 and it makes a link-local address (its
+    # addr_gen_mode is not none); and its accept_ra. From the devconf values and the mode the
     # link's own message carries (no /proc read); None when the kernel has no IPv6 for it.
     ipv6: bool | None = None
     accept_ra: int | None = None
@@ -406,11 +409,12 @@ def _link(data: bytes, start: int, end: int) -> Link:
         elif attr == IFLA_PROTINFO:  # an AF_BRIDGE message
             port = _brport(data, a, b)
         elif attr == IFLA_AF_SPEC:
-            conf4, conf6 = _inet_conf(data, a, b)
+            conf4, conf6, gen_mode = _inet_conf(data, a, b)
             if conf4 is not None:
                 promote = bool(_I32.unpack_from(data, conf4)[0])
             if conf6 is not None:
-                ipv6 = not _I32.unpack_from(data, conf6 + 4 * DEVCONF_DISABLE_IPV6)[0]
+                disabled = _I32.unpack_from(data, conf6 + 4 * DEVCONF_DISABLE_IPV6)[0]
+                ipv6 = not disabled and gen_mode != IN6_ADDR_GEN_MODE_NONE
                 accept_ra = int(_I32.unpack_from(data, conf6 + 4 * DEVCONF_ACCEPT_RA)[0])
     if slave is not None and slave_kind == "bridge":  # a bond's slave data means other things
         port = _brport(data, *slave)
@@ -422,10 +426,12 @@ def link_message(data: bytes, start: int, end: int) -> Link:
     return _link(data, start, end)
 
 
-def _inet_conf(data: bytes, start: int, stop: int) -> tuple[int | None, int | None]:
-    """In a link's IFLA_AF_SPEC: where its IPv4 promote_secondaries is and where its IPv6
-    devconf values start; None for what it lacks."""
-    promote = conf6 = None
+def _inet_conf(
+    data: bytes, start: int, stop: int
+) -> tuple[int | None, int | None, int | None]:
+    """In a link's IFLA_AF_SPEC: where its IPv4 promote_secondaries is, where its IPv6
+    devconf values start, and its IPv6 addr_gen_mode; None for what it lacks."""
+    promote = conf6 = gen_mode = None
     for family, a, b in attrs(data, start, stop):
         if family == socket.AF_INET:
             at = 4 * (IPV4_DEVCONF_PROMOTE_SECONDARIES - 1)
@@ -436,7 +442,9 @@ def _inet_conf(data: bytes, start: int, stop: int) -> tuple[int | None, int | No
             for kind, c, d in attrs(data, a, b):
                 if kind == IFLA_INET6_CONF and d - c >= 4 * (DEVCONF_DISABLE_IPV6 + 1):
                     conf6 = c
-    return promote, conf6
+                elif kind == IFLA_INET6_ADDR_GEN_MODE and d > c:
+                    gen_mode = data[c]
+    return promote, conf6, gen_mode
 
 
 def _brport(data: bytes, start: int, stop: int) -> tuple[tuple[str, bool], ...]:

@@ -8,12 +8,14 @@ each other and both overlays); no port is in hairpin mode (a frame never goes ba
 it came from); every port but the VXLAN one learns and floods (sleeve relies on learning the
 MACs behind the TAP). The VXLAN port's own flags live on its `link/vxlan-6784` object.
 
-A container's host-side veth has IPv6 off (`ipv6: off`, its disable_ipv6): a bridge port never
-uses its own IP stack (its frames go to the bridge), and with IPv6 on each port adds its
-link-local, local and multicast routes to the host's IPv6 FIB, which the kernel walks under its
-rtnl lock at every port that comes up (an attach's cost grew with the containers attached), and
-sends MLD reports and DAD probes that flood every port. Sleeve's TAP switches its IPv6 off
-itself (datapath/sleeve/tap.py); it is not planned here.
+A container's host-side veth has no IPv6 of its own (`ipv6: off`): a bridge port never uses its
+own IP stack (its frames go to the bridge), and with a link-local address each port adds its
+link-local and local routes to the host's IPv6 FIB, which the kernel walks under its rtnl lock
+at every port that comes up (an attach's cost grew with the containers attached), and sends
+MLD reports and DAD probes. A plug makes the port before it is up with addr_gen_mode none (by
+netlink: no address is ever made; its disable_ipv6 sysctl spins on the rtnl lock while other
+attaches hold it); a repair of a port found with IPv6 sets its disable_ipv6. Either counts as
+off. Sleeve's TAP switches its IPv6 off itself (datapath/sleeve/tap.py); it is not planned here.
 """
 
 from __future__ import annotations
