@@ -68,7 +68,12 @@ def test_served_peer_gets_flooding_and_its_macs() -> None:
     assert dict(entry.attrs) == {"table": "vxlan", "dst": "192.0.2.12", "port": "6784"}
     assert entry.note == "MAC at host2"
     bridge = state.resources[f"fdb/weave/{C2}"]
-    assert dict(bridge.attrs) == {"table": "bridge", "port": "vxlan-6784", "state": "static"}
+    assert dict(bridge.attrs) == {
+        "table": "bridge",
+        "port": "vxlan-6784",
+        "state": "static",
+        "sticky": "on",  # never moved by the bridge's learning elsewhere
+    }
     assert state.resources["fdb/vxlan-6784/02:00:00:00:01:03/192.0.2.13"].note == (
         "heartbeats to host3"
     )
@@ -144,7 +149,7 @@ def _kernel_view(state: State) -> tuple[LinkRow | None, list[FdbRow]]:
             port = int(res.get("port"))
             rows.append(FdbRow(parts[2], "vxlan-6784", False, "permanent", res.get("dst"), port))
         else:
-            rows.append(FdbRow(parts[2], "vxlan-6784", True, "static"))
+            rows.append(FdbRow(parts[2], "vxlan-6784", True, "static", sticky=True))
     return row, rows
 
 
@@ -172,6 +177,19 @@ def test_planning_the_applied_state_again_is_empty(
     want = desired_state(dev, paths)
     link, rows = _kernel_view(want)
     assert make_plan(want, observed_state(dev, link, rows)).empty
+
+
+def test_a_bridge_entry_that_is_not_sticky_is_made_sticky() -> None:
+    """One an older weaved left (or anyone): the bridge would move it to any port its MAC
+    shows up on, so the plan makes it sticky (fdb.py)."""
+    want = desired_state(DEV, [path(H2, "192.0.2.12", True, {C2})])
+    link, rows = _kernel_view(want)
+    rows = [FdbRow(r.mac, r.port, r.master, r.state, sticky=False) if r.master else r for r in rows]
+    plan = make_plan(want, observed_state(DEV, link, rows))
+    assert {(c.action, c.key) for c in plan.changes} == {
+        (Action.UPDATE, f"fdb/weave/{C2}"),
+        (Action.UPDATE, "fdb/weave/02:00:00:00:01:02"),
+    }
 
 
 def test_observed_link_drift_is_seen() -> None:

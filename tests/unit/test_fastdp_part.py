@@ -99,7 +99,7 @@ class MemoryKernel(FastdpKernel):
                         )
                     )
                 else:
-                    self.rows.append(FdbRow(mac, device.name, True, "static"))
+                    self.rows.append(FdbRow(mac, device.name, True, "static", sticky=True))
         return len(plan.changes)
 
 

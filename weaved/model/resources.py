@@ -42,6 +42,7 @@ UPDATABLE: Mapping[Kind, frozenset[str]] = {
     Kind.LINK: frozenset({"mtu", "alias", "mac", "state", "ipv6_autoconf", "promote_secondaries"}),
     Kind.PORT: frozenset({"master", "state", "isolated", "hairpin", "learning", "flood", "ipv6"}),
     Kind.SYSCTL: frozenset({"value"}),
+    Kind.FDB: frozenset({"sticky"}),  # a bridge entry's flag, set by replacing it in place
     Kind.NFT_CHAIN: frozenset({"policy"}),
     Kind.NFT_RULE: frozenset(),
     Kind.MESH: frozenset(

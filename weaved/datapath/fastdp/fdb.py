@@ -10,12 +10,17 @@ with a fastdp forwarder:
 * only while fastdp carries the peer's traffic ("served"): the all-zero MAC → the peer (the
   VXLAN device floods broadcasts and unknown unicasts to every served peer), and for every MAC
   the peer announced as local to it, an entry in the VXLAN device's table (MAC → the peer's
-  IP) plus a static entry in the bridge's table (MAC → the VXLAN port). When a peer is no
-  longer served these go; the bridge then floods frames for its MACs and learns them again
-  behind sleeve's TAP.
+  IP) plus a static, *sticky* entry in the bridge's table (MAC → the VXLAN port). When a peer
+  is no longer served these go; the bridge then floods frames for its MACs and learns them
+  again behind sleeve's TAP.
 
 The bridge does not learn on the VXLAN port, so every forwarding decision towards the tunnel
-comes from here and shows in `weaved plan`. Keys:
+comes from here and shows in `weaved plan`. Sticky, because the bridge moves a static entry
+that is not to any port where a frame from its MAC shows up: one of the peer's frames still
+arriving through sleeve as the link changes over to fastdp (or a container sending with
+that MAC) moved it to that port, and every frame for the MAC went there, into sleeve that
+does not carry that peer any more, until the next converge put it back (seconds to a
+minute: nothing triggers one). Keys:
 
     link/vxlan-6784
     fdb/vxlan-6784/<mac>/<peer ip>    the VXLAN device's own table
@@ -99,6 +104,7 @@ class FdbRow:
     dst: str | None = None
     dst_port: int | None = None
     vlan: int = 0
+    sticky: bool = False  # the bridge never moves it to another port (NTF_STICKY)
 
 
 def link_key(device: Device) -> str:
@@ -146,7 +152,7 @@ def _bridge_entry(device: Device, mac: str, path: PeerPath) -> Resource:
     return Resource(
         bridge_fdb_key(device, mac),
         FDB_KIND,
-        attrs(table="bridge", port=device.name, state="static"),
+        attrs(table="bridge", port=device.name, state="static", sticky="on"),
         note=f"at {path.nickname or mac_text(path.peer)} over fastdp",
     )
 
@@ -230,7 +236,14 @@ def observed_state(device: Device, link: LinkRow | None, rows: Iterable[FdbRow])
         elif row.master and row.state == "static":
             key = bridge_fdb_key(device, row.mac)
             out[key] = Resource(
-                key, FDB_KIND, attrs(table="bridge", port=device.name, state="static")
+                key,
+                FDB_KIND,
+                attrs(
+                    table="bridge",
+                    port=device.name,
+                    state="static",
+                    sticky="on" if row.sticky else "off",
+                ),
             )
     return State(out)
 

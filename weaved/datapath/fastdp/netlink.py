@@ -33,6 +33,7 @@ IFF_UP = 1
 RTN_LOCAL = 2
 NTF_SELF = 0x02
 NTF_MASTER = 0x04
+NTF_STICKY = 0x40
 NUD_NOARP = 0x40
 NUD_PERMANENT = 0x80
 DF_NAMES = {0: "unset", 1: "set", 2: "inherit"}
@@ -141,6 +142,7 @@ class FastdpKernel:
                     dst=msg.get_attr("NDA_DST"),
                     dst_port=msg.get_attr("NDA_PORT"),
                     vlan=int(msg.get_attr("NDA_VLAN") or 0),
+                    sticky=bool(msg["flags"] & NTF_STICKY),
                 )
             )
         return out
@@ -169,6 +171,7 @@ class FastdpKernel:
                     dst=entry.dst,
                     dst_port=entry.port,
                     vlan=entry.vlan,
+                    sticky=bool(entry.flags & NTF_STICKY),
                 )
             )
         return out
@@ -361,7 +364,7 @@ class FastdpKernel:
                 "replace",
                 ifindex=idx,
                 lladdr=mac,
-                flags=NTF_MASTER,
+                flags=NTF_MASTER | NTF_STICKY,  # fdb.py: never moved by frames elsewhere
                 state=NUD_NOARP,
             )
             return
