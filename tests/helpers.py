@@ -126,6 +126,21 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 10.0, interval: flo
     raise AssertionError(f"condition not met within {timeout}s")
 
 
+@contextmanager
+def converged_daemon(tmp_path: Path, spec_text: str, prefix: str) -> Iterator[tuple[Netns, Path]]:
+    """A daemon (resync every 600 s) in a namespace of its own with this spec, once it has
+    converged; stopped afterwards. Yields the namespace and the spec's path."""
+    spec = tmp_path / "weave.yaml"
+    spec.write_text(spec_text)
+    with Netns(prefix) as ns:
+        proc = ns.popen_weaved(spec, "daemon", "--resync", "600", log=tmp_path / "daemon.log")
+        try:
+            wait_for(lambda: "converged at" in ns.weaved(spec, "status", check=False).stdout, 20)
+            yield ns, spec
+        finally:
+            stop_process(proc)
+
+
 def stop_process(proc: subprocess.Popen[bytes], timeout: float = 10) -> int:
     if proc.poll() is None:
         os.killpg(proc.pid, 15)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import Netns, netns, stop_process, wait_for
+from tests.helpers import Netns, converged_daemon, wait_for
 from weaved.attach.target import netns_target
 
 pytestmark = pytest.mark.timeout(180)
@@ -24,15 +24,8 @@ SPEC = 'version: 1\npeer: {name: "3e:80:e7:5a:63:c4"}\nexpose: [{cidr: 10.2.1.1/
 
 @pytest.fixture
 def daemon(tmp_path: Path) -> Iterator[tuple[Netns, Path]]:
-    spec = tmp_path / "weave.yaml"
-    spec.write_text(SPEC)
-    with netns("wak6-h") as ns:
-        proc = ns.popen_weaved(spec, "daemon", "--resync", "600", log=tmp_path / "daemon.log")
-        try:
-            wait_for(lambda: "converged at" in ns.weaved(spec, "status", check=False).stdout, 20)
-            yield ns, spec
-        finally:
-            stop_process(proc)
+    with converged_daemon(tmp_path, SPEC, "wak6-h") as running:
+        yield running
 
 
 def proc_sys(ns: Netns, path: str) -> str:

@@ -17,7 +17,7 @@ from typing import TypeVar
 
 import pytest
 
-from tests.helpers import Netns, netns, stop_process, wait_for
+from tests.helpers import Netns, converged_daemon
 from weaved.attach import plumbing
 from weaved.attach.netns import opened, run_in_netns
 from weaved.attach.target import netns_target
@@ -31,15 +31,8 @@ SPEC = 'version: 1\npeer: {name: "3e:80:e7:5a:63:d5"}\nexpose: [{cidr: 10.2.1.1/
 
 @pytest.fixture
 def daemon(tmp_path: Path) -> Iterator[tuple[Netns, Path]]:
-    spec = tmp_path / "weave.yaml"
-    spec.write_text(SPEC)
-    with netns("wdsec-h") as ns:
-        proc = ns.popen_weaved(spec, "daemon", "--resync", "600", log=tmp_path / "daemon.log")
-        try:
-            wait_for(lambda: "converged at" in ns.weaved(spec, "status", check=False).stdout, 20)
-            yield ns, spec
-        finally:
-            stop_process(proc)
+    with converged_daemon(tmp_path, SPEC, "wdsec-h") as running:
+        yield running
 
 
 def ethwe_addresses(c: Netns) -> list[str]:
