@@ -4,8 +4,10 @@ Prints, each next to a baseline from the same run:
 - attach latency p50/p99/max: while filling the host (all, and the last tenth), one at a time
   with N attached, and with 10 attaches in flight at once with N attached; baseline: what an
   attach does (veth into the namespace, address, up) with plain `ip` commands, one at a time
-  and 10 at once, and 10 at once into the daemon's bridge with N attached (the kernel's
-  share at that size: each port more costs more under the rtnl lock);
+  and 10 at once, and 10 at once into the daemon's bridge with N attached; and the kernel's
+  share at that size (each port more costs more under the rtnl lock): the same steps asked
+  for over netlink from the bench's own process, 10 at once into the daemon's bridge (an `ip`
+  process per step costs more than the kernel work it asks for);
 - the daemon's idle CPU and a no-op `plan` answered by the daemon, with 10 and with N attached;
 - RSS after attaching and over K detach+attach cycles of 10 containers: the samples and the
   slope per cycle (least squares over the samples after the first tenth of the cycles, and
@@ -27,6 +29,7 @@ the churn (for a sitecustomize that dumps tracemalloc snapshots).
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import os
 import secrets
@@ -44,6 +47,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from tests.helpers import Netns, sh, stop_process, wait_for
+from weaved.attach.netns import opened, run_in_netns
+from weaved.attach.nlsock import Netlink
 from weaved.control import Client
 from weaved.model.resources import BRIDGE
 
@@ -192,6 +197,45 @@ def plain_ip(host: Netns, tag: str, count: int, at_once: int, bridge: str = "") 
         ip_batch((f"netns delete {name}" for name in names), check=False)
 
 
+def netlink_floor(host: Netns, tag: str, count: int, at_once: int) -> list[float]:
+    """Baseline: the kernel's share of an attach into the daemon's bridge, asked for over
+    netlink from this process (no `ip` process started per step): the veth into the namespace,
+    address and up inside, the host end a port of the bridge (without a link-local address,
+    as weaved makes it) and up; `at_once` in flight. The namespaces stay until the batch is
+    done, so their IPv6 announcements flood the bridge meanwhile, as a container's do."""
+    names = [f"{tag}-n{at_once}x{i}" for i in range(count)]
+
+    def one(i: int) -> float:
+        with Netlink() as nls, opened(f"/run/netns/{names[i]}") as fd:
+            bridge = nls.link(name=BRIDGE)
+            assert bridge is not None, "the daemon's bridge is gone"
+            start = time.perf_counter()
+            port = nls.add_veth(f"vn{at_once}x{i}", "ethwe", bridge.mtu, fd)
+            assert port is not None, "a kernel that does not echo new links (before 6.3)"
+
+            def inside() -> None:
+                with Netlink() as own:
+                    ethwe = own.link(name="ethwe")
+                    assert ethwe is not None
+                    address = f"10.98.{i // 250}.{i % 250 + 1}/12"
+                    own.add_address(ethwe.index, ipaddress.IPv4Interface(address))
+                    own.set_link(ethwe.index, up=True)
+
+            run_in_netns(fd, inside)
+            nls.set_no_link_local(port.index)
+            nls.set_link(port.index, master=bridge.index, up=True)
+            return time.perf_counter() - start
+
+    host_fd = os.open(f"/run/netns/{host.name}", os.O_RDONLY)
+    try:
+        ip_batch(f"netns add {name}" for name in names)
+        with ThreadPoolExecutor(at_once) as pool:
+            return list(pool.map(lambda i: run_in_netns(host_fd, lambda: one(i)), range(count)))
+    finally:
+        os.close(host_fd)
+        ip_batch((f"netns delete {name}" for name in names), check=False)
+
+
 def threads_and_fds(pid: int) -> tuple[int, int]:
     """The process's threads and open fds (a thread, netlink socket or namespace fd kept per
     attach would show here)."""
@@ -291,6 +335,7 @@ def main() -> int:
             # The kernel's share at this size: a port more on a bridge of ~N ports costs
             # more (rtnl held for bridge work, broadcasts flooding every port).
             base_full = plain_ip(host, tag, 2 * AT_ONCE, AT_ONCE, BRIDGE)  # ≤ 1 024 ports
+            floor = netlink_floor(host, tag, 2 * AT_ONCE, AT_ONCE)
             large = bench.snapshot(args.idle)
             result.update(
                 {
@@ -302,6 +347,8 @@ def main() -> int:
                     f"attach_{AT_ONCE}_at_once_with_{fill_n + 20}": summary(many),
                     f"baseline_plain_ip_{AT_ONCE}_at_once_into_the_bridge_with_"
                     f"{args.containers}": summary(base_full),
+                    f"baseline_netlink_{AT_ONCE}_at_once_into_the_bridge_with_"
+                    f"{args.containers}": summary(floor),
                     "with_10_attached": small,
                     f"with_{args.containers}_attached": large,
                 }
