@@ -8,6 +8,7 @@ container's namespace (call it there).
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import logging
 import queue
@@ -107,8 +108,14 @@ class _Later:
                     try:
                         sock.sendto(frame, (ifname, ETH_P_ARP))
                     except OSError as exc:
-                        log.warning(
-                            "gratuitous ARP failed ifname=%s ip=%s error=%s", ifname, ip, exc
+                        # ENODEV: the container was detached (or died) since: nothing to tell.
+                        gone = exc.errno == errno.ENODEV
+                        log.log(
+                            logging.DEBUG if gone else logging.WARNING,
+                            "gratuitous ARP failed ifname=%s ip=%s error=%s",
+                            ifname,
+                            ip,
+                            exc,
                         )
             finally:
                 sock.close()
