@@ -148,7 +148,7 @@ def configure_side(
         if mtu and side.mtu != mtu:
             nl(f"set {name} mtu {mtu}", nls.set_link, idx, mtu=mtu)
             changes.append(f"{name}: mtu {side.mtu} → {mtu}")
-        arp_settings(nls, idx, name, changes)
+        arp_settings(nls, idx, name, changes, fresh=fresh)
         # Read from its link message; one /proc/sys path walked only when it must change.
         if side.accept_ra and write_sysctl(f"net/ipv6/conf/{name}/accept_ra", "0"):
             changes.append(f"{name}: accept_ra=0")
@@ -204,11 +204,15 @@ def configure_side(
         return after
 
 
-def arp_settings(nls: Netlink, idx: int, name: str, changes: Changes) -> None:
+def arp_settings(
+    nls: Netlink, idx: int, name: str, changes: Changes, *, fresh: bool = False
+) -> None:
     """ARP_CACHE on a container's interface (ethwe, or CNI's IfName) through netlink
-    (nlsock.arp_params); only what differs is set."""
+    (nlsock.arp_params); only what differs is set. `fresh`: the interface was just made, so
+    it has the namespace's defaults: all are set, unread (reading dumps every interface's
+    settings the kernel has, in all namespaces, to find this one's)."""
     try:
-        have = nls.arp_params(idx)
+        have = {} if fresh else nls.arp_params(idx)
         differ = {k: int(v) for k, v in ARP_CACHE.items() if have.get(k) != int(v)}
         if differ:
             nls.set_arp_params(idx, differ)
