@@ -241,7 +241,17 @@ class Netlink:
         bridge = self.owned_bridge_index()
         if bridge is None:
             raise ApplyError(f"cannot plug {name} in: bridge {BRIDGE} does not exist")
+        try:
+            self._configure_port(name, idx, bridge, want, have)
+        except ApplyError as exc:
+            cause = exc.__cause__
+            if isinstance(cause, NetlinkError) and cause.code == errno.ENODEV:
+                return  # the link at idx was deleted since it was looked up: as gone above
+            raise
 
+    def _configure_port(
+        self, name: str, idx: int, bridge: int, want: Resource, have: Resource | None
+    ) -> None:
         def differs(field: str) -> bool:
             return have is None or have.get(field) != want.get(field)
 
