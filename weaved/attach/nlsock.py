@@ -142,9 +142,7 @@ class Netlink(Rtnl):
         """Link `index`'s IPv4 devconf settings (IPV4_DEVCONF_* → value: what its
         /proc/sys/net/ipv4/conf/<link>/ files hold), in one request."""
         conf = b"".join(pack_attr(key, U32.pack(value)) for key, value in values.items())
-        body = IFINFO.pack(socket.AF_UNSPEC, 0, index, 0, 0)
-        body += _nest(IFLA_AF_SPEC, _nest(socket.AF_INET, _nest(IFLA_INET_CONF, conf)))
-        self._ack(RTM_SETLINK, body)
+        self._set_af_spec(index, socket.AF_INET, _nest(IFLA_INET_CONF, conf))
 
     def set_no_link_local(self, index: int) -> None:
         """Link `index` makes no IPv6 link-local address (addr_gen_mode none): no address, no
@@ -152,8 +150,12 @@ class Netlink(Rtnl):
         write spins (rtnl_trylock, restart) while other requests hold the rtnl lock — with
         10 attaches at once that was ~40 ms of one CPU per attach — this request waits."""
         mode = pack_attr(IFLA_INET6_ADDR_GEN_MODE, bytes([IN6_ADDR_GEN_MODE_NONE]))
+        self._set_af_spec(index, socket.AF_INET6, mode)
+
+    def _set_af_spec(self, index: int, family: int, settings: bytes) -> None:
+        """Link `index`'s per-family settings (IFLA_AF_SPEC → `family` → `settings`)."""
         body = IFINFO.pack(socket.AF_UNSPEC, 0, index, 0, 0)
-        body += _nest(IFLA_AF_SPEC, _nest(socket.AF_INET6, mode))
+        body += _nest(IFLA_AF_SPEC, _nest(family, settings))
         self._ack(RTM_SETLINK, body)
 
     def delete_link(self, index: int) -> None:
