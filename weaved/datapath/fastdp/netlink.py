@@ -11,7 +11,6 @@ import ipaddress
 import logging
 import socket
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Any
 
 from pyroute2 import IPRoute
@@ -21,6 +20,7 @@ from weaved.datapath.fastdp.config import DEFAULT_UNDERLAY_MTU
 from weaved.datapath.fastdp.fdb import Device, FdbRow, LinkRow
 from weaved.dataplane.brport import port_data
 from weaved.dataplane.rtnl import Rtnl
+from weaved.dataplane.sysctl import write_proc_sys
 from weaved.errors import ApplyError, DependencyError
 from weaved.model.resources import Kind, Resource
 from weaved.plan.changes import Action, Change, Plan
@@ -397,9 +397,8 @@ class FastdpKernel:
 
 def _disable_ipv6(ifname: str) -> None:
     """A bridge port needs no addresses; without IPv6 it sends no router solicitations."""
-    path = Path("/proc/sys/net/ipv6/conf") / ifname / "disable_ipv6"
     try:
-        path.write_text("1\n")
+        write_proc_sys(f"net/ipv6/conf/{ifname}/disable_ipv6", "1")
     except OSError as exc:
         log.debug("cannot disable IPv6 on %s: %s", ifname, exc)
 
