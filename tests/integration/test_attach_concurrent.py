@@ -13,7 +13,7 @@ import ipaddress
 import json
 import subprocess
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -29,6 +29,7 @@ from weaved.attach.target import netns_target
 from weaved.dataplane.nftsets import add_elements, remove_elements
 from weaved.engine.reconcile import RuntimeFacts
 from weaved.ipam.address import CIDR
+from weaved.ipam.errors import PersistError
 from weaved.spec.models import Spec
 
 pytestmark = pytest.mark.timeout(120)
@@ -55,6 +56,11 @@ class FakeIpam:
     def __init__(self) -> None:
         self.allocator = FakeAllocator()
         self.claims: list[tuple[str, str, bool]] = []
+        self.write: Callable[[], Awaitable[None]] | None = None  # IPAM's disk write
+
+    async def synced(self) -> None:
+        if self.write is not None:
+            await self.write()
 
     async def claim(
         self, ident: str, cidr: CIDR, *, no_error_on_unknown: bool = False, **_: Any
@@ -150,6 +156,62 @@ def test_attaches_and_detaches_run_at_once_without_the_dataplane_thread(
     assert part.records == {}
     assert json.loads((tmp_path / "state" / "attachments.json").read_text()) == {"attachments": []}
     assert all(ethwe_addresses(n) == [] for n in containers)
+
+
+def test_the_container_is_plugged_in_while_ipam_writes_and_answered_after_the_write(
+    host: Netns, containers: list[str], tmp_path: Path
+) -> None:
+    part, ipam, _ = new_part(tmp_path)
+    name = containers[0]
+    seen: list[list[str]] = []
+    written = asyncio.Event()
+
+    async def write() -> None:  # the disk is slow: the plug goes on meanwhile
+        await asyncio.wait_for(until(lambda: ethwe_addresses(name) != []), 10)
+        seen.append(ethwe_addresses(name))
+        written.set()
+
+    ipam.write = write
+
+    async def scenario() -> None:
+        await asyncio.wait_for(part.attach(attach_request(name, "10.2.1.40/24")), 30)
+        assert written.is_set()  # the answer came after IPAM's write
+        await part.stop()
+
+    in_ns(host, lambda: asyncio.run(scenario()))
+    assert seen == [["10.2.1.40/24"]]
+
+
+def test_a_failed_ipam_write_takes_the_new_address_away_again(
+    host: Netns, containers: list[str], tmp_path: Path
+) -> None:
+    part, ipam, _ = new_part(tmp_path)
+    name = containers[0]
+    key = f"netns:{name}"
+
+    async def disk_full() -> None:
+        raise PersistError("cannot write ipam state: No space left on device")
+
+    async def scenario() -> None:
+        await part.attach(attach_request(name, "10.2.1.41/24"))  # written: it stays
+        ipam.write = disk_full
+        with pytest.raises(PersistError):
+            await part.attach(attach_request(name, "10.2.1.42/24"))
+        assert ethwe_addresses(name) == ["10.2.1.41/24"]  # the first one only
+        assert ipam.allocator.released == [(key, int(ipaddress.IPv4Address("10.2.1.42")))]
+        assert [str(a) for a in part.records[key].addresses] == ["10.2.1.41/24"]
+        ipam.write = None
+        detach = DetachRequest.from_json({"target": key, "addresses": ["10.2.1.41/24"]})
+        await part.detach(detach)
+        with pytest.raises(PersistError):  # nothing held before: the veth goes too
+            ipam.write = disk_full
+            await part.attach(attach_request(name, "10.2.1.43/24"))
+        assert part.records == {}
+        await part.stop()
+
+    in_ns(host, lambda: asyncio.run(scenario()))
+    assert ethwe_addresses(name) == []
+    assert sh(["ip", "-n", name, "link", "show", "ethwe"], check=False).returncode != 0
 
 
 def test_a_resync_leaves_a_container_alone_while_its_attach_is_under_way(

@@ -84,7 +84,11 @@ async def main():
     n = 0
     while True:
         n += 1
-        cidr = await ipam.allocate(f"c{n}", ipam.default_subnet())
+        if n % 2:
+            cidr = await ipam.allocate(f"c{n}", ipam.default_subnet())
+        else:  # decided at once, answered once on disk (what an attach does while it plugs)
+            cidr = await ipam.allocate(f"c{n}", ipam.default_subnet(), durable=False)
+            await ipam.synced()
         print(f"c{n} {cidr}", flush=True)  # acknowledged to the caller
 
 asyncio.run(main())
@@ -93,7 +97,8 @@ asyncio.run(main())
 
 def test_an_acknowledged_allocation_survives_a_crash(tmp_path: Path) -> None:
     """The daemon writes IPAM's state off its event loop (weaved/ipam/durable.py); what it
-    answered must still be on disk when it is killed right after answering."""
+    answered must still be on disk when it is killed right after answering, whether the
+    allocation waited for the disk itself or its caller awaited `synced()`."""
     for attempt in range(6):
         state_dir = tmp_path / str(attempt)
         proc = subprocess.Popen(

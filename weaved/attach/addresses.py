@@ -27,9 +27,12 @@ async def addresses_for(
     target: Target,
     args: tuple[AddressArg, ...],
     wait: Wait | None = None,
+    *,
+    durable: bool = True,
 ) -> list[ipaddress.IPv4Interface]:
     """The addresses of this call, from IPAM where needed (waiting, if it must, with
-    `wait` telling where). On failure, what this call newly took is given back."""
+    `wait` telling where). On failure, what this call newly took is given back. Not
+    `durable`: IPAM's state may not be on disk yet (the caller awaits `ipam.synced()`)."""
     out: list[ipaddress.IPv4Interface] = []
     default = subnet_for(spec, None)
     held = {c.addr for c in ipam.allocator.lookup(target.key)}
@@ -38,15 +41,15 @@ async def addresses_for(
             if arg.kind is AddressKind.CIDR:
                 assert arg.interface is not None
                 cidr = CIDR.parse(arg.interface.with_prefixlen)
-                cidr = await ipam.claim(target.key, cidr, wait=wait)
+                cidr = await ipam.claim(target.key, cidr, wait=wait, durable=durable)
             elif arg.kind is AddressKind.IP:
                 assert arg.address is not None
                 prefix = ipaddress.IPv4Network(str(default)).prefixlen
                 cidr = CIDR.parse(f"{arg.address}/{prefix}")
-                cidr = await ipam.claim(target.key, cidr, wait=wait)
+                cidr = await ipam.claim(target.key, cidr, wait=wait, durable=durable)
             else:
                 subnet = default if arg.kind is AddressKind.DEFAULT else _subnet(arg)
-                cidr = await ipam.allocate(target.key, subnet, wait=wait)
+                cidr = await ipam.allocate(target.key, subnet, wait=wait, durable=durable)
             out.append(ipaddress.IPv4Interface(str(cidr)))
     except BaseException:
         release(ipam, target, [i for i in out if int(i.ip) not in held])

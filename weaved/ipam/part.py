@@ -162,13 +162,22 @@ class IpamPart(Component):
         """Wait until a ring exists, starting consensus if needed (Weave's `GET /ring`)."""
         result = self.allocator.prime(time.time())
         if isinstance(result, Pending):
-            await self._settle(result, None)
+            await self._settle(result, None, True)
 
-    async def _settle(self, result: Allocated | Claimed | Pending, wait: Wait | None) -> CIDR:
-        """The address once it is on disk: an answer given must survive a crash."""
+    async def _settle(
+        self, result: Allocated | Claimed | Pending, wait: Wait | None, durable: bool
+    ) -> CIDR:
+        """The address once it is on disk (`durable`): an answer given must survive a crash.
+        Not `durable`: once it is decided; the caller awaits `synced()` before it answers."""
         cidr = await self._outcome(result, wait)
-        await self.store.synced()
+        if durable:
+            await self.store.synced()
         return cidr
+
+    async def synced(self) -> None:
+        """Returns once every allocation and claim made so far is on disk; PersistError if
+        the write that should hold them failed."""
+        await self.store.synced()
 
     async def _outcome(self, result: Allocated | Claimed | Pending, wait: Wait | None) -> CIDR:
         if not isinstance(result, Pending):
@@ -188,11 +197,19 @@ class IpamPart(Component):
                 wait.op_id = None
 
     async def allocate(
-        self, ident: str, subnet: CIDR, *, is_container: bool = True, wait: Wait | None = None
+        self,
+        ident: str,
+        subnet: CIDR,
+        *,
+        is_container: bool = True,
+        wait: Wait | None = None,
+        durable: bool = True,
     ) -> CIDR:
         """Waits while there is no consensus or no space; raises IpamError."""
         return await self._settle(
-            self.allocator.allocate(ident, subnet, time.time(), is_container=is_container), wait
+            self.allocator.allocate(ident, subnet, time.time(), is_container=is_container),
+            wait,
+            durable,
         )
 
     async def claim(
@@ -203,6 +220,7 @@ class IpamPart(Component):
         is_container: bool = True,
         no_error_on_unknown: bool = False,
         wait: Wait | None = None,
+        durable: bool = True,
     ) -> CIDR:
         """Waits while the ring does not exist yet or another peer owns the address (unless
         `no_error_on_unknown`: then it is recorded now and finished in the background)."""
@@ -213,7 +231,7 @@ class IpamPart(Component):
             is_container=is_container,
             no_error_on_unknown=no_error_on_unknown,
         )
-        return await self._settle(result, wait)
+        return await self._settle(result, wait, durable)
 
     def wait_text(self, wait: Wait) -> str | None:
         """What a waiting request waits for, with the words of `weaved status ipam`."""
