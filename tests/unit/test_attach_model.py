@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import struct
+from pathlib import Path
 
 import pytest
 
@@ -18,6 +19,7 @@ from weaved.attach.model import (
     netns_veth_ids,
     veth_name,
 )
+from weaved.attach.observe import container_veths
 
 Iface = ipaddress.IPv4Interface
 
@@ -102,3 +104,12 @@ def test_ethtool_ifreq_layout() -> None:
     assert struct.unpack("P", raw[16:24])[0] == 0x1122334455667788
     with pytest.raises(ValueError):
         ifreq("x" * 16, 0)
+
+
+def test_the_quick_listing_looks_at_namespace_paths_only_when_asked(tmp_path: Path) -> None:
+    """The periodic check stats every container's namespace path on its full check only (a
+    stat per container on every check where links moved was ~9 % of the GIL at 1 000)."""
+    gone = Target(TargetKind.NETNS, "netns:x", "x", None, str(tmp_path / "gone"))
+    known = [Attachment(gone, gone.veth)]
+    assert container_veths(known) is None  # something moved: look closer
+    assert container_veths(known, paths=False) is not None  # the host's links only

@@ -233,10 +233,13 @@ def nothing_moved(known: Iterable[Attachment], busy: Collection[str] = ()) -> bo
     return {p for p in present if p[0] not in busy} == recorded
 
 
-def container_veths(known: Iterable[Attachment]) -> set[tuple[str, int]] | None:
+def container_veths(
+    known: Iterable[Attachment], *, paths: bool = True
+) -> set[tuple[str, int]] | None:
     """The host's container veths (name, index), from if_nameindex(3); None when a namespace
-    path of `known` is gone or its process died (no need to list: something moved)."""
-    for a in known:
+    path of `known` is gone or its process died (no need to list: something moved). Not
+    `paths`: those are not looked at (a stat per container)."""
+    for a in known if paths else ():
         target = a.target
         if target.netns_path and not os.path.exists(target.netns_path):
             return None
