@@ -1,14 +1,18 @@
-"""Work inside another network namespace without ever moving the caller.
+"""Work inside another network namespace, then back where the thread was.
 
-setns(2) with CLONE_NEWNET changes only the calling thread, so each piece of work runs on a
-short-lived thread of its own: it enters the target namespace, runs the function (whose sockets,
-netlink included, and /proc/sys/net writes all belong to that namespace), steps back and ends.
-The thread that asked never leaves its namespace.
+setns(2) with CLONE_NEWNET changes only the calling thread. A worker thread (a plumbing thread)
+enters the target namespace itself, runs the function (whose sockets, netlink included, and
+/proc/sys/net writes all belong to that namespace) and steps back before it does anything else:
+a thread started and joined per call cost ~0.25 ms of CPU and a few GIL hand-overs, every
+attach's. The main thread never moves (Python runs signal handlers there, at any moment): its
+work runs on a short-lived thread of its own. A thread that cannot step back ends the process
+rather than go on in a container's namespace.
 """
 
 from __future__ import annotations
 
 import ctypes
+import logging
 import os
 import threading
 from collections.abc import Callable, Iterator
@@ -18,6 +22,7 @@ from typing import TypeVar
 from weaved.errors import Bug, WeavedError
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 CLONE_NEWNET = 0x40000000
 THREAD_NETNS = "/proc/thread-self/ns/net"
 
@@ -61,8 +66,31 @@ def opened(path: str) -> Iterator[int]:
 
 
 def run_in_netns(netns_fd: int, fn: Callable[[], T], timeout: float = 30.0) -> T:
-    """Run `fn()` inside the namespace `netns_fd` on a thread of its own; return or raise what
-    `fn` did."""
+    """Run `fn()` inside the namespace `netns_fd`; return or raise what `fn` did. On a thread
+    other than the main one, that thread does it (`timeout` does not apply)."""
+    if threading.current_thread() is threading.main_thread():
+        return _on_a_thread(netns_fd, fn, timeout)
+    home = os.open(THREAD_NETNS, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        _setns(netns_fd)
+        try:
+            return fn()
+        finally:
+            _step_back(home)
+    finally:
+        os.close(home)
+
+
+def _step_back(home: int) -> None:
+    try:
+        _setns(home)
+    except OSError as exc:
+        # Nothing may run in a container's namespace by accident: not this thread's next job.
+        log.critical("cannot return a thread to its network namespace (%s); exiting", exc)
+        os._exit(70)
+
+
+def _on_a_thread(netns_fd: int, fn: Callable[[], T], timeout: float) -> T:
     result: list[T] = []
     error: list[BaseException] = []
 

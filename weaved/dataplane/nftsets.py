@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import os
 import re
 import threading
 from collections.abc import Iterable, Sequence
@@ -79,14 +80,18 @@ def parse_sets(family: str, text: str) -> list[Resource]:
 
 class _Contexts(threading.local):
     nft: Any = None
+    netns: int = 0
 
 
 _contexts = _Contexts()
 
 
 def _nft() -> Any:
-    if _contexts.nft is None:
-        _contexts.nft = load_binding()
+    """This thread's context, for the namespace the thread is in now (a plumbing thread
+    steps into containers' namespaces: a context made there must not serve the host)."""
+    here = os.stat("/proc/thread-self/ns/net").st_ino
+    if _contexts.nft is None or _contexts.netns != here:
+        _contexts.nft, _contexts.netns = load_binding(), here
     return _contexts.nft
 
 
