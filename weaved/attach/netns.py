@@ -70,13 +70,18 @@ def run_in_netns(netns_fd: int, fn: Callable[[], T], timeout: float = 30.0) -> T
     other than the main one, that thread does it (`timeout` does not apply)."""
     if threading.current_thread() is threading.main_thread():
         return _on_a_thread(netns_fd, fn, timeout)
+    return _here(netns_fd, fn, _step_back)
+
+
+def _here(netns_fd: int, fn: Callable[[], T], step_back: Callable[[int], None]) -> T:
+    """`fn()` on this thread inside `netns_fd`, then `step_back(fd of where it was)`."""
     home = os.open(THREAD_NETNS, os.O_RDONLY | os.O_CLOEXEC)
     try:
         _setns(netns_fd)
         try:
             return fn()
         finally:
-            _step_back(home)
+            step_back(home)
     finally:
         os.close(home)
 
@@ -95,19 +100,12 @@ def _on_a_thread(netns_fd: int, fn: Callable[[], T], timeout: float) -> T:
     error: list[BaseException] = []
 
     def body() -> None:
-        home = os.open(THREAD_NETNS, os.O_RDONLY | os.O_CLOEXEC)
         try:
-            _setns(netns_fd)
-            try:
-                result.append(fn())
-            finally:
-                # Step back even though the thread is about to end: nothing may ever run in
-                # a namespace by accident.
-                _setns(home)
+            # Step back even though the thread is about to end: nothing may ever run in a
+            # namespace by accident (failing that is this thread's error, not the process's).
+            result.append(_here(netns_fd, fn, _setns))
         except BaseException as exc:
             error.append(exc)
-        finally:
-            os.close(home)
 
     worker = threading.Thread(target=body, name="netns", daemon=True)
     worker.start()

@@ -162,10 +162,10 @@ class IpamPart(Component):
         """Wait until a ring exists, starting consensus if needed (Weave's `GET /ring`)."""
         result = self.allocator.prime(time.time())
         if isinstance(result, Pending):
-            await self._settle(result, None, True)
+            await self._settle(result, None, durable=True)
 
     async def _settle(
-        self, result: Allocated | Claimed | Pending, wait: Wait | None, durable: bool
+        self, result: Allocated | Claimed | Pending, wait: Wait | None, *, durable: bool
     ) -> CIDR:
         """The address once it is on disk (`durable`): an answer given must survive a crash.
         Not `durable`: once it is decided; the caller awaits `synced()` before it answers."""
@@ -209,7 +209,7 @@ class IpamPart(Component):
         return await self._settle(
             self.allocator.allocate(ident, subnet, time.time(), is_container=is_container),
             wait,
-            durable,
+            durable=durable,
         )
 
     async def claim(
@@ -231,7 +231,7 @@ class IpamPart(Component):
             is_container=is_container,
             no_error_on_unknown=no_error_on_unknown,
         )
-        return await self._settle(result, wait, durable)
+        return await self._settle(result, wait, durable=durable)
 
     def wait_text(self, wait: Wait) -> str | None:
         """What a waiting request waits for, with the words of `weaved status ipam`."""
