@@ -206,7 +206,7 @@ def netlink_floor(host: Netns, tag: str, count: int, at_once: int) -> list[float
     host end a port of the bridge (without a link-local address, as weaved makes it) and up;
     `at_once` in flight. The namespaces stay until the batch is done, so their IPv6
     announcements flood the bridge meanwhile, as a container's do. Each broadcast costs the
-    kernel a copy into every container (~5-8 ms of CPU per frame with 800 of them)."""
+    kernel a copy into every container (5-6 ms of CPU a frame with 800: floods.py)."""
     names = [f"{tag}-n{at_once}x{i}" for i in range(count)]
 
     def one(i: int) -> float:
