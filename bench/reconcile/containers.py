@@ -8,7 +8,9 @@ Prints, each next to a baseline from the same run:
   share at that size (each port more costs more under the rtnl lock, each broadcast is copied
   into every container): the same steps asked for over netlink from the bench's own process,
   with Weave's gratuitous ARP, 10 at once into the daemon's bridge just before weaved's 10 at
-  once (an `ip` process per step costs more than the kernel work it asks for);
+  once (an `ip` process per step costs more than the kernel work it asks for); both in 3
+  bursts of 50 (weaved's detached after each but the last), with each burst's p50 as well
+  (one burst's p50 varies by ±20 % between runs on a 2-core machine);
 - the daemon's idle CPU and a no-op `plan` answered by the daemon, with 10 and with N attached;
 - RSS after attaching and over K detach+attach cycles of 10 containers: the samples and the
   slope per cycle (least squares over the samples after the first tenth of the cycles, and
@@ -64,6 +66,7 @@ dns: {enabled: false}
 """
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 AT_ONCE = 10
+BURSTS = 3  # of 50 attaches 10 at once at the full size: one burst's p50 varies by ±20 %
 
 
 def cpu_seconds(pid: int) -> float:
@@ -166,6 +169,14 @@ class Bench:
             "rss_mb": round(rss_mb(self.pid), 1),
         }
 
+    def remove(self, names: list[str]) -> None:
+        """Detach these containers and delete their namespaces."""
+        for name in names:
+            self.detach(name)
+        ip_batch(f"netns delete {name}" for name in names)
+        gone = set(names)
+        self.names = [n for n in self.names if n not in gone]
+
     def cleanup(self) -> None:
         ip_batch((f"netns delete {name}" for name in self.names), check=False)
         self.names = []
@@ -199,7 +210,7 @@ def plain_ip(host: Netns, tag: str, count: int, at_once: int, bridge: str = "") 
         ip_batch((f"netns delete {name}" for name in names), check=False)
 
 
-def netlink_floor(host: Netns, tag: str, count: int, at_once: int) -> list[float]:
+def netlink_floor(host: Netns, tag: str, count: int, at_once: int, burst: int = 0) -> list[float]:
     """Baseline: the kernel's share of an attach into the daemon's bridge, asked for over
     netlink from this process (no `ip` process started per step): the veth into the namespace,
     address and up inside and the gratuitous ARP that Weave's attach sends (weaved's too), the
@@ -207,14 +218,14 @@ def netlink_floor(host: Netns, tag: str, count: int, at_once: int) -> list[float
     `at_once` in flight. The namespaces stay until the batch is done, so their IPv6
     announcements flood the bridge meanwhile, as a container's do. Each broadcast costs the
     kernel a copy into every container (5-6 ms of CPU a frame with 800: floods.py)."""
-    names = [f"{tag}-n{at_once}x{i}" for i in range(count)]
+    names = [f"{tag}-n{burst}x{at_once}x{i}" for i in range(count)]
 
     def one(i: int) -> float:
         with Netlink() as nls, opened(f"/run/netns/{names[i]}") as fd:
             bridge = nls.link(name=BRIDGE)
             assert bridge is not None, "the daemon's bridge is gone"
             start = time.perf_counter()
-            port = nls.add_veth(f"vn{at_once}x{i}", "ethwe", bridge.mtu, fd)
+            port = nls.add_veth(f"vn{burst}x{at_once}x{i}", "ethwe", bridge.mtu, fd)
             assert port is not None, "a kernel that does not echo new links (before 6.3)"
 
             def inside() -> None:
@@ -339,8 +350,18 @@ def main() -> int:
             # The kernel's share at this size, just before weaved's 10 at once (each after a
             # burst: the one before's broadcasts still flood): a port more on a bridge of ~N
             # ports costs more (rtnl held for bridge work, broadcasts flooding every port).
-            floor = netlink_floor(host, tag, 5 * AT_ONCE, AT_ONCE)  # ≤ 1 024 ports
-            many = bench.at_once(bench.new_namespaces(5 * AT_ONCE))
+            floor: list[float] = []
+            many: list[float] = []
+            each: list[tuple[float, float]] = []  # each burst's p50s (ms): netlink, weaved
+            for burst in range(BURSTS):  # ≤ 1 024 ports: each burst but the last detached
+                base = netlink_floor(host, tag, 5 * AT_ONCE, AT_ONCE, burst)
+                names = bench.new_namespaces(5 * AT_ONCE)
+                took = bench.at_once(names)
+                floor += base
+                many += took
+                each.append((round(pct(base, 0.5) * 1000, 1), round(pct(took, 0.5) * 1000, 1)))
+                if burst < BURSTS - 1:
+                    bench.remove(names)
             base_full = plain_ip(host, tag, 2 * AT_ONCE, AT_ONCE, BRIDGE)
             large = bench.snapshot(args.idle)
             result.update(
@@ -355,6 +376,7 @@ def main() -> int:
                     f"{args.containers}": summary(base_full),
                     f"baseline_netlink_{AT_ONCE}_at_once_into_the_bridge_with_"
                     f"{fill_n + 20}": summary(floor),
+                    "p50_ms_of_each_burst_baseline_netlink_and_weaved": each,
                     "with_10_attached": small,
                     f"with_{args.containers}_attached": large,
                 }

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import os
+import sys
 import time
 
 import pytest
 
+from tests.helpers import REPO, Netns, sh
 from weaved.attach.arp import announce_soon
 
 
@@ -24,3 +27,49 @@ def test_an_announcement_for_an_interface_gone_meanwhile_is_no_warning(
         time.sleep(0.01)
     assert [r.levelname for r in caplog.records] == ["DEBUG"], caplog.text
     assert "wdarpgone0" in caplog.text
+
+
+ANNOUNCE_INSIDE = """
+import ipaddress, subprocess, sys, threading, time
+from tests.helpers import REPO, Netns, sh
+from weaved.attach.arp import announce_soon
+from weaved.attach.netns import opened, run_in_netns
+
+container, host = sys.argv[1], sys.argv[2]
+
+def attach_like():  # an attach's work: on a worker thread, inside the container
+    with opened(f"/run/netns/{container}") as fd:
+        run_in_netns(fd, lambda: announce_soon(
+            "ethwe", "02:00:00:00:00:02", [ipaddress.IPv4Address("10.2.1.9")]))
+
+worker = threading.Thread(target=attach_like)
+worker.start()
+worker.join()
+time.sleep(0.5)  # the announcement has left
+subprocess.run(["ip", "netns", "delete", container], check=True)  # the container is gone
+deadline = time.monotonic() + 10
+while time.monotonic() < deadline:
+    show = subprocess.run(["ip", "-n", host, "link", "show", "vhost"], capture_output=True)
+    if show.returncode != 0:
+        print("freed")
+        break
+    time.sleep(0.1)
+else:
+    print("held")
+"""
+
+
+def test_the_announcing_thread_does_not_hold_the_first_containers_namespace() -> None:
+    """The background thread is started by the first announcement, from work inside a
+    container's namespace. It moves to the process's namespace: it held that first
+    container's namespace for good (its veth stayed on the host after the container was
+    gone). In a process of its own, so that its first announcement starts the thread."""
+    with Netns("wdarph") as host, Netns("wdarpc") as container:
+        host.ip("link", "add", "vhost", "type", "veth", "peer", "ethwe", "netns", container.name)
+        container.ip("link", "set", "ethwe", "up")
+        run = sh(
+            [sys.executable, "-c", ANNOUNCE_INSIDE, container.name, host.name],
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+            timeout=60,
+        )
+        assert run.stdout.strip() == "freed", run.stdout + run.stderr

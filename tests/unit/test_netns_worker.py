@@ -70,3 +70,20 @@ def test_a_thread_that_cannot_step_back_ends_the_process() -> None:
     assert proc.returncode == 70
     assert "went on" not in proc.stdout
     assert "cannot return a thread to its network namespace" in proc.stderr
+
+
+def test_joining_the_process_namespace_enters_the_main_threads(
+    entered: list[tuple[int, int]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A thread started inside a container (the announcements' one) moves to the process's
+    namespace: /proc/self/ns/net, the main thread's (/proc/self is the thread group's)."""
+    opened: list[str] = []
+    real_open = netns.os.open
+
+    def spy(path: str, flags: int) -> int:
+        opened.append(path)
+        return real_open("/dev/null", flags)
+
+    monkeypatch.setattr(netns.os, "open", spy)
+    netns.join_the_process_netns()
+    assert opened == ["/proc/self/ns/net"] and len(entered) == 1

@@ -17,6 +17,8 @@ import struct
 import threading
 import time
 
+from weaved.attach.netns import join_the_process_netns
+
 ETH_P_ARP = 0x0806
 ETH_P_IP = 0x0800
 ARPHRD_ETHER = 1
@@ -99,6 +101,7 @@ class _Later:
         self._queue.put(job)
 
     def _run(self) -> None:
+        join_the_process_netns()  # started by an attach's work inside its container
         while True:
             sock, ifname, frames, due = self._queue.get()
             try:

@@ -188,14 +188,14 @@ def configure_side(
                         f"add route {MULTICAST_NET} dev {name}: {exc.strerror}"
                     ) from None
         _add_onlink_routes(nls, idx, name, onlink_routes, changes)
-        if fresh:
+        if fresh:  # not read back (ethtool's ioctl too takes the rtnl lock attaches queue for)
             return replace(
                 side,
                 mtu=mtu or side.mtu,
                 up=True,
                 addresses=tuple(added),
                 multicast_route=multicast,
-                tx_checksum=False if tx_checksum_off else _tx_checksum(name),
+                tx_checksum=False if tx_checksum_off else side.tx_checksum,
                 accept_ra=0 if side.accept_ra is not None else None,
             )
         after = read_side(nls, idx)

@@ -17,7 +17,7 @@ import os
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TypeVar
+from typing import NoReturn, TypeVar
 
 from weaved.errors import Bug, WeavedError
 
@@ -25,6 +25,7 @@ T = TypeVar("T")
 log = logging.getLogger(__name__)
 CLONE_NEWNET = 0x40000000
 THREAD_NETNS = "/proc/thread-self/ns/net"
+PROCESS_NETNS = "/proc/self/ns/net"  # the main thread's: it never moves
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.setns.argtypes = [ctypes.c_int, ctypes.c_int]
@@ -90,9 +91,27 @@ def _step_back(home: int) -> None:
     try:
         _setns(home)
     except OSError as exc:
-        # Nothing may run in a container's namespace by accident: not this thread's next job.
-        log.critical("cannot return a thread to its network namespace (%s); exiting", exc)
-        os._exit(70)
+        _cannot_leave(exc)
+
+
+def join_the_process_netns() -> None:
+    """Move the calling thread to the process's namespace (the main thread's). A thread
+    starts in the namespace of the thread that started it: one started by work inside a
+    container would live there and hold that namespace, so its veth, for as long as it runs."""
+    try:
+        fd = os.open(PROCESS_NETNS, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as exc:
+        _cannot_leave(exc)
+    try:
+        _step_back(fd)
+    finally:
+        os.close(fd)
+
+
+def _cannot_leave(exc: OSError) -> NoReturn:
+    # Nothing may run in a container's namespace by accident: not this thread's next job.
+    log.critical("cannot return a thread to its network namespace (%s); exiting", exc)
+    os._exit(70)
 
 
 def _on_a_thread(netns_fd: int, fn: Callable[[], T], timeout: float) -> T:
