@@ -306,7 +306,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--containers", type=int, default=200, help="attached at once (≥ 40)")
     parser.add_argument("--cycles", type=int, default=100, help="detach+attach cycles for RSS")
-    parser.add_argument("--idle", type=float, default=30.0, help="seconds of idle CPU sampling")
+    parser.add_argument(
+        "--idle",
+        type=float,
+        default=30.0,
+        help="seconds of idle CPU sampling (60 spans the full check the daemon makes each minute)",
+    )
     parser.add_argument("--prefix", default="wdas", help="of every namespace made (≤ 8 chars)")
     parser.add_argument(
         "--fill-in-flight",
