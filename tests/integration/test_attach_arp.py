@@ -1,4 +1,5 @@
-"""The gratuitous ARP an attach leaves to a background thread (root: a packet socket)."""
+"""The gratuitous ARP an attach leaves to a background thread (root: a packet socket), and that
+thread's namespace: the process's, not the first attached container's."""
 
 from __future__ import annotations
 
@@ -7,11 +8,13 @@ import logging
 import os
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
-from tests.helpers import REPO, Netns, sh
+from tests.helpers import REPO, Netns, converged_daemon, sh, wait_for
 from weaved.attach.arp import announce_soon
+from weaved.attach.target import netns_target
 
 
 def test_an_announcement_for_an_interface_gone_meanwhile_is_no_warning(
@@ -31,7 +34,8 @@ def test_an_announcement_for_an_interface_gone_meanwhile_is_no_warning(
 
 ANNOUNCE_INSIDE = """
 import ipaddress, subprocess, sys, threading, time
-from tests.helpers import REPO, Netns, sh
+from tests.helpers import REPO, Netns, converged_daemon, sh, wait_for
+from weaved.attach.target import netns_target
 from weaved.attach.arp import announce_soon
 from weaved.attach.netns import opened, run_in_netns
 
@@ -73,3 +77,28 @@ def test_the_announcing_thread_does_not_hold_the_first_containers_namespace() ->
             timeout=60,
         )
         assert run.stdout.strip() == "freed", run.stdout + run.stderr
+
+
+def test_a_container_attached_by_the_daemon_leaves_nothing_when_it_is_gone(
+    tmp_path: Path,
+) -> None:
+    """The same, as a user meets it: the first container the daemon attached after its start
+    kept its veth on the bridge (and its address on ethwe) after its namespace was deleted,
+    for as long as the daemon ran. Now the kernel frees both containers' pairs."""
+    spec = 'version: 1\npeer: {name: "3e:80:e7:5a:63:c7"}\nexpose: [{cidr: 10.2.1.1/24}]\n'
+    with (
+        converged_daemon(tmp_path, spec, "wakg-h") as (ns, spec_path),
+        Netns("wakg-c1") as first,
+        Netns("wakg-c2") as second,
+    ):
+        for c, ip in ((first, "10.2.1.41/24"), (second, "10.2.1.42/24")):
+            ns.weaved(spec_path, "attach", ip, c.name)
+        veths = [netns_target(c.name).veth for c in (first, second)]
+        for c in (first, second):
+            sh(["ip", "netns", "delete", c.name])
+
+        def on_the_bridge() -> list[str]:
+            ports = ns.ip("-o", "link", "show", "master", "weave").stdout
+            return [v for v in veths if v in ports]
+
+        wait_for(lambda: not on_the_bridge(), timeout=10)
