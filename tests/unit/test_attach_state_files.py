@@ -51,6 +51,11 @@ def test_records_written_through_the_text_cache_read_back_as_written(tmp_path: P
     back = store.load_records(path, Attachment.from_json, "lost")
     assert back == records
     assert back["netns:c2"].addresses == (IPv4Interface("10.40.0.9/12"),)
+    records |= {r.key: r for r in (_record(i, f"10.32.0.{i + 1}/12") for i in (7, 8))}
+    store.save_records(path, records.values(), texts)  # two new at once, in their places
+    assert list(store.load_records(path, Attachment.from_json, "lost").items()) == list(
+        records.items()
+    )
 
 
 def test_a_save_on_the_loop_is_not_undone_by_an_older_write_under_way(

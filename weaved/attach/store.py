@@ -6,7 +6,6 @@ replaced atomically (a failed write leaves the old file whole and no temporary o
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import operator
@@ -55,8 +54,8 @@ class RecordTexts:
     immutable): rewriting the file after one attach encodes one record, not all of them
     (~50 ms with 1 000 containers). Looked up by the object's id, not its key (a property
     per record); the entry holds its record, so no other object has that id while it is
-    kept. The lookups, the search for the records not kept and the join run in C (map,
-    list.index, bytes.join): ~115 µs of GIL a write with 1 000 records, ~150 as a Python loop
+    kept. The lookups, the search for the records not kept and the join run in C (map, a set
+    difference, bytes.join): ~115 µs of GIL a write with 1 000 records, ~150 as a Python loop
     over them. The file's bytes are joined once (~350 kB with 1 000: each copy more is page
     faults)."""
 
@@ -67,12 +66,10 @@ class RecordTexts:
         kept = list(records)
         ids = list(map(id, kept))
         hits: list[tuple[Record, bytes] | None] = list(map(self._texts.get, ids))
-        at = 0
-        with contextlib.suppress(ValueError):  # no record left that is not kept
-            while True:
-                at = hits.index(None, at)
-                text = json.dumps(kept[at].to_json(), separators=(",", ":"))
-                hits[at] = (kept[at], text.encode())
+        for new in set(ids).difference(self._texts):  # the records new since the last write
+            at = ids.index(new)
+            text = json.dumps(kept[at].to_json(), separators=(",", ":"))
+            hits[at] = (kept[at], text.encode())
         known = cast(list[tuple[Record, bytes]], hits)
         self._texts = dict(zip(ids, known, strict=True))
         texts = list(map(_TEXT, known))
