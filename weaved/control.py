@@ -80,15 +80,27 @@ class ControlServer:
         self.server: asyncio.AbstractServer | None = None
 
     async def start(self) -> None:
+        """Listen on `path`. The socket is bound and listening under a hidden name first and
+        then renamed into place: a client that finds `path` is never refused (between a
+        bind and its listen, a client that came on the path got ECONNREFUSED)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        if self.path.exists() or self.path.is_symlink():
-            self.path.unlink()
-        old = os.umask(0o177)
+        fresh = self.path.with_name(f".{self.path.name}.new")
+        fresh.unlink(missing_ok=True)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            self.server = await asyncio.start_unix_server(self._serve, path=str(self.path))
-        finally:
-            os.umask(old)
-        os.chmod(self.path, 0o600)
+            old = os.umask(0o177)
+            try:
+                sock.bind(str(fresh))
+            finally:
+                os.umask(old)
+            sock.listen(socket.SOMAXCONN)
+            os.chmod(fresh, 0o600)
+            os.replace(fresh, self.path)
+            self.server = await asyncio.start_unix_server(self._serve, sock=sock)
+        except BaseException:
+            sock.close()
+            fresh.unlink(missing_ok=True)
+            raise
 
     async def stop(self) -> None:
         if self.server is not None:
