@@ -113,14 +113,15 @@ def _inside(
                 raise ApplyError(f"route {dst} via {gw} dev {ifname}: {exc}") from None
         mac = str(ipr.get_links(index)[0].get_attr("IFLA_ADDRESS"))
     # Weave's ARP settings, and an announcement per address: peers that cached a previous
-    # holder's MAC for a reused address learn the new one at once.
+    # holder's MAC for a reused address learn the new one at once. A moment after "up", as
+    # Weave and attach do: sent at once it could miss the bridge (a CI run's ping to a
+    # reused address went to its previous holder's MAC).
     with Netlink() as nls:
         arp_settings(nls, index, ifname, [])
-    for iface in addresses:
-        try:
-            arp.announce(ifname, mac, iface.ip)
-        except OSError as exc:
-            log.warning("gratuitous ARP failed ifname=%s ip=%s error=%s", ifname, iface.ip, exc)
+    try:
+        arp.announce_soon(ifname, mac, [iface.ip for iface in addresses])
+    except OSError as exc:
+        log.warning("gratuitous ARP failed ifname=%s error=%s", ifname, exc)
     return mac
 
 
