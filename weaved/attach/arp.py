@@ -2,7 +2,7 @@
 
 When an address moves to another container (or comes back with a new MAC) the peers' ARP caches
 still point at the old MAC; an announcement corrects them at once instead of after their
-timeouts. `announcement` builds the frame (pure); `announce` sends it from inside the
+timeouts. `announcement` builds the frame (pure); `announce_soon` sends it from inside the
 container's namespace (call it there).
 """
 
@@ -56,21 +56,6 @@ def announcement(mac: str, ip: ipaddress.IPv4Address) -> bytes:
     return frame + b"\x00" * (MIN_FRAME - len(frame))
 
 
-def announce(ifname: str, mac: str, ip: ipaddress.IPv4Address, count: int = 1) -> None:
-    """Send the announcement out of `ifname` (in the calling thread's namespace).
-
-    The packet socket is opened without a protocol (nothing to receive, so no packet hook is
-    registered: a bind took ~12 ms waiting for the kernel's RCU grace period) and closed by
-    a background thread (its close waits for one too, ~15 ms that were every attach's)."""
-    frame = announcement(mac, ip)
-    sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
-    try:
-        for _ in range(count):
-            sock.sendto(frame, (ifname, ETH_P_ARP))
-    finally:
-        _later.put((sock, ifname, [], 0.0))
-
-
 def announce_soon(
     ifname: str, mac: str, ips: list[ipaddress.IPv4Address], delay: float = 0.001
 ) -> None:
@@ -79,7 +64,10 @@ def announce_soon(
     leave after the caller went on. A broadcast is flooded to every port of the bridge
     (~2 ms of kernel work with 1 000 containers) and Weave waits a moment after "up" before
     it (the first frame can miss the bridge): neither is an attach's to wait for. A failure
-    to send is logged (peers' short ARP timeouts catch up)."""
+    to send is logged (peers' short ARP timeouts catch up). The packet socket is opened
+    without a protocol (nothing to receive, so no packet hook is registered: a bind took ~12 ms
+    waiting for the kernel's RCU grace period) and closed by that thread too (its close waits
+    for one as well)."""
     sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
     frames = [(ip, announcement(mac, ip)) for ip in ips]
     _later.put((sock, ifname, frames, time.monotonic() + delay))
