@@ -16,6 +16,8 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import TypeVar
 
+from weaved.dataplane.portcalls import PORT_CALLS
+
 T = TypeVar("T")
 
 # Threads for attach/detach kernel work. Each call mostly waits for the kernel (netlink,
@@ -27,19 +29,22 @@ class InFlight:
     def __init__(self) -> None:
         self._locks: dict[str, asyncio.Lock] = {}
         self._holders: dict[str, int] = {}  # callers holding or waiting for each key's lock
-        self._veths: dict[str, str] = {}  # each key's host veth, while a call holds it
+        self._veths: dict[str, tuple[str, ...]] = {}  # each key's host veths, while held
 
     @asynccontextmanager
-    async def hold(self, key: str, veth: str = "") -> AsyncIterator[None]:
-        """The container `key` (whose host veth is `veth`) is ours until the block ends
-        (waits for an earlier call)."""
+    async def hold(self, key: str, *veths: str) -> AsyncIterator[None]:
+        """The container `key` (whose host veth is one of `veths`: a named netns's may take
+        its second name) is ours until the block ends (waits for an earlier call). A converge
+        leaves those veths' anti-spoofing elements alone meanwhile (dataplane/portcalls.py)."""
         lock = self._locks.setdefault(key, asyncio.Lock())
         self._holders[key] = self._holders.get(key, 0) + 1
+        named = tuple(v for v in veths if v)
         try:
             async with lock:
-                if veth:
-                    self._veths[key] = veth
-                yield
+                if named:
+                    self._veths[key] = named
+                with PORT_CALLS.call(*named):
+                    yield
         finally:
             self._holders[key] -= 1
             if not self._holders[key]:
@@ -53,7 +58,7 @@ class InFlight:
     def veths(self) -> frozenset[str]:
         """Host veths of the containers whose calls are under way (made or removed by them:
         the periodic check does not take their coming and going for news)."""
-        return frozenset(self._veths.values())
+        return frozenset(v for each in self._veths.values() for v in each)
 
     def __len__(self) -> int:
         return len(self._holders)

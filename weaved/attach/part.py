@@ -366,7 +366,7 @@ class AttachPart(PluggedPart[Attachment]):
         url = self.docker_url
         target = await self._plumbing.run(lambda: resolve_target(request.target, url))
         veth = self._veth_of(target)
-        async with self._inflight.hold(target.key, veth):
+        async with self._inflight.hold(target.key, veth, target.second_veth):
             self._touch(target.key)
             since = self._converges.since()
             # After a restart, addresses of containers gone meanwhile are freed first.
@@ -435,7 +435,7 @@ class AttachPart(PluggedPart[Attachment]):
         url = self.docker_url
         target = await self._plumbing.run(lambda: resolve_target(request.target, url))
         veth = self._veth_of(target)
-        async with self._inflight.hold(target.key, veth):
+        async with self._inflight.hold(target.key, veth, target.second_veth):
             self._touch(target.key)
             since = self._converges.since()
             held = held_by(target, self.records)

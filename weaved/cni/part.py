@@ -27,6 +27,7 @@ from weaved.cni.core import CniError, Code
 from weaved.cni.expose import expose_for, gateway_in
 from weaved.cni.records import LOST, STORE, CniRecord
 from weaved.control import Handler, Request, Response
+from weaved.dataplane.portcalls import PORT_CALLS
 from weaved.dns.part import DnsPart
 from weaved.engine.reconcile import RuntimeFacts
 from weaved.errors import DependencyError, WeavedError
@@ -246,15 +247,16 @@ class CniPart(PluggedPart[CniRecord]):
         alias = rec.to_alias()
         try:
             async with self._lock:
-                others = {r.veth for r in self.records.values() if r.key != key}
-                plugged = await self._plumbing.run(
-                    lambda: plumbing.plug(
-                        netns, ifname, veths, addresses, routes, hairpin, mtu, alias, others
+                with PORT_CALLS.call(*veths):  # see dataplane/portcalls.py
+                    others = {r.veth for r in self.records.values() if r.key != key}
+                    plugged = await self._plumbing.run(
+                        lambda: plumbing.plug(
+                            netns, ifname, veths, addresses, routes, hairpin, mtu, alias, others
+                        )
                     )
-                )
-                rec = replace(rec, veth=plugged.veth, mac=plugged.mac)
-                self.records[key] = rec
-                self._save()
+                    rec = replace(rec, veth=plugged.veth, mac=plugged.mac)
+                    self.records[key] = rec
+                    self._save()
         except BaseException:
             for iface in allocated:
                 with contextlib.suppress(IpamError):
@@ -291,15 +293,18 @@ class CniPart(PluggedPart[CniRecord]):
         if body.get("ipam_only") or (rec is not None and not rec.veth):
             veths = ()  # the interface is another plugin's
         async with self._lock:
-            if veths:
-                ips = [a.ip for a in rec.addresses] if rec else []
-                await self._plumbing.run(lambda: plumbing.unplug(veths, netns, ifname, key, ips))
-            if rec is not None:
-                await self._release(rec)
-                self.records.pop(key, None)
-                self._save()
-            elif not body.get("chained_ipam"):
-                self.ipam.release(cid)  # DEL after a lost record: still free the address
+            with PORT_CALLS.call(*veths):  # a converge leaves their elements alone meanwhile
+                if veths:
+                    ips = [a.ip for a in rec.addresses] if rec else []
+                    await self._plumbing.run(
+                        lambda: plumbing.unplug(veths, netns, ifname, key, ips)
+                    )
+                if rec is not None:
+                    await self._release(rec)
+                    self.records.pop(key, None)
+                    self._save()
+                elif not body.get("chained_ipam"):
+                    self.ipam.release(cid)  # DEL after a lost record: still free the address
         self._daemon.mark_dirty("cni")
         log.info("cni del container=%s ifname=%s", cid, ifname)
         return {}

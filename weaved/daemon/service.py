@@ -32,6 +32,7 @@ from weaved.daemon.notify import (
 from weaved.daemon.rollout import Guard, Probe, Rollout
 from weaved.daemon.watch import FileKey, file_key, poll_file, watch_file
 from weaved.dataplane.base import Dataplane
+from weaved.dataplane.portcalls import PORT_CALLS
 from weaved.engine.reconcile import Applied, CompileCache, RuntimeFacts, apply_spec, plan_spec
 from weaved.errors import WeavedError
 from weaved.mesh.status_text import report_head
@@ -215,7 +216,8 @@ class Daemon:
 
     # --- converge -----------------------------------------------------------------------
     def runtime_facts(self) -> RuntimeFacts:
-        facts = RuntimeFacts()
+        # Taken before the records: a call that ends after it is not in them (portcalls.py).
+        facts = RuntimeFacts(calls_since=PORT_CALLS.now())
         for component in self.components:
             facts = component.facts(facts)
         return facts

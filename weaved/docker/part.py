@@ -28,6 +28,7 @@ from weaved.attach.hostname import dns_name, rules_of
 from weaved.attach.inflight import Plumbing
 from weaved.compile.dns import uses_link_address
 from weaved.control import ControlServer, Handler, Request, Response
+from weaved.dataplane.portcalls import PORT_CALLS
 from weaved.dns.part import DnsPart
 from weaved.docker import core, plumbing
 from weaved.docker.core import PluginError
@@ -157,12 +158,13 @@ class DockerPluginPart(Component):
         host, peer = core.veth_pair(endpoint)
         given_mac = str(interface.get("MacAddress") or "") or None
         address = str(interface.get("Address") or "")
-        self.endpoints[endpoint] = Endpoint(host, address.split("/")[0])
-        self._save()
         sends_from = _addresses(address)
-        mac = await self._plumbing.run(
-            lambda: plumbing.create_pair(host, peer, given_mac, sends_from)
-        )
+        with PORT_CALLS.call(host):  # a converge leaves its elements alone meanwhile
+            self.endpoints[endpoint] = Endpoint(host, address.split("/")[0])
+            self._save()
+            mac = await self._plumbing.run(
+                lambda: plumbing.create_pair(host, peer, given_mac, sends_from)
+            )
         self._daemon.mark_dirty("docker endpoint")
         log.info("docker endpoint created endpoint=%s veth=%s", endpoint[:12], host)
         return {} if given_mac else {"Interface": {"MacAddress": mac}}
@@ -173,9 +175,10 @@ class DockerPluginPart(Component):
         host, _ = core.veth_pair(endpoint)
         known = self.endpoints.get(endpoint)
         ips = _addresses(known.address) if known is not None else []
-        await self._plumbing.run(lambda: plumbing.delete_pair(host, ips))
-        if self.endpoints.pop(endpoint, None) is not None:
-            self._save()
+        with PORT_CALLS.call(host):
+            await self._plumbing.run(lambda: plumbing.delete_pair(host, ips))
+            if self.endpoints.pop(endpoint, None) is not None:
+                self._save()
         self._daemon.mark_dirty("docker endpoint")
         return {}
 

@@ -7,13 +7,14 @@ import logging
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from weaved.compile.antispoof import unrecorded_ports
+from weaved.compile.antispoof import element_of, unrecorded_ports
 from weaved.compile.desired import Compiled, compile_spec
 from weaved.compile.facts import ContainerPort, Facts
 from weaved.compile.host import observed_view, without_vanished_ports
 from weaved.dataplane.base import ApplyReport, Dataplane, Observation
+from weaved.dataplane.portcalls import PORT_CALLS
 from weaved.errors import ApplyError
 from weaved.model.host import WantedPort
 from weaved.model.resources import Kind, State
@@ -38,6 +39,9 @@ class RuntimeFacts:
     # The daemon's own peer name (derived once at its start, e.g. from IPAM's persisted one):
     # the bridge's MAC follows it when the spec names no peer.
     peer_name: str | None = None
+    # dataplane/portcalls.PORT_CALLS.now() before the parts' records were read (a daemon's
+    # converge): element changes of ports whose calls ran since are left to the next converge
+    calls_since: int | None = None
 
 
 @dataclass(frozen=True)
@@ -134,6 +138,9 @@ def apply_spec(
     """Converge and verify; a plan that is already empty makes no kernel write at all."""
     started = time.monotonic()
     planned = plan_spec(spec, dataplane, runtime, compiles)
+    if runtime is not None and runtime.calls_since is not None:
+        busy = PORT_CALLS.busy_since(runtime.calls_since)
+        planned = replace(planned, plan=without_elements_of(planned.plan, busy))
     report = ApplyReport()
     phases = list(planned.phases)
     if not planned.plan.empty:
@@ -167,6 +174,19 @@ def apply_spec(
         " ".join(f"{name}={spent:.3f}" for name, spent in phases),
     )
     return Applied(planned, report, seconds)
+
+
+def without_elements_of(plan: Plan, ports: frozenset[str]) -> Plan:
+    """`plan` less the anti-spoofing element changes of `ports` (dataplane/portcalls.py: a
+    part's call plugged or unplugged them after the facts were taken)."""
+    if not ports:
+        return plan
+    kept = tuple(
+        c
+        for c in plan.changes
+        if c.kind is not Kind.NFT_ELEMENT or element_of(c.key)[0] not in ports
+    )
+    return plan if len(kept) == len(plan.changes) else replace(plan, changes=kept)
 
 
 def written_by_parts(change: Change) -> bool:
