@@ -6,7 +6,7 @@ cd "$here"
 venv=${WEAVED_VENV:-$here/.venv}
 export PATH="$venv/bin:$PATH"
 
-echo "== ruff"; ruff check weaved tests bench
+echo "== ruff"; ruff check weaved tests bench; ruff format --check weaved tests bench
 echo "== mypy"; mypy
 echo "== import layers"; lint-imports --no-cache  # .importlinter: no upward import, no cycle
 echo "== schema"; python -m weaved schema | diff -u schemas/weave.schema.json - >/dev/null \

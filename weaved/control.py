@@ -95,9 +95,13 @@ class ControlServer:
                 os.umask(old)
             sock.listen(socket.SOMAXCONN)
             os.chmod(fresh, 0o600)
-            os.replace(fresh, self.path)
+            # Served before it is in place: a failure here leaves no dead socket on `path`.
             self.server = await asyncio.start_unix_server(self._serve, sock=sock)
+            os.replace(fresh, self.path)
         except BaseException:
+            if self.server is not None:
+                self.server.close()
+                self.server = None
             sock.close()
             fresh.unlink(missing_ok=True)
             raise

@@ -47,3 +47,23 @@ def test_the_socket_is_listening_before_it_takes_its_path(
     assert asyncio.run(scenario()) == {"pong": True}
     assert renamed == [(".weaved.sock.new", 0o600)]
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # stopped: nothing left behind
+
+
+def test_a_start_that_fails_leaves_no_socket_and_serves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "weaved.sock"
+
+    def replace(src: str | Path, dst: str | Path) -> None:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(control.os, "replace", replace)
+
+    async def scenario() -> ControlServer:
+        server = ControlServer(path, {("GET", "/ping"): pong})
+        with pytest.raises(PermissionError):
+            await server.start()
+        return server
+
+    assert asyncio.run(scenario()).server is None
+    assert list(tmp_path.iterdir()) == []

@@ -426,9 +426,7 @@ def link_message(data: bytes, start: int, end: int) -> Link:
     return _link(data, start, end)
 
 
-def _inet_conf(
-    data: bytes, start: int, stop: int
-) -> tuple[int | None, int | None, int | None]:
+def _inet_conf(data: bytes, start: int, stop: int) -> tuple[int | None, int | None, int | None]:
     """In a link's IFLA_AF_SPEC: where its IPv4 promote_secondaries is, where its IPv6
     devconf values start, and its IPv6 addr_gen_mode; None for what it lacks."""
     promote = conf6 = gen_mode = None

@@ -148,4 +148,3 @@ BOOTSTRAP: dict[int, GobType] = {
     22: _FIELD_LIST,
     23: _MAP_TYPE,
 }
-

@@ -11,4 +11,3 @@ class GobError(ProtocolError):
 
 class GobValueError(Bug, ValueError):
     """A Python value does not fit the type descriptor it was encoded with: a weaved bug."""
-

@@ -25,4 +25,3 @@ def float_bits(x: float) -> int:
 
 def bits_float(u: int) -> float:
     return float(_struct.unpack("<d", u.to_bytes(8, "big"))[0])
-
