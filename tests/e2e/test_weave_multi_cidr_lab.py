@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import wait_for
-from weaved.attach.part import WATCH_SECONDS
+from weaved.attach.reobserve import WATCH_SECONDS
 from weaved.lab.lab import Lab, peer_name
 from weaved.spec.models import DNS_LINK_ADDRESS
 

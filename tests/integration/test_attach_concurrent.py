@@ -21,7 +21,7 @@ import pytest
 
 from tests.helpers import Netns, bare_namespaces, sh
 from weaved.attach import observe, plumbing
-from weaved.attach import part as attach_part
+from weaved.attach import reobserve as attach_part
 from weaved.attach.netns import opened, run_in_netns
 from weaved.attach.part import AttachPart
 from weaved.attach.requests import AttachRequest, DetachRequest

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from weaved.attach import Attachment, TargetKind, detach_all
-from weaved.attach.part import STORE
+from weaved.attach.reobserve import STORE
 from weaved.attach.weavedns import NETNS_ETC, remove_resolv_conf
 from weaved.cni.plumbing import observe_veths as observe_cni_veths
 from weaved.cni.records import STORE as CNI_STORE
