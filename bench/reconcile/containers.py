@@ -10,7 +10,9 @@ Prints, each next to a baseline from the same run:
   with Weave's gratuitous ARP, 10 at once into the daemon's bridge just before weaved's 10 at
   once (an `ip` process per step costs more than the kernel work it asks for); both in 3
   bursts of 50 (weaved's detached after each but the last), with each burst's p50 as well
-  (one burst's p50 varies by ±20 % between runs on a 2-core machine);
+  (one burst's p50 varies by ±20 % between runs on a 2-core machine); each burst starts once
+  the CPUs are 90 % idle (at most 20 s; the waits are printed): the burst before leaves ~50
+  namespaces to destroy, under the rtnl lock every attach needs too;
 - the daemon's idle CPU and a no-op `plan` answered by the daemon, with 10 and with N attached;
 - RSS after attaching and over K detach+attach cycles of 10 containers: the samples and the
   slope per cycle (least squares over the samples after the first tenth of the cycles, and
@@ -67,6 +69,7 @@ dns: {enabled: false}
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 AT_ONCE = 10
 BURSTS = 3  # of 50 attaches 10 at once at the full size: one burst's p50 varies by ±20 %
+SETTLE_IDLE, SETTLE_S = 0.9, 20.0  # each burst starts once the CPUs are this idle (or after)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -83,6 +86,26 @@ def rss_mb(pid: int) -> float:
 
 def load_average() -> list[float]:
     return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
+
+
+def cpu_idle_ticks() -> tuple[int, int]:
+    """(idle, all) ticks of every CPU so far (/proc/stat: idle and iowait are idle)."""
+    ticks = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return ticks[3] + ticks[4], sum(ticks)
+
+
+def settle(longest: float = SETTLE_S, window: float = 0.5) -> float:
+    """Wait until the CPUs were SETTLE_IDLE idle over `window` (what the burst before left
+    behind is done: its namespaces' destruction, their IPv6 announcements) or `longest` has
+    passed; the seconds waited. Baseline and weaved bursts start from the same quiet."""
+    start = time.monotonic()
+    while True:
+        idle0, all0 = cpu_idle_ticks()
+        time.sleep(window)
+        idle1, all1 = cpu_idle_ticks()
+        waited = time.monotonic() - start
+        if (idle1 - idle0) >= SETTLE_IDLE * max(1, all1 - all0) or waited >= longest:
+            return round(waited, 1)
 
 
 def pct(samples: list[float], q: float) -> float:
@@ -358,9 +381,12 @@ def main() -> int:
             floor: list[float] = []
             many: list[float] = []
             each: list[tuple[float, float]] = []  # each burst's p50s (ms): netlink, weaved
+            waits: list[float] = []  # seconds each burst waited for a quiet machine
             for burst in range(BURSTS):  # ≤ 1 024 ports: each burst but the last detached
+                waits.append(settle())
                 base = netlink_floor(host, tag, 5 * AT_ONCE, AT_ONCE, burst)
                 names = bench.new_namespaces(5 * AT_ONCE)
+                waits.append(settle())
                 took = bench.at_once(names)
                 floor += base
                 many += took
@@ -382,6 +408,7 @@ def main() -> int:
                     f"baseline_netlink_{AT_ONCE}_at_once_into_the_bridge_with_"
                     f"{fill_n + 20}": summary(floor),
                     "p50_ms_of_each_burst_baseline_netlink_and_weaved": each,
+                    "seconds_waited_for_quiet_cpus_before_each_burst": waits,
                     "with_10_attached": small,
                     f"with_{args.containers}_attached": large,
                 }
