@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shutil
@@ -11,7 +12,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -225,3 +226,19 @@ class Dockerd:
         self, *args: str, check: bool = True, timeout: float = 120
     ) -> subprocess.CompletedProcess[str]:
         return sh(["docker", "-H", f"unix://{self.sock}", *args], check=check, timeout=timeout)
+
+
+def saved_records(path: Path) -> list[dict[str, Any]]:
+    """The records a daemon's records file holds now (`attachments.json` or `cni.json`, with
+    the log of changes since its snapshot), as JSON objects."""
+    from weaved.attach import store
+    from weaved.attach.model import Attachment
+    from weaved.cni.records import CniRecord
+
+    kind = CniRecord if path.name.startswith("cni") else Attachment
+    return [r.to_json() for r in store.load_records(path, kind.from_json, "lost").values()]
+
+
+def saved_text(path: Path) -> str:
+    """`saved_records` as one text (for "this container is or is not recorded")."""
+    return json.dumps(saved_records(path))

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.docker_image import BUSYBOX, write_rootfs
-from tests.helpers import wait_for
+from tests.helpers import saved_records, wait_for
 from weaved.cni.setup import CONFLIST
 from weaved.lab.lab import Lab
 
@@ -113,7 +113,7 @@ def podman(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Podman]:
 
 def cni_records(p: Podman, host: str) -> list[dict[str, object]]:
     path = p.lab.host(host).state_dir / "cni.json"
-    return list(json.loads(path.read_text())["attachments"]) if path.exists() else []
+    return saved_records(path)
 
 
 def test_podman_containers_across_two_hosts(podman: Podman) -> None:

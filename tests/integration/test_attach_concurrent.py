@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from tests.helpers import Netns, bare_namespaces, sh
+from tests.helpers import Netns, bare_namespaces, saved_records, sh
 from weaved.attach import observe, plumbing
 from weaved.attach import reobserve as attach_part
 from weaved.attach.netns import opened, run_in_netns
@@ -135,8 +135,8 @@ def test_attaches_and_detaches_run_at_once_without_the_dataplane_thread(
         calls = [part.attach(attach_request(n, a)) for n, a in wanted.items()]
         results = await asyncio.wait_for(asyncio.gather(*calls), 60)
         assert [str(addrs[0]) for _, addrs in results] == list(wanted.values())
-        saved = json.loads((tmp_path / "state" / "attachments.json").read_text())
-        assert len(saved["attachments"]) == COUNT  # every record made it into the one file
+        saved = saved_records(tmp_path / "state" / "attachments.json")
+        assert len(saved) == COUNT  # every record made it into the one file
         assert {n: ethwe_addresses(n) for n in containers} == {n: [a] for n, a in wanted.items()}
         detaches = [
             part.detach(DetachRequest.from_json({"target": f"netns:{n}", "addresses": [a]}))
@@ -154,7 +154,7 @@ def test_attaches_and_detaches_run_at_once_without_the_dataplane_thread(
         ipaddress.IPv4Interface(a).ip for a in wanted.values()
     )
     assert part.records == {}
-    assert json.loads((tmp_path / "state" / "attachments.json").read_text()) == {"attachments": []}
+    assert saved_records(tmp_path / "state" / "attachments.json") == []
     assert all(ethwe_addresses(n) == [] for n in containers)
 
 

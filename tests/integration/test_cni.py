@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import Netns, stop_process, wait_for
+from tests.helpers import Netns, saved_text, stop_process, wait_for
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(240)]
 
@@ -219,6 +219,7 @@ def test_errors_a_runtime_can_act_on(host: Host) -> None:
         host.ns.weaved(host.spec, "reset")
         assert "vethweplc" not in host.ns.ip("link").stdout
         assert not (host.tmp / "state" / "cni.json").exists()
+        assert not (host.tmp / "state" / "cni.json.log").exists()
 
 
 def restart(host: Host, *, wipe_ipam: bool = False, wipe_state: bool = False) -> None:
@@ -277,9 +278,8 @@ def test_restart_with_empty_state_reclaims_from_the_kernel(host: Host, tmp_path:
             assert rc == 0, r2
         a1 = addr_of(r1)
         restart(host, wipe_state=True)
-        assert (
-            not (host.tmp / "state" / "cni.json").exists()
-            or "re1" in (host.tmp / "state" / "cni.json").read_text()
+        assert not (host.tmp / "state" / "cni.json").exists() or "re1" in saved_text(
+            host.tmp / "state" / "cni.json"
         )
         ps = host.ns.weaved(host.spec, "ps").stdout
         assert f"re1aaaaaaaaa {r1['interfaces'][1]['mac']} {r1['ips'][0]['address']}" in ps
@@ -396,7 +396,7 @@ def test_namespace_removed_without_del_is_released(host: Host) -> None:
         assert rc == 0, r1
     # The runtime lost the container without telling us: the daemon notices within seconds.
     records = host.tmp / "state" / "cni.json"
-    wait_for(lambda: "gone1" not in records.read_text(), timeout=15)
+    wait_for(lambda: "gone1" not in saved_text(records), timeout=15)
     with Netns("wdcnic") as c2:
         rc, r2 = host.cni("ADD", "gone2", c2.name, conf())
         assert rc == 0 and addr_of(r2) == addr_of(r1)  # given out again: it was released
@@ -503,7 +503,7 @@ def test_weave_830_cni_plugin(host: Host) -> None:
             procs[c2.name].wait()
             c2.ip("link", "del", "eth0", check=False)
             records = host.tmp / "state" / "cni.json"
-            wait_for(lambda: '"c2"' not in records.read_text(), timeout=15)
+            wait_for(lambda: '"c2"' not in saved_text(records), timeout=15)
             assert connect("c3", start(c3), plain) == c2ip
             c1.run(["ping", "-c", "2", "-W", "2", c2ip])
     finally:
@@ -528,13 +528,13 @@ def test_gc_releases_what_the_runtime_no_longer_has(host: Host) -> None:
         )
         assert host.cni("GC", "", None, gc)[0] == 0
         assert host.cni("STATUS", "", None, conf("1.1.0"))[0] == 0
-        records = (host.tmp / "state" / "cni.json").read_text()
+        records = saved_text(host.tmp / "state" / "cni.json")
         assert '"keep"' in records and '"stale"' not in records and '"other"' in records
         assert "eth0" not in c2.ip("link").stdout
         # That network's own GC (its interface plugin passes it on to weave-ipam) does.
         gc_other = {**ipam_cfg, "cni.dev/valid-attachments": []}
         assert host.cni("GC", "", None, gc_other, role="weave-ipam")[0] == 0
-        records = (host.tmp / "state" / "cni.json").read_text()
+        records = saved_text(host.tmp / "state" / "cni.json")
         assert '"keep"' in records and '"other"' not in records
         assert host.cni("DEL", "keep", c1.name, conf("1.1.0"))[0] == 0
         assert host.proc is not None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import json
 import threading
 from dataclasses import replace
 from ipaddress import IPv4Interface
@@ -13,9 +14,10 @@ from typing import Any
 
 import pytest
 
-from weaved.attach import plugged_part, store
+from weaved.attach import store
 from weaved.attach.model import Attachment, Target, TargetKind
 from weaved.attach.plugged_part import PluggedPart
+from weaved.errors import WeavedError
 
 
 def test_a_failed_write_leaves_no_temporary_file(
@@ -41,30 +43,89 @@ def _record(i: int, ip: str) -> Attachment:
     return Attachment(target, f"vethwepln{i:08x}", addresses=(IPv4Interface(ip),), veth_index=i)
 
 
-def test_records_written_through_the_text_cache_read_back_as_written(tmp_path: Path) -> None:
-    path, texts = tmp_path / "attachments.json", store.RecordTexts()
+def load(path: Path) -> dict[str, Attachment]:
+    return store.load_records(path, Attachment.from_json, "lost")
+
+
+def test_changes_appended_to_the_log_read_back_as_made(tmp_path: Path) -> None:
+    path = tmp_path / "attachments.json"
     records = {r.key: r for r in (_record(i, f"10.32.0.{i + 1}/12") for i in range(5))}
-    store.save_records(path, records.values(), texts)
-    records["netns:c2"] = replace(records["netns:c2"], addresses=(IPv4Interface("10.40.0.9/12"),))
+    file = store.RecordFile(path)
+    file.reset(records.values())
+    snapshot = path.read_bytes()
+    changed = replace(records["netns:c2"], addresses=(IPv4Interface("10.40.0.9/12"),))
+    records["netns:c2"] = changed
     del records["netns:c4"]
-    store.save_records(path, records.values(), texts)  # one changed, one gone: not stale
-    back = store.load_records(path, Attachment.from_json, "lost")
-    assert back == records
-    assert back["netns:c2"].addresses == (IPv4Interface("10.40.0.9/12"),)
-    records |= {r.key: r for r in (_record(i, f"10.32.0.{i + 1}/12") for i in (7, 8))}
-    store.save_records(path, records.values(), texts)  # two new at once, in their places
-    assert list(store.load_records(path, Attachment.from_json, "lost").items()) == list(
-        records.items()
-    )
+    new = {r.key: r for r in (_record(i, f"10.32.0.{i + 1}/12") for i in (7, 8))}
+    records |= new
+    file.append([("netns:c2", changed), ("netns:c4", None), *new.items()])
+    file.close()
+    assert path.read_bytes() == snapshot  # appended, not rewritten
+    assert len(store.log_path(path).read_bytes().splitlines()) == 4
+    assert list(load(path).items()) == list(records.items())
 
 
-def test_a_save_on_the_loop_is_not_undone_by_an_older_write_under_way(
+def test_a_torn_line_and_lines_of_an_older_snapshot_are_not_read(tmp_path: Path) -> None:
+    path = tmp_path / "attachments.json"
+    one, two = _record(1, "10.32.0.1/12"), _record(2, "10.32.0.2/12")
+    file = store.RecordFile(path)
+    file.reset([one])
+    file.append([(two.key, two)])
+    older = store.log_path(path).read_bytes()
+    file.reset([one])  # a new snapshot (generation): its log starts empty
+    assert not store.log_path(path).exists()
+    # A crash between a new snapshot and the old log's removal: the old lines are not read;
+    # nor is the last line of this generation's that a crash cut short.
+    generation = json.loads(path.read_text())["generation"]
+    torn = b'{"generation":%d,"key":"netns:c1"' % generation
+    store.log_path(path).write_bytes(older + torn)
+    assert load(path) == {one.key: one}
+
+
+def test_the_log_is_folded_into_a_snapshot_once_it_outgrows_it(tmp_path: Path) -> None:
+    path = tmp_path / "attachments.json"
+    file = store.RecordFile(path)
+    record = _record(1, "10.32.0.1/12")
+    file.reset([record])
+    for _ in range(400):  # ~200 bytes a line: past LOG_MIN (64 kB)
+        file.append([(record.key, record)])
+    assert store.log_path(path).stat().st_size <= store.LOG_MIN
+    assert load(path) == {record.key: record}
+
+
+def test_a_file_written_by_an_older_weaved_is_read(tmp_path: Path) -> None:
+    path = tmp_path / "attachments.json"
+    record = _record(1, "10.32.0.1/12")
+    store.save_records(path, [record])  # no generation, no log
+    assert load(path) == {record.key: record}
+    store.log_path(path).write_text('{"generation": null, "key": "netns:c1"}\n')
+    assert load(path) == {record.key: record}  # no generation: no log to read
+
+
+def test_a_failed_append_makes_the_next_write_a_snapshot(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A resync's `_save` (on the event loop) while `_persist`'s thread is writing an older
-    list of records: the newer records stay in the file (the older write landed last and
-    dropped them until the next change)."""
-    part: PluggedPart[Attachment] = PluggedPart(
+    path = tmp_path / "attachments.json"
+    one, two = _record(1, "10.32.0.1/12"), _record(2, "10.32.0.2/12")
+    file = store.RecordFile(path)
+    file.reset([one])
+
+    def full_disk(fd: int, data: bytes) -> int:
+        return len(data) // 2  # half a line went out
+
+    monkeypatch.setattr(store.os, "write", full_disk)
+    with pytest.raises(WeavedError, match="hint: check free space"):
+        file.append([(two.key, two)])
+    monkeypatch.undo()
+    file.append([])  # nothing to write: nothing written
+    three = _record(3, "10.32.0.3/12")
+    file.append([(three.key, three)])
+    assert not store.log_path(path).exists()  # a snapshot, no line after the torn one
+    assert load(path) == {one.key: one, two.key: two, three.key: three}
+
+
+def _part(tmp_path: Path) -> PluggedPart[Attachment]:
+    return PluggedPart(
         None,  # type: ignore[arg-type]
         tmp_path,
         None,  # type: ignore[arg-type]
@@ -73,29 +134,58 @@ def test_a_save_on_the_loop_is_not_undone_by_an_older_write_under_way(
         from_json=Attachment.from_json,
         lost="lost",
     )
+
+
+def test_a_save_on_the_loop_is_not_undone_by_a_write_under_way(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A resync's `_save` (on the event loop) while `_persist`'s thread is writing: both
+    changes end up in the file, in the order they were made."""
+    part = _part(tmp_path)
     older, newer = _record(1, "10.32.0.1/12"), _record(2, "10.32.0.2/12")
     started, saved = threading.Event(), threading.Event()
-    real = plugged_part.save_records
+    real = store.RecordFile.append
     calls: list[int] = []
 
-    def slow(path: Path, records: Any, texts: Any = None) -> None:
+    def slow(self: store.RecordFile, changes: Any) -> None:
         calls.append(1)
-        if len(calls) == 1:  # _persist's write, its list taken: held up a moment
+        if len(calls) == 1:  # _persist's write, its changes taken: held up a moment
             started.set()
             saved.wait(1.0)
-        real(path, records, texts)
+        real(self, changes)
 
-    monkeypatch.setattr(plugged_part, "save_records", slow)
+    monkeypatch.setattr(store.RecordFile, "append", slow)
 
     async def scenario() -> None:
-        part.records = {older.key: older}
+        part.records = {}
+        part._save()  # the snapshot at start
+        part.records[older.key] = older
         writing = asyncio.create_task(part._persist())
         assert await asyncio.to_thread(started.wait, 5)
         part.records[newer.key] = newer
-        part._save()  # a resync's change, written at once
+        part.records.pop(older.key)
+        part._save()  # a resync's changes, written at once
         saved.set()
         await writing
 
     asyncio.run(scenario())
-    back = store.load_records(tmp_path / "attachments.json", Attachment.from_json, "lost")
-    assert back == {older.key: older, newer.key: newer}
+    assert load(tmp_path / "attachments.json") == {newer.key: newer}
+
+
+def test_a_started_part_folds_its_log_into_the_snapshot_when_it_stops(tmp_path: Path) -> None:
+    part = _part(tmp_path)
+    one, two = _record(1, "10.32.0.1/12"), _record(2, "10.32.0.2/12")
+
+    async def scenario() -> None:
+        part._daemon = object()  # type: ignore[assignment]
+        part.records = {one.key: one}
+        part._save()
+        part.records[two.key] = two
+        part._save()
+        assert store.log_path(tmp_path / "attachments.json").exists()
+        await part.stop()
+
+    asyncio.run(scenario())
+    assert not store.log_path(tmp_path / "attachments.json").exists()
+    raw = json.loads((tmp_path / "attachments.json").read_text())
+    assert [a["target"]["key"] for a in raw["attachments"]] == [one.key, two.key]

@@ -10,12 +10,11 @@ veths and the namespaces' resolv.conf files by the attachment records in the sta
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from weaved.attach import Attachment, TargetKind, detach_all
+from weaved.attach import Attachment, TargetKind, detach_all, store
 from weaved.attach.reobserve import STORE
 from weaved.attach.weavedns import NETNS_ETC, remove_resolv_conf
 from weaved.cni.plumbing import observe_veths as observe_cni_veths
@@ -40,18 +39,8 @@ class ResetReport:
 
 
 def recorded_attachments(state_dir: Path) -> list[Attachment]:
-    try:
-        raw = json.loads((state_dir / STORE).read_text())
-    except FileNotFoundError:
-        return []
-    except (OSError, ValueError) as exc:
-        log.error("cannot read %s (%s): no container veth is removed", state_dir / STORE, exc)
-        return []
-    out = []
-    for item in raw.get("attachments", []) if isinstance(raw, dict) else []:
-        with contextlib.suppress(KeyError, ValueError, TypeError, AttributeError):
-            out.append(Attachment.from_json(item))
-    return out
+    lost = "no container veth is removed"
+    return list(store.load_records(state_dir / STORE, Attachment.from_json, lost).values())
 
 
 def _written_by_weaved(path: Path) -> bool:
@@ -84,11 +73,11 @@ def run_reset(state_dir: Path) -> ResetReport:
     report = ResetReport()
     attachments = recorded_attachments(state_dir)
     report.veths = detach_all(names={a.veth for a in attachments})
-    (state_dir / STORE).unlink(missing_ok=True)  # detached for good: nothing to repair later
+    store.remove_records(state_dir / STORE)  # detached for good: nothing to repair later
     cni = state_dir / CNI_STORE  # the CNI plugin's veths are weaved's too
     recorded = {r.veth for r in load_records(cni).values() if r.veth} | set(observe_cni_veths())
     report.veths += detach_all(names=recorded)  # also those whose alias records them
-    cni.unlink(missing_ok=True)
+    store.remove_records(cni)
     report.resolv_confs = remove_resolv_confs(
         {a.target.name for a in attachments if a.target.kind is TargetKind.NETNS}
     )
