@@ -16,7 +16,7 @@ import pytest
 
 from weaved.attach import store
 from weaved.attach.model import Attachment, Target, TargetKind
-from weaved.attach.plugged_part import PluggedPart
+from weaved.attach.plugged_part import PluggedPart, Records
 from weaved.errors import WeavedError
 
 
@@ -189,3 +189,14 @@ def test_a_started_part_folds_its_log_into_the_snapshot_when_it_stops(tmp_path: 
     assert not store.log_path(tmp_path / "attachments.json").exists()
     raw = json.loads((tmp_path / "attachments.json").read_text())
     assert [a["target"]["key"] for a in raw["attachments"]] == [one.key, two.key]
+
+
+def test_setting_a_record_equal_to_the_one_there_queues_nothing() -> None:
+    """A resync sets every container it looked at, most as they were: nothing to write."""
+    records: Records[Attachment] = Records()
+    one = _record(1, "10.32.0.1/12")
+    records[one.key] = one
+    records[one.key] = replace(one)  # equal, another object
+    moved = replace(one, veth_index=99)
+    records[one.key] = moved
+    assert records.take_changes() == [(one.key, one), (one.key, moved)]

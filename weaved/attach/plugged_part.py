@@ -33,8 +33,8 @@ log = logging.getLogger(__name__)
 
 
 class Records(dict[str, R], Generic[R]):
-    """The records by key; each change made by `[key] =`, `del` or `pop` is queued, in order,
-    for the file (nothing else changes them)."""
+    """The records by key; each change made by `[key] =` (to a record not equal to the one
+    there), `del` or `pop` is queued, in order, for the file (nothing else changes them)."""
 
     def __init__(self, records: Mapping[str, R] | None = None) -> None:
         super().__init__(records or {})
@@ -43,8 +43,10 @@ class Records(dict[str, R], Generic[R]):
 
     def __setitem__(self, key: str, record: R) -> None:
         with self._lock:
+            same = self.get(key) == record  # a resync re-sets what it found as it was
             super().__setitem__(key, record)
-            self._queued.append((key, record))
+            if not same:
+                self._queued.append((key, record))
 
     def __delitem__(self, key: str) -> None:
         with self._lock:
