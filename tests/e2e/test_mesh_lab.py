@@ -46,10 +46,16 @@ def all_hosts(n: int) -> set[str]:
     return {f"host{i}" for i in range(1, n + 1)}
 
 
+# Five daemons start at once: a first attempt that came before its target listened is retried
+# after Weave's backoff (1-3 s, then 1.5-4.5 s, 2.25-6.75 s, ...). In one CI run a line of five
+# took over 30 s to form (likely that, on a loaded 2-core machine).
+FORMED = 90
+
+
 def test_line_of_five_converges_and_routes_around_a_dead_middle(lab_factory: Any) -> None:
     lab = lab_factory("ml5", {i: spec(i, [i - 1] if i > 1 else []) for i in range(1, 6)})
     for i in range(1, 6):
-        wait_for(lambda h=f"host{i}": peers_seen(lab, h) == all_hosts(5), timeout=30, interval=0.5)
+        wait_for(lambda h=f"host{i}": peers_seen(lab, h) == all_hosts(5), FORMED, interval=0.5)
     # Discovery turns the line into a full mesh, so losing host3 loses nobody else.
     wait_for(
         lambda: established(lab, "host1") >= {"host2", "host4", "host5"}, timeout=30, interval=0.5
@@ -67,7 +73,7 @@ def test_line_without_discovery_partitions(lab_factory: Any) -> None:
         "mlnd", {i: spec(i, [i - 1] if i > 1 else [], discovery="false") for i in range(1, 6)}
     )
     for i in range(1, 6):
-        wait_for(lambda h=f"host{i}": peers_seen(lab, h) == all_hosts(5), timeout=30, interval=0.5)
+        wait_for(lambda h=f"host{i}": peers_seen(lab, h) == all_hosts(5), FORMED, interval=0.5)
     assert established(lab, "host1") == {"host2"}  # no discovery: only the configured link
     lab.stop_host("host3")
     wait_for(lambda: peers_seen(lab, "host1") == {"host1", "host2"}, timeout=30, interval=0.5)
@@ -79,7 +85,7 @@ def test_ring_of_five_converges(lab_factory: Any) -> None:
         "mr5", {i: spec(i, [i - 1 if i > 1 else 5], discovery="false") for i in range(1, 6)}
     )
     for i in range(1, 6):
-        wait_for(lambda h=f"host{i}": peers_seen(lab, h) == all_hosts(5), timeout=30, interval=0.5)
+        wait_for(lambda h=f"host{i}": peers_seen(lab, h) == all_hosts(5), FORMED, interval=0.5)
         left, right = (i - 2) % 5 + 1, i % 5 + 1
         wait_for(
             lambda h=f"host{i}", a=left, b=right: established(lab, h) == {f"host{a}", f"host{b}"},
