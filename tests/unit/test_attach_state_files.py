@@ -96,7 +96,7 @@ def test_the_log_is_folded_into_a_snapshot_once_it_outgrows_it(tmp_path: Path) -
 def test_a_file_written_by_an_older_weaved_is_read(tmp_path: Path) -> None:
     path = tmp_path / "attachments.json"
     record = _record(1, "10.32.0.1/12")
-    store.save_records(path, [record])  # no generation, no log
+    path.write_text(json.dumps({"attachments": [record.to_json()]}, indent=1))  # no generation
     assert load(path) == {record.key: record}
     store.log_path(path).write_text('{"generation": null, "key": "netns:c1"}\n')
     assert load(path) == {record.key: record}  # no generation: no log to read

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from weaved.attach import store
 from weaved.cni.core import (
     SUPPORTED_VERSIONS,
     CniError,
@@ -31,7 +32,7 @@ from weaved.cni.core import (
 )
 from weaved.cni.plugin import run
 from weaved.cni.plumbing import veth_names
-from weaved.cni.records import CniRecord, load_records, save_records
+from weaved.cni.records import CniRecord, load_records
 from weaved.cni.setup import CONFLIST, setup_cni
 
 REPO = Path(__file__).resolve().parents[2]
@@ -227,7 +228,7 @@ def test_records_round_trip_and_veth_names(tmp_path: Path) -> None:
         "web",
         "aa:bb",
     )
-    save_records(tmp_path / "cni.json", {rec.key: rec})
+    store.RecordFile(tmp_path / "cni.json").reset([rec])  # as the daemon writes it
     assert load_records(tmp_path / "cni.json") == {"abc/eth0": rec}
     (tmp_path / "bad.json").write_text("{")
     assert load_records(tmp_path / "bad.json") == {}

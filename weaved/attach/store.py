@@ -187,13 +187,6 @@ def _replace(path: Path, text: str | bytes) -> None:
         raise _unwritable(path, exc) from None
 
 
-def save_records(path: Path, records: Iterable[Record]) -> None:
-    """Replace `path` with `records` (no log); ApplyError (with a hint) when it cannot be
-    written."""
-    _replace(path, json.dumps({"attachments": [r.to_json() for r in records]}, indent=1))
-    log_path(path).unlink(missing_ok=True)
-
-
 def write_atomically(path: Path, tmp: Path, text: str | bytes) -> None:
     """Replace `path`; a write that fails (a full disk) leaves no temporary file behind."""
     try:

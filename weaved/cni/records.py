@@ -85,7 +85,3 @@ class CniRecord(JsonRecord):
 
 def load_records(path: Path) -> dict[str, CniRecord]:
     return store.load_records(path, CniRecord.from_json, LOST)
-
-
-def save_records(path: Path, records: dict[str, CniRecord]) -> None:
-    store.save_records(path, records.values())
