@@ -346,7 +346,7 @@ def test_the_quick_check_takes_a_veth_an_attach_made_while_it_listed_links_for_n
         full_looks.append(kwargs.get("deep"))
         return real_observe(*args, **kwargs)
 
-    real_listing = observe.socket.if_nameindex
+    real_listing = observe.if_nameindex
     races: list[str] = [racing]
 
     def listing() -> list[tuple[int, str]]:
@@ -358,7 +358,7 @@ def test_the_quick_check_takes_a_veth_an_attach_made_while_it_listed_links_for_n
         return real_listing()
 
     monkeypatch.setattr(attach_part, "observe_attachments", observing)
-    monkeypatch.setattr(observe.socket, "if_nameindex", listing)
+    monkeypatch.setattr(observe, "if_nameindex", listing)
 
     async def scenario() -> None:
         part._links.open()

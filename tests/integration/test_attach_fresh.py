@@ -16,6 +16,7 @@ from weaved.attach import plumbing
 from weaved.attach.model import Attachment
 from weaved.attach.netns import opened, run_in_netns
 from weaved.attach.target import netns_target
+from weaved.errors import ConflictError
 
 pytestmark = pytest.mark.timeout(120)
 T = TypeVar("T")
@@ -72,3 +73,46 @@ def test_a_multicast_route_someone_else_has_is_not_reported_as_ethwes(host: Netn
         fresh = in_ns(host, plug)
         assert fresh.multicast_route is False
         assert in_ns(host, plug) == fresh
+
+
+def test_a_fresh_pair_has_one_queue_each_way_on_both_ends(host: Netns) -> None:
+    """Made with one queue each way (nlsock._ONE_QUEUE), a veth is not cut down to one after
+    it is registered (an expedited RCU grace period under the rtnl lock per pair)."""
+    with Netns("wakfq") as c:
+        target = netns_target(c.name)
+        in_ns(host, lambda: plumbing.attach(target, [Iface("10.2.1.43/24")], changes=[]))
+        for ns, name in ((host, target.veth), (c, "ethwe")):
+            shown = ns.ip("-d", "link", "show", name).stdout
+            assert "numtxqueues 1 numrxqueues 1" in shown, shown
+
+
+def test_an_ethwe_of_someone_elses_is_refused_and_nothing_is_left(host: Netns) -> None:
+    """ethwe is made under another name and renamed as it comes up (model.MADE_AS_PREFIX):
+    an ethwe already in the container makes that rename fail. The new pair goes again, with
+    its anti-spoofing elements, and the container's own ethwe is left as it was."""
+    with Netns("wakfo") as c:
+        c.ip("link", "add", "ethwe", "type", "veth", "peer", "name", "theirs")
+        target = netns_target(c.name)
+
+        def plug() -> Attachment:
+            return plumbing.attach(target, [Iface("10.2.1.44/24")], changes=[])
+
+        with pytest.raises(ConflictError, match="not plugged into this host's bridge"):
+            in_ns(host, plug)
+        assert host.ip("link", "show", target.veth, check=False).returncode != 0
+        inside = c.ip("-o", "link", "show").stdout
+        assert "vethwepg" not in inside and "10.2.1.44" not in c.ip("addr").stdout, inside
+        ports = host.run(["nft", "list", "set", "bridge", "weaved", "ports"]).stdout
+        assert "10.2.1.44" not in ports, ports
+
+
+def test_a_fresh_ethwe_comes_up_under_its_name_with_accept_ra_off(host: Netns) -> None:
+    with Netns("wakfr") as c:
+        target = netns_target(c.name)
+        changes: list[str] = []
+        in_ns(host, lambda: plumbing.attach(target, [Iface("10.2.1.45/24")], changes=changes))
+        names = c.run(["ls", "/sys/class/net"]).stdout.split()
+        assert sorted(names) == ["ethwe", "lo"], names
+        assert c.run(["cat", "/proc/sys/net/ipv6/conf/ethwe/accept_ra"]).stdout.strip() == "0"
+        assert changes[0] == f"create veth {target.veth} ↔ {target.label}:ethwe", changes
+        assert "ethwe: up" in changes and not any("vethwepg" in c for c in changes), changes

@@ -103,9 +103,10 @@ def _tx_checksum(name: str) -> bool | None:
         return None
 
 
-def _new_side(nls: Netlink) -> ContainerSide | None:
-    """ethwe just created: its link read, the rest as a new veth has it."""
-    link = nls.link(name=CONTAINER_IFNAME)
+def _new_side(nls: Netlink, made_as: str) -> ContainerSide | None:
+    """ethwe just created (named `made_as` for now): its link read, the rest as a new veth
+    has it."""
+    link = nls.link(name=made_as)
     if link is None:
         return None
     return ContainerSide(
@@ -119,6 +120,21 @@ def _new_side(nls: Netlink) -> ContainerSide | None:
         tx_checksum=True,
         accept_ra=link.accept_ra,
     )
+
+
+def _bring_up(nls: Netlink, idx: int, name: str, current: str) -> None:
+    """Set the link up, renamed `name` on the way when it is `current` still."""
+    renamed = name if current != name else ""
+    try:
+        nls.set_link(idx, up=True, name=renamed)
+    except OSError as exc:
+        if exc.errno is None:
+            raise
+        if renamed and exc.errno == errno.EEXIST:
+            raise AttachError(
+                f"{name} already exists in the container (the new pair was removed again)"
+            ) from None
+        raise refusal(f"set {name} up", exc.errno) from None
 
 
 def probe_side(index: int | None = None) -> ContainerSide | None:
@@ -135,26 +151,30 @@ def configure_side(
     onlink_routes: Sequence[ipaddress.IPv4Network] = (),
     *,
     fresh: bool = False,
+    made_as: str = "",
 ) -> ContainerSide:
     """Bring ethwe to the wanted state; only what differs is written. `fresh`: the caller
     just created ethwe, so only its link is read (no address, no route of its own, TX
     checksum offload on: a new veth's), and what it then is follows from what the kernel
-    acknowledged here, not read again."""
+    acknowledged here, not read again. `made_as`: the name it was just created under (fresh
+    only); it becomes ethwe as it comes up (see `model.MADE_AS_PREFIX`)."""
     with Netlink() as nls:
-        side = _new_side(nls) if fresh else read_side(nls)
+        side = _new_side(nls, made_as or CONTAINER_IFNAME) if fresh else read_side(nls)
         if side is None:
             raise AttachError(f"{CONTAINER_IFNAME} disappeared from the container while attaching")
         idx, name = side.index, side.name
+        current = name  # the name the kernel knows it by until it comes up
+        name = CONTAINER_IFNAME if made_as else name
         if mtu and side.mtu != mtu:
             nl(f"set {name} mtu {mtu}", nls.set_link, idx, mtu=mtu)
             changes.append(f"{name}: mtu {side.mtu} → {mtu}")
         arp_settings(nls, idx, name, changes, fresh=fresh)
         # Read from its link message; one /proc/sys path walked only when it must change.
-        if side.accept_ra and write_sysctl(f"net/ipv6/conf/{name}/accept_ra", "0"):
+        if side.accept_ra and write_sysctl(f"net/ipv6/conf/{current}/accept_ra", "0"):
             changes.append(f"{name}: accept_ra=0")
         if tx_checksum_off and side.tx_checksum:
             try:
-                ethtool.set_tx_checksum(name, False)
+                ethtool.set_tx_checksum(current, False)
             except OSError as exc:
                 raise AttachError(f"cannot turn TX checksum offload off on {name}: {exc}") from None
             changes.append(f"{name}: tx checksum offload off")
@@ -168,7 +188,7 @@ def configure_side(
             added.append(iface)
             changes.append(f"{name}: add {iface}")
         if not side.up:
-            nl(f"set {name} up", nls.set_link, idx, up=True)
+            _bring_up(nls, idx, name, current)
             changes.append(f"{name}: up")
         if added:  # as Weave, a moment after "up" (sent while the attach goes on)
             try:
@@ -191,6 +211,7 @@ def configure_side(
         if fresh:  # not read back (ethtool's ioctl too takes the rtnl lock attaches queue for)
             return replace(
                 side,
+                name=name,
                 mtu=mtu or side.mtu,
                 up=True,
                 addresses=tuple(added),

@@ -62,6 +62,11 @@ ARP_PARAMS = {
 }
 _NDTMSG = struct.Struct("=Bxxx")
 _NEW = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL
+IFLA_NUM_TX_QUEUES, IFLA_NUM_RX_QUEUES = 31, 32
+# A veth made with a queue per CPU is cut to one after it is registered, which waits for an
+# expedited RCU grace period under the rtnl lock (every attach waits on that lock): made
+# with one queue each way (what it is cut to anyway), ~0.12 ms less of it per pair.
+_ONE_QUEUE = pack_attr(IFLA_NUM_TX_QUEUES, U32.pack(1)) + pack_attr(IFLA_NUM_RX_QUEUES, U32.pack(1))
 
 
 def _nest(kind: int, *parts: bytes) -> bytes:
@@ -97,6 +102,7 @@ class Netlink(Rtnl):
         host end as the kernel echoes it (NLM_F_ECHO: no read after), None from a kernel
         that does not echo a new link (before 6.3)."""
         peer_attrs = pack_attr(IFLA_IFNAME, _name(peer)) + pack_attr(IFLA_MTU, U32.pack(mtu))
+        peer_attrs += _ONE_QUEUE
         if netns_fd is not None:
             peer_attrs += pack_attr(IFLA_NET_NS_FD, U32.pack(netns_fd))
         if peer_mac:
@@ -110,7 +116,8 @@ class Netlink(Rtnl):
             ),
         )
         body = IFINFO.pack(socket.AF_UNSPEC, 0, 0, 0, 0)
-        body += pack_attr(IFLA_IFNAME, _name(name)) + pack_attr(IFLA_MTU, U32.pack(mtu)) + info
+        body += pack_attr(IFLA_IFNAME, _name(name)) + pack_attr(IFLA_MTU, U32.pack(mtu))
+        body += _ONE_QUEUE + info
         for data, start, end in self._request(RTM_NEWLINK, _NEW | NLM_F_ECHO, body):
             if HEADER.unpack_from(data, start - HEADER.size)[1] == RTM_NEWLINK:
                 found = link_message(data, start, end)
@@ -119,11 +126,21 @@ class Netlink(Rtnl):
         return None
 
     def set_link(
-        self, index: int, *, mtu: int = 0, master: int = 0, up: bool = False, alias: str = ""
+        self,
+        index: int,
+        *,
+        mtu: int = 0,
+        master: int = 0,
+        up: bool = False,
+        alias: str = "",
+        name: str = "",
     ) -> None:
-        """Change link `index`: its MTU, master, alias (each when given), up when `up`."""
+        """Change link `index`: its MTU, master, alias, name (each when given), up when `up`
+        (renamed first: the kernel renames before it changes the flags)."""
         flags = IFF_UP if up else 0
         body = IFINFO.pack(socket.AF_UNSPEC, 0, index, flags, flags)
+        if name:
+            body += pack_attr(IFLA_IFNAME, _name(name))
         if mtu:
             body += pack_attr(IFLA_MTU, U32.pack(mtu))
         if master:

@@ -31,6 +31,7 @@ from weaved.attach.model import (
 )
 from weaved.attach.netns import NetnsGone, inode_of, opened, run_in_netns
 from weaved.attach.target import NETNS_DIR, PROC, pid_alive
+from weaved.dataplane.ifnames import if_nameindex
 from weaved.integrations.docker_client import containers_by_pid
 from weaved.model.resources import BRIDGE
 from weaved.spec.models import DNS_LINK_ADDRESS
@@ -247,7 +248,7 @@ def container_veths(
             return None
     return {
         (name, index)
-        for index, name in socket.if_nameindex()
+        for index, name in if_nameindex()
         if name.startswith(VETH_PREFIX) and not name.startswith(CNI_VETH_PREFIX)
     }
 

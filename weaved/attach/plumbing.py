@@ -27,7 +27,14 @@ from pyroute2.netlink.exceptions import NetlinkError
 from weaved.attach.host import configure_port, host_peer, no_route_back, own_bridge, route_back
 from weaved.attach.inside import configure_side, probe_side, remove_addresses
 from weaved.attach.kernel import AttachError, Changes, link_kind, netnsid
-from weaved.attach.model import CONTAINER_IFNAME, VETH_PREFIX, Attachment, Detached, Target
+from weaved.attach.model import (
+    CONTAINER_IFNAME,
+    VETH_PREFIX,
+    Attachment,
+    Detached,
+    Target,
+    made_as_name,
+)
 from weaved.attach.netns import NetnsGone, opened, run_in_netns
 from weaved.attach.nlsock import host_socket
 from weaved.attach.veth import VethPair, plug_veth
@@ -65,7 +72,7 @@ def attach(
         if target.netns_inode and os.fstat(fd).st_ino != target.netns_inode:
             raise NetnsGone(f"{target.label}: its network namespace changed; resolve it again")
         # Without its host veth the container is not plugged in: nothing to look at inside
-        # first (an ethwe already there makes the pair's creation fail, see below).
+        # first (an ethwe already there makes the new pair's rename fail, see below).
         taken = nls.link(name=name) is not None
         side = run_in_netns(fd, probe_side) if taken else None
         if taken and side is None and target.second_veth not in ("", name):
@@ -73,9 +80,10 @@ def attach(
             # veth takes its second name (model.netns_veth_ids; observe knows both).
             name = target.second_veth
         existing = None if side is None else _plugged_into(fd, side.index, target)
+        made_as = made_as_name(name)  # becomes ethwe as it comes up (model.MADE_AS_PREFIX)
         try:
             plugged = plug_veth(
-                VethPair(name, CONTAINER_IFNAME, fd, where=target.label),
+                VethPair(name, made_as, fd, where=target.label, becomes=CONTAINER_IFNAME),
                 lambda mtu: configure_side(
                     mtu,
                     list(addresses),
@@ -84,6 +92,7 @@ def attach(
                     tx_checksum_off,
                     onlink_routes,
                     fresh=existing is None,  # else plug_veth made the pair, or raised
+                    made_as=made_as if existing is None else "",
                 ),
                 existing=existing,
                 bridge=bridge,

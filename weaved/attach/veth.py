@@ -26,9 +26,9 @@ from weaved.attach.kernel import AttachError, Changes, refusal
 from weaved.attach.netns import run_in_netns
 from weaved.attach.nlsock import Netlink, host_socket
 from weaved.compile.antispoof import pairs_of
-from weaved.dataplane.nftsets import add_elements
+from weaved.dataplane.nftsets import add_elements, remove_elements
 from weaved.dataplane.rtnl import Link
-from weaved.errors import ConflictError
+from weaved.errors import ConflictError, WeavedError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -41,6 +41,7 @@ class VethPair:
     netns_fd: int | None = None  # the peer's namespace; None: it stays here (Docker moves it)
     peer_mac: str | None = None  # None: the kernel's
     where: str = ""  # how change notes name the peer's namespace (a container's label)
+    becomes: str = ""  # the peer's name once the caller has renamed it (for change notes)
 
 
 @dataclass(frozen=True)
@@ -109,8 +110,9 @@ def plug_veth(
         if link is None:
             raise AttachError(f"{pair.host} vanished while it was plugged in")
     except BaseException:
-        if created:
+        if created:  # nothing of it is left: the pair, nor what it could send from
             delete_quietly(nls, pair.host)
+            _unlet_quietly(pair.host, sends_from)
         raise
     return Plugged(
         index=index,
@@ -166,7 +168,7 @@ def _create(
             return None
         raise refusal(what, exc.errno) from None
     where = f"{pair.where}:" if pair.where else ""
-    changes.append(f"create veth {pair.host} ↔ {where}{pair.peer}")
+    changes.append(f"create veth {pair.host} ↔ {where}{pair.becomes or pair.peer}")
     if echoed is not None:
         return echoed
     try:
@@ -189,6 +191,15 @@ def delete_quietly(nls: Netlink, name: str) -> None:
             nls.delete_link(link.index)
     except OSError as exc:
         log.error("could not remove veth name=%s error=%s", name, exc)
+
+
+def _unlet_quietly(host: str, sends_from: Sequence[ipaddress.IPv4Address]) -> None:
+    """Take a removed port's elements out of the anti-spoofing set; a refusal is logged, not
+    raised (another error is on its way up; the next converge removes them)."""
+    try:
+        remove_elements(pairs_of(host, sends_from))
+    except WeavedError as exc:
+        log.error("could not remove anti-spoofing elements port=%s error=%s", host, exc)
 
 
 def _peer_exists(pair: VethPair) -> bool:
