@@ -1,5 +1,5 @@
 """A fresh plug is not read back: what the attach returns for a pair it just created follows
-from what the kernel acknowledged (plumbing.attach → inside.configure_side(fresh=True)). It
+from what the kernel acknowledged (plumbing.attach → inside.configure_side(made_as=…)). It
 must equal what a full read of the kernel then shows, whatever the options."""
 
 from __future__ import annotations

@@ -150,21 +150,21 @@ def configure_side(
     tx_checksum_off: bool = True,
     onlink_routes: Sequence[ipaddress.IPv4Network] = (),
     *,
-    fresh: bool = False,
     made_as: str = "",
 ) -> ContainerSide:
-    """Bring ethwe to the wanted state; only what differs is written. `fresh`: the caller
-    just created ethwe, so only its link is read (no address, no route of its own, TX
+    """Bring ethwe to the wanted state; only what differs is written. `made_as`: the caller
+    just created ethwe under that name (it becomes ethwe as it comes up, see
+    `model.MADE_AS_PREFIX`), so only its link is read (no address, no route of its own, TX
     checksum offload on: a new veth's), and what it then is follows from what the kernel
-    acknowledged here, not read again. `made_as`: the name it was just created under (fresh
-    only); it becomes ethwe as it comes up (see `model.MADE_AS_PREFIX`)."""
+    acknowledged here, not read again."""
+    fresh = bool(made_as)
     with Netlink() as nls:
-        side = _new_side(nls, made_as or CONTAINER_IFNAME) if fresh else read_side(nls)
+        side = _new_side(nls, made_as) if fresh else read_side(nls)
         if side is None:
             raise AttachError(f"{CONTAINER_IFNAME} disappeared from the container while attaching")
         idx, name = side.index, side.name
         current = name  # the name the kernel knows it by until it comes up
-        name = CONTAINER_IFNAME if made_as else name
+        name = CONTAINER_IFNAME if fresh else name
         if mtu and side.mtu != mtu:
             nl(f"set {name} mtu {mtu}", nls.set_link, idx, mtu=mtu)
             changes.append(f"{name}: mtu {side.mtu} → {mtu}")

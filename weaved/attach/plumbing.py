@@ -91,7 +91,7 @@ def attach(
                     done,
                     tx_checksum_off,
                     onlink_routes,
-                    fresh=existing is None,  # else plug_veth made the pair, or raised
+                    # Made by plug_veth unless found plugged already (else it raised).
                     made_as=made_as if existing is None else "",
                 ),
                 existing=existing,
