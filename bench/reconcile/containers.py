@@ -22,8 +22,12 @@ Prints, each next to a baseline from the same run:
   its start and end (others share the machine: compare runs made in the same minutes).
 
 Run as root: python bench/reconcile/containers.py [--containers 200] [--cycles 100]
-[--idle 30] [--fill-in-flight 1]; --containers 1000 for the large host (with
---fill-in-flight 10 it fills in minutes; the filling figures are then 10 at once).
+[--idle 30] [--fill-in-flight 1] [--container-ipv6 on|off]; --containers 1000 for the large
+host (with --fill-in-flight 10 it fills in minutes; the filling figures are then 10 at once).
+The containers are bare namespaces, with IPv6 on as the kernel makes them (a CNI pod's are
+so too); `--container-ipv6 off` makes them as Docker makes its containers, IPv6 disabled in
+each (add_namespaces): then a new container sends no IPv6 announcements (its MLD reports,
+its address check) for the bridge to flood into every other one.
 Everything lives in namespaces named `wdas-*` (`--prefix`: another name, e.g. when two
 people run it at once) (the daemon's host, the containers, the baseline's) that are deleted
 at the end, also on failure or Ctrl-C. Profiling:
@@ -152,15 +156,35 @@ def ip_batch(lines: Iterable[str], *, check: bool = True) -> None:
         raise AssertionError(f"ip -batch → {proc.returncode}\n{proc.stderr[-2000:]}")
 
 
+def add_namespaces(names: list[str], ipv6: bool) -> None:
+    """Named network namespaces, as containers: `ipv6` False makes them as Docker makes its
+    containers (Debian 12's docker.io 20.10 sets net.ipv6.conf.all and .default.disable_ipv6
+    in each), so their ethwe has no IPv6 either; True leaves the kernel's defaults (a bare
+    `ip netns add`, a CNI pod's namespace): each new ethwe then sends its MLD reports and
+    address check, which the bridge floods into every container."""
+    ip_batch(f"netns add {name}" for name in names)
+    if ipv6:
+        return
+
+    def off() -> None:
+        for key in ("all", "default"):
+            Path(f"/proc/sys/net/ipv6/conf/{key}/disable_ipv6").write_text("1")
+
+    for name in names:
+        with opened(f"/run/netns/{name}") as fd:
+            run_in_netns(fd, off)
+
+
 class Bench:
-    def __init__(self, client: Client, pid: int, tag: str) -> None:
+    def __init__(self, client: Client, pid: int, tag: str, ipv6: bool = True) -> None:
         self.client, self.pid, self.tag = client, pid, tag  # tag: PREFIX-RANDOM
+        self.ipv6 = ipv6  # the containers' own IPv6 (add_namespaces)
         self.names: list[str] = []
 
     def new_namespaces(self, count: int) -> list[str]:
         names = [f"{self.tag}-{len(self.names) + i}" for i in range(count)]
         self.names += names  # before they exist: cleaned up even if creating fails half-way
-        ip_batch(f"netns add {name}" for name in names)
+        add_namespaces(names, self.ipv6)
         return names
 
     def attach(self, name: str) -> float:
@@ -205,9 +229,12 @@ class Bench:
         self.names = []
 
 
-def plain_ip(host: Netns, tag: str, count: int, at_once: int, bridge: str = "") -> list[float]:
+def plain_ip(
+    host: Netns, tag: str, count: int, at_once: int, ipv6: bool, bridge: str = ""
+) -> list[float]:
     """Baseline: what an attach does, by hand (veth into the namespace, address, up; with
-    `bridge`, the host end made its port), with `at_once` of them in flight."""
+    `bridge`, the host end made its port), with `at_once` of them in flight, into namespaces
+    made as the containers are (`ipv6`: add_namespaces)."""
     names = [f"{tag}-b{at_once}{bridge[:1]}x{i}" for i in range(count)]
     master = ["master", bridge] if bridge else []
 
@@ -226,20 +253,23 @@ def plain_ip(host: Netns, tag: str, count: int, at_once: int, bridge: str = "") 
         return time.perf_counter() - start
 
     try:
-        ip_batch(f"netns add {name}" for name in names)
+        add_namespaces(names, ipv6)
         with ThreadPoolExecutor(at_once) as pool:
             return list(pool.map(one, range(count)))
     finally:
         ip_batch((f"netns delete {name}" for name in names), check=False)
 
 
-def netlink_floor(host: Netns, tag: str, count: int, at_once: int, burst: int = 0) -> list[float]:
+def netlink_floor(
+    host: Netns, tag: str, count: int, at_once: int, ipv6: bool, burst: int = 0
+) -> list[float]:
     """Baseline: the kernel's share of an attach into the daemon's bridge, asked for over
     netlink from this process (no `ip` process started per step): the veth into the namespace,
     address and up inside and the gratuitous ARP that Weave's attach sends (weaved's too), the
     host end a port of the bridge (without a link-local address, as weaved makes it) and up;
-    `at_once` in flight. The namespaces stay until the batch is done, so their IPv6
-    announcements flood the bridge meanwhile, as a container's do. Each broadcast costs the
+    `at_once` in flight, into namespaces made as the containers are (`ipv6`). The namespaces
+    stay until the batch is done, so their IPv6 announcements (if any) flood the bridge
+    meanwhile, as a container's do. Each broadcast costs the
     kernel a copy into every container (5-6 ms of CPU a frame with 800: floods.py)."""
     names = [f"{tag}-n{burst}x{at_once}x{i}" for i in range(count)]
 
@@ -267,7 +297,7 @@ def netlink_floor(host: Netns, tag: str, count: int, at_once: int, burst: int = 
 
     host_fd = os.open(f"/run/netns/{host.name}", os.O_RDONLY)
     try:
-        ip_batch(f"netns add {name}" for name in names)
+        add_namespaces(names, ipv6)
         with ThreadPoolExecutor(at_once) as pool:
             return list(pool.map(lambda i: run_in_netns(host_fd, lambda: one(i)), range(count)))
     finally:
@@ -342,7 +372,15 @@ def main() -> int:
         default=1,
         help="attaches in flight while filling the host (10: a large host filled faster)",
     )
+    parser.add_argument(
+        "--container-ipv6",
+        choices=("on", "off"),
+        default="on",
+        help="the containers' own IPv6: on, the kernel's defaults (a bare namespace, a CNI"
+        " pod's); off, as Docker makes its containers (IPv6 disabled in each)",
+    )
     args = parser.parse_args()
+    ipv6 = args.container_ipv6 == "on"
     if args.containers < 40:
         parser.error("--containers must be at least 40")
     # SIGTERM as Ctrl-C: the finally blocks delete every namespace made.
@@ -351,22 +389,22 @@ def main() -> int:
         parser.error("--prefix: 1 to 8 letters, digits or dashes")
     tag = f"{args.prefix}-{secrets.token_hex(2)}"
     began, load_start = time.perf_counter(), load_average()
-    result: dict[str, Any] = {"containers": args.containers}
+    result: dict[str, Any] = {"containers": args.containers, "container_ipv6": args.container_ipv6}
     fill_n = args.containers - 20 - 5 * AT_ONCE
     with tempfile.TemporaryDirectory() as tmp, Netns(args.prefix) as host:
         spec = Path(tmp) / "weave.yaml"
         spec.write_text(SPEC)
         proc = host.popen_weaved(spec, "daemon", log=Path(tmp) / "daemon.log")
         client = Client(str(Path(tmp) / "weaved.sock"), timeout=120)
-        bench = Bench(client, proc.pid, tag)
+        bench = Bench(client, proc.pid, tag, ipv6)
         try:
             wait_for(client.alive, timeout=120, interval=0.1)
             if os.environ.get("BENCH_PYSPY"):  # a flame graph of the daemon for the whole run
                 out = os.environ["BENCH_PYSPY"]
                 spy = ["py-spy", "record", "-p", str(proc.pid), "-o", out, "-f", "raw"]
                 subprocess.Popen([*spy, "--nonblocking", "--threads"])
-            base_one = plain_ip(host, tag, 20, 1)
-            base_many = plain_ip(host, tag, 5 * AT_ONCE, AT_ONCE)
+            base_one = plain_ip(host, tag, 20, 1, ipv6)
+            base_many = plain_ip(host, tag, 5 * AT_ONCE, AT_ONCE, ipv6)
             first = [bench.attach(name) for name in bench.new_namespaces(10)]
             small = bench.snapshot(args.idle)
             rest = bench.new_namespaces(fill_n - 10)
@@ -384,7 +422,7 @@ def main() -> int:
             waits: list[float] = []  # seconds each burst waited for a quiet machine
             for burst in range(BURSTS):  # ≤ 1 024 ports: each burst but the last detached
                 waits.append(settle())
-                base = netlink_floor(host, tag, 5 * AT_ONCE, AT_ONCE, burst)
+                base = netlink_floor(host, tag, 5 * AT_ONCE, AT_ONCE, ipv6, burst)
                 names = bench.new_namespaces(5 * AT_ONCE)
                 waits.append(settle())
                 took = bench.at_once(names)
@@ -393,7 +431,7 @@ def main() -> int:
                 each.append((round(pct(base, 0.5) * 1000, 1), round(pct(took, 0.5) * 1000, 1)))
                 if burst < BURSTS - 1:
                     bench.remove(names)
-            base_full = plain_ip(host, tag, 2 * AT_ONCE, AT_ONCE, BRIDGE)
+            base_full = plain_ip(host, tag, 2 * AT_ONCE, AT_ONCE, ipv6, BRIDGE)
             large = bench.snapshot(args.idle)
             result.update(
                 {
