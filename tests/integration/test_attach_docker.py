@@ -84,9 +84,9 @@ def test_attach_by_name_and_id_then_ping(docker_host: DockerHost) -> None:
     # Docker makes its containers with IPv6 disabled, so ethwe has none either: no IPv6
     # announcements of a new container for the bridge to flood (bench/reconcile/containers.py's
     # `--container-ipv6 off` makes its namespaces so).
-    ipv6_off = ["cat", "/proc/sys/net/ipv6/conf/default/disable_ipv6"]
-    ipv6_off.append("/proc/sys/net/ipv6/conf/ethwe/disable_ipv6")
-    assert d.docker("exec", "wd-c1", *ipv6_off).stdout.split() == ["1", "1"]
+    conf = "/proc/sys/net/ipv6/conf"
+    ipv6_off = [f"{conf}/default/disable_ipv6", f"{conf}/ethwe/disable_ipv6"]
+    assert d.docker("exec", "wd-c1", "cat", *ipv6_off).stdout.split() == ["1", "1"]
 
     # ps: Docker's short IDs, container-side MACs, Weave's layout.
     mac1 = d.docker("exec", "wd-c1", "cat", "/sys/class/net/ethwe/address").stdout.strip()
