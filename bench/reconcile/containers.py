@@ -12,7 +12,9 @@ Prints, each next to a baseline from the same run:
   bursts of 50 (weaved's detached after each but the last), with each burst's p50 as well
   (one burst's p50 varies by ±20 % between runs on a 2-core machine); each burst starts once
   the CPUs are 90 % idle (at most 20 s; the waits are printed): the burst before leaves ~50
-  namespaces to destroy, under the rtnl lock every attach needs too;
+  namespaces to destroy, under the rtnl lock every attach needs too; and each of weaved's
+  bursts' CPU ms per attach, all CPUs' and the daemon's own (the kernel's flooding of the new
+  containers' frames into every other container counts in the first only);
 - the daemon's idle CPU and a no-op `plan` answered by the daemon, with 10 and with N attached;
 - RSS after attaching and over K detach+attach cycles of 10 containers: the samples and the
   slope per cycle (least squares over the samples after the first tenth of the cycles, and
@@ -96,6 +98,20 @@ def cpu_idle_ticks() -> tuple[int, int]:
     """(idle, all) ticks of every CPU so far (/proc/stat: idle and iowait are idle)."""
     ticks = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
     return ticks[3] + ticks[4], sum(ticks)
+
+
+def per_attach_ms(
+    idle: int, ticks: int, daemon: float, pid: int, count: int
+) -> tuple[float, float]:
+    """CPU ms per attach since (idle, ticks) of every CPU and the daemon's `daemon` seconds:
+    all CPUs' busy time (the kernel's flooding of the new containers' frames shows only here)
+    and the daemon's own."""
+    now_idle, now_ticks = cpu_idle_ticks()
+    busy = (now_ticks - ticks) - (now_idle - idle)
+    return (
+        round(busy / CLK_TCK * 1000 / count, 1),
+        round((cpu_seconds(pid) - daemon) * 1000 / count, 1),
+    )
 
 
 def settle(longest: float = SETTLE_S, window: float = 0.5) -> float:
@@ -420,12 +436,15 @@ def main() -> int:
             many: list[float] = []
             each: list[tuple[float, float]] = []  # each burst's p50s (ms): netlink, weaved
             waits: list[float] = []  # seconds each burst waited for a quiet machine
+            cpu: list[tuple[float, float]] = []  # each burst's CPU ms per attach: all, daemon
             for burst in range(BURSTS):  # ≤ 1 024 ports: each burst but the last detached
                 waits.append(settle())
                 base = netlink_floor(host, tag, 5 * AT_ONCE, AT_ONCE, ipv6, burst)
                 names = bench.new_namespaces(5 * AT_ONCE)
                 waits.append(settle())
+                idle, ticks, daemon = *cpu_idle_ticks(), cpu_seconds(proc.pid)
                 took = bench.at_once(names)
+                cpu.append(per_attach_ms(idle, ticks, daemon, proc.pid, len(names)))
                 floor += base
                 many += took
                 each.append((round(pct(base, 0.5) * 1000, 1), round(pct(took, 0.5) * 1000, 1)))
@@ -447,6 +466,7 @@ def main() -> int:
                     f"{fill_n + 20}": summary(floor),
                     "p50_ms_of_each_burst_baseline_netlink_and_weaved": each,
                     "seconds_waited_for_quiet_cpus_before_each_burst": waits,
+                    "cpu_ms_per_attach_of_each_burst_all_cpus_and_daemon": cpu,
                     "with_10_attached": small,
                     f"with_{args.containers}_attached": large,
                 }
