@@ -15,7 +15,7 @@ pytestmark = pytest.mark.timeout(60)
 # Runs inside the namespace: the event socket listens to the namespace it was opened in.
 FOLLOWER = """
 import json, select, subprocess, sys
-from weaved.datapath.fastdp.localmacs import LocalMacs, neigh_socket, read_changes
+from weaved.datapath.fastdp.localmacs import BridgeIndex, LocalMacs, neigh_socket, read_changes
 from weaved.datapath.fastdp.netlink import FastdpKernel
 
 def sh(*argv):
@@ -30,6 +30,7 @@ for port in ("vethwepl1", "vethwe-tap"):
     sh("ip", "link", "set", port, "master", "weave", "up")
     sh("ip", "link", "set", port + "p", "up")  # a port learns (takes dynamic entries) when up
 sock = neigh_socket()
+bridge = BridgeIndex("weave")
 macs = LocalMacs("weave", ("vxlan-6784", "vethwe-tap"))
 kernel = FastdpKernel()
 macs.reset(kernel.bridge_rows("weave"), macs.mark())
@@ -37,7 +38,7 @@ macs.reset(kernel.bridge_rows("weave"), macs.mark())
 def follow():
     # until the socket is quiet for 0.3 s
     while select.select([sock], [], [], 0.3)[0]:
-        changes = read_changes(sock, "weave")
+        changes = read_changes(sock, bridge)
         assert changes is not None, "announcements lost"
         macs.apply(changes)
     full = LocalMacs("weave", ("vxlan-6784", "vethwe-tap"))
@@ -55,6 +56,14 @@ sh("bridge", "fdb", "del", "02:42:0a:00:00:01", "dev", "vethwe-tap", "master")
 steps["deleted"] = follow()
 sh("ip", "link", "del", "vethwepl1")
 steps["port gone"] = follow()
+sh("ip", "link", "del", "weave")  # made again: a new index, its announcements still followed
+sh("ip", "link", "add", "weave", "type", "bridge")
+sh("ip", "link", "set", "weave", "address", "02:00:00:00:01:02", "up")
+sh("ip", "link", "add", "vethwepl3", "type", "veth", "peer", "name", "vethwepl3p")
+sh("ip", "link", "set", "vethwepl3", "master", "weave", "up")
+sh("ip", "link", "set", "vethwepl3p", "up")
+sh("bridge", "fdb", "add", "02:42:0a:00:00:03", "dev", "vethwepl3", "master", "dynamic")
+steps["bridge made again"] = follow()
 print(json.dumps(steps))
 """
 
@@ -69,6 +78,7 @@ def test_announcements_keep_local_macs_equal_to_a_full_read() -> None:
         "moved": [bridge],  # behind sleeve's TAP: a peer's MAC now
         "deleted": [bridge, "02:42:0a:00:00:02"],
         "port gone": [bridge],
+        "bridge made again": ["02:00:00:00:01:02", "02:42:0a:00:00:03"],
     }
     for step, (followed, full) in steps.items():
         assert followed == full == expected[step], step

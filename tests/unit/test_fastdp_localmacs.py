@@ -6,7 +6,7 @@ import socket
 import struct
 
 from weaved.datapath.fastdp.fdb import FdbRow, local_macs
-from weaved.datapath.fastdp.localmacs import REPLAY_LOG, LocalMacs, bridge_changes
+from weaved.datapath.fastdp.localmacs import REPLAY_LOG, BridgeIndex, LocalMacs, bridge_changes
 from weaved.dataplane.rtnl import fdb_events
 
 BRIDGE_INDEX = 7
@@ -111,3 +111,27 @@ def test_a_read_keeps_only_what_later_reads_may_replay() -> None:
     assert macs.macs() == {B} and not macs.stale
     macs.reset([], early)  # a read begun before that can no longer be patched up
     assert macs.stale
+
+
+def test_the_set_is_the_same_object_until_a_local_mac_comes_or_goes() -> None:
+    macs = LocalMacs("weave", ("vethwe-tap",))
+    macs.reset([row(A, "vethwepl1")], macs.mark())
+    first = macs.macs()
+    macs.apply([(True, row(B, "vethwepl2", "permanent"))])  # a port's own entry: not local
+    macs.apply([(True, row(A, "vethwepl1", vlan=5))])  # A once more, in another VLAN
+    assert macs.macs() is first
+    macs.apply([(True, row(B, "vethwepl2"))])
+    assert macs.macs() == {A, B} and macs.macs() is macs.macs()
+    macs.apply([(False, row(A, "")), (False, row(A, "", vlan=5))])
+    assert macs.macs() == {B}
+    macs.reset([row(B, "vethwepl2")], macs.mark())
+    assert macs.macs() == {B}
+
+
+def test_the_bridge_index_is_looked_up_again_only_for_another_master() -> None:
+    lo = BridgeIndex("lo")
+    assert lo.among({5}) == 1  # nothing known yet: looked up
+    lo.bridge = "no-such-link"  # a lookup now would find nothing
+    assert lo.among({1}) == 1 and lo.among(set()) == 1  # its own announcements: no lookup
+    assert lo.among({1, 9}) == 0  # another master: looked up again (gone)
+    assert lo.among({1}) == 0

@@ -48,6 +48,7 @@ from weaved.datapath.fastdp.frames import mac_text
 from weaved.datapath.fastdp.health import PathState
 from weaved.datapath.fastdp.localmacs import (
     FULL_READ_SECONDS,
+    BridgeIndex,
     LocalMacs,
     neigh_socket,
     read_changes,
@@ -414,7 +415,7 @@ class FastdpPart(Component):
         loop = asyncio.get_running_loop()
         sock = neigh_socket()
         if sock is not None:
-            loop.add_reader(sock.fileno(), self._drain, sock)
+            loop.add_reader(sock.fileno(), self._drain, sock, BridgeIndex(BRIDGE))
         events = sock is not None and self._apply_events
         last_read = -FULL_READ_SECONDS
         try:
@@ -437,20 +438,21 @@ class FastdpPart(Component):
                 loop.remove_reader(sock.fileno())
                 sock.close()
 
-    def _drain(self, sock: socket.socket) -> None:
+    def _drain(self, sock: socket.socket, bridge: BridgeIndex) -> None:
         if not self._apply_events:
             with contextlib.suppress(OSError):
                 while sock.recv(65536):
                     pass
             self._wake.set()
             return
-        changes = read_changes(sock, BRIDGE)
+        changes = read_changes(sock, bridge)
         if changes is None:  # some were lost: read the whole table again
             self._macs.stale = True
             self._wake.set()
         elif changes:
             self._macs.apply(changes)
-            self._set_local(self._macs.macs())
+            if (local := self._macs.macs()) is not self._local:
+                self._set_local(local)
 
     async def _refresh_local(self, loop: asyncio.AbstractEventLoop) -> bool:
         """Read the bridge's whole table; False if it could not be read now."""
