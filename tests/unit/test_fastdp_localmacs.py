@@ -55,7 +55,7 @@ def test_bridge_changes_keep_only_our_bridges_table() -> None:
         + neigh(NEW, B, 1, flags=0x02)  # a device's own entry (NTF_SELF)
         + neigh(DEL, A, 999_999)  # a port already gone
     )
-    changes = bridge_changes(data, BRIDGE_INDEX)
+    changes = bridge_changes(fdb_events(data), BRIDGE_INDEX)
     assert [(added, row.mac, row.port, row.state) for added, row in changes] == [
         (True, A, "lo", "dynamic"),
         (False, A, "", "dynamic"),

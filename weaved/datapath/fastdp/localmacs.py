@@ -43,14 +43,10 @@ REPLAY_LOG = 4096  # announcements kept for replay over a full read running mean
 Change = tuple[bool, FdbRow]  # (added or changed, entry) / (deleted, entry)
 
 
-def bridge_changes(data: bytes, bridge_index: int) -> list[Change]:
-    """The changes of bridge `bridge_index`'s table in what an RTMGRP_NEIGH socket read (other
-    bridges, devices' own entries and ARP neighbours are left out). Ports are named now (an
-    ioctl each): an entry on a port already gone gets the name ""."""
-    return _changes(fdb_events(data), bridge_index)
-
-
-def _changes(events: list[tuple[bool, Fdb]], bridge_index: int) -> list[Change]:
+def bridge_changes(events: list[tuple[bool, Fdb]], bridge_index: int) -> list[Change]:
+    """The changes of bridge `bridge_index`'s table among the `fdb_events` of what an
+    RTMGRP_NEIGH socket read (other bridges and devices' own entries are left out). Ports are
+    named now (an ioctl each): an entry on a port already gone gets the name ""."""
     out: list[Change] = []
     for added, entry in events:
         if entry.master != bridge_index or entry.flags & NTF_SELF or not entry.mac:
@@ -173,7 +169,7 @@ def read_changes(sock: socket.socket, bridge: BridgeIndex) -> list[Change] | Non
         events = fdb_events(data)
         bridge_index = bridge.among({entry.master for _added, entry in events if entry.master})
         if bridge_index:
-            changes += _changes(events, bridge_index)
+            changes += bridge_changes(events, bridge_index)
 
 
 def neigh_socket() -> socket.socket | None:
