@@ -15,6 +15,12 @@ Prints, each next to a baseline from the same run:
   namespaces to destroy, under the rtnl lock every attach needs too; and each of weaved's
   bursts' CPU ms per attach, all CPUs' and the daemon's own (the kernel's flooding of the new
   containers' frames into every other container counts in the first only);
+- sustained: the filling's last quarter (at most 250) at the filling's pace, against
+  as many asked for over netlink by the bench just before them (the steps above; their
+  namespaces deleted afterwards), each starting on quiet CPUs: latency p50/p99/max and all
+  CPUs' busy ms per attach (and the daemon's), counted until LINGER s after the last, so a new
+  container's IPv6 announcements, flooded into every other one, are in both: what an agent
+  that costs nothing would reach on this machine, against weaved;
 - the daemon's idle CPU and a no-op `plan` answered by the daemon, with 10 and with N attached;
 - RSS after attaching and over K detach+attach cycles of 10 containers: the samples and the
   slope per cycle (least squares over the samples after the first tenth of the cycles, and
@@ -76,6 +82,8 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 AT_ONCE = 10
 BURSTS = 3  # of 50 attaches 10 at once at the full size: one burst's p50 varies by ±20 %
 SETTLE_IDLE, SETTLE_S = 0.9, 20.0  # each burst starts once the CPUs are this idle (or after)
+SUSTAINED = 250  # the filling's last attaches, and as many over netlink just before them
+LINGER = 1.5  # s after the last attach still counted: a new container announces itself for ~1 s
 
 
 def cpu_seconds(pid: int) -> float:
@@ -100,16 +108,21 @@ def cpu_idle_ticks() -> tuple[int, int]:
     return ticks[3] + ticks[4], sum(ticks)
 
 
+def busy_ms(idle: int, ticks: int, count: int) -> float:
+    """All CPUs' busy ms per attach since (idle, ticks) (`cpu_idle_ticks`)."""
+    now_idle, now_ticks = cpu_idle_ticks()
+    busy = (now_ticks - ticks) - (now_idle - idle)
+    return round(busy / CLK_TCK * 1000 / count, 1)
+
+
 def per_attach_ms(
     idle: int, ticks: int, daemon: float, pid: int, count: int
 ) -> tuple[float, float]:
     """CPU ms per attach since (idle, ticks) of every CPU and the daemon's `daemon` seconds:
     all CPUs' busy time (the kernel's flooding of the new containers' frames shows only here)
     and the daemon's own."""
-    now_idle, now_ticks = cpu_idle_ticks()
-    busy = (now_ticks - ticks) - (now_idle - idle)
     return (
-        round(busy / CLK_TCK * 1000 / count, 1),
+        busy_ms(idle, ticks, count),
         round((cpu_seconds(pid) - daemon) * 1000 / count, 1),
     )
 
@@ -212,6 +225,8 @@ class Bench:
         return timed(lambda: self.client.call("POST", "/detach", body, timeout=120))
 
     def at_once(self, names: list[str], in_flight: int = AT_ONCE) -> list[float]:
+        if in_flight == 1:
+            return [self.attach(name) for name in names]
         with ThreadPoolExecutor(in_flight) as pool:
             return list(pool.map(self.attach, names))
 
@@ -277,7 +292,13 @@ def plain_ip(
 
 
 def netlink_floor(
-    host: Netns, tag: str, count: int, at_once: int, ipv6: bool, burst: int = 0
+    host: Netns,
+    tag: str,
+    count: int,
+    at_once: int,
+    ipv6: bool,
+    burst: int = 0,
+    cpu: list[float] | None = None,
 ) -> list[float]:
     """Baseline: the kernel's share of an attach into the daemon's bridge, asked for over
     netlink from this process (no `ip` process started per step): the veth into the namespace,
@@ -286,7 +307,9 @@ def netlink_floor(
     `at_once` in flight, into namespaces made as the containers are (`ipv6`). The namespaces
     stay until the batch is done, so their IPv6 announcements (if any) flood the bridge
     meanwhile, as a container's do. Each broadcast costs the
-    kernel a copy into every container (5-6 ms of CPU a frame with 800: floods.py)."""
+    kernel a copy into every container (5-6 ms of CPU a frame with 800: floods.py). With
+    `cpu`, the namespaces stay LINGER s longer (their announcements land) and all CPUs' busy
+    ms per attach from the first to then is appended to it."""
     names = [f"{tag}-n{burst}x{at_once}x{i}" for i in range(count)]
 
     def one(i: int) -> float:
@@ -314,8 +337,13 @@ def netlink_floor(
     host_fd = os.open(f"/run/netns/{host.name}", os.O_RDONLY)
     try:
         add_namespaces(names, ipv6)
+        idle, ticks = cpu_idle_ticks()
         with ThreadPoolExecutor(at_once) as pool:
-            return list(pool.map(lambda i: run_in_netns(host_fd, lambda: one(i)), range(count)))
+            took = list(pool.map(lambda i: run_in_netns(host_fd, lambda: one(i)), range(count)))
+        if cpu is not None:
+            time.sleep(LINGER)
+            cpu.append(busy_ms(idle, ticks, count))
+        return took
     finally:
         os.close(host_fd)
         ip_batch((f"netns delete {name}" for name in names), check=False)
@@ -424,10 +452,23 @@ def main() -> int:
             first = [bench.attach(name) for name in bench.new_namespaces(10)]
             small = bench.snapshot(args.idle)
             rest = bench.new_namespaces(fill_n - 10)
-            if args.fill_in_flight > 1:
-                fill = first + bench.at_once(rest, args.fill_in_flight)
-            else:
-                fill = first + [bench.attach(name) for name in rest]
+            sustained = min(SUSTAINED, len(rest) // 4)
+            head, tail = rest[: len(rest) - sustained], rest[len(rest) - sustained :]
+            fill = first + bench.at_once(head, args.fill_in_flight)
+            # The filling's tail against the same kernel work asked for by this process, both
+            # at the filling's pace with their announcements' floods landing (counted LINGER s
+            # longer): what an agent that costs nothing would reach on this machine.
+            flat_waits = [settle()]
+            flat_cpu: list[float] = []
+            flat = netlink_floor(
+                host, tag, sustained, args.fill_in_flight, ipv6, BURSTS, cpu=flat_cpu
+            )
+            flat_waits.append(settle())
+            idle, ticks, daemon = *cpu_idle_ticks(), cpu_seconds(proc.pid)
+            flat_weaved = bench.at_once(tail, args.fill_in_flight)
+            time.sleep(LINGER)
+            flat_cpu += per_attach_ms(idle, ticks, daemon, proc.pid, len(tail))
+            fill += flat_weaved
             one = [bench.attach(name) for name in bench.new_namespaces(20)]
             # The kernel's share at this size, just before weaved's 10 at once (each after a
             # burst: the one before's broadcasts still flood): a port more on a bridge of ~N
@@ -457,6 +498,13 @@ def main() -> int:
                     "baseline_plain_ip_one_at_a_time": summary(base_one),
                     "attach_filling_all": summary(fill),
                     "attach_filling_last_tenth": summary(fill[-max(1, len(fill) // 10) :]),
+                    f"sustained_{sustained}_at_{args.fill_in_flight}_in_flight_from_"
+                    f"{fill_n - sustained}": {
+                        "baseline_netlink": summary(flat),
+                        "weaved": summary(flat_weaved),
+                        "cpu_ms_per_attach_all_cpus_baseline_and_weaved_and_daemon": flat_cpu,
+                        "seconds_waited_for_quiet_cpus_before_each": flat_waits,
+                    },
                     f"attach_one_at_a_time_with_{args.containers - 20}": summary(one),
                     f"baseline_plain_ip_{AT_ONCE}_at_once": summary(base_many),
                     f"attach_{AT_ONCE}_at_once_with_{fill_n + 20}": summary(many),
