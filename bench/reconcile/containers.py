@@ -458,17 +458,17 @@ def main() -> int:
             # The filling's tail against the same kernel work asked for by this process, both
             # at the filling's pace with their announcements' floods landing (counted LINGER s
             # longer): what an agent that costs nothing would reach on this machine.
-            flat_waits = [settle()]
-            flat_cpu: list[float] = []
-            flat = netlink_floor(
-                host, tag, sustained, args.fill_in_flight, ipv6, BURSTS, cpu=flat_cpu
+            steady_waits = [settle()]
+            steady_cpu: list[float] = []
+            steady_floor = netlink_floor(
+                host, tag, sustained, args.fill_in_flight, ipv6, BURSTS, cpu=steady_cpu
             )
-            flat_waits.append(settle())
+            steady_waits.append(settle())
             idle, ticks, daemon = *cpu_idle_ticks(), cpu_seconds(proc.pid)
-            flat_weaved = bench.at_once(tail, args.fill_in_flight)
+            steady_weaved = bench.at_once(tail, args.fill_in_flight)
             time.sleep(LINGER)
-            flat_cpu += per_attach_ms(idle, ticks, daemon, proc.pid, len(tail))
-            fill += flat_weaved
+            steady_cpu += per_attach_ms(idle, ticks, daemon, proc.pid, len(tail))
+            fill += steady_weaved
             one = [bench.attach(name) for name in bench.new_namespaces(20)]
             # The kernel's share at this size, just before weaved's 10 at once (each after a
             # burst: the one before's broadcasts still flood): a port more on a bridge of ~N
@@ -500,10 +500,10 @@ def main() -> int:
                     "attach_filling_last_tenth": summary(fill[-max(1, len(fill) // 10) :]),
                     f"sustained_{sustained}_at_{args.fill_in_flight}_in_flight_from_"
                     f"{fill_n - sustained}": {
-                        "baseline_netlink": summary(flat),
-                        "weaved": summary(flat_weaved),
-                        "cpu_ms_per_attach_all_cpus_baseline_and_weaved_and_daemon": flat_cpu,
-                        "seconds_waited_for_quiet_cpus_before_each": flat_waits,
+                        "baseline_netlink": summary(steady_floor),
+                        "weaved": summary(steady_weaved),
+                        "cpu_ms_per_attach_all_cpus_baseline_and_weaved_and_daemon": steady_cpu,
+                        "seconds_waited_for_quiet_cpus_before_each": steady_waits,
                     },
                     f"attach_one_at_a_time_with_{args.containers - 20}": summary(one),
                     f"baseline_plain_ip_{AT_ONCE}_at_once": summary(base_many),
