@@ -118,6 +118,8 @@ def test_the_set_is_the_same_object_until_a_local_mac_comes_or_goes() -> None:
     macs.reset([row(A, "vethwepl1")], macs.mark())
     first = macs.macs()
     macs.apply([(True, row(B, "vethwepl2", "permanent"))])  # a port's own entry: not local
+    macs.apply([(True, row(A, "vethwepl1"))])  # A's only entry announced again
+    assert macs.macs() is first
     macs.apply([(True, row(A, "vethwepl1", vlan=5))])  # A once more, in another VLAN
     assert macs.macs() is first
     macs.apply([(True, row(B, "vethwepl2"))])

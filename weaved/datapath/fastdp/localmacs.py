@@ -132,17 +132,17 @@ class LocalMacs:
     def _apply(self, change: Change) -> None:
         added, row = change
         key = (row.mac.lower(), row.vlan)
+        was = key[0] in self._local_count
         if self._local.pop(key, False):
             self._local_count[key[0]] -= 1
             if not self._local_count[key[0]]:
                 del self._local_count[key[0]]
-                self._frozen = None
         if added:
             here = self._local[key] = is_local_row(row, self.bridge, self.remote)
             if here:
                 self._local_count[key[0]] += 1
-                if self._local_count[key[0]] == 1:
-                    self._frozen = None
+        if was != (key[0] in self._local_count):  # the set of local MACs changed
+            self._frozen = None
 
     def macs(self) -> frozenset[str]:
         """The local MACs; the same object until they change."""
