@@ -8,7 +8,10 @@ Prints, each next to a baseline from the same run:
   share at that size (each port more costs more under the rtnl lock, each broadcast is copied
   into every container): the same steps asked for over netlink from the bench's own process,
   with Weave's gratuitous ARP, 10 at once into the daemon's bridge just before weaved's 10 at
-  once (an `ip` process per step costs more than the kernel work it asks for); both in 3
+  once (an `ip` process per step costs more than the kernel work it asks for), and the same
+  with every other kernel step of weaved's attach (the port's anti-spoofing element and the
+  port up first, Weave's ARP settings, accept_ra 0 and the multicast route inside: what the
+  kernel alone makes of an attach as weaved makes it, with its bursts' CPU); all in 3
   bursts of 50 (weaved's detached after each but the last), with each burst's p50 as well
   (one burst's p50 varies by ±20 % between runs on a 2-core machine); each burst starts once
   the CPUs are 90 % idle (at most 20 s; the waits are printed): the burst before leaves ~50
@@ -65,9 +68,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from tests.helpers import Netns, sh, stop_process, wait_for
 from weaved.attach.arp import announce_soon
+from weaved.attach.inside import ARP_CACHE
+from weaved.attach.kernel import MAIN_TABLE, RT_SCOPE_LINK
+from weaved.attach.model import MULTICAST_NET
 from weaved.attach.netns import opened, run_in_netns
 from weaved.attach.nlsock import Netlink
+from weaved.compile.antispoof import Pair
 from weaved.control import Client
+from weaved.dataplane.nftsets import add_elements, remove_elements
+from weaved.dataplane.sysctl import write_proc_sys
 from weaved.model.resources import BRIDGE
 
 SPEC = """\
@@ -299,6 +308,9 @@ def netlink_floor(
     ipv6: bool,
     burst: int = 0,
     cpu: list[float] | None = None,
+    *,
+    linger: float = LINGER,
+    weaveds_steps: bool = False,
 ) -> list[float]:
     """Baseline: the kernel's share of an attach into the daemon's bridge, asked for over
     netlink from this process (no `ip` process started per step): the veth into the namespace,
@@ -308,30 +320,44 @@ def netlink_floor(
     stay until the batch is done, so their IPv6 announcements (if any) flood the bridge
     meanwhile, as a container's do. Each broadcast costs the
     kernel a copy into every container (5-6 ms of CPU a frame with 800: floods.py). With
-    `cpu`, the namespaces stay LINGER s longer (their announcements land) and all CPUs' busy
-    ms per attach from the first to then is appended to it."""
+    `cpu`, the namespaces stay `linger` s longer (their announcements land) and all CPUs'
+    busy ms per attach from the first to then is appended to it. `weaveds_steps`: every kernel
+    step of weaved's attach besides, in its order: the port's anti-spoofing element, the port
+    up before the inside, Weave's ARP settings and accept_ra 0 inside, the multicast route."""
     names = [f"{tag}-n{burst}x{at_once}x{i}" for i in range(count)]
+    steps: list[Pair] = []
 
     def one(i: int) -> float:
         with Netlink() as nls, opened(f"/run/netns/{names[i]}") as fd:
             bridge = nls.link(name=BRIDGE)
             assert bridge is not None, "the daemon's bridge is gone"
+            veth = f"v{'w' if weaveds_steps else 'n'}{burst}x{at_once}x{i}"
+            address = ipaddress.IPv4Interface(f"10.98.{i // 250}.{i % 250 + 1}/12")
             start = time.perf_counter()
-            port = nls.add_veth(f"vn{burst}x{at_once}x{i}", "ethwe", bridge.mtu, fd)
+            port = nls.add_veth(veth, "ethwe", bridge.mtu, fd)
             assert port is not None, "a kernel that does not echo new links (before 6.3)"
+            if weaveds_steps:
+                steps.append((veth, address.ip))
+                add_elements([(veth, address.ip)])
+                plug(nls, port.index, bridge.index)
 
             def inside() -> None:
                 with Netlink() as own:
                     ethwe = own.link(name="ethwe")
                     assert ethwe is not None
-                    address = ipaddress.IPv4Interface(f"10.98.{i // 250}.{i % 250 + 1}/12")
+                    if weaveds_steps:
+                        own.set_arp_params(ethwe.index, {k: int(v) for k, v in ARP_CACHE.items()})
+                        if ethwe.accept_ra:
+                            write_proc_sys("net/ipv6/conf/ethwe/accept_ra", "0")
                     own.add_address(ethwe.index, address)
                     own.set_link(ethwe.index, up=True)
                     announce_soon("ethwe", ethwe.mac, [address.ip])
+                    if weaveds_steps:
+                        own.add_route(MULTICAST_NET, ethwe.index, RT_SCOPE_LINK, MAIN_TABLE)
 
             run_in_netns(fd, inside)
-            nls.set_no_link_local(port.index)
-            nls.set_link(port.index, master=bridge.index, up=True)
+            if not weaveds_steps:
+                plug(nls, port.index, bridge.index)
             return time.perf_counter() - start
 
     host_fd = os.open(f"/run/netns/{host.name}", os.O_RDONLY)
@@ -341,12 +367,20 @@ def netlink_floor(
         with ThreadPoolExecutor(at_once) as pool:
             took = list(pool.map(lambda i: run_in_netns(host_fd, lambda: one(i)), range(count)))
         if cpu is not None:
-            time.sleep(LINGER)
+            time.sleep(linger)
             cpu.append(busy_ms(idle, ticks, count))
         return took
     finally:
-        os.close(host_fd)
         ip_batch((f"netns delete {name}" for name in names), check=False)
+        if steps:  # of links gone with their namespaces (else the daemon's next converge)
+            run_in_netns(host_fd, lambda: remove_elements(steps))
+        os.close(host_fd)
+
+
+def plug(nls: Netlink, index: int, bridge: int) -> None:
+    """The host end a port of the bridge, without a link-local address, and up."""
+    nls.set_no_link_local(index)
+    nls.set_link(index, master=bridge, up=True)
 
 
 def threads_and_fds(pid: int) -> tuple[int, int]:
@@ -474,21 +508,36 @@ def main() -> int:
             # burst: the one before's broadcasts still flood): a port more on a bridge of ~N
             # ports costs more (rtnl held for bridge work, broadcasts flooding every port).
             floor: list[float] = []
+            stepped: list[float] = []  # the same with every kernel step of weaved's attach
+            stepped_cpu: list[float] = []  # all CPUs' ms per attach of each of those bursts
             many: list[float] = []
-            each: list[tuple[float, float]] = []  # each burst's p50s (ms): netlink, weaved
+            each: list[list[float]] = []  # each burst's p50s (ms): netlink, stepped, weaved
             waits: list[float] = []  # seconds each burst waited for a quiet machine
             cpu: list[tuple[float, float]] = []  # each burst's CPU ms per attach: all, daemon
             for burst in range(BURSTS):  # ≤ 1 024 ports: each burst but the last detached
                 waits.append(settle())
                 base = netlink_floor(host, tag, 5 * AT_ONCE, AT_ONCE, ipv6, burst)
+                waits.append(settle())
+                steps = netlink_floor(
+                    host,
+                    tag,
+                    5 * AT_ONCE,
+                    AT_ONCE,
+                    ipv6,
+                    burst,
+                    stepped_cpu,
+                    linger=0,
+                    weaveds_steps=True,
+                )
                 names = bench.new_namespaces(5 * AT_ONCE)
                 waits.append(settle())
                 idle, ticks, daemon = *cpu_idle_ticks(), cpu_seconds(proc.pid)
                 took = bench.at_once(names)
                 cpu.append(per_attach_ms(idle, ticks, daemon, proc.pid, len(names)))
                 floor += base
+                stepped += steps
                 many += took
-                each.append((round(pct(base, 0.5) * 1000, 1), round(pct(took, 0.5) * 1000, 1)))
+                each.append([round(pct(x, 0.5) * 1000, 1) for x in (base, steps, took)])
                 if burst < BURSTS - 1:
                     bench.remove(names)
             base_full = plain_ip(host, tag, 2 * AT_ONCE, AT_ONCE, ipv6, BRIDGE)
@@ -512,9 +561,14 @@ def main() -> int:
                     f"{args.containers}": summary(base_full),
                     f"baseline_netlink_{AT_ONCE}_at_once_into_the_bridge_with_"
                     f"{fill_n + 20}": summary(floor),
-                    "p50_ms_of_each_burst_baseline_netlink_and_weaved": each,
+                    f"baseline_netlink_with_weaveds_steps_{AT_ONCE}_at_once_into_the_bridge_"
+                    f"with_{fill_n + 20}": summary(stepped),
+                    "p50_ms_of_each_burst_baseline_netlink_with_weaveds_steps_and_weaved": each,
                     "seconds_waited_for_quiet_cpus_before_each_burst": waits,
                     "cpu_ms_per_attach_of_each_burst_all_cpus_and_daemon": cpu,
+                    "cpu_ms_per_attach_of_each_burst_all_cpus_netlink_with_weaveds_steps": (
+                        stepped_cpu
+                    ),
                     "with_10_attached": small,
                     f"with_{args.containers}_attached": large,
                 }
