@@ -324,14 +324,15 @@ def netlink_floor(
     busy ms per attach from the first to then is appended to it. `weaveds_steps`: every kernel
     step of weaved's attach besides, in its order: the port's anti-spoofing element, the port
     up before the inside, Weave's ARP settings and accept_ra 0 inside, the multicast route."""
-    names = [f"{tag}-n{burst}x{at_once}x{i}" for i in range(count)]
+    kind = "w" if weaveds_steps else "n"  # the two of a burst never share a name
+    names = [f"{tag}-{kind}{burst}x{at_once}x{i}" for i in range(count)]
     steps: list[Pair] = []
 
     def one(i: int) -> float:
         with Netlink() as nls, opened(f"/run/netns/{names[i]}") as fd:
             bridge = nls.link(name=BRIDGE)
             assert bridge is not None, "the daemon's bridge is gone"
-            veth = f"v{'w' if weaveds_steps else 'n'}{burst}x{at_once}x{i}"
+            veth = f"v{kind}{burst}x{at_once}x{i}"
             address = ipaddress.IPv4Interface(f"10.98.{i // 250}.{i % 250 + 1}/12")
             start = time.perf_counter()
             port = nls.add_veth(veth, "ethwe", bridge.mtu, fd)
