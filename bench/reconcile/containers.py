@@ -25,6 +25,8 @@ Prints, each next to a baseline from the same run:
   container's IPv6 announcements, flooded into every other one, are in both: what an agent
   that costs nothing would reach on this machine, against weaved;
 - the daemon's idle CPU and a no-op `plan` answered by the daemon, with 10 and with N attached;
+  with `--services K` the daemon's spec holds K export rules (issue 16's host: 1 000), and
+  with N attached the daemon's edit of one rule → the kernel's nftables show it (five edits);
 - RSS after attaching and over K detach+attach cycles of 10 containers: the samples and the
   slope per cycle (least squares over the samples after the first tenth of the cycles, and
   over each half: no growth is a second half's slope about 0), the RSS at the start, half-way
@@ -33,8 +35,9 @@ Prints, each next to a baseline from the same run:
   its start and end (others share the machine: compare runs made in the same minutes).
 
 Run as root: python bench/reconcile/containers.py [--containers 200] [--cycles 100]
-[--idle 30] [--fill-in-flight 1] [--container-ipv6 on|off]; --containers 1000 for the large
-host (with --fill-in-flight 10 it fills in minutes; the filling figures are then 10 at once).
+[--idle 30] [--fill-in-flight 1] [--container-ipv6 on|off] [--services 0]; --containers 1000
+--services 1000 for the large host (with --fill-in-flight 10 it fills in minutes; the filling
+figures are then 10 at once).
 The containers are bare namespaces, with IPv6 on as the kernel makes them (a CNI pod's are
 so too); `--container-ipv6 off` makes them as Docker makes its containers, IPv6 disabled in
 each (add_namespaces): then a new container sends no IPv6 announcements (its MLD reports,
@@ -66,6 +69,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from bench.reconcile.run import export_rules, shown_at
 from tests.helpers import Netns, sh, stop_process, wait_for
 from weaved.attach.arp import announce_soon
 from weaved.attach.inside import ARP_CACHE
@@ -92,6 +96,7 @@ AT_ONCE = 10
 BURSTS = 3  # of 50 attaches 10 at once at the full size: one burst's p50 varies by ±20 %
 SETTLE_IDLE, SETTLE_S = 0.9, 20.0  # each burst starts once the CPUs are this idle (or after)
 SUSTAINED = 250  # the filling's last attaches, and as many over netlink just before them
+SERVICES_SUBNET = "10.32.0"  # where `--services` rules send to: addresses in SPEC's range
 LINGER = 1.5  # s after the last attach still counted: a new container announces itself for ~1 s
 
 
@@ -390,6 +395,32 @@ def threads_and_fds(pid: int) -> tuple[int, int]:
     return len(os.listdir(f"/proc/{pid}/task")), len(os.listdir(f"/proc/{pid}/fd"))
 
 
+def service_edits(host: Netns, spec: Path, pid: int, count: int) -> dict[str, Any]:
+    """The daemon's edit of one of the spec's `count` export rules → the edited rule in the
+    kernel's nftables (bench/reconcile/run.py's watch), five times: seconds and the daemon's
+    CPU-seconds per edit."""
+    took, cpu = [], []
+    with opened(f"/run/netns/{host.name}") as fd:
+        for port in (81, 82, 83, 84, 85):  # each new: the watch sees only this edit
+            time.sleep(0.5)  # the daemon idle again
+            before, start = cpu_seconds(pid), time.perf_counter()
+            spec.write_text(spec_text(count, port))
+            took.append(shown_at(fd, f"dnat to {SERVICES_SUBNET}.9:{port} ") - start)
+            cpu.append(cpu_seconds(pid) - before)
+    return {
+        "samples_s": [round(x, 3) for x in took],
+        "median_s": round(statistics.median(took), 3),
+        "daemon_cpu_s_per_edit": round(statistics.median(cpu), 3),
+    }
+
+
+def spec_text(services: int, edited_port: int = 80) -> str:
+    """SPEC with `services` export rules (none: SPEC as it is)."""
+    if not services:
+        return SPEC
+    return SPEC + "\n".join(export_rules(services, SERVICES_SUBNET, edited_port)) + "\n"
+
+
 def churn(bench: Bench, names: list[str], cycles: int) -> dict[str, Any]:
     """Detach and attach again, `cycles` times over `names`; RSS every 10 cycles. "No growth"
     reads as: the slope over the second half about 0 (the first half holds the warm-up), the
@@ -458,6 +489,13 @@ def main() -> int:
         help="the containers' own IPv6: on, the kernel's defaults (a bare namespace, a CNI"
         " pod's); off, as Docker makes its containers (IPv6 disabled in each)",
     )
+    parser.add_argument(
+        "--services",
+        type=int,
+        default=0,
+        help="export rules in the daemon's spec (1 000: issue 16's host); with N attached,"
+        " the edit of one until the kernel's nftables show it, five times",
+    )
     args = parser.parse_args()
     ipv6 = args.container_ipv6 == "on"
     if args.containers < 40:
@@ -468,11 +506,15 @@ def main() -> int:
         parser.error("--prefix: 1 to 8 letters, digits or dashes")
     tag = f"{args.prefix}-{secrets.token_hex(2)}"
     began, load_start = time.perf_counter(), load_average()
-    result: dict[str, Any] = {"containers": args.containers, "container_ipv6": args.container_ipv6}
+    result: dict[str, Any] = {
+        "containers": args.containers,
+        "container_ipv6": args.container_ipv6,
+        "services": args.services,
+    }
     fill_n = args.containers - 20 - 5 * AT_ONCE
     with tempfile.TemporaryDirectory() as tmp, Netns(args.prefix) as host:
         spec = Path(tmp) / "weave.yaml"
-        spec.write_text(SPEC)
+        spec.write_text(spec_text(args.services))
         proc = host.popen_weaved(spec, "daemon", log=Path(tmp) / "daemon.log")
         client = Client(str(Path(tmp) / "weaved.sock"), timeout=120)
         bench = Bench(client, proc.pid, tag, ipv6)
@@ -543,6 +585,7 @@ def main() -> int:
                     bench.remove(names)
             base_full = plain_ip(host, tag, 2 * AT_ONCE, AT_ONCE, ipv6, BRIDGE)
             large = bench.snapshot(args.idle)
+            edits = service_edits(host, spec, proc.pid, args.services) if args.services else {}
             result.update(
                 {
                     "baseline_plain_ip_one_at_a_time": summary(base_one),
@@ -572,6 +615,7 @@ def main() -> int:
                     ),
                     "with_10_attached": small,
                     f"with_{args.containers}_attached": large,
+                    f"service_edit_to_converged_with_{args.containers}_attached": edits,
                 }
             )
             result.update(churn(bench, bench.names[-10:], args.cycles))

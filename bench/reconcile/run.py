@@ -49,13 +49,18 @@ def big_spec(count: int, mtu: int = 1376, edited_port: int = 80) -> str:
         "expose:",
     ]
     lines += [f"  - cidr: 10.{100 + i // 250}.{i % 250}.1/24" for i in range(count)]
-    lines += ["services:", "  export:"]
-    lines += [
-        f'    - {{name: s{i}, port: {10000 + i}, to: "10.100.0.{2 + i % 200}:'
+    return "\n".join(lines + export_rules(count, "10.100.0", edited_port)) + "\n"
+
+
+def export_rules(count: int, subnet: str, edited_port: int = 80) -> list[str]:
+    """The spec's `services:` with `count` export rules to addresses in `subnet` (three octets);
+    rule 7's port is `edited_port` (to `<subnet>.9`: what `shown_at` waits for)."""
+    lines = ["services:", "  export:"]
+    return lines + [
+        f'    - {{name: s{i}, port: {10000 + i}, to: "{subnet}.{2 + i % 200}:'
         f'{edited_port if i == 7 else 80}"}}'
         for i in range(count)
     ]
-    return "\n".join(lines) + "\n"
 
 
 def shown_at(netns_fd: int, needle: str, timeout: float = 60) -> float:
