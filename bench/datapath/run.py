@@ -13,7 +13,8 @@ Cases are pluggable: every `case_*.py` next to this file is loaded and its `CASE
 offloads). A case says how to start and stop its data path and between which endpoints to
 measure; the underlay case (host to host over the underlay) is built in, and every ratio is
 relative to it. Weave Net 2.8.1's own sleeve reached 1.3 % (plain) and 1.1 % (encrypted) of
-the underlay on this machine; the `xWeave` column divides a case's ratio by those.
+the underlay, measured once on an earlier machine; the `xWeave` column divides a case's ratio
+by those (on another machine, a rough guide only).
 """
 
 from __future__ import annotations
@@ -218,7 +219,8 @@ def render(results: Sequence[Result]) -> str:
     lines.append(
         "ratio = median Gbit/s / the underlay's, measured just before each case; xVXLAN = median"
         " Gbit/s / the hand-made kernel VXLAN's (target for fastdp: >= 95 %); xWeave ="
-        " ratio / Weave 2.8.1 sleeve's ratio on this machine (1.3 % plain, 1.1 % encrypted)"
+        " ratio / Weave 2.8.1 sleeve's ratio, measured once on an earlier machine (1.3 % plain,"
+        " 1.1 % encrypted)"
     )
     return "\n".join(lines)
 
