@@ -69,7 +69,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from bench.reconcile.run import export_rules, shown_at
+from bench.reconcile.run import cpu_seconds, edits_until_shown, export_rules
 from tests.helpers import Netns, sh, stop_process, wait_for
 from weaved.attach.arp import announce_soon
 from weaved.attach.inside import ARP_CACHE
@@ -98,11 +98,6 @@ SETTLE_IDLE, SETTLE_S = 0.9, 20.0  # each burst starts once the CPUs are this id
 SUSTAINED = 250  # the filling's last attaches, and as many over netlink just before them
 SERVICES_SUBNET = "10.32.0"  # where `--services` rules send to: addresses in SPEC's range
 LINGER = 1.5  # s after the last attach still counted: a new container announces itself for ~1 s
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
 def rss_mb(pid: int) -> float:
@@ -399,18 +394,17 @@ def service_edits(host: Netns, spec: Path, pid: int, count: int) -> dict[str, An
     """The daemon's edit of one of the spec's `count` export rules → the edited rule in the
     kernel's nftables (bench/reconcile/run.py's watch), five times: seconds and the daemon's
     CPU-seconds per edit."""
-    took, cpu = [], []
     with opened(f"/run/netns/{host.name}") as fd:
-        for port in (81, 82, 83, 84, 85):  # each new: the watch sees only this edit
-            time.sleep(0.5)  # the daemon idle again
-            before, start = cpu_seconds(pid), time.perf_counter()
-            spec.write_text(spec_text(count, port))
-            took.append(shown_at(fd, f"dnat to {SERVICES_SUBNET}.9:{port} ") - start)
-            cpu.append(cpu_seconds(pid) - before)
+        edits = list(
+            edits_until_shown(
+                fd, pid, lambda port: spec.write_text(spec_text(count, port)), SERVICES_SUBNET
+            )
+        )
+    took = [e.seconds for e in edits]
     return {
         "samples_s": [round(x, 3) for x in took],
         "median_s": round(statistics.median(took), 3),
-        "daemon_cpu_s_per_edit": round(statistics.median(cpu), 3),
+        "daemon_cpu_s_per_edit": round(statistics.median(e.cpu_s for e in edits), 3),
     }
 
 

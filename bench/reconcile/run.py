@@ -30,8 +30,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
+from typing import NamedTuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
@@ -83,6 +85,25 @@ def shown_at(netns_fd: int, needle: str, timeout: float = 60) -> float:
         raise TimeoutError(f"{needle!r} not shown within {timeout}s")
 
     return run_in_netns(netns_fd, watch, timeout + 10)
+
+
+class Edit(NamedTuple):
+    written: float  # wall clock of the spec's write
+    seconds: float  # from the write until the kernel's nftables show the edited rule
+    cpu_s: float  # the daemon's CPU-seconds meanwhile
+
+
+def edits_until_shown(
+    netns_fd: int, pid: int, write: Callable[[int], object], subnet: str
+) -> Iterator[Edit]:
+    """Five edits of `export_rules`' rule 7, each to a new port: `write(port)` writes the spec
+    with it; each edit is yielded once the namespace's nftables show it."""
+    for port in (81, 82, 83, 84, 85):  # each new: the watch sees only this edit
+        time.sleep(0.5)  # the daemon idle again
+        cpu_before, written, start = cpu_seconds(pid), time.time(), time.perf_counter()
+        write(port)
+        shown = shown_at(netns_fd, f"dnat to {subnet}.9:{port} ")
+        yield Edit(written, shown - start, cpu_seconds(pid) - cpu_before)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -170,15 +191,15 @@ def main() -> int:
                 )
                 time.sleep(1)
             with opened(f"/run/netns/{ns.name}") as netns_fd:
-                for port in (81, 82, 83, 84, 85):  # each new: the wait sees only this edit
-                    time.sleep(0.5)  # the daemon idle again
-                    cpu_before = cpu_seconds(proc.pid)
-                    writes.append(time.time())
-                    start = time.perf_counter()
-                    spec.write_text(big_spec(args.objects, edited_port=port))
-                    shown = shown_at(netns_fd, f"dnat to 10.100.0.9:{port} ")
-                    latencies.append(shown - start)
-                    edit_cpu += (cpu_seconds(proc.pid) - cpu_before) / 5
+                for edit in edits_until_shown(
+                    netns_fd,
+                    proc.pid,
+                    lambda port: spec.write_text(big_spec(args.objects, edited_port=port)),
+                    "10.100.0",
+                ):
+                    writes.append(edit.written)
+                    latencies.append(edit.seconds)
+                    edit_cpu += edit.cpu_s / 5
             time.sleep(0.5)  # the last converge's log line written
             if spy is not None:
                 spy.send_signal(2)  # py-spy writes its output on SIGINT
