@@ -97,6 +97,8 @@ BURSTS = 3  # of 50 attaches 10 at once at the full size: one burst's p50 varies
 SETTLE_IDLE, SETTLE_S = 0.9, 20.0  # each burst starts once the CPUs are this idle (or after)
 SUSTAINED = 250  # the filling's last attaches, and as many over netlink just before them
 SERVICES_SUBNET = "10.32.0"  # where `--services` rules send to: addresses in SPEC's range
+# 20 one at a time, a burst of 50, the first 10, and 4 to fill from (one of them sustained)
+MIN_CONTAINERS = 20 + 5 * AT_ONCE + 10 + 4
 LINGER = 1.5  # s after the last attach still counted: a new container announces itself for ~1 s
 
 
@@ -461,7 +463,9 @@ def churn(bench: Bench, names: list[str], cycles: int) -> dict[str, Any]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--containers", type=int, default=200, help="attached at once (≥ 40)")
+    parser.add_argument(
+        "--containers", type=int, default=200, help=f"attached at once (≥ {MIN_CONTAINERS})"
+    )
     parser.add_argument("--cycles", type=int, default=100, help="detach+attach cycles for RSS")
     parser.add_argument(
         "--idle",
@@ -492,8 +496,8 @@ def main() -> int:
     )
     args = parser.parse_args()
     ipv6 = args.container_ipv6 == "on"
-    if args.containers < 40:
-        parser.error("--containers must be at least 40")
+    if args.containers < MIN_CONTAINERS:
+        parser.error(f"--containers must be at least {MIN_CONTAINERS}")
     # SIGTERM as Ctrl-C: the finally blocks delete every namespace made.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     if not 0 < len(args.prefix) <= 8 or not args.prefix.replace("-", "").isalnum():
